@@ -1,0 +1,28 @@
+"""Shared pytest set-up: offline, quiet, deterministic; `cuda` tests skip without a GPU."""
+
+import os
+
+# Before anything imports gradio / huggingface_hub: no analytics, no hub calls.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    import torch
+
+    torch.manual_seed(0)
+    yield
