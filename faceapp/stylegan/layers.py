@@ -1,0 +1,473 @@
+"""Building blocks of the StyleGAN2 generator and discriminator.
+
+Layer, parameter and buffer names, shapes and init/gain conventions follow
+NVIDIA's stylegan2-ada-pytorch (training/networks.py), so that an official
+state_dict loads into these modules with ``strict=True``. Weights are stored
+unscaled (N(0, 1) / lr_multiplier) and the equalised-learning-rate gains are
+applied at run time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from faceapp.cuda import bias_act, upfirdn2d
+from faceapp.errors import FaceAppError
+
+__all__ = [
+    "normalize_2nd_moment",
+    "conv2d_resample",
+    "modulated_conv2d",
+    "FullyConnectedLayer",
+    "Conv2dLayer",
+    "SynthesisLayer",
+    "ToRGBLayer",
+    "MinibatchStdLayer",
+]
+
+
+def _def_gain(activation: str) -> float:
+    """Default gain of an activation (sqrt(2) for lrelu/relu, 1 for linear)."""
+    return float(bias_act.activation_funcs[activation].def_gain)
+
+
+def check_shape(t: torch.Tensor, shape: list[int | None], name: str) -> None:
+    """Raise a FaceAppError when `t` does not have `shape` (None = any size)."""
+    if t.ndim != len(shape) or any(s is not None and int(d) != s for d, s in zip(t.shape, shape)):
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise FaceAppError(
+            f"{name} has shape {list(t.shape)}; this network expects {want}. "
+            "Check that the latent/image was made for this generator's configuration."
+        )
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Scale `x` so that its mean square along `dim` is 1 (pixel norm of the latent)."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution with resampling.
+
+
+def _filter_size(f: torch.Tensor | None) -> tuple[int, int]:
+    """(width, height) of a filter prepared by setup_filter(); (1, 1) for None."""
+    if f is None:
+        return 1, 1
+    if f.ndim == 1:
+        return int(f.shape[0]), int(f.shape[0])
+    return int(f.shape[-1]), int(f.shape[0])
+
+
+def _padding4(padding) -> list[int]:
+    """Padding as [x_before, x_after, y_before, y_after] from an int, [x, y] or 4-list."""
+    if isinstance(padding, int):
+        return [padding] * 4
+    padding = [int(p) for p in padding]
+    if len(padding) == 2:
+        px, py = padding
+        return [px, px, py, py]
+    return padding
+
+
+def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
+    # F.conv2d computes a correlation; flip_weight=False asks for a true convolution.
+    if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
+        w = w.flip([2, 3])
+    if transpose:
+        return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+    return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+
+
+def conv2d_resample(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    f: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding=0,
+    groups: int = 1,
+    flip_weight: bool = True,
+    flip_filter: bool = False,
+) -> torch.Tensor:
+    """2D convolution with optional FIR up/downsampling (NVIDIA conv2d_resample semantics).
+
+    Args:
+        x: input [N, C_in, H, W].
+        w: weight [C_out, C_in // groups, kh, kw], same dtype as x.
+        f: low-pass filter from upfirdn2d.setup_filter(); None = box of size 1.
+        up: integer upsampling factor (zero insertion + FIR, realised as a transposed conv).
+        down: integer downsampling factor (FIR + strided conv).
+        padding: padding with respect to the upsampled image: int, [x, y] or [x0, x1, y0, y1].
+        groups: grouped convolution (used by the fused modulated conv, one group per sample).
+        flip_weight: True = correlation like F.conv2d, False = true convolution.
+        flip_filter: passed to upfirdn2d.
+
+    Padding is applied once, up front, so the result equals "upsample, pad, filter, conv,
+    filter, downsample" done naively.
+
+    Returns:
+        [N, C_out, H * up / down (for 'same' padding), W * up / down].
+    """
+    out_ch, in_ch_per_group, kh, kw = (int(s) for s in w.shape)
+    fw, fh = _filter_size(f)
+    px0, px1, py0, py1 = _padding4(padding)
+
+    # Extra padding that keeps the FIR filter centred after resampling.
+    if up > 1:
+        px0 += (fw + up - 1) // 2
+        px1 += (fw - up) // 2
+        py0 += (fh + up - 1) // 2
+        py1 += (fh - up) // 2
+    if down > 1:
+        px0 += (fw - down + 1) // 2
+        px1 += (fw - down) // 2
+        py0 += (fh - down + 1) // 2
+        py1 += (fh - down) // 2
+
+    # 1x1 kernel, downsampling: filter at low cost first, then a plain 1x1 conv.
+    if kw == 1 and kh == 1 and down > 1 and up == 1:
+        x = upfirdn2d.upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+        return _conv(x, w, groups=groups, flip_weight=flip_weight)
+
+    # 1x1 kernel, upsampling: conv at low resolution, then upsample.
+    if kw == 1 and kh == 1 and up > 1 and down == 1:
+        x = _conv(x, w, groups=groups, flip_weight=flip_weight)
+        return upfirdn2d.upfirdn2d(
+            x, f, up=up, padding=[px0, px1, py0, py1], gain=up**2, flip_filter=flip_filter
+        )
+
+    # Downsampling: FIR filter then strided conv.
+    if down > 1 and up == 1:
+        x = upfirdn2d.upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+        return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
+
+    # Upsampling: a strided transposed conv does "zero-insert + conv" without the zeros' cost.
+    if up > 1:
+        if groups == 1:
+            w = w.transpose(0, 1)  # [C_in, C_out, kh, kw]
+        else:
+            w = w.reshape(groups, out_ch // groups, in_ch_per_group, kh, kw)
+            w = w.transpose(1, 2)
+            w = w.reshape(groups * in_ch_per_group, out_ch // groups, kh, kw)
+        # The transposed conv already produces (k - 1) / (k - up) extra border pixels.
+        px0 -= kw - 1
+        px1 -= kw - up
+        py0 -= kh - 1
+        py1 -= kh - up
+        pxt = max(min(-px0, -px1), 0)
+        pyt = max(min(-py0, -py1), 0)
+        # A transposed conv convolves where conv2d correlates, hence the inverted flip.
+        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True,
+                  flip_weight=not flip_weight)
+        x = upfirdn2d.upfirdn2d(
+            x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up**2, flip_filter=flip_filter
+        )
+        if down > 1:
+            x = upfirdn2d.upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+        return x
+
+    # No resampling and symmetric non-negative padding: plain conv2d.
+    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
+
+    # General fallback.
+    x = upfirdn2d.upfirdn2d(
+        x, f if up > 1 else None, up=up, padding=[px0, px1, py0, py1], gain=up**2, flip_filter=flip_filter
+    )
+    x = _conv(x, w, groups=groups, flip_weight=flip_weight)
+    if down > 1:
+        x = upfirdn2d.upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+    return x
+
+
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: bool = True,
+) -> torch.Tensor:
+    """StyleGAN2 modulated (and optionally demodulated) convolution.
+
+    Args:
+        x: input [N, C_in, H, W].
+        weight: shared weight [C_out, C_in, kh, kw] (gain already applied by the caller if any).
+        styles: per-sample input-channel scales [N, C_in].
+        noise: optional tensor added to the output, broadcastable to [N, C_out, H', W'].
+        up, down, padding, resample_filter, flip_weight: as in conv2d_resample().
+        demodulate: divide each output channel by the norm of its modulated weights.
+        fused_modconv: True = one grouped conv with per-sample weights; False = scale the
+            activations before/after a shared-weight conv (better for large batches / training).
+
+    Returns:
+        [N, C_out, H', W'].
+    """
+    n = x.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    check_shape(styles, [n, in_ch], "styles")
+
+    # fp16 could overflow in the per-sample weights; demodulation undoes any uniform scale.
+    if x.dtype == torch.float16 and demodulate:
+        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+    w = None
+    dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, C_out, C_in, kh, kw]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, C_out]
+    if demodulate and fused_modconv:
+        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                            flip_weight=flip_weight)
+        if demodulate:
+            x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        if noise is not None:
+            x = x + noise.to(x.dtype)
+        return x
+
+    # Fused: fold the batch into the channel axis and run one grouped conv.
+    x = x.reshape(1, -1, *x.shape[2:])  # [1, N * C_in, H, W]
+    w = w.reshape(-1, in_ch, kh, kw)  # [N * C_out, C_in, kh, kw]
+    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                        groups=n, flip_weight=flip_weight)
+    x = x.reshape(n, -1, *x.shape[2:])  # [N, C_out, H', W']
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers.
+
+
+class FullyConnectedLayer(torch.nn.Module):
+    """Linear layer with equalised learning rate and a fused bias + activation."""
+
+    def __init__(
+        self,
+        in_features: int,  # Number of input features.
+        out_features: int,  # Number of output features.
+        bias: bool = True,  # Add a bias before the activation?
+        activation: str = "linear",  # 'linear', 'relu', 'lrelu', ...
+        lr_multiplier: float = 1,  # Learning-rate multiplier (weights stored divided by it).
+        bias_init: float = 0,  # Initial bias value (1 for the style affines).
+    ):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = torch.nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        x = x.matmul(w.t())
+        return bias_act.bias_act(x, b, act=self.activation)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+class Conv2dLayer(torch.nn.Module):
+    """Conv with equalised learning rate, optional FIR resampling, bias, activation and clamp."""
+
+    def __init__(
+        self,
+        in_channels: int,  # Number of input channels.
+        out_channels: int,  # Number of output channels.
+        kernel_size: int,  # Width and height of the kernel.
+        bias: bool = True,  # Add a bias before the activation?
+        activation: str = "linear",  # 'linear', 'relu', 'lrelu', ...
+        up: int = 1,  # Integer upsampling factor.
+        down: int = 1,  # Integer downsampling factor.
+        resample_filter=(1, 3, 3, 1),  # Low-pass filter used when resampling.
+        conv_clamp: float | None = None,  # Clamp the output to +-X, None = no clamp.
+        channels_last: bool = False,  # Store the weight in channels_last format?
+        trainable: bool = True,  # False = weight/bias are buffers (Freeze-D).
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.activation = activation
+        self.up = up
+        self.down = down
+        self.conv_clamp = conv_clamp
+        self.register_buffer("resample_filter", upfirdn2d.setup_filter(list(resample_filter)))
+        self.padding = kernel_size // 2
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.act_gain = _def_gain(activation)
+
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=fmt)
+        bias_t = torch.zeros([out_channels]) if bias else None
+        if trainable:
+            self.weight = torch.nn.Parameter(weight)
+            self.bias = torch.nn.Parameter(bias_t) if bias_t is not None else None
+        else:
+            self.register_buffer("weight", weight)
+            if bias_t is not None:
+                self.register_buffer("bias", bias_t)
+            else:
+                self.bias = None
+
+    def forward(self, x: torch.Tensor, gain: float = 1) -> torch.Tensor:
+        w = self.weight * self.weight_gain
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        # Upsampling layers use a true convolution (matches the official weights).
+        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
+                            padding=self.padding, flip_weight=(self.up == 1))
+        act_gain = self.act_gain * gain
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act.bias_act(x, b, act=self.activation, gain=act_gain, clamp=act_clamp)
+
+    def extra_repr(self) -> str:
+        k = self.weight.shape[-1]
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={k}, activation={self.activation}, "
+                f"up={self.up}, down={self.down}")
+
+
+class SynthesisLayer(torch.nn.Module):
+    """Modulated 3x3 conv + noise + bias + activation: one style input of the generator."""
+
+    def __init__(
+        self,
+        in_channels: int,  # Number of input channels.
+        out_channels: int,  # Number of output channels.
+        w_dim: int,  # Dimensionality of w.
+        resolution: int,  # Output resolution of this layer.
+        kernel_size: int = 3,  # Kernel size.
+        up: int = 1,  # Integer upsampling factor.
+        use_noise: bool = True,  # Add per-pixel noise?
+        activation: str = "lrelu",  # Activation function.
+        resample_filter=(1, 3, 3, 1),  # Low-pass filter used when upsampling.
+        conv_clamp: float | None = None,  # Clamp the output to +-X, None = no clamp.
+        channels_last: bool = False,  # Store the weight in channels_last format?
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.resolution = resolution
+        self.up = up
+        self.use_noise = use_noise
+        self.activation = activation
+        self.conv_clamp = conv_clamp
+        self.register_buffer("resample_filter", upfirdn2d.setup_filter(list(resample_filter)))
+        self.padding = kernel_size // 2
+        self.act_gain = _def_gain(activation)
+
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.weight = torch.nn.Parameter(
+            torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=fmt)
+        )
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.noise_strength = torch.nn.Parameter(torch.zeros([]))
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
+                fused_modconv: bool = True, gain: float = 1) -> torch.Tensor:
+        """x [N, C_in, R/up, R/up], w [N, w_dim] -> [N, C_out, R, R]."""
+        if noise_mode not in ("random", "const", "none"):
+            raise FaceAppError(f"noise_mode is {noise_mode!r}; use 'const', 'random' or 'none'.")
+        in_res = self.resolution // self.up
+        check_shape(x, [None, self.in_channels, in_res, in_res], f"input of the {self.resolution}px layer")
+        styles = self.affine(w)  # [N, C_in]
+
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
+                                dtype=torch.float32) * self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise = self.noise_const * self.noise_strength  # [R, R]
+
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                             fused_modconv=fused_modconv)
+        act_gain = self.act_gain * gain
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, resolution={self.resolution}, up={self.up}, "
+                f"activation={self.activation}")
+
+
+class ToRGBLayer(torch.nn.Module):
+    """Modulated 1x1 conv (no demodulation) from features to image channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
+                 conv_clamp: float | None = None, channels_last: bool = False):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.weight = torch.nn.Parameter(
+            torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=fmt)
+        )
+        self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
+        """x [N, C_in, R, R], w [N, w_dim] -> [N, img_channels, R, R]."""
+        styles = self.affine(w) * self.weight_gain  # [N, C_in]
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        return bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}"
+
+
+class MinibatchStdLayer(torch.nn.Module):
+    """Append the mean over features of the per-group stddev as extra channels."""
+
+    def __init__(self, group_size: int | None, num_channels: int = 1):
+        super().__init__()
+        self.group_size = group_size
+        self.num_channels = num_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] -> [N, C + num_channels, H, W]."""
+        n, c, h, w = x.shape
+        g = min(self.group_size, n) if self.group_size is not None else n
+        if n % g != 0:
+            raise FaceAppError(
+                f"batch size {n} is not a multiple of the minibatch-std group size {g}; "
+                "use a batch that is a multiple of it or set mbstd_group_size accordingly."
+            )
+        f = self.num_channels
+        y = x.reshape(g, -1, f, c // f, h, w)  # [G, n, F, c, H, W]; sample i is in group i % (N/G)
+        y = y - y.mean(dim=0)
+        y = (y.square().mean(dim=0) + 1e-8).sqrt()  # [n, F, c, H, W] stddev over the group
+        y = y.mean(dim=[2, 3, 4])  # [n, F]
+        y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)  # [N, F, H, W]
+        return torch.cat([x, y], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}, num_channels={self.num_channels}"
