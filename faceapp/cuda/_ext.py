@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -53,10 +54,22 @@ def default_build_dir() -> Path:
     return Path(root) / "torch_extensions" / f"{EXT_NAME}-{source_hash()}"
 
 
+def _is_cuda_home(path: str | None) -> bool:
+    return bool(path) and (Path(path) / "bin" / "nvcc").exists() and (
+        Path(path) / "include" / "cuda_runtime_api.h"
+    ).exists()
+
+
 def _find_cuda_home() -> str | None:
-    """The CUDA toolkit root, or None when nvcc cannot be found."""
-    for cand in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if cand and (Path(cand) / "bin" / "nvcc").exists():
+    """The CUDA toolkit root (with nvcc and headers), or None when none is found."""
+    cands = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        # nvcc may be a symlink or a wrapper script in /usr/local/bin, whose parent is no toolkit.
+        cands.append(str(Path(nvcc).resolve().parent.parent))
+    cands.append("/usr/local/cuda")
+    for cand in cands:
+        if _is_cuda_home(cand):
             return cand
     return None
 
@@ -83,9 +96,9 @@ def compile_extension(build_dir: str | os.PathLike | None = None, verbose: bool 
 
     build_dir = Path(build_dir) if build_dir is not None else default_build_dir()
     build_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("CUDA_HOME", cuda_home)
-    # cpp_extension reads CUDA_HOME once at its import; point it at what we found.
-    if getattr(cpp_ext, "CUDA_HOME", None) is None:
+    # cpp_extension guesses CUDA_HOME once, at its import, and can guess wrong (e.g. /usr/local
+    # when nvcc is a wrapper in /usr/local/bin); point it at the toolkit found above.
+    if not _is_cuda_home(getattr(cpp_ext, "CUDA_HOME", None)):
         cpp_ext.CUDA_HOME = cuda_home
     if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
@@ -95,7 +108,7 @@ def compile_extension(build_dir: str | os.PathLike | None = None, verbose: bool 
             sources=[str(CSRC_DIR / s) for s in SOURCES],
             extra_include_paths=[str(CSRC_DIR)],
             extra_cflags=["-O2"],
-            extra_cuda_cflags=["-O3", "--use_fast_math"],
+            extra_cuda_cflags=["-O3"],
             build_directory=str(build_dir),
             verbose=verbose,
         )

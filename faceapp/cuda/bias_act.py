@@ -141,7 +141,7 @@ def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float):
         # The kernel wants dense tensors; empty tensors stand for "absent".
         dev = x.device
         e = empty.to(device=dev, dtype=x.dtype)
-        b = b.contiguous() if b is not None else e
+        b = b.to(x.dtype).contiguous() if b is not None else e
         return _ext.load().bias_act(
             x, b, e if xref is None else xref, e if yref is None else yref, e if dy is None else dy,
             grad, dim, spec.cuda_idx, alpha, gain, clamp,
@@ -149,8 +149,8 @@ def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float):
 
     def fmt(x: torch.Tensor):
         # Keep channels_last inputs channels_last (StyleGAN runs some layers that way).
-        if x.ndim > 2 and x.stride(1) == 1 and x.stride(1) < x.stride(-1):
-            return torch.channels_last if x.ndim == 4 else torch.contiguous_format
+        if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
         return torch.contiguous_format
 
     class BiasActCuda(torch.autograd.Function):
@@ -163,7 +163,8 @@ def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float):
             ctx.save_for_backward(
                 x if spec.ref == "x" or spec.has_2nd_grad else empty,
                 b if b is not None and (spec.ref == "x" or spec.has_2nd_grad) else empty,
-                y if spec.ref == "y" else empty,
+                # The clamp's gradient mask needs y whatever the activation.
+                y if spec.ref == "y" or clamp >= 0 else empty,
             )
             ctx.has_b = b is not None
             return y
