@@ -19,6 +19,7 @@ from faceapp.errors import FaceAppError
 
 __all__ = [
     "normalize_2nd_moment",
+    "make_filter",
     "conv2d_resample",
     "modulated_conv2d",
     "FullyConnectedLayer",
@@ -32,6 +33,12 @@ __all__ = [
 def _def_gain(activation: str) -> float:
     """Default gain of an activation (sqrt(2) for lrelu/relu, 1 for linear)."""
     return float(bias_act.activation_funcs[activation].def_gain)
+
+
+def make_filter(taps) -> torch.Tensor:
+    """Resample-filter buffer from taps, on the current default device (so that building
+    a network under `with torch.device('meta'):` allocates nothing)."""
+    return upfirdn2d.setup_filter(list(taps), device=torch.get_default_device())
 
 
 def check_shape(t: torch.Tensor, shape: list[int | None], name: str) -> None:
@@ -316,7 +323,7 @@ class Conv2dLayer(torch.nn.Module):
         self.up = up
         self.down = down
         self.conv_clamp = conv_clamp
-        self.register_buffer("resample_filter", upfirdn2d.setup_filter(list(resample_filter)))
+        self.register_buffer("resample_filter", make_filter(resample_filter))
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
         self.act_gain = _def_gain(activation)
@@ -375,7 +382,7 @@ class SynthesisLayer(torch.nn.Module):
         self.use_noise = use_noise
         self.activation = activation
         self.conv_clamp = conv_clamp
-        self.register_buffer("resample_filter", upfirdn2d.setup_filter(list(resample_filter)))
+        self.register_buffer("resample_filter", make_filter(resample_filter))
         self.padding = kernel_size // 2
         self.act_gain = _def_gain(activation)
 

@@ -33,6 +33,7 @@ from faceapp.stylegan.layers import (
     SynthesisLayer,
     ToRGBLayer,
     check_shape,
+    make_filter,
     normalize_2nd_moment,
 )
 
@@ -57,6 +58,11 @@ def _jsonable(value):
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return copy.deepcopy(value)
+
+
+def _base_dtype(t: torch.Tensor) -> torch.dtype:
+    # Networks compute in fp32 (fp16 blocks aside); fp64 inputs stay fp64 for gradient checks.
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 def _check_resolution(img_resolution: int) -> int:
@@ -145,10 +151,10 @@ class MappingNetwork(torch.nn.Module):
         x = None
         if self.z_dim > 0:
             check_shape(z, [None, self.z_dim], "z")
-            x = normalize_2nd_moment(z.to(torch.float32))
+            x = normalize_2nd_moment(z.to(_base_dtype(z)))
         if self.c_dim > 0:
             check_shape(c, [None, self.c_dim], "c")
-            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            y = normalize_2nd_moment(self.embed(c.to(_base_dtype(c))))
             x = torch.cat([x, y], dim=1) if x is not None else y
 
         for idx in range(self.num_layers):
@@ -203,7 +209,7 @@ class SynthesisBlock(torch.nn.Module):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.channels_last = use_fp16 and fp16_channels_last
-        self.register_buffer("resample_filter", upfirdn2d.setup_filter(list(resample_filter)))
+        self.register_buffer("resample_filter", make_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
 
@@ -238,11 +244,11 @@ class SynthesisBlock(torch.nn.Module):
         # fp16 only pays off (and is only well supported) on CUDA; CPU always runs fp32.
         on_cuda = ws.device.type == "cuda"
         use_fp16 = self.use_fp16 and not force_fp32 and on_cuda
-        dtype = torch.float16 if use_fp16 else torch.float32
+        dtype = torch.float16 if use_fp16 else _base_dtype(ws)
         fmt = torch.channels_last if (self.channels_last and use_fp16) else torch.contiguous_format
         if fused_modconv is None:
             # Grouped conv is faster for inference; training prefers shared weights.
-            fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
+            fused_modconv = (not self.training) and (dtype != torch.float16 or int(ws.shape[0]) == 1)
 
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype, memory_format=fmt)
@@ -268,7 +274,7 @@ class SynthesisBlock(torch.nn.Module):
             img = upfirdn2d.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
-            y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+            y = y.to(dtype=_base_dtype(ws), memory_format=torch.contiguous_format)
             img = img + y if img is not None else y
         return x, img
 
@@ -324,7 +330,7 @@ class SynthesisNetwork(torch.nn.Module):
         noise per call, 'none' = no noise. force_fp32 disables fp16 blocks on CUDA.
         """
         check_shape(ws, [None, self.num_ws, self.w_dim], "ws")
-        ws = ws.to(torch.float32)
+        ws = ws.to(_base_dtype(ws))
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
@@ -442,7 +448,7 @@ class DiscriminatorBlock(torch.nn.Module):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.channels_last = use_fp16 and fp16_channels_last
-        self.register_buffer("resample_filter", upfirdn2d.setup_filter(list(resample_filter)))
+        self.register_buffer("resample_filter", make_filter(resample_filter))
 
         self.num_layers = 0
 
@@ -467,7 +473,7 @@ class DiscriminatorBlock(torch.nn.Module):
         """x [N, C, R, R] (None for the first block), img [N, 3, R, R] -> (x [N, C', R/2, R/2], img)."""
         ref = x if x is not None else img
         use_fp16 = self.use_fp16 and not force_fp32 and ref.device.type == "cuda"
-        dtype = torch.float16 if use_fp16 else torch.float32
+        dtype = torch.float16 if use_fp16 else _base_dtype(ref)
         fmt = torch.channels_last if (self.channels_last and use_fp16) else torch.contiguous_format
 
         if x is not None:
@@ -533,9 +539,10 @@ class DiscriminatorEpilogue(torch.nn.Module):
                 force_fp32: bool = False) -> torch.Tensor:
         """x [N, C, 4, 4] -> logits [N, 1]. Always fp32."""
         check_shape(x, [None, self.in_channels, self.resolution, self.resolution], "input of the epilogue")
-        x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+        dtype = _base_dtype(x)
+        x = x.to(dtype=dtype, memory_format=torch.contiguous_format)
         if self.architecture == "skip":
-            x = x + self.fromrgb(img.to(dtype=torch.float32, memory_format=torch.contiguous_format))
+            x = x + self.fromrgb(img.to(dtype=dtype, memory_format=torch.contiguous_format))
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)
