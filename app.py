@@ -72,7 +72,7 @@ def build_demo(G, description: str):
             seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=2**31 - 5)
             psi = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ (lower: more typical faces)")
         button = gr.Button("Generate", variant="primary")
-        gallery = gr.Gallery(label="Samples", columns=4, height="auto")
+        gallery = gr.Gallery(label="Samples", columns=4, height="auto", format="png")
         button.click(sample, inputs=[seed, psi], outputs=gallery, api_name="sample", concurrency_limit=1)
         demo.load(sample, inputs=[seed, psi], outputs=gallery)
     return demo
