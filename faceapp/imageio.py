@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -113,6 +114,23 @@ def _from_array(a: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(a[..., 0] if mode == "L" else a), mode)
 
 
+_pil_guard_lock = threading.Lock()
+
+
+def _open_unguarded(fp) -> Image.Image:
+    """Image.open without PIL's own bomb check, so ours (just after) can report WxH.
+
+    Opening reads only the header; PIL's global limit is lifted for that moment only.
+    """
+    with _pil_guard_lock:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(fp)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def load_image(
     source: ImageSource,
     *,
@@ -159,10 +177,7 @@ def load_image(
         else:
             fp = source
         try:
-            with warnings.catch_warnings():
-                # We enforce our own limit below; PIL's warning would only add noise.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(fp)
+            im = _open_unguarded(fp) if max_pixels is not None else Image.open(fp)
         except UnidentifiedImageError:
             raise ImageError(
                 f"{name} is not an image file we can read (expected JPEG, PNG, WebP, BMP, TIFF or GIF)"

@@ -271,9 +271,8 @@ def detect_faces(
         for box, score in boxes:
             faces.append(Face(box=box, score=score, landmarks68=_dlib_landmarks(rgb, box), backend=which))
 
-    if min_score is None:
-        min_score = DEFAULT_MIN_SCORE[which]
-    faces = [f for f in faces if f.size >= min_size and f.score >= min_score]
+    cut = DEFAULT_MIN_SCORE[which] if min_score is None else min_score
+    faces = [f for f in faces if f.size >= min_size and f.score >= cut]
     faces.sort(key=lambda f: f.size, reverse=True)
     if max_faces is not None:
         faces = faces[:max_faces]
@@ -281,7 +280,7 @@ def detect_faces(
         filters = []
         if min_size:
             filters.append(f"at least {min_size:g} px")
-        if min_score > 0:
+        if min_score is not None:
             filters.append(f"score >= {min_score:g}")
         extra = f" ({', '.join(filters)})" if filters else ""
         raise NoFaceError(
