@@ -1,0 +1,177 @@
+"""Benchmark the StyleGAN2 generator: img/s, ms/img, analytic GFLOPs and achieved GFLOP/s.
+
+    python bench/generator.py                      # config-f 1024 and the small demo 128, batch 1 and 8
+    python bench/generator.py --preset demo128 --batch 1 --iters 20
+    python bench/generator.py --resolution 128 --channel-base 4096 --channel-max 256 \
+        --w-dim 256 --map-layers 4 --batch 1        # size a custom network
+    python bench/generator.py --device cuda        # GPU, custom ops: impl ref vs cuda
+
+Weights are random (speed does not depend on them). Timing covers G(z) = mapping +
+synthesis with noise_mode='const' under torch.inference_mode, after warm-up.
+GFLOPs are counted analytically from the config: 2 x the multiply-adds of every fc,
+conv, weight (de)modulation and FIR filter as this implementation executes them
+(the up=2 conv is a stride-2 transposed conv on the low-res grid, then a 4x4 FIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from faceapp.stylegan import Generator  # noqa: E402
+
+PRESETS = {
+    # Official FFHQ config-f (stylegan2-ada-pytorch 'paper1024' / the NVIDIA ffhq.pkl).
+    "configf1024": dict(z_dim=512, w_dim=512, img_resolution=1024, map_layers=8, channel_base=32768,
+                        channel_max=512, num_fp16_res=4, conv_clamp=256),
+    # Our demo generator: one 128 px image in <= 150 ms on a 2-core CPU.
+    "demo128": dict(z_dim=256, w_dim=256, img_resolution=128, map_layers=4, channel_base=8192,
+                    channel_max=256, num_fp16_res=0, conv_clamp=256),
+}
+
+
+def count_macs(img_resolution: int, w_dim: int, z_dim: int, map_layers: int, channel_base: int,
+               channel_max: int, img_channels: int = 3, kernel: int = 3, fir_taps: int = 4) -> dict[str, int]:
+    """Multiply-adds per image of mapping and synthesis, counted from the architecture.
+
+    Returns {'mapping': ..., 'synthesis': ..., 'total': ...}.
+    """
+    mapping = z_dim * w_dim + (map_layers - 1) * w_dim * w_dim
+    ch = {2**i: min(channel_base // 2**i, channel_max) for i in range(2, int(math.log2(img_resolution)) + 1)}
+    k2, fir = kernel * kernel, fir_taps * fir_taps
+
+    def layer(cin, cout, res, up):
+        macs = w_dim * cin  # affine -> styles
+        macs += 2 * cout * cin * k2  # modulate + demodulation norm of the per-sample weights
+        if up == 1:
+            macs += cout * cin * k2 * res * res
+        else:  # transposed conv on the input grid, then the FIR at the output resolution
+            macs += cout * cin * k2 * (res // up) ** 2 + cout * fir * res * res
+        return macs
+
+    def torgb(cin, res):
+        return w_dim * cin + img_channels * cin + img_channels * cin * res * res
+
+    synthesis = layer(ch[4], ch[4], 4, 1) + torgb(ch[4], 4)
+    for res in list(ch)[1:]:
+        synthesis += layer(ch[res // 2], ch[res], res, 2) + layer(ch[res], ch[res], res, 1) + torgb(ch[res], res)
+        synthesis += img_channels * fir * res * res  # upsample2d of the skip image
+    return {"mapping": mapping, "synthesis": synthesis, "total": mapping + synthesis}
+
+
+def build(cfg: dict, device: torch.device) -> Generator:
+    G = Generator(
+        z_dim=cfg["z_dim"], c_dim=0, w_dim=cfg["w_dim"], img_resolution=cfg["img_resolution"], img_channels=3,
+        mapping_kwargs=dict(num_layers=cfg["map_layers"]),
+        synthesis_kwargs=dict(channel_base=cfg["channel_base"], channel_max=cfg["channel_max"],
+                              num_fp16_res=cfg["num_fp16_res"], conv_clamp=cfg["conv_clamp"]),
+    )
+    with torch.no_grad():  # visible noise, as in a trained network
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.1)
+    return G.eval().requires_grad_(False).to(device)
+
+
+def time_generator(G: Generator, batch: int, device: torch.device, iters: int, warmup: int,
+                   max_seconds: float) -> tuple[float, int]:
+    """Mean seconds per batch over up to `iters` timed runs (stopping early after max_seconds)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    z = torch.randn([batch, G.z_dim], device=device, generator=gen)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with torch.inference_mode():
+        for _ in range(warmup):
+            G(z, None, noise_mode="const")
+        sync()
+        times = []
+        start = time.perf_counter()
+        while len(times) < iters:
+            t0 = time.perf_counter()
+            G(z, None, noise_mode="const")
+            sync()
+            times.append(time.perf_counter() - t0)
+            if time.perf_counter() - start > max_seconds:
+                break
+    times.sort()
+    # Median: robust to the odd slow run when other processes share the CPU.
+    return times[len(times) // 2], len(times)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), action="append",
+                   help="preset(s) to run (default: all, unless --resolution is given)")
+    p.add_argument("--resolution", type=int, help="custom config: output resolution")
+    p.add_argument("--channel-base", type=int, default=8192, help="custom config: channel_base")
+    p.add_argument("--channel-max", type=int, default=256, help="custom config: channel_max")
+    p.add_argument("--w-dim", type=int, default=256, help="custom config: z_dim = w_dim")
+    p.add_argument("--map-layers", type=int, default=4, help="custom config: mapping layers")
+    p.add_argument("--num-fp16-res", type=int, default=0, help="custom config: fp16 resolutions (CUDA only)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations (at most)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up iterations")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="stop timing a case after this long")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
+    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
+                   help="'all' = CPU, plus CUDA (impl ref and cuda) when a GPU is present")
+    p.add_argument("--cpu-max-res", type=int, default=1024,
+                   help="skip CPU runs above this resolution (config-f 1024 takes seconds per image)")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    configs = {}
+    if args.resolution:
+        configs["custom"] = dict(z_dim=args.w_dim, w_dim=args.w_dim, img_resolution=args.resolution,
+                                 map_layers=args.map_layers, channel_base=args.channel_base,
+                                 channel_max=args.channel_max, num_fp16_res=args.num_fp16_res, conv_clamp=256)
+    for name in args.preset or ([] if args.resolution else list(PRESETS)):
+        configs[name] = PRESETS[name]
+
+    runs = []  # (device, impl)
+    if args.device in ("cpu", "all"):
+        runs.append(("cpu", "ref"))
+    if args.device == "cuda" or (args.device == "all" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            p.error("--device cuda but torch sees no CUDA GPU")
+        runs += [("cuda", "ref"), ("cuda", "cuda")]
+
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} CPU threads"
+          + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    print(f"{'config':<12} {'res':>5} {'params':>8} {'GFLOP/img':>10} {'device':<6} {'impl':<5} {'batch':>5} "
+          f"{'ms/img':>9} {'img/s':>8} {'GFLOP/s':>8} {'iters':>5}")
+    for name, cfg in configs.items():
+        macs = count_macs(cfg["img_resolution"], cfg["w_dim"], cfg["z_dim"], cfg["map_layers"],
+                          cfg["channel_base"], cfg["channel_max"])
+        gflop = 2 * macs["total"] / 1e9
+        for dev_name, impl in runs:
+            if dev_name == "cpu" and cfg["img_resolution"] > args.cpu_max_res:
+                continue
+            os.environ["FACEAPP_CUDA_OPS"] = impl if dev_name == "cuda" else "auto"
+            device = torch.device(dev_name)
+            G = build(cfg, device)
+            n_params = sum(q.numel() for q in G.parameters())
+            for batch in args.batch:
+                sec, n = time_generator(G, batch, device, args.iters, args.warmup, args.max_seconds)
+                ms_img = 1000 * sec / batch
+                print(f"{name:<12} {cfg['img_resolution']:>5} {n_params / 1e6:>7.2f}M {gflop:>10.2f} "
+                      f"{dev_name:<6} {impl:<5} {batch:>5} {ms_img:>9.1f} {batch / sec:>8.2f} "
+                      f"{gflop * batch / sec:>8.1f} {n:>5}", flush=True)
+            del G
+
+
+if __name__ == "__main__":
+    main()
