@@ -286,8 +286,9 @@ def _expected_kinds() -> list[str]:
 class DlibFaceResNet(nn.Module):
     """dlib's 29-layer face-recognition ResNet; forward(img [N,3,150,150] RGB in [0,255]) -> [N,128].
 
-    Differentiable in its input. Build it with ``load_dlib_face_resnet``; the weights are
-    buffers-turned-parameters with requires_grad=False (it is a frozen feature extractor).
+    Differentiable in its input. Build it with ``load_dlib_face_resnet``. The weights are
+    parameters with requires_grad=False (a frozen feature extractor that still follows
+    .to(device) / .double() and shows in state_dict()).
     """
 
     def __init__(self, layers: list[DlibLayer], margin: float = 0.04, dist_thresh: float = SAME_PERSON_DISTANCE):
@@ -317,12 +318,16 @@ class DlibFaceResNet(nn.Module):
             beta = torch.from_numpy(aff.tensors["beta"].copy())
             if not (b.numel() == g.numel() == beta.numel() == w.shape[0]):
                 raise CheckpointError("dlib network: convolution and affine sizes disagree")
-            p = nn.ParameterDict({k: nn.Parameter(v, requires_grad=False) for k, v in
-                                  {"weight": w, "bias": b, "gamma": g, "beta": beta}.items()})
+            p = nn.ParameterDict(
+                {
+                    k: nn.Parameter(v, requires_grad=False)
+                    for k, v in {"weight": w, "bias": b, "gamma": g, "beta": beta}.items()
+                }
+            )
             return p
 
         self.stem = conv_affine(next(it), next(it))
-        self.stem_geometry = (next(it).kind, next(it).attrs)  # relu, max_pool(3x3 stride 2)
+        next(it), next(it)  # relu, max_pool 3x3 stride 2
         self.blocks = nn.ModuleList()
         self.block_strides: list[int] = []
         for _, n_blocks, down in _STAGES:
@@ -352,8 +357,10 @@ class DlibFaceResNet(nn.Module):
             elif layer.kind == "max_pool":
                 ok = a == {"kernel": (3, 3), "stride": (2, 2), "padding": (0, 0)}
             elif layer.kind == "avg_pool":
-                ok = a in ({"kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)},
-                           {"kernel": (0, 0), "stride": (1, 1), "padding": (0, 0)})
+                ok = a in (
+                    {"kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)},
+                    {"kernel": (0, 0), "stride": (1, 1), "padding": (0, 0)},
+                )
             else:
                 ok = True
             if not ok:
