@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from faceapp.errors import FaceAppError
 from faceapp.stylegan import Discriminator, Generator, mix_styles, sample_mixing_cutoff
-from faceapp.stylegan.layers import MinibatchStdLayer, SynthesisLayer, modulated_conv2d
+from faceapp.stylegan.layers import Conv2dLayer, MinibatchStdLayer, SynthesisLayer, modulated_conv2d
 
 # --------------------------------------------------------------------------------------------
 # Independent naive reference computations.
@@ -111,6 +111,25 @@ def test_modulated_conv_up2_matches_naive(fused):
                            fused_modconv=fused)
     want = naive_modconv(x, weight, styles, up=2)
     assert got.shape == (2, 4, 10, 10)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_downsampling_conv_matches_naive(kernel):
+    """The discriminator's conv1 (3x3) and skip (1x1): blur, then stride-2 sampling."""
+    torch.manual_seed(6)
+    layer = Conv2dLayer(5, 4, kernel_size=kernel, down=2, activation="lrelu", bias=True).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(2, 5, 8, 8, dtype=torch.float64)
+    w = layer.weight / math.sqrt(5 * kernel * kernel)
+    if kernel == 3:  # FIR-pad by 2 (filter centring + conv padding), blur, strided 3x3 conv
+        want = F.conv2d(naive_blur(x, [2, 2, 2, 2]), w, stride=2)
+    else:  # blur with padding 1, keep every second pixel, 1x1 conv
+        want = F.conv2d(naive_blur(x, [1, 1, 1, 1])[:, :, ::2, ::2], w)
+    want = lrelu(want + layer.bias.reshape(1, -1, 1, 1))
+    got = layer(x)
+    assert got.shape == (2, 4, 4, 4)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
@@ -433,3 +452,16 @@ def test_freeze_layers_makes_buffers():
     assert "b16.fromrgb.weight" not in names and "b16.conv0.weight" not in names
     assert "b16.conv1.weight" in names
     assert "b16.fromrgb.weight" in D.state_dict()
+
+
+@pytest.mark.cuda
+def test_fp16_blocks_on_cuda_close_to_fp32():
+    G = tiny_G(res=32, channel_base=512, channel_max=32, num_fp16_res=2, conv_clamp=256).cuda()
+    assert G.synthesis.b32.use_fp16
+    ws = G.mapping(torch.randn(4, 16, device="cuda"), None)
+    img16 = G.synthesis(ws)
+    img32 = G.synthesis(ws, force_fp32=True)
+    assert img16.dtype == torch.float32 and img16.device.type == "cuda"
+    assert (img16 - img32).abs().max() < 0.05 * img32.abs().max()
+    cpu = G.cpu().synthesis(ws.cpu())
+    torch.testing.assert_close(img32.cpu(), cpu, rtol=1e-3, atol=1e-3)

@@ -43,6 +43,8 @@ def make_filter(taps) -> torch.Tensor:
 
 def check_shape(t: torch.Tensor, shape: list[int | None], name: str) -> None:
     """Raise a FaceAppError when `t` does not have `shape` (None = any size)."""
+    if not isinstance(t, torch.Tensor):
+        raise FaceAppError(f"{name} is {type(t).__name__}; this network needs a tensor here.")
     if t.ndim != len(shape) or any(s is not None and int(d) != s for d, s in zip(t.shape, shape)):
         want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
         raise FaceAppError(
