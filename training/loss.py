@@ -67,24 +67,29 @@ class StyleGAN2Loss:
         self.config = config
         self.augment_pipe = augment_pipe
         self.autocast_dtype = autocast_dtype
+        self._amp_enabled = True  # switched off while a regulariser runs
         self.pl_mean = torch.zeros([], device=next(G.parameters()).device)  # EMA of path lengths
 
-    def _autocast(self, device: torch.device, enabled: bool = True):
-        if self.autocast_dtype is None or not enabled:
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None or not self._amp_enabled:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
     def run_G(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = False):
         """z [N, z_dim], c [N, c_dim] -> (img [N, C, H, W], ws [N, num_ws, w_dim])."""
+        # The mapping network is small and w feeds every layer: keep it in float32.
         ws = map_with_mixing(self.G, z, c, self.config.style_mixing_prob, update_emas=update_emas)
-        img = self.G.synthesis(ws, noise_mode="random")
-        return img, ws
+        with self._autocast(z.device):
+            img = self.G.synthesis(ws, noise_mode="random")
+        return img.float(), ws
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """img [N, C, H, W] -> logits [N, 1], through the augmentation pipe."""
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
-        return self.D(img, c)
+        with self._autocast(img.device):
+            logits = self.D(img, c)
+        return logits.float()
 
     def accumulate_gradients(
         self,
@@ -103,7 +108,7 @@ class StyleGAN2Loss:
         ``scaler`` scales the main phases' losses for float16. Returns scalar stats.
         """
         cfg = self.config
-        dev = real_img.device
+        self._amp_enabled = phase.endswith("main")  # regularisers run in float32
         stats: dict[str, float] = {}
 
         def backward(loss: torch.Tensor, scaled: bool) -> None:
@@ -112,9 +117,8 @@ class StyleGAN2Loss:
             loss.backward()
 
         if phase == "Gmain":
-            with self._autocast(dev):
-                gen_img, _ = self.run_G(gen_z, gen_c)
-                gen_logits = self.run_D(gen_img, gen_c)
+            gen_img, _ = self.run_G(gen_z, gen_c)
+            gen_logits = self.run_D(gen_img, gen_c)
             loss = F.softplus(-gen_logits.float()).mean()  # -log sigmoid(D(G(z)))
             backward(loss * gain, scaled=True)
             stats["Loss/G/loss"] = loss.item()
@@ -142,11 +146,10 @@ class StyleGAN2Loss:
             stats["Loss/pl_mean"] = float(pl_mean)
 
         elif phase == "Dmain":
-            with self._autocast(dev):
-                with torch.no_grad():
-                    gen_img, _ = self.run_G(gen_z, gen_c, update_emas=True)
-                gen_logits = self.run_D(gen_img, gen_c)
-                real_logits = self.run_D(real_img, real_c)
+            with torch.no_grad():
+                gen_img, _ = self.run_G(gen_z, gen_c, update_emas=True)
+            gen_logits = self.run_D(gen_img, gen_c)
+            real_logits = self.run_D(real_img, real_c)
             loss_fake = F.softplus(gen_logits.float()).mean()  # -log(1 - sigmoid(D(G(z))))
             loss_real = F.softplus(-real_logits.float()).mean()  # -log sigmoid(D(x))
             backward((loss_fake + loss_real) * gain, scaled=True)

@@ -1,0 +1,280 @@
+"""Turn a folder or zip of photos into a training archive of aligned face crops.
+
+    python training/prepare_dataset.py --source photos/ --dest data/mine-128.zip --resolution 128
+    python training/prepare_dataset.py --source ../shared/data/utkface/utkface-200px.zip \\
+        --dest data/utkface-128.zip --resolution 128 --workers 2
+
+Each photo is loaded (EXIF orientation applied), its largest face detected with
+68 landmarks and cropped the way ``--align-spec`` says (``utkface``: a similarity
+transform of five keypoints onto the UTKFace template, the crop our demo model
+uses; ``ffhq``: NVIDIA's FFHQ quad), at ``--resolution`` pixels. The archive is the
+layout training/dataset.py reads (and NVIDIA's dataset_tool writes): PNGs plus
+``dataset.json`` with
+
+- ``attributes``: per image, what the file name said (UTKFace names
+  ``<age>_<gender>_<race>_<date>.jpg`` give age, gender, race), the source file
+  and the number of faces found;
+- ``labels``: the class label training uses with ``--cond`` (``--label gender`` or
+  ``race``), or null.
+
+Photos that cannot be used are not dropped silently: ``<dest stem>-failures.csv``
+lists each with the reason (unreadable, no face, ...). The options this ran with
+go to ``<dest stem>-options.json``. Both sit beside the archive (inside it when
+--dest is a folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import dataclasses
+import io
+import json
+import re
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from faceapp.align import (  # noqa: E402
+    FFHQ_SPEC,
+    AlignSpec,
+    Face,
+    align_face,
+    detect_faces,
+    load_image,
+    utkface_spec,
+)
+from faceapp.errors import FaceAppError, ImageError, NoFaceError  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_")  # <age>_<gender>_<race>_<date>...
+LABEL_FIELDS = ("none", "gender", "race")
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What prepare_dataset ran with (written to <dest stem>-options.json)."""
+
+    source: str  # folder (searched recursively) or zip of photos
+    dest: str  # output .zip, or a folder
+    resolution: int  # crop side in pixels
+    align_spec: str = "utkface"  # 'utkface' (template crop) or 'ffhq'
+    detector: str = "dlib"  # faceapp.align backend: auto, dlib, dlib_cnn, face_alignment
+    label: str = "none"  # class label kept for conditional training: none, gender, race
+    detect_pad: float = 0.0  # mirror-pad photos by this fraction of their size for detection
+    min_score: float | None = None  # detector confidence cut; None = the detector's default
+    workers: int = 1  # processes; 1 = in this process
+    max_images: int | None = None  # stop after this many source files (sorted order)
+
+
+def parse_utkface_name(name: str) -> dict | None:
+    """'23_1_2_2017….jpg.chip.jpg' -> {'age': 23, 'gender': 1, 'race': 2}; None if not that pattern."""
+    m = UTKFACE_NAME.match(Path(name).name)
+    if m is None:
+        return None
+    return {"age": int(m.group(1)), "gender": int(m.group(2)), "race": int(m.group(3))}
+
+
+def list_sources(source: Path) -> list[str]:
+    """Image file names in a folder (relative paths, recursive) or zip, sorted."""
+    if source.is_dir():
+        names = [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
+    elif zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+    else:
+        raise FaceAppError(f"--source {source}: not a folder or a zip archive")
+    return sorted(n for n in names if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("__MACOSX/"))
+
+
+def make_spec(kind: str, resolution: int) -> AlignSpec:
+    if kind == "utkface":
+        return utkface_spec(resolution)
+    if kind == "ffhq":
+        return FFHQ_SPEC(resolution)
+    raise FaceAppError(f"--align-spec {kind!r}: use utkface or ffhq")
+
+
+_zip_cache: dict[str, zipfile.ZipFile] = {}  # one open handle per source zip per process
+
+
+def _read_source(source: Path, name: str) -> bytes:
+    if source.is_dir():
+        return (source / name).read_bytes()
+    zf = _zip_cache.get(str(source))
+    if zf is None:
+        zf = _zip_cache[str(source)] = zipfile.ZipFile(source)
+    return zf.read(name)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome for one source file: a PNG crop, or the reason there is none."""
+
+    name: str
+    png: bytes | None
+    reason: str | None
+    num_faces: int = 0
+
+
+def detect_padded(image: Image.Image, detector: str, pad: float, min_score: float | None) -> list[Face]:
+    """detect_faces on a mirror-padded copy, with boxes and landmarks mapped back to ``image``.
+
+    Tight crops (UTKFace's faces fill the frame) defeat dlib's HOG window; a margin of
+    mirrored pixels around them lets it see the whole face.
+    """
+    p = int(round(pad * max(image.size)))
+    if p <= 0:
+        return detect_faces(image, backend=detector, min_score=min_score)
+    padded = Image.fromarray(np.pad(np.asarray(image), ((p, p), (p, p), (0, 0)), mode="reflect"))
+    padded.info.update(image.info)  # keeps the name for error messages
+    faces = detect_faces(padded, backend=detector, min_score=min_score)
+    return [
+        dataclasses.replace(f, box=tuple(v - p for v in f.box), landmarks68=(f.landmarks68 - p).astype(np.float32))
+        for f in faces
+    ]
+
+
+def process_one(source: Path, name: str, spec: AlignSpec, detector: str, detect_pad: float = 0.0,
+                min_score: float | None = None) -> Result:
+    """Load, detect, align one photo. Never raises for a bad photo: the reason goes in the Result."""
+    try:
+        image = load_image(_read_source(source, name), name=name)
+    except (ImageError, OSError) as e:
+        return Result(name, None, f"unreadable: {e}")
+    try:
+        faces = detect_padded(image, detector, detect_pad, min_score)
+    except NoFaceError:
+        return Result(name, None, "no face found")
+    except FaceAppError as e:
+        return Result(name, None, f"detection failed: {e}")
+    try:
+        crop = align_face(image, faces[0], spec).image  # largest face first
+    except (FaceAppError, ValueError, np.linalg.LinAlgError) as e:
+        return Result(name, None, f"alignment failed: {e}", num_faces=len(faces))
+    buf = io.BytesIO()
+    crop.convert("RGB").save(buf, format="PNG", compress_level=6)
+    return Result(name, buf.getvalue(), None, num_faces=len(faces))
+
+
+def _process_star(args) -> Result:
+    return process_one(*args)
+
+
+def sidecar_paths(dest: Path) -> tuple[Path, Path]:
+    """-> (failures.csv, options.json) for an archive or folder ``dest``."""
+    if dest.suffix.lower() == ".zip":
+        return dest.with_name(dest.stem + "-failures.csv"), dest.with_name(dest.stem + "-options.json")
+    return dest / "failures.csv", dest / "options.json"
+
+
+def prepare(opts: PrepareOptions, progress: bool = True) -> dict:
+    """Build the archive ``opts.dest``; return counts {'images', 'failures', 'sources'} and paths."""
+    from tqdm import tqdm
+
+    source, dest = Path(opts.source), Path(opts.dest)
+    if not source.exists():
+        raise FaceAppError(f"--source {source}: no such file or folder")
+    if opts.label not in LABEL_FIELDS:
+        raise FaceAppError(f"--label {opts.label!r}: use one of {', '.join(LABEL_FIELDS)}")
+    spec = make_spec(opts.align_spec, opts.resolution)
+    names = list_sources(source)
+    if opts.max_images is not None:
+        names = names[: opts.max_images]
+    if not names:
+        raise FaceAppError(f"--source {source}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+
+    jobs = [(source, n, spec, opts.detector, opts.detect_pad, opts.min_score) for n in names]
+    if opts.workers > 1:
+        pool = concurrent.futures.ProcessPoolExecutor(opts.workers)
+        results = pool.map(_process_star, jobs, chunksize=8)  # in source order
+    else:
+        pool = None
+        results = map(_process_star, jobs)
+
+    failures_csv, options_json = sidecar_paths(dest)
+    to_zip = dest.suffix.lower() == ".zip"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not to_zip:
+        dest.mkdir(parents=True, exist_ok=True)
+    zf = zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) if to_zip else None  # PNGs are compressed
+
+    def write(arcname: str, data: bytes) -> None:
+        if zf is not None:
+            zf.writestr(arcname, data)
+        else:
+            (dest / arcname).parent.mkdir(parents=True, exist_ok=True)
+            (dest / arcname).write_bytes(data)
+
+    attributes, labels, failures = [], [], []
+    try:
+        for res in tqdm(results, total=len(jobs), desc="aligning", unit="img", disable=not progress):
+            if res.png is None:
+                failures.append((res.name, res.reason))
+                continue
+            idx = len(attributes)
+            arcname = f"{idx // 1000:05d}/img{idx:08d}.png"
+            write(arcname, res.png)
+            attrs = {"source": res.name, "faces": res.num_faces, **(parse_utkface_name(res.name) or {})}
+            attributes.append([arcname, attrs])
+            if opts.label != "none":
+                if opts.label not in attrs:
+                    raise FaceAppError(f"--label {opts.label}: {res.name} has no {opts.label} in its name")
+                labels.append([arcname, attrs[opts.label]])
+        meta = {
+            "labels": labels if opts.label != "none" else None,
+            "attributes": attributes,
+            "align_spec": spec.to_dict(),
+        }
+        write("dataset.json", json.dumps(meta).encode())
+    finally:
+        if zf is not None:
+            zf.close()
+        if pool is not None:
+            pool.shutdown()
+
+    with open(failures_csv, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["source", "reason"])
+        w.writerows(failures)
+    options_json.write_text(json.dumps(dataclasses.asdict(opts), indent=2) + "\n")
+    return {"sources": len(jobs), "images": len(attributes), "failures": len(failures),
+            "dest": str(dest), "failures_csv": str(failures_csv), "options_json": str(options_json)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--source", required=True, help="folder (recursive) or .zip of photos")
+    p.add_argument("--dest", required=True, help="output archive (.zip) or folder")
+    p.add_argument("--resolution", type=int, required=True, help="crop side in pixels (a power of two to train)")
+    p.add_argument("--align-spec", choices=["utkface", "ffhq"], default="utkface")
+    p.add_argument("--detector", default="dlib", help="auto | dlib | dlib_cnn | face_alignment")
+    p.add_argument("--label", choices=LABEL_FIELDS, default="none",
+                   help="class label for conditional training, from UTKFace file names")
+    p.add_argument("--detect-pad", type=float, default=0.0,
+                   help="mirror-pad by this fraction for detection (0.15 helps tight crops like UTKFace's)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="detector confidence cut (default: the detector's; 0 keeps weak detections)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--max-images", type=int, default=None)
+    a = p.parse_args(argv)
+    opts = PrepareOptions(source=a.source, dest=a.dest, resolution=a.resolution, align_spec=a.align_spec,
+                          detector=a.detector, label=a.label, detect_pad=a.detect_pad,
+                          min_score=a.min_score, workers=a.workers, max_images=a.max_images)
+    summary = prepare(opts)
+    rate = summary["failures"] / max(summary["sources"], 1)
+    print(f"{summary['images']} crops -> {summary['dest']}; {summary['failures']} failed ({rate:.1%}), "
+          f"listed in {summary['failures_csv']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
