@@ -16,6 +16,7 @@ Two formats:
 
 from __future__ import annotations
 
+import _compat_pickle
 import argparse
 import collections
 import io
@@ -23,6 +24,7 @@ import os
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -160,11 +162,13 @@ def _storage_from_bytes(data):
     if not isinstance(data, (bytes, bytearray)):
         raise CheckpointError("malformed tensor storage in the pickle")
     try:
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's note about pickle protocols
+            return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
-            f"a tensor storage in the pickle asks for something outside the allow-list ({_global_in(e)}); "
-            "nothing from it was executed"
+            f"a tensor storage in the pickle asks for {_offending_global(bytes(data), e)}, which is not on "
+            "the allow-list; nothing from it was executed"
         ) from None
 
 
@@ -246,6 +250,7 @@ class _NvidiaUnpickler(pickle.Unpickler):
         self.where = where
 
     def find_class(self, module, name):
+        module, name = _py3_name(module, name)
         fn = _nvidia_globals().get((module, name))
         if fn is None:
             raise UnsafeCheckpointError(
@@ -262,9 +267,72 @@ class _NvidiaUnpickler(pickle.Unpickler):
         )
 
 
-def _global_in(error: Exception) -> str:
+def _py3_name(module: str, name: str) -> tuple[str, str]:
+    # Protocol-2 pickles (torch.save's default) spell builtins as __builtin__, etc.
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """'module.name' of every global a pickle stream (or several back to back) refers to.
+
+    Only disassembles (pickletools), never unpickles. STACK_GLOBAL takes its two strings from the
+    stack, so string pushes and the memo are tracked just enough to name them.
+    """
+    found: list[str] = []
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):
+        pushed: list = []
+        memo: dict = {}
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                name = op.name
+                if name == "GLOBAL":
+                    found.append(".".join(_py3_name(*arg.split(" ", 1))))
+                elif name == "STACK_GLOBAL":
+                    if len(pushed) >= 2 and all(isinstance(v, str) for v in pushed[-2:]):
+                        found.append(".".join(_py3_name(pushed[-2], pushed[-1])))
+                elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
+                              "SHORT_BINSTRING", "BINSTRING"):
+                    pushed.append(arg)
+                elif name == "MEMOIZE":
+                    memo[len(memo)] = pushed[-1] if pushed else None
+                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[arg] = pushed[-1] if pushed else None
+                elif name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed.append(memo.get(arg))
+                elif op.stack_after:
+                    pushed.append(None)
+        except Exception:  # raw tensor bytes after the pickles of a legacy torch.save file
+            break
+    return found
+
+
+_EXPECTED_MODULES = ("torch", "collections", "argparse", "numpy", "_codecs", "builtins.set", "builtins.frozenset")
+
+
+def _offending_global(data: bytes | None, error: Exception) -> str:
+    """Name the global that made a restricted load fail, for a message the user can act on."""
+    if data is not None:
+        for g in _pickle_globals(data):
+            if not g.startswith(_EXPECTED_MODULES):
+                return g
     m = re.search(r"GLOBAL ([\w.]+)", str(error))
     return m.group(1) if m else "an object outside the allow-list"
+
+
+def _torch_pickle_bytes(where: str) -> bytes | None:
+    # The pickle part of a torch.save file: data.pkl inside the zip, or the legacy stream itself.
+    try:
+        if zipfile.is_zipfile(where):
+            with zipfile.ZipFile(where) as z:
+                names = [n for n in z.namelist() if n.endswith("data.pkl")]
+                return z.read(names[0]) if names else None
+        with open(where, "rb") as f:
+            return f.read(64 << 20)
+    except (OSError, zipfile.BadZipFile):
+        return None
 
 
 def _plain(value):
@@ -380,7 +448,8 @@ def _read_rosinality(where: str) -> dict:
             ckpt = torch.load(where, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
-            f"refusing to load {where}: it asks for {_global_in(e)}, which a weights file never needs; "
+            f"refusing to load {where}: it asks for {_offending_global(_torch_pickle_bytes(where), e)}, which "
+            "a weights file never needs; "
             "nothing from the file was executed"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
@@ -428,7 +497,7 @@ def import_rosinality_pt(
         net = build_network(kwargs.pop("_class"), kwargs, where=label)
         if name != "D" and latent_avg is None:
             _fill_missing(net, state)
-            state["mapping.w_avg"] = _estimate_w_avg(net, state)
+            state["mapping.w_avg"] = _estimate_w_avg(net, state, where=label)
         _fill_missing(net, state)
         load_state_checked(net, state, where=label)
         nets[name] = net.to(device).eval()
@@ -461,12 +530,12 @@ def _fill_missing(net: torch.nn.Module, state: dict) -> None:
 
 
 @torch.no_grad()
-def _estimate_w_avg(G: torch.nn.Module, state: dict, n: int = 10000) -> torch.Tensor:
+def _estimate_w_avg(G: torch.nn.Module, state: dict, where: str, n: int = 10000) -> torch.Tensor:
     # rosinality training checkpoints carry no average w; truncation needs one. Fixed seed: same file,
     # same w_avg.
     state = dict(state)
     state["mapping.w_avg"] = torch.zeros_like(G.mapping.w_avg)
-    load_state_checked(G, state, where="w_avg estimate")
+    load_state_checked(G, state, where=where)
     gen = torch.Generator().manual_seed(0)
     z = torch.randn([n, G.z_dim], generator=gen)  # [n, z_dim]
     return G.mapping(z, None)[:, 0].mean(dim=0)  # [w_dim]
