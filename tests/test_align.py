@@ -163,7 +163,7 @@ def test_face_alignment_offline_fails_over_to_dlib_with_one_warning(monkeypatch,
 
 @pytest.mark.slow
 def test_dlib_cnn_detector_agrees_with_hog(photos, faces):
-    cnn = detect_faces(photos["biden"], backend="dlib_cnn")
+    cnn = detect_faces(photos["biden"], backend="dlib_cnn", upsample=0)
     assert len(cnn) == 1 and cnn[0].backend == "dlib_cnn"
     np.testing.assert_allclose(cnn[0].eye_left, faces["biden"][0].eye_left, atol=6)
 

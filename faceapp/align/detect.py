@@ -219,12 +219,18 @@ def _dlib_boxes(small: np.ndarray, scale: float, backend: str, upsample: int, th
     return [(tuple(v / scale for v in b), s) for b, s in boxes]
 
 
-def _dlib_landmarks(rgb: np.ndarray, box) -> np.ndarray:
+def _dlib_landmarks(image: Image.Image, box) -> np.ndarray:
+    """68 landmarks inside `box`, predicted at full resolution on a crop around it."""
     import dlib
 
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    shape = _dlib_predictor()(rgb, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
-    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+    x0, y0, x1, y1 = box
+    m = 0.5 * max(x1 - x0, y1 - y0)  # the predictor only looks near the box
+    cx0, cy0 = max(int(x0 - m), 0), max(int(y0 - m), 0)
+    cx1, cy1 = min(int(x1 + m) + 1, image.width), min(int(y1 + m) + 1, image.height)
+    rgb = np.asarray(image.crop((cx0, cy0, cx1, cy1)))
+    r = [int(round(v)) for v in (x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0)]
+    shape = _dlib_predictor()(rgb, dlib.rectangle(r[0], r[1], r[2] - 1, r[3] - 1))
+    return np.array([(p.x + cx0, p.y + cy0) for p in shape.parts()], dtype=np.float32)
 
 
 def detect_faces(
@@ -257,19 +263,20 @@ def detect_faces(
     if image.mode != "RGB":
         image = image.convert("RGB")
     which = resolve_backend(backend)
-    rgb = np.asarray(image)
     faces: list[Face] = []
     if which == "face_alignment":
-        faces = _detect_face_alignment(rgb)
+        faces = _detect_face_alignment(np.asarray(image))
     else:
         scale = min(1.0, max_detect_side / max(image.size))
         small = image if scale == 1.0 else image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.BILINEAR,
+            reducing_gap=2.0,  # box-reduce first: a 12 MP photo shrinks in a few ms
         )
         scale_x = small.width / image.width
         boxes = _dlib_boxes(np.asarray(small), scale_x, which, upsample, 0.0)
         for box, score in boxes:
-            faces.append(Face(box=box, score=score, landmarks68=_dlib_landmarks(rgb, box), backend=which))
+            faces.append(Face(box=box, score=score, landmarks68=_dlib_landmarks(image, box), backend=which))
 
     cut = DEFAULT_MIN_SCORE[which] if min_score is None else min_score
     faces = [f for f in faces if f.size >= min_size and f.score >= cut]

@@ -118,13 +118,11 @@ def paste_back(
     warped = cv2.warpAffine(crop, to_roi[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask, to_roi[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
-    out = np.array(photo.convert("RGB"))
-    roi = out[y0:y1, x0:x1].astype(np.float32)
-    a = alpha[..., None]
-    roi += (warped.astype(np.float32) - roi) * a
-    out[y0:y1, x0:x1] = np.clip(np.rint(roi), 0, 255).astype(np.uint8)
-    result = Image.fromarray(out)
-    result.info.update({k: v for k, v in photo.info.items() if k == "faceapp_name"})
+    # Only the face's box is converted and blended; the rest of the photo is copied as is.
+    result = photo.convert("RGB") if photo.mode != "RGB" else photo.copy()
+    roi = np.asarray(result.crop((x0, y0, x1, y1)), dtype=np.float32)
+    roi += (warped.astype(np.float32) - roi) * alpha[..., None]
+    result.paste(Image.fromarray(np.clip(np.rint(roi), 0, 255).astype(np.uint8)), (x0, y0))
     return result
 
 
