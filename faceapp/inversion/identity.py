@@ -5,7 +5,10 @@ The network (faceapp.inversion.dlib_resnet) was trained on dlib's 150x150 face c
 instead, in which that chip is, on average, the square `crop_box` below: it was measured by
 FFHQ-aligning 80 faces (scikit-image's astronaut and UTKFace photos), running dlib's detector, 5-point
 landmarks and get_face_chip_details on each aligned crop (mean box (0.159, 0.259, 0.845, 0.945),
-standard deviation 0.01-0.02, rotation 0.4 +- 3.6 degrees).
+standard deviation 0.01-0.02, rotation 0.4 +- 3.6 degrees). On 60 other faces, the descriptor of this
+box crop lies 0.14 on average (at most 0.27) from dlib's descriptor of the face's own chip; different
+people lie 0.49 or more apart (dlib's same-person threshold is 0.6). Nearby boxes (+-4% size, +-1.3%
+shift) did no better.
 """
 
 from __future__ import annotations
