@@ -316,6 +316,22 @@ def test_nvidia_pkl_selected_and_absent_networks(nvidia_pkl):
     assert list(load_nvidia_pkl(nvidia_pkl["path"], names=["D"])) == ["D"]
 
 
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_nvidia_pkl_other_pickle_protocols(tmp_path, weights, protocol):
+    # Protocol 2 spells bytes as _codecs.encode(str, 'latin1') and builtins as __builtin__.
+    with FakeNvidia(tmp_path / "fake") as fake:
+        g_kw = nvidia_generator_kwargs(weights["g_kwargs"], fake.dnnlib.EasyDict)
+        obj = fake.module("Generator", weights["g2_nv"], g_kw)
+        path = write_nvidia_pkl(tmp_path / "g.pkl", fake, {"G_ema": obj}, protocol=protocol)
+    G = load_nvidia_pkl(path)["G_ema"]
+    for k, v in weights["g2_nv"].items():
+        assert torch.equal(G.state_dict()[k], v), k
+    hostile = tmp_path / "evil.pkl"
+    hostile.write_bytes(pickle.dumps({"G": _Evil(eval, "1 + 1")}, protocol=protocol))
+    with pytest.raises(UnsafeCheckpointError, match=r"builtins\.eval"):
+        load_nvidia_pkl(hostile)
+
+
 def test_detect_format(nvidia_pkl, tmp_path, weights):
     assert detect_format(nvidia_pkl["path"]) == "nvidia-pkl"
     pt = tmp_path / "a.pt"
@@ -417,6 +433,11 @@ def test_corrupt_and_foreign_pickles(tmp_path, nvidia_pkl):
     lst.write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(CheckpointError, match="pickle of a list"):
         import_nvidia_pkl(lst)
+    tf = tmp_path / "stylegan2-ffhq-config-f.pkl"
+    tf.write_bytes(b"\x80\x02cdnnlib.tflib.network\nNetwork\nq\x00)\x81q\x01.")
+    with pytest.raises(CheckpointError, match="TensorFlow-era") as info:
+        import_nvidia_pkl(tf)
+    assert not isinstance(info.value, UnsafeCheckpointError)
     empty = tmp_path / "empty_dict.pkl"
     empty.write_bytes(pickle.dumps({"foo": 1}))
     with pytest.raises(CheckpointError, match="contains no StyleGAN2 networks"):

@@ -252,6 +252,12 @@ class _NvidiaUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         module, name = _py3_name(module, name)
         fn = _nvidia_globals().get((module, name))
+        if fn is None and module.startswith("dnnlib.tflib"):
+            raise CheckpointError(
+                f"{self.where} is a TensorFlow-era StyleGAN2 pickle; convert it to a PyTorch one first "
+                "(NVIDIA stylegan2-ada-pytorch's legacy.py, or rosinality's convert_weight.py), then run "
+                "python -m faceapp convert on the result"
+            )
         if fn is None:
             raise UnsafeCheckpointError(
                 f"refusing to load {self.where}: the pickle asks for {module}.{name}, which is not on "
@@ -349,6 +355,9 @@ def _plain(value):
 def _collect_tensors(obj: _PersistentObject, prefix: str, out: dict[str, torch.Tensor]) -> None:
     state = obj.state
     skip = state.get("_non_persistent_buffers_set") or set()
+    for group in ("_parameters", "_buffers", "_modules"):
+        if not isinstance(state.get(group) or {}, dict):
+            raise CheckpointError(f"malformed network in the pickle: {prefix or '<top>'} {group} is not a dict")
     for group in ("_parameters", "_buffers"):
         for key, value in (state.get(group) or {}).items():
             if value is None or (group == "_buffers" and key in skip):
@@ -490,7 +499,9 @@ def import_rosinality_pt(
         if name == "D":
             kwargs, state = convert_rosinality_discriminator(sd, where=label)
         else:
-            kwargs, state = convert_rosinality_generator(sd, latent_avg=latent_avg, where=label)
+            lr_mlp = args.get("lr_mlp", 0.01)  # rosinality's default; a few forks made it an option
+            lr_mlp = float(lr_mlp) if isinstance(lr_mlp, (int, float)) and lr_mlp > 0 else 0.01
+            kwargs, state = convert_rosinality_generator(sd, latent_avg=latent_avg, lr_mlp=lr_mlp, where=label)
             if latent_avg is None:
                 extra["w_avg"] = "estimated from 10000 random z (the file has no latent_avg)"
         _check_args(args, kwargs, label)
