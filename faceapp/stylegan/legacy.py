@@ -32,7 +32,13 @@ from dataclasses import dataclass, field
 import torch
 
 from faceapp.errors import CheckpointError, UnsafeCheckpointError
-from faceapp.stylegan.checkpoint import build_network, is_safetensors_file, load_networks, load_state_checked
+from faceapp.stylegan.checkpoint import (
+    build_network,
+    is_safetensors_file,
+    load_networks,
+    load_state_checked,
+    read_header,
+)
 
 __all__ = [
     "ImportedNetworks",
@@ -102,8 +108,6 @@ def import_checkpoint(
     """Read networks from any supported checkpoint (format detected from the content)."""
     fmt = detect_format(path)
     if fmt == "faceapp":
-        from faceapp.stylegan.checkpoint import read_header
-
         nets = load_networks(path, device=device, names=names)
         return ImportedNetworks(nets, "faceapp", dict(read_header(path)["extra"]))
     if fmt == "nvidia-pkl":
@@ -111,9 +115,10 @@ def import_checkpoint(
     return import_rosinality_pt(path, device=device, names=names)
 
 
-def _select(available: Mapping[str, object], names: Iterable[str] | None, where: str) -> list[str]:
+def _select(available: Mapping[str, object], names: Iterable[str] | None, where: str,
+            looked_for: str = "G, D, G_ema") -> list[str]:
     if not available:
-        raise CheckpointError(f"{where} contains no StyleGAN2 networks (looked for G, D, G_ema)")
+        raise CheckpointError(f"{where} contains no StyleGAN2 networks (looked for {looked_for})")
     wanted = list(available) if names is None else list(names)
     absent = [n for n in wanted if n not in available]
     if absent:
@@ -489,8 +494,9 @@ def import_rosinality_pt(
     args = _args_dict(ckpt)
     available = {ours: ckpt[theirs] for theirs, ours in _ROSINALITY_NAMES.items()
                  if isinstance(ckpt.get(theirs), Mapping)}
-    wanted = _select(available, names, where)
+    wanted = _select(available, names, where, looked_for="g_ema, g, d")
     latent_avg = ckpt.get("latent_avg")
+    latent_avg = latent_avg if isinstance(latent_avg, torch.Tensor) else None
     extra: dict = {"source_format": "rosinality-pt"}
     nets = {}
     for name in wanted:
@@ -506,10 +512,9 @@ def import_rosinality_pt(
                 extra["w_avg"] = "estimated from 10000 random z (the file has no latent_avg)"
         _check_args(args, kwargs, label)
         net = build_network(kwargs.pop("_class"), kwargs, where=label)
-        if name != "D" and latent_avg is None:
-            _fill_missing(net, state)
-            state["mapping.w_avg"] = _estimate_w_avg(net, state, where=label)
         _fill_missing(net, state)
+        if name != "D" and latent_avg is None:
+            state["mapping.w_avg"] = _estimate_w_avg(net, state, where=label)
         load_state_checked(net, state, where=label)
         nets[name] = net.to(device).eval()
     if args:
