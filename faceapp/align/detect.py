@@ -22,6 +22,7 @@ import functools
 import os
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,7 +56,8 @@ class FaceAlignmentUnavailableWarning(UserWarning):
 class Face:
     """One detected face.
 
-    box: (x0, y0, x1, y1) in image pixels. score: detector confidence (dlib HOG: SVM
+    box: (x0, y0, x1, y1) in image pixels (for a face found turned, the box of the same
+    area centred on it). score: detector confidence (dlib HOG: SVM
     margin, ~0..3; dlib CNN / face-alignment: ~0..1; higher is surer).
     landmarks68: float32 [68, 2] (x, y) in image pixels, pixel centres at integers.
     """
@@ -64,6 +66,7 @@ class Face:
     score: float
     landmarks68: np.ndarray = field(repr=False)
     backend: str = "dlib"
+    angle: float = 0.0  # the `rotations` angle the face was found at (0: upright)
 
     @property
     def size(self) -> float:
@@ -176,9 +179,9 @@ def _face_alignment_model():
         except Exception as e:  # offline (URLError), missing package, bad weights file ...
             _fa_failed = f"{type(e).__name__}: {e}"
             warnings.warn(
-                "face-alignment's weights are not available "
-                f"({_fa_failed}); using dlib's 68-point landmarks instead. "
-                "To use face-alignment, run once with internet access so it can download them.",
+                "face-alignment could not load its weights; they are not in the torch hub cache "
+                f"and could not be downloaded (offline?): {_fa_failed}. Using dlib's 68-point "
+                "landmarks instead. To use face-alignment, run once with internet access.",
                 FaceAlignmentUnavailableWarning,
                 stacklevel=4,
             )
@@ -242,6 +245,7 @@ def detect_faces(
     upsample: int = 1,
     max_detect_side: int = 1280,
     max_faces: int | None = None,
+    rotations: Sequence[float] = (),
     allow_none: bool = False,
 ) -> list[Face]:
     """Find every face in `image` with its 68 landmarks, largest first.
@@ -255,6 +259,10 @@ def detect_faces(
         upsample: times dlib upsamples the detection image (finds smaller faces, slower).
         max_detect_side: detection runs on a copy at most this large.
         max_faces: keep at most this many (the largest).
+        rotations: angles (degrees, counter-clockwise) to try in turn when the upright
+            photo has no face, e.g. (90, -90, 180) for sideways photos without an EXIF
+            tag, or (45, -45) for tilted heads; the first angle that finds faces wins and
+            their boxes and landmarks are mapped back into `image`.
         allow_none: return [] instead of raising when no face is found.
 
     Raises:
@@ -263,23 +271,17 @@ def detect_faces(
     if image.mode != "RGB":
         image = image.convert("RGB")
     which = resolve_backend(backend)
-    faces: list[Face] = []
-    if which == "face_alignment":
-        faces = _detect_face_alignment(np.asarray(image))
-    else:
-        scale = min(1.0, max_detect_side / max(image.size))
-        small = image if scale == 1.0 else image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-            Image.BILINEAR,
-            reducing_gap=2.0,  # box-reduce first: a 12 MP photo shrinks in a few ms
-        )
-        scale_x = small.width / image.width
-        boxes = _dlib_boxes(np.asarray(small), scale_x, which, upsample, 0.0)
-        for box, score in boxes:
-            faces.append(Face(box=box, score=score, landmarks68=_dlib_landmarks(image, box), backend=which))
-
     cut = DEFAULT_MIN_SCORE[which] if min_score is None else min_score
-    faces = [f for f in faces if f.size >= min_size and f.score >= cut]
+
+    def keep(fs: list[Face]) -> list[Face]:
+        return [f for f in fs if f.size >= min_size and f.score >= cut]
+
+    faces = keep(_detect_once(image, which, upsample, max_detect_side))
+    for angle in rotations if not faces else ():
+        rotated, back = _rotated(image, float(angle))
+        faces = keep([_mapped(f, back, float(angle)) for f in _detect_once(rotated, which, upsample, max_detect_side)])
+        if faces:
+            break
     faces.sort(key=lambda f: f.size, reverse=True)
     if max_faces is not None:
         faces = faces[:max_faces]
@@ -295,6 +297,54 @@ def detect_faces(
             + ("" if which == "dlib_cnn" else ", or try backend='dlib_cnn' for faces at an angle")
         )
     return faces
+
+
+def _detect_once(image: Image.Image, which: str, upsample: int, max_detect_side: int) -> list[Face]:
+    if which == "face_alignment":
+        return _detect_face_alignment(np.asarray(image))
+    scale = min(1.0, max_detect_side / max(image.size))
+    small = image if scale == 1.0 else image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+        Image.BILINEAR,
+        reducing_gap=2.0,  # box-reduce first: a 12 MP photo shrinks in a few ms
+    )
+    boxes = _dlib_boxes(np.asarray(small), small.width / image.width, which, upsample, 0.0)
+    return [Face(box=b, score=s, landmarks68=_dlib_landmarks(image, b), backend=which) for b, s in boxes]
+
+
+def _rotated(image: Image.Image, angle: float) -> tuple[Image.Image, np.ndarray]:
+    """`image` turned by `angle` degrees (counter-clockwise) on a canvas that holds it all,
+    and the [3, 3] map from the turned image's pixels back to `image`'s."""
+    import cv2
+
+    w, h = image.size
+    m = np.eye(3)
+    m[:2] = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float) @ m[:2].T
+    lo, hi = corners.min(0), corners.max(0)
+    m[:2, 2] -= lo
+    size = tuple(int(np.ceil(v)) + 1 for v in hi - lo)
+    arr = cv2.warpAffine(np.asarray(image), m[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = Image.fromarray(arr)
+    out.info.update(image.info)
+    return out, np.linalg.inv(m)
+
+
+def _mapped(face: Face, back: np.ndarray, angle: float) -> Face:
+    """A face found in a turned image, in the original image's pixels."""
+    x0, y0, x1, y1 = face.box
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ back[:2, :2].T + back[:2, 2]
+    side = np.sqrt((x1 - x0) * (y1 - y0))
+    # Keep the box's area (its size) while making it axis-aligned around the mapped centre.
+    cx, cy = corners.mean(0)
+    lm = face.landmarks68.astype(np.float64) @ back[:2, :2].T + back[:2, 2]
+    return Face(
+        box=(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
+        score=face.score,
+        landmarks68=lm.astype(np.float32),
+        backend=face.backend,
+        angle=angle,
+    )
 
 
 def _detect_face_alignment(rgb: np.ndarray) -> list[Face]:
