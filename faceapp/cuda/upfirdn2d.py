@@ -116,10 +116,15 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="au
         raise ValueError(f"x must be a 4-D [N, C, H, W] tensor, got {getattr(x, 'shape', type(x))}")
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    _get_filter_size(f)
+    fw, fh = _get_filter_size(f)
     up_xy = _parse_scaling(up)
     down_xy = _parse_scaling(down)
     pad = _parse_padding(padding)
+    if x.shape[3] * up_xy[0] + pad[0] + pad[1] < fw or x.shape[2] * up_xy[1] + pad[2] + pad[3] < fh:
+        raise ValueError(
+            f"upfirdn2d: a {tuple(x.shape[2:])} image with up={up_xy}, padding={pad} is smaller than "
+            f"the {fh}x{fw} filter, which would leave an empty output"
+        )
     if _ext.use_kernel(impl, x):
         return _upfirdn2d_cuda(up_xy, down_xy, pad, bool(flip_filter), float(gain)).apply(x, f)
     return _upfirdn2d_ref(x, f, up_xy, down_xy, pad, bool(flip_filter), float(gain))
@@ -142,13 +147,14 @@ def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain) -> torch.Tensor:
     x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
 
     # conv2d correlates, so flip the taps for a true convolution.
-    f = f.to(dtype=x.dtype, device=x.device) * (gain ** (f.ndim / 2))
+    f = f.to(dtype=x.dtype, device=x.device)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
-        x = F.conv2d(x, f[None, None].expand(c, 1, *f.shape), groups=c)
+        x = F.conv2d(x, (f * gain)[None, None].expand(c, 1, *f.shape), groups=c)
     else:
-        x = F.conv2d(x, f[None, None, None, :].expand(c, 1, 1, -1), groups=c)
+        # Separable: the horizontal pass carries the gain (sqrt per pass would fail for gain < 0).
+        x = F.conv2d(x, (f * gain)[None, None, None, :].expand(c, 1, 1, -1), groups=c)
         x = F.conv2d(x, f[None, None, :, None].expand(c, 1, -1, 1), groups=c)
 
     return x[:, :, ::downy, ::downx]
@@ -196,6 +202,26 @@ def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl="auto"
     return upfirdn2d(x, f, down=(downx, downy), padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
+def _grad_padding(in_shape, out_shape, f, up, down, padding) -> tuple[int, int, int, int]:
+    """Padding of the adjoint op: upfirdn2d(dy, f, up=down, down=up, padding=this, flip_filter=not flip)
+    maps dL/dy ([N, C, OH, OW]) back to dL/dx ([N, C, H, W])."""
+    _, _, ih, iw = in_shape
+    _, _, oh, ow = out_shape
+    upx, upy = up
+    downx, downy = down
+    px0, _, py0, _ = padding
+    fw, fh = _get_filter_size(f)
+    # Output pixel o read zero-inserted input position o*down - p0 + k; the adjoint reads
+    # the zero-inserted gradient with the reversed filter, hence fw - 1 - p0 in front,
+    # and at the back whatever makes the result exactly iw (ih) long.
+    return (
+        fw - px0 - 1,
+        iw * upx - ow * downx + px0 - upx + 1,
+        fh - py0 - 1,
+        ih * upy - oh * downy + py0 - upy + 1,
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # CUDA path. One autograd.Function class per configuration; its backward is the same op
 # with up/down swapped, the filter flipped and the padding adjusted, so it is itself
@@ -216,14 +242,12 @@ def _upfirdn2d_cuda(up, down, padding, flip_filter: bool, gain: float):
         @staticmethod
         def forward(ctx, x, f):  # x: [N, C, H, W], f: [fw] or [fh, fw]
             ctx.in_shape = x.shape
-            ctx.f_ndim = f.ndim
             f = f.to(device=x.device, dtype=torch.float32)
             mod = _ext.load()
             if f.ndim == 1:
-                # Separable: one horizontal and one vertical pass, each with sqrt(gain).
-                g = gain**0.5
-                y = mod.upfirdn2d(x, f.unsqueeze(0), upx, 1, downx, 1, px0, px1, 0, 0, flip_filter, g)
-                y = mod.upfirdn2d(y, f.unsqueeze(1), 1, upy, 1, downy, 0, 0, py0, py1, flip_filter, g)
+                # Separable: a horizontal pass (carrying the gain), then a vertical one.
+                y = mod.upfirdn2d(x, f.unsqueeze(0), upx, 1, downx, 1, px0, px1, 0, 0, flip_filter, gain)
+                y = mod.upfirdn2d(y, f.unsqueeze(1), 1, upy, 1, downy, 0, 0, py0, py1, flip_filter, 1.0)
             else:
                 y = mod.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
             ctx.save_for_backward(f)
@@ -232,17 +256,9 @@ def _upfirdn2d_cuda(up, down, padding, flip_filter: bool, gain: float):
         @staticmethod
         def backward(ctx, dy):  # dy: [N, C, OH, OW]
             (f,) = ctx.saved_tensors
-            _, _, ih, iw = ctx.in_shape
-            _, _, oh, ow = dy.shape
-            fw, fh = _get_filter_size(f)
-            p = (
-                fw - px0 - 1,
-                iw * upx - ow * downx + px0 - upx + 1,
-                fh - py0 - 1,
-                ih * upy - oh * downy + py0 - upy + 1,
-            )
             dx = None
             if ctx.needs_input_grad[0]:
+                p = _grad_padding(ctx.in_shape, dy.shape, f, up, down, padding)
                 dx = _upfirdn2d_cuda(down, up, p, not flip_filter, gain).apply(dy, f)  # [N, C, H, W]
             return dx, None
 
