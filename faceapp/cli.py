@@ -40,6 +40,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if fmt != "faceapp":  # re-saving our own file keeps its provenance
         extra["converted_from"] = os.path.basename(args.input)
         extra["source_format"] = fmt
+    extra["convert_options"] = {"nets": names, "fp16": bool(args.fp16)}
     save_networks(args.output, imported.nets, extra=extra, dtype=torch.float16 if args.fp16 else None)
     stored = "fp16" if args.fp16 else "float32"
     print(f"read {args.input} ({fmt})")

@@ -162,18 +162,18 @@ class _EasyDict(dict):
             self.update(state)
 
 
-def _storage_from_bytes(data):
+def _storage_from_bytes(data, where: str = "the pickle"):
     # torch.storage._load_from_bytes would torch.load these bytes with full pickle powers.
     if not isinstance(data, (bytes, bytearray)):
-        raise CheckpointError("malformed tensor storage in the pickle")
+        raise CheckpointError(f"malformed tensor storage in {where}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch's note about pickle protocols
             return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
-            f"a tensor storage in the pickle asks for {_offending_global(bytes(data), e)}, which is not on "
-            "the allow-list; nothing from it was executed"
+            f"refusing to load {where}: a tensor storage in it asks for {_offending_global(bytes(data), e)}, "
+            "which is not on the allow-list; nothing from the file was executed"
         ) from None
 
 
@@ -263,6 +263,8 @@ class _NvidiaUnpickler(pickle.Unpickler):
                 "(NVIDIA stylegan2-ada-pytorch's legacy.py, or rosinality's convert_weight.py), then run "
                 "python -m faceapp convert on the result"
             )
+        if fn is _storage_from_bytes:
+            return lambda data: _storage_from_bytes(data, self.where)
         if fn is None:
             raise UnsafeCheckpointError(
                 f"refusing to load {self.where}: the pickle asks for {module}.{name}, which is not on "
