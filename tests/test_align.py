@@ -162,6 +162,38 @@ def test_face_alignment_offline_fails_over_to_dlib_with_one_warning(monkeypatch,
         detect_mod._reset_backend_cache()
 
 
+def test_face_alignment_adapter_maps_boxes_and_landmarks(monkeypatch, photos):
+    """Our adapter around a loaded FaceAlignment model (its weights can't be had offline).
+
+    The stand-in answers with the face-alignment 1.5 call signatures; the adapter must
+    detect on a downscaled copy and hand full-resolution boxes to the landmark network.
+    """
+    seen = {}
+
+    class Detector:
+        def detect_from_image(self, rgb):
+            seen["detect_shape"] = rgb.shape
+            return [np.array([50.0, 40.0, 90.0, 80.0, 0.99])]  # in the downscaled copy
+
+    class FakeFA:
+        face_detector = Detector()
+
+        def get_landmarks_from_image(self, rgb, detected_faces=None, return_bboxes=False):
+            seen["landmark_shape"] = rgb.shape
+            seen["boxes"] = detected_faces
+            lm = np.tile(np.asarray(detected_faces[0][:2]), (68, 1))
+            return [lm], None, detected_faces
+
+    monkeypatch.setattr(detect_mod, "_fa_model", FakeFA())
+    monkeypatch.setattr(detect_mod, "_fa_failed", None)
+    im = photos["obama"]  # 720x900
+    (f,) = detect_faces(im, backend="face_alignment", max_detect_side=450)
+    assert seen["detect_shape"] == (450, 360, 3) and seen["landmark_shape"] == (900, 720, 3)
+    np.testing.assert_allclose(f.box, (100, 80, 180, 160))
+    np.testing.assert_allclose(f.landmarks68[0], (100, 80))
+    assert f.backend == "face_alignment" and f.score == pytest.approx(0.99)
+
+
 @pytest.mark.slow
 def test_dlib_cnn_detector_agrees_with_hog(photos, faces):
     cnn = detect_faces(photos["biden"], backend="dlib_cnn", upsample=0)

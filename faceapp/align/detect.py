@@ -301,7 +301,7 @@ def detect_faces(
 
 def _detect_once(image: Image.Image, which: str, upsample: int, max_detect_side: int) -> list[Face]:
     if which == "face_alignment":
-        return _detect_face_alignment(np.asarray(image))
+        return _detect_face_alignment(image, max_detect_side)
     scale = min(1.0, max_detect_side / max(image.size))
     small = image if scale == 1.0 else image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
@@ -347,17 +347,28 @@ def _mapped(face: Face, back: np.ndarray, angle: float) -> Face:
     )
 
 
-def _detect_face_alignment(rgb: np.ndarray) -> list[Face]:
+def _detect_face_alignment(image: Image.Image, max_detect_side: int) -> list[Face]:
+    """S3FD boxes on a copy at most `max_detect_side` large, FAN landmarks at full size."""
     fa = _face_alignment_model()
-    lms, _, boxes = fa.get_landmarks_from_image(rgb, return_bboxes=True, return_landmark_score=True)
-    faces = []
-    for lm, b in zip(lms or [], boxes or []):
-        faces.append(
-            Face(
-                box=tuple(float(v) for v in b[:4]),
-                score=float(b[4]) if len(b) > 4 else 1.0,
-                landmarks68=np.asarray(lm, dtype=np.float32)[:, :2],
-                backend="face_alignment",
-            )
+    scale = min(1.0, max_detect_side / max(image.size))
+    small = image if scale == 1.0 else image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR, reducing_gap=2.0
+    )
+    k = image.width / small.width
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its "No faces were detected." (we raise our own)
+        # RGB, as face-alignment's own get_landmarks_from_image hands it over.
+        boxes = fa.face_detector.detect_from_image(np.array(small))
+        boxes = [np.concatenate([np.asarray(b[:4], np.float64) * k, np.asarray(b[4:5], np.float64)]) for b in boxes]
+        if not boxes:
+            return []
+        lms, _, _ = fa.get_landmarks_from_image(np.asarray(image), detected_faces=boxes, return_bboxes=True)
+    return [
+        Face(
+            box=tuple(float(v) for v in b[:4]),
+            score=float(b[4]) if len(b) > 4 else 1.0,
+            landmarks68=np.asarray(lm, dtype=np.float32)[:, :2],
+            backend="face_alignment",
         )
-    return faces
+        for lm, b in zip(lms or [], boxes)
+    ]
