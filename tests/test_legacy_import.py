@@ -193,7 +193,7 @@ def nvidia_generator_kwargs(kwargs, E):
     return kw
 
 
-def write_nvidia_pkl(path, fake, entries, protocol=3):
+def write_nvidia_pkl(path, entries, protocol=3):
     with open(path, "wb") as f:
         pickle.dump(entries, f, protocol=protocol)
     return path
@@ -243,8 +243,8 @@ def nvidia_pkl(tmp_path_factory, weights):
             training_set_kwargs=E(class_name="training.dataset.ImageFolderDataset", path="ffhq16.zip",
                                   resolution=16, use_labels=False, xflip=True),
         )
-        path = write_nvidia_pkl(root / "network-snapshot-000100.pkl", fake, entries)
-        only_g_ema = write_nvidia_pkl(root / "g_ema_only.pkl", fake,
+        path = write_nvidia_pkl(root / "network-snapshot-000100.pkl", entries)
+        only_g_ema = write_nvidia_pkl(root / "g_ema_only.pkl",
                                       dict(G_ema=entries["G_ema"], augment_pipe=None), protocol=4)
     return dict(path=path, only_g_ema=only_g_ema, marker=marker, root=root)
 
@@ -322,7 +322,7 @@ def test_nvidia_pkl_other_pickle_protocols(tmp_path, weights, protocol):
     with FakeNvidia(tmp_path / "fake") as fake:
         g_kw = nvidia_generator_kwargs(weights["g_kwargs"], fake.dnnlib.EasyDict)
         obj = fake.module("Generator", weights["g2_nv"], g_kw)
-        path = write_nvidia_pkl(tmp_path / "g.pkl", fake, {"G_ema": obj}, protocol=protocol)
+        path = write_nvidia_pkl(tmp_path / "g.pkl", {"G_ema": obj}, protocol=protocol)
     G = load_nvidia_pkl(path)["G_ema"]
     for k, v in weights["g2_nv"].items():
         assert torch.equal(G.state_dict()[k], v), k
@@ -397,7 +397,7 @@ def test_hostile_nvidia_pickles_are_refused(tmp_path):
         cases = _hostile_cases(marker, fake)
         files = {}
         for i, (name, (obj, _)) in enumerate(cases.items()):
-            files[name] = write_nvidia_pkl(tmp_path / f"evil{i}.pkl", fake, obj)
+            files[name] = write_nvidia_pkl(tmp_path / f"evil{i}.pkl", obj)
     for name, (_, pattern) in cases.items():
         with pytest.raises(UnsafeCheckpointError, match=pattern) as info:
             import_nvidia_pkl(files[name])
