@@ -308,6 +308,15 @@ def reduce_gradients(module: torch.nn.Module, world_size: int, sanitize: bool) -
         offset += n
 
 
+def check_ranks_in_sync(modules: list[torch.nn.Module], world_size: int) -> None:
+    """Raise if the ranks' weights differ (they must: every rank applies the same averaged gradients)."""
+    sums = torch.stack([torch.stack([p.detach().double().sum() for p in m.parameters()]).sum() for m in modules])
+    gathered = [torch.zeros_like(sums) for _ in range(world_size)]
+    dist.all_gather(gathered, sums)
+    if not all(torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError(f"ranks diverged: weight sums per rank {[g.tolist() for g in gathered]}")
+
+
 def get_rng_states(device: torch.device) -> dict:
     """RNG states of torch (CPU and this CUDA device), numpy and python, as plain tensors/lists."""
     np_state = np.random.get_state()
@@ -554,7 +563,7 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
             next_snap = (cur_nimg // snap_nimg + 1) * snap_nimg
 
     if info.world_size > 1:
-        dist.barrier()
+        check_ranks_in_sync([G, D, G_ema], info.world_size)
     return {"cur_nimg": cur_nimg, "batch_idx": batch_idx, "stats": last, "snapshots": outputs,
             "G": G, "D": D, "G_ema": G_ema, "augment_pipe": augment_pipe}
 
