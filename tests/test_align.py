@@ -413,3 +413,19 @@ def test_utkface_template_matches_dataset():
     mean = np.mean(pts, axis=0)
     np.testing.assert_allclose(mean[:2], np.array(UTKFACE_TEMPLATE)[:2], atol=0.01)  # eyes
     np.testing.assert_allclose(mean, np.array(UTKFACE_TEMPLATE), atol=0.025)
+
+
+def test_poisson_blend_absorbs_a_tone_shift(photos, faces):
+    im = photos["obama"]
+    a = align_face(im, faces["obama"][0], FFHQ_SPEC(256))
+    brighter = Image.fromarray(np.clip(np.asarray(a.image, int) + 40, 0, 255).astype(np.uint8))
+    src = np.asarray(im, float)
+    d_alpha = np.abs(np.asarray(paste_back(im, a, brighter), float) - src).sum(-1)
+    d_poisson = np.abs(np.asarray(paste_back(im, a, brighter, blend="poisson"), float) - src).sum(-1)
+    changed = d_alpha > 0
+    assert d_alpha[changed].mean() > 60  # alpha keeps the edit's tone ...
+    assert d_poisson[changed].mean() < 20  # ... Poisson matches it to the surroundings
+    assert (d_poisson[~changed] == 0).all()
+    assert _psnr(paste_back(im, a, a.image, blend="poisson"), im) > 45
+    with pytest.raises(ValueError, match="blend"):
+        paste_back(im, a, a.image, blend="laplacian")

@@ -18,7 +18,9 @@ from PIL import Image
 from faceapp.align.crop import AlignedFace, _apply, _rescale, _translate
 from faceapp.align.detect import BROWS, JAW
 
-__all__ = ["face_mask", "paste_back", "paste_back_all"]
+__all__ = ["BLENDS", "face_hull", "face_mask", "paste_back", "paste_back_all"]
+
+BLENDS = ("alpha", "poisson")
 
 
 def face_hull(lm68: np.ndarray, *, forehead: float = 0.45) -> np.ndarray:
@@ -65,6 +67,7 @@ def paste_back(
     feather: float = 0.1,
     forehead: float = 0.45,
     mask: np.ndarray | None = None,
+    blend: str = "alpha",
 ) -> Image.Image:
     """Blend `edited_crop` (the edited `aligned.image`) back into `photo` at full resolution.
 
@@ -75,10 +78,15 @@ def paste_back(
             generator output can go back over a 1024 px crop).
         feather, forehead: see `face_mask`.
         mask: optional float [S, S] mask in the edited crop's pixels to use instead.
+        blend: 'alpha' (feathered mask) or 'poisson' (OpenCV's seamless clone first, so
+            a crop whose colours drifted from the photo's meets it without a tone step;
+            then the same feathered mask).
 
     Returns:
         A new RGB image; `photo` is left untouched.
     """
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
     if photo.size != aligned.photo_size:
         raise ValueError(f"photo is {photo.size}, but the face was aligned in a {aligned.photo_size} photo")
     crop = np.asarray(edited_crop.convert("RGB"))
@@ -120,10 +128,27 @@ def paste_back(
 
     # Only the face's box is converted and blended; the rest of the photo is copied as is.
     result = photo.convert("RGB") if photo.mode != "RGB" else photo.copy()
-    roi = np.asarray(result.crop((x0, y0, x1, y1)), dtype=np.float32)
+    roi8 = np.asarray(result.crop((x0, y0, x1, y1)))
+    if blend == "poisson":
+        warped = _poisson(warped, roi8, alpha)
+    roi = roi8.astype(np.float32)
     roi += (warped.astype(np.float32) - roi) * alpha[..., None]
     result.paste(Image.fromarray(np.clip(np.rint(roi), 0, 255).astype(np.uint8)), (x0, y0))
     return result
+
+
+def _poisson(src: np.ndarray, dst: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`src` re-toned by Poisson blending into `dst` over alpha > 0 (same-size arrays)."""
+    m = 8  # seamlessClone misbehaves where the mask touches the border: pad both
+    src_p = cv2.copyMakeBorder(src, m, m, m, m, cv2.BORDER_REFLECT_101)
+    dst_p = cv2.copyMakeBorder(dst, m, m, m, m, cv2.BORDER_REFLECT_101)
+    binary = cv2.copyMakeBorder((alpha > 0.01).astype(np.uint8) * 255, m, m, m, m, cv2.BORDER_CONSTANT, value=0)
+    x, y, w, h = cv2.boundingRect(binary)
+    if w < 3 or h < 3:
+        return src
+    # seamlessClone centres the mask's bounding box on this point: put it back where it was.
+    out = cv2.seamlessClone(src_p, dst_p, binary, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
+    return out[m:-m, m:-m]
 
 
 def paste_back_all(
@@ -132,6 +157,7 @@ def paste_back_all(
     *,
     feather: float = 0.1,
     forehead: float = 0.45,
+    blend: str = "alpha",
 ) -> Image.Image:
     """Paste several edited faces into one photo; each pair is (aligned, edited_crop).
 
@@ -139,5 +165,5 @@ def paste_back_all(
     """
     out = photo
     for aligned, edited in items:
-        out = paste_back(out, aligned, edited, feather=feather, forehead=forehead)
+        out = paste_back(out, aligned, edited, feather=feather, forehead=forehead, blend=blend)
     return out if out is not photo else photo.copy()
