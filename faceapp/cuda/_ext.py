@@ -55,9 +55,11 @@ def default_build_dir() -> Path:
 
 
 def _is_cuda_home(path: str | None) -> bool:
-    return bool(path) and (Path(path) / "bin" / "nvcc").exists() and (
-        Path(path) / "include" / "cuda_runtime_api.h"
-    ).exists()
+    return (
+        bool(path)
+        and (Path(path) / "bin" / "nvcc").exists()
+        and (Path(path) / "include" / "cuda_runtime_api.h").exists()
+    )
 
 
 def _find_cuda_home() -> str | None:

@@ -70,9 +70,7 @@ def _check_bias(x: torch.Tensor, b: torch.Tensor | None, dim: int) -> None:
     if not (0 <= dim < x.ndim):
         raise ValueError(f"dim={dim} is out of range for a {x.ndim}-D tensor")
     if b.ndim != 1 or b.shape[0] != x.shape[dim]:
-        raise ValueError(
-            f"bias must be 1-D with {x.shape[dim]} elements (x.shape[{dim}]); got shape {tuple(b.shape)}"
-        )
+        raise ValueError(f"bias must be 1-D with {x.shape[dim]} elements (x.shape[{dim}]); got shape {tuple(b.shape)}")
 
 
 def bias_act(
@@ -143,8 +141,17 @@ def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float):
         e = empty.to(device=dev, dtype=x.dtype)
         b = b.to(x.dtype).contiguous() if b is not None else e
         return _ext.load().bias_act(
-            x, b, e if xref is None else xref, e if yref is None else yref, e if dy is None else dy,
-            grad, dim, spec.cuda_idx, alpha, gain, clamp,
+            x,
+            b,
+            e if xref is None else xref,
+            e if yref is None else yref,
+            e if dy is None else dy,
+            grad,
+            dim,
+            spec.cuda_idx,
+            alpha,
+            gain,
+            clamp,
         )
 
     def fmt(x: torch.Tensor):
