@@ -425,7 +425,8 @@ def test_poisson_blend_absorbs_a_tone_shift(photos, faces):
     changed = d_alpha > 0
     assert d_alpha[changed].mean() > 60  # alpha keeps the edit's tone ...
     assert d_poisson[changed].mean() < 20  # ... Poisson matches it to the surroundings
-    assert (d_poisson[~changed] == 0).all()
+    near = cv2.dilate(changed.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert (d_poisson[~near] == 0).all()
     assert _psnr(paste_back(im, a, a.image, blend="poisson"), im) > 45
     with pytest.raises(ValueError, match="blend"):
         paste_back(im, a, a.image, blend="laplacian")
