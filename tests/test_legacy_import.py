@@ -11,6 +11,7 @@ rosinality's conventions that shares no code with faceapp.stylegan.
 
 import argparse
 import collections
+import copy
 import importlib.util
 import io
 import math
@@ -67,6 +68,24 @@ _version = 6
 
 def _reconstruct_persistent_obj(meta):
     raise RuntimeError("test double: loading must never come here")
+
+
+def persistent_class(orig_class):
+    """The decorator's reduce protocol: state = the module's real __dict__, module_src attached."""
+
+    class Decorator(orig_class):
+        _orig_module_src = "# (module source of %s would be here)" % orig_class.__module__
+        _orig_class_name = orig_class.__name__
+
+        def __reduce__(self):
+            fields = list(super().__reduce__())
+            fields += [None] * max(3 - len(fields), 0)
+            meta = dict(type="class", version=_version, module_src=self._orig_module_src,
+                        class_name=self._orig_class_name, state=fields[2])
+            return (_reconstruct_persistent_obj, (meta,), None) + tuple(fields[3:])
+
+    Decorator.__name__ = orig_class.__name__
+    return Decorator
 
 
 class Persistent:
@@ -294,6 +313,40 @@ def test_nvidia_pkl_reproduces_reference(nvidia_pkl, weights):
         close(G_ema.synthesis(latent, noise_mode="const"), ref.synthesis(weights["g2_sd"], latent))
         img = torch.randn(4, 3, 16, 16)
         close(D(img, None), ref.discriminator(weights["d_sd"], img))
+
+
+def test_nvidia_pkl_from_real_module_objects(tmp_path):
+    # Pickle live torch modules through the decorator protocol, so the state is whatever this
+    # torch version keeps in a Module's __dict__ (hook dicts, buffer sets, ...), not a hand-made one.
+    torch.manual_seed(4)
+    G = Generator(z_dim=8, c_dim=3, w_dim=8, img_resolution=8, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=16))
+    D = Discriminator(c_dim=3, img_resolution=8, img_channels=3, channel_base=64, channel_max=16)
+    with torch.no_grad():
+        for p in [*G.parameters(), *D.parameters()]:
+            p.add_(torch.randn_like(p) * 0.1)
+        G.mapping.w_avg.normal_()
+    path = tmp_path / "live.pkl"
+    with FakeNvidia(tmp_path / "fake") as fake:
+        copies = {"G_ema": copy.deepcopy(G), "D": copy.deepcopy(D)}
+        decorated = {}
+        for net in copies.values():
+            for m in net.modules():
+                cls = type(m)
+                m.__class__ = decorated.setdefault(cls, fake.persistence.persistent_class(cls))
+            net._init_args = ()
+            net._init_kwargs = fake.dnnlib.EasyDict(net.init_kwargs)
+        write_nvidia_pkl(path, copies)
+    nets = load_nvidia_pkl(path)
+    for name, orig in (("G_ema", G), ("D", D)):
+        assert type(nets[name]) is type(orig)
+        for k, v in orig.state_dict().items():
+            assert torch.equal(nets[name].state_dict()[k], v), (name, k)
+    z, c = torch.randn(2, 8), torch.eye(3)[:2]
+    with torch.no_grad():
+        img = G.eval()(z, c, truncation_psi=0.5)
+        assert torch.equal(nets["G_ema"](z, c, truncation_psi=0.5), img)
+        assert torch.equal(nets["D"](img, c), D.eval()(img, c))
 
 
 def test_nvidia_pkl_equals_in_process_network(nvidia_pkl, weights):
