@@ -230,14 +230,12 @@ def modulated_conv2d(
         weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    w = None
     dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, C_out, C_in, kh, kw]
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, C_out]
-    if demodulate and fused_modconv:
-        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+        # ||W_o * s||^2 = sum_i s_i^2 * sum_k W_oik^2: a small matmul instead of squaring the
+        # per-sample weights [N, C_out, C_in, kh, kw] (same value up to float rounding).
+        wsq = weight.square().sum(dim=[2, 3])  # [C_out, C_in]
+        dcoefs = (styles.square() @ wsq.t() + 1e-8).rsqrt()  # [N, C_out]
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
@@ -249,7 +247,11 @@ def modulated_conv2d(
             x = x + noise.to(x.dtype)
         return x
 
-    # Fused: fold the batch into the channel axis and run one grouped conv.
+    # Fused: per-sample weights, the batch folded into the channel axis, one grouped conv.
+    scale = styles.reshape(n, 1, -1, 1, 1)  # [N, 1, C_in, 1, 1]
+    if demodulate:
+        scale = scale * dcoefs.reshape(n, -1, 1, 1, 1)  # [N, C_out, C_in, 1, 1]
+    w = weight.unsqueeze(0) * scale  # [N, C_out, C_in, kh, kw]
     x = x.reshape(1, -1, *x.shape[2:])  # [1, N * C_in, H, W]
     w = w.reshape(-1, in_ch, kh, kw)  # [N * C_out, C_in, kh, kw]
     x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
