@@ -252,6 +252,7 @@ def render_crop(image: Image.Image, matrix: np.ndarray, size: int, *, pad: str =
         work = work.reduce(shrink)
         to_work = _rescale(work.width / w0) @ to_work
         qsize /= shrink
+        border = max(int(np.rint(qsize * 0.1)), 3)
     arr = np.asarray(work, dtype=np.uint8)
 
     # Pad where the quad leaves the photo: mirror, blur towards the edge, tint to the median.
