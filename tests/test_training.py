@@ -67,6 +67,10 @@ def test_archive_reads_images_labels_and_mirrors(blobs, tmp_path):
     assert len(mirrored) == 64
     assert torch.equal(mirrored[32][0], mirrored[0][0].flip(-1))
 
+    # Worker processes each open the zip themselves and read the same bytes.
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2)
+    assert torch.equal(torch.cat([b[0] for b in loader]), torch.stack([ds[i][0] for i in range(32)]))
+
     # The same archive unpacked to a folder reads the same.
     folder = tmp_path / "unpacked"
     zipfile.ZipFile(blobs).extractall(folder)
@@ -174,6 +178,17 @@ def test_ada_p_follows_the_sign_of_D_on_reals(straight_run):
     expected = adjust_ada_p(0.0, r_t, 0.6, batch_images=4 * BATCH, ada_kimg=0.1)
     assert [r["ada_p"] for r in records[:3]] == [0.0, 0.0, 0.0]
     assert records[3]["ada_p"] == pytest.approx(expected)
+
+
+def test_init_fine_tunes_from_a_checkpoint(blobs, straight_run, tmp_path):
+    # The checkpoint's architecture wins over --cbase; training starts from its weights.
+    out, summary = straight_run
+    snap = out / "network-snapshot-000000020.safetensors"
+    run = train(blobs, tmp_path / "ft", 1, "--init", snap, "--cbase", "1024", "--aug", "noaug")
+    assert run["G"].init_kwargs == summary["G"].init_kwargs
+    moved = [(p - q).abs().max().item() for p, q in zip(run["G"].parameters(), summary["G"].parameters())]
+    assert 0 < max(moved) < 0.1  # one step away from the checkpoint, not a fresh init
+    assert json.loads((tmp_path / "ft" / "options.json").read_text())["init"] == str(snap)
 
 
 @pytest.mark.slow

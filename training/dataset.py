@@ -60,6 +60,7 @@ class ImageArchive(torch.utils.data.Dataset):
         if not self.path.exists():
             raise DatasetError(f"dataset {self.path} does not exist; make one with training/prepare_dataset.py")
         self._zip: zipfile.ZipFile | None = None  # opened lazily, once per worker process
+        self._zip_pid = os.getpid()
         if self.path.is_dir():
             names = [
                 p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()
@@ -107,8 +108,10 @@ class ImageArchive(torch.utils.data.Dataset):
 
     # -- file access ---------------------------------------------------------------------
     def _open_zip(self) -> zipfile.ZipFile:
-        if self._zip is None:
+        # One handle per process: forked DataLoader workers must not share the parent's file offset.
+        if self._zip is None or self._zip_pid != os.getpid():
             self._zip = zipfile.ZipFile(self.path)
+            self._zip_pid = os.getpid()
         return self._zip
 
     def _read_bytes(self, name: str) -> bytes:

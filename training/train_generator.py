@@ -104,6 +104,7 @@ class TrainOptions:
     snap_kimg: float = 200.0  # snapshot + image grid every this many kimg (and at the end)
     grid: int = 8  # sample grid is grid x grid images
     resume: str | None = None  # snapshot file or run folder (latest snapshot)
+    init: str | None = None  # faceapp checkpoint whose G/D/G_ema start the run (fine-tuning)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snap-kimg", type=float, default=d["snap_kimg"])
     p.add_argument("--grid", type=int, default=d["grid"])
     p.add_argument("--resume", default=None, help="snapshot .safetensors or a run folder (its latest snapshot)")
+    p.add_argument("--init", default=None,
+                   help="start from this faceapp checkpoint's G/D/G_ema (fine-tuning; convert official\n"
+                        ".pkl/.pt files first with `python -m faceapp convert`)")
     p.add_argument("--cpu-smoke", action="store_true",
                    help="tiny 16 px nets on CPU for a few steps (a synthetic archive if --data is not given)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and network sizes, then exit")
@@ -181,7 +185,7 @@ def resolve_options(args: argparse.Namespace, resolution: int) -> TrainOptions:
         r1_interval=args.r1_interval, pl_weight=args.pl_weight, pl_interval=args.pl_interval,
         style_mixing=args.style_mixing, ema_kimg=ema_kimg, ema_rampup=ema_rampup, precision=precision,
         aug=aug, aug_p=aug_p, ada_target=args.ada_target, ada_kimg=args.ada_kimg, log_kimg=args.log_kimg,
-        snap_kimg=args.snap_kimg, grid=args.grid, resume=args.resume,
+        snap_kimg=args.snap_kimg, grid=args.grid, resume=args.resume, init=args.init,
     )
 
 
@@ -235,6 +239,30 @@ def build_networks(opts: TrainOptions, resolution: int, channels: int, c_dim: in
         epilogue_kwargs=dict(mbstd_group_size=opts.mbstd_group),
     )
     return G, D
+
+
+def initial_networks(opts: TrainOptions, dataset: ImageArchive, path: str | os.PathLike | None):
+    """-> (G, D, G_ema) on the CPU: fresh from ``opts``, or from a faceapp checkpoint ``path``.
+
+    A checkpoint's own constructor kwargs win over --cbase etc. (so a converted FFHQ model
+    can be fine-tuned as it is); a missing D is built fresh, a missing G_ema copied from G.
+    """
+    if path is None:
+        G, D = build_networks(opts, dataset.resolution, dataset.num_channels, dataset.label_dim)
+        return G, D, copy.deepcopy(G)
+    from faceapp.stylegan.checkpoint import load_networks
+
+    nets = load_networks(path, device="cpu")
+    G = nets["G"] if "G" in nets else nets.get("G_ema")
+    if G is None:
+        raise SystemExit(f"{path} holds no generator (G or G_ema)")
+    want = (dataset.resolution, dataset.num_channels, dataset.label_dim)
+    if (G.img_resolution, G.img_channels, G.c_dim) != want:
+        raise SystemExit(f"{path} makes {G.img_resolution}px, {G.img_channels}-channel images with "
+                         f"c_dim {G.c_dim}; the data is {want[0]}px, {want[1]} channels, label_dim {want[2]}")
+    D = nets["D"] if "D" in nets else build_networks(opts, *want)[1]
+    G_ema = nets["G_ema"] if "G_ema" in nets else copy.deepcopy(G)
+    return G, D, G_ema
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -362,7 +390,7 @@ def find_resume(path: str) -> tuple[Path, Path]:
 
 def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
     """Train G and D as ``opts`` say; return a summary (final nimg, last stats, output paths)."""
-    from faceapp.stylegan.checkpoint import load_networks, save_networks
+    from faceapp.stylegan.checkpoint import save_networks
 
     device = info.device
     rank0 = info.rank == 0
@@ -387,9 +415,14 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
     )
     position = {"epoch": 0, "batches": 0}
 
-    G, D = build_networks(opts, dataset.resolution, dataset.num_channels, dataset.label_dim)
+    snap_path = state_path = None
+    if opts.resume:
+        snap_path, state_path = find_resume(opts.resume)
+        G, D, G_ema = initial_networks(opts, dataset, snap_path)
+    else:
+        G, D, G_ema = initial_networks(opts, dataset, opts.init)
     G, D = G.to(device).train().requires_grad_(False), D.to(device).train().requires_grad_(False)
-    G_ema = copy.deepcopy(G).eval()
+    G_ema = G_ema.to(device).eval().requires_grad_(False)
     augment_pipe = None
     if opts.aug != "noaug":
         augment_pipe = AugmentPipe(p=opts.aug_p).to(device)
@@ -417,10 +450,6 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
     cur_nimg, batch_idx = 0, 0
     ada_acc = torch.zeros(2, device=device)  # [sum of sign(D(real)), count] since the last ADA update
     if opts.resume:
-        snap_path, state_path = find_resume(opts.resume)
-        nets = load_networks(snap_path, device=device)
-        for name, module in [("G", G), ("D", D), ("G_ema", G_ema)]:
-            module.load_state_dict(nets[name].state_dict())
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         opt_G.load_state_dict(state["opt_G"])
         opt_D.load_state_dict(state["opt_D"])
@@ -613,7 +642,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     opts = resolve_options(args, resolution)
     if args.dry_run:
         data = ImageArchive(opts.data, use_labels=opts.cond, xflip=opts.mirror)
-        G, D = build_networks(opts, data.resolution, data.num_channels, data.label_dim)
+        G, D, _ = initial_networks(opts, data, find_resume(opts.resume)[0] if opts.resume else opts.init)
         print(json.dumps(dataclasses.asdict(opts), indent=2))
         print(f"dataset: {len(data)} images, {data.resolution}px, {data.num_channels} channels, "
               f"label_dim {data.label_dim}")
