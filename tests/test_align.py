@@ -185,6 +185,7 @@ def test_face_alignment_adapter_maps_boxes_and_landmarks(monkeypatch, photos):
             return [lm], None, detected_faces
 
     monkeypatch.setattr(detect_mod, "_fa_model", FakeFA())
+    monkeypatch.setattr(detect_mod, "_fa_device", "cpu")
     monkeypatch.setattr(detect_mod, "_fa_failed", None)
     im = photos["obama"]  # 720x900
     (f,) = detect_faces(im, backend="face_alignment", max_detect_side=450)

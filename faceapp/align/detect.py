@@ -56,10 +56,12 @@ class FaceAlignmentUnavailableWarning(UserWarning):
 class Face:
     """One detected face.
 
-    box: (x0, y0, x1, y1) in image pixels (for a face found turned, the box of the same
-    area centred on it). score: detector confidence (dlib HOG: SVM
-    margin, ~0..3; dlib CNN / face-alignment: ~0..1; higher is surer).
+    box: (x0, y0, x1, y1) in image pixels (for a face found turned, a square of the
+        same area centred on it).
+    score: detector confidence, higher is surer (dlib HOG: SVM margin, ~0..3; dlib CNN:
+        MMOD score, ~0..1.5; face-alignment: S3FD probability, 0..1).
     landmarks68: float32 [68, 2] (x, y) in image pixels, pixel centres at integers.
+    backend: the backend that found it. angle: see `detect_faces(rotations=...)`.
     """
 
     box: tuple[float, float, float, float]
@@ -160,22 +162,24 @@ def face_alignment_weights_present() -> bool:
 
 
 _fa_model = None
+_fa_device: str | None = None
 _fa_failed: str | None = None
 
 
-def _face_alignment_model():
+def _face_alignment_model(device: str = "cpu"):
     """The cached FaceAlignment model, or None (after one warning) when it cannot load."""
-    global _fa_model, _fa_failed
+    global _fa_model, _fa_device, _fa_failed
     with _lock:
-        if _fa_model is not None or _fa_failed is not None:
+        if _fa_failed is not None or (_fa_model is not None and _fa_device == device):
             return _fa_model
         try:
             import face_alignment
 
             # face-alignment itself downloads missing weights here (when online).
             _fa_model = face_alignment.FaceAlignment(
-                face_alignment.LandmarksType.TWO_D, device="cpu", flip_input=False, compile=False
+                face_alignment.LandmarksType.TWO_D, device=device, flip_input=False, compile=False
             )
+            _fa_device = device
         except Exception as e:  # offline (URLError), missing package, bad weights file ...
             _fa_failed = f"{type(e).__name__}: {e}"
             warnings.warn(
@@ -190,21 +194,21 @@ def _face_alignment_model():
 
 def _reset_backend_cache() -> None:
     """Forget a failed face-alignment load (tests; after weights were installed)."""
-    global _fa_model, _fa_failed
+    global _fa_model, _fa_device, _fa_failed
     with _lock:
-        _fa_model, _fa_failed = None, None
+        _fa_model, _fa_device, _fa_failed = None, None, None
 
 
 # ---------------------------------------------------------------- detection
 
 
-def resolve_backend(backend: str) -> str:
+def resolve_backend(backend: str, device: str = "cpu") -> str:
     """The backend that will actually run for `backend` ('auto' and failovers resolved)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown face backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
         return "face_alignment" if face_alignment_weights_present() else "dlib"
-    if backend == "face_alignment" and _face_alignment_model() is None:
+    if backend == "face_alignment" and _face_alignment_model(device) is None:
         return "dlib"
     return backend
 
@@ -247,6 +251,7 @@ def detect_faces(
     max_faces: int | None = None,
     rotations: Sequence[float] = (),
     allow_none: bool = False,
+    device: str = "cpu",
 ) -> list[Face]:
     """Find every face in `image` with its 68 landmarks, largest first.
 
@@ -264,22 +269,24 @@ def detect_faces(
             tag, or (45, -45) for tilted heads; the first angle that finds faces wins and
             their boxes and landmarks are mapped back into `image`.
         allow_none: return [] instead of raising when no face is found.
+        device: torch device for the face_alignment backend (dlib runs on the CPU).
 
     Raises:
         NoFaceError: no face passed the filters (unless `allow_none`).
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
-    which = resolve_backend(backend)
+    which = resolve_backend(backend, device)
     cut = DEFAULT_MIN_SCORE[which] if min_score is None else min_score
 
     def keep(fs: list[Face]) -> list[Face]:
         return [f for f in fs if f.size >= min_size and f.score >= cut]
 
-    faces = keep(_detect_once(image, which, upsample, max_detect_side))
+    faces = keep(_detect_once(image, which, upsample, max_detect_side, device))
     for angle in rotations if not faces else ():
         rotated, back = _rotated(image, float(angle))
-        faces = keep([_mapped(f, back, float(angle)) for f in _detect_once(rotated, which, upsample, max_detect_side)])
+        found = _detect_once(rotated, which, upsample, max_detect_side, device)
+        faces = keep([_mapped(f, back, float(angle)) for f in found])
         if faces:
             break
     faces.sort(key=lambda f: f.size, reverse=True)
@@ -299,9 +306,9 @@ def detect_faces(
     return faces
 
 
-def _detect_once(image: Image.Image, which: str, upsample: int, max_detect_side: int) -> list[Face]:
+def _detect_once(image: Image.Image, which: str, upsample: int, max_detect_side: int, device: str) -> list[Face]:
     if which == "face_alignment":
-        return _detect_face_alignment(image, max_detect_side)
+        return _detect_face_alignment(image, max_detect_side, device)
     scale = min(1.0, max_detect_side / max(image.size))
     small = image if scale == 1.0 else image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
@@ -347,9 +354,9 @@ def _mapped(face: Face, back: np.ndarray, angle: float) -> Face:
     )
 
 
-def _detect_face_alignment(image: Image.Image, max_detect_side: int) -> list[Face]:
+def _detect_face_alignment(image: Image.Image, max_detect_side: int, device: str) -> list[Face]:
     """S3FD boxes on a copy at most `max_detect_side` large, FAN landmarks at full size."""
-    fa = _face_alignment_model()
+    fa = _face_alignment_model(device)
     scale = min(1.0, max_detect_side / max(image.size))
     small = image if scale == 1.0 else image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR, reducing_gap=2.0
