@@ -226,17 +226,22 @@ def _photo(path: Path, eyes=((30, 40), (70, 40))) -> None:
 
 
 def _fake_detector(image, backend="auto", min_score=None, **_):
-    """Landmarks for the dots _photo draws; 'no face' for an all-grey image."""
+    """Landmarks from the dots _photo draws (wherever they are); 'no face' for an all-grey image."""
     arr = np.asarray(image)
     if (arr == 128).all():
         raise NoFaceError("no face found in the image")
-    lm = np.zeros((68, 2), np.float32) + 50
-    lm[36:42] = (30, 40)
-    lm[42:48] = (70, 40)
-    lm[30] = (50, 55)
-    lm[48] = (35, 70)
-    lm[54] = (65, 70)
-    return [Face(box=(10.0, 10.0, 90.0, 90.0), score=1.0, landmarks68=lm, backend=backend)]
+    def centroid(mask):
+        ys, xs = np.nonzero(mask)
+        return np.array([xs.mean(), ys.mean()])
+
+    eye_l = centroid((arr[..., 0] > 200) & (arr[..., 2] < 50))  # the red dot
+    eye_r = centroid((arr[..., 2] > 200) & (arr[..., 0] < 50))  # the blue dot
+    lm = np.zeros((68, 2), np.float32) + (eye_l + eye_r) / 2
+    lm[36:42], lm[42:48] = eye_l, eye_r
+    lm[30] = eye_l + (20, 15)  # nose tip
+    lm[48], lm[54] = eye_l + (5, 30), eye_l + (35, 30)  # mouth corners
+    x0, y0 = eye_l - 20
+    return [Face(box=(x0, y0, x0 + 80, y0 + 80), score=1.0, landmarks68=lm, backend=backend)]
 
 
 def test_prepare_dataset_crops_keeps_labels_and_lists_failures(tmp_path, monkeypatch):
@@ -276,7 +281,7 @@ def test_prepare_dataset_crops_keeps_labels_and_lists_failures(tmp_path, monkeyp
     assert r > 180 and g < 100 and b < 100, crop[ey, ex]
 
 
-def test_prepare_dataset_reads_zips_and_pads_for_detection(tmp_path, monkeypatch):
+def test_prepare_dataset_reads_zips_pads_for_detection_and_falls_back(tmp_path, monkeypatch):
     src = tmp_path / "photos.zip"
     with zipfile.ZipFile(src, "w") as zf:
         buf = io.BytesIO()
@@ -284,18 +289,26 @@ def test_prepare_dataset_reads_zips_and_pads_for_detection(tmp_path, monkeypatch
         zf.writestr("a/7_0_4_2017.jpg", buf.getvalue())
     seen = []
 
-    def detector(image, **kw):
-        seen.append(image.size)
-        return _fake_detector(image, **kw)
+    def detector(image, backend="auto", **kw):
+        seen.append((backend, image.size))
+        if backend == "dlib":
+            raise NoFaceError("HOG misses it")
+        return _fake_detector(image, backend=backend, **kw)
 
     monkeypatch.setattr(prep, "detect_faces", detector)
     dest = tmp_path / "faces"  # a folder this time
     # With padding the detector sees a larger image; landmarks come back in photo pixels.
-    prep.main(["--source", str(src), "--dest", str(dest), "--resolution", "16", "--detect-pad", "0.2"])
-    assert seen == [(140, 140)]
+    prep.main(["--source", str(src), "--dest", str(dest), "--resolution", "32", "--detect-pad", "0.2",
+               "--fallback-detector", "dlib_cnn"])
+    assert seen == [("dlib", (140, 140)), ("dlib_cnn", (140, 140))]
     assert (dest / "failures.csv").exists() and (dest / "options.json").exists()
     ds = ImageArchive(dest)
-    assert ds.attributes[ds.names[0]]["age"] == 7
+    attrs = ds.attributes[ds.names[0]]
+    assert attrs["age"] == 7 and attrs["detector"] == "dlib_cnn"
+    # The landmarks were shifted back: the red dot is still at the template's left eye.
+    crop = ds[0][0].numpy().transpose(1, 2, 0).astype(int)
+    ex, ey = (np.array(utkface_spec(32).template[0]) * 32 - 0.5).round().astype(int)
+    assert crop[ey, ex, 0] > 180 and crop[ey, ex, 2] < 100
 
 
 def test_prepare_dataset_on_a_real_photo(tmp_path):

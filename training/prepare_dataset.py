@@ -69,6 +69,7 @@ class PrepareOptions:
     align_spec: str = "utkface"  # 'utkface' (template crop) or 'ffhq'
     detector: str = "dlib"  # faceapp.align backend: auto, dlib, dlib_cnn, face_alignment
     label: str = "none"  # class label kept for conditional training: none, gender, race
+    fallback_detector: str | None = None  # tried where `detector` finds no face (e.g. dlib_cnn)
     detect_pad: float = 0.0  # mirror-pad photos by this fraction of their size for detection
     min_score: float | None = None  # detector confidence cut; None = the detector's default
     workers: int = 1  # processes; 1 = in this process
@@ -123,6 +124,7 @@ class Result:
     png: bytes | None
     reason: str | None
     num_faces: int = 0
+    detector: str | None = None  # the backend that found the face
 
 
 def detect_padded(image: Image.Image, detector: str, pad: float, min_score: float | None) -> list[Face]:
@@ -144,25 +146,34 @@ def detect_padded(image: Image.Image, detector: str, pad: float, min_score: floa
 
 
 def process_one(source: Path, name: str, spec: AlignSpec, detector: str, detect_pad: float = 0.0,
-                min_score: float | None = None) -> Result:
-    """Load, detect, align one photo. Never raises for a bad photo: the reason goes in the Result."""
+                min_score: float | None = None, fallback: str | None = None) -> Result:
+    """Load, detect, align one photo. Never raises for a bad photo: the reason goes in the Result.
+
+    ``fallback`` is a second detector tried when the first finds no face (e.g. the slower,
+    more tolerant dlib_cnn behind dlib's HOG).
+    """
     try:
         image = load_image(_read_source(source, name), name=name)
     except (ImageError, OSError) as e:
         return Result(name, None, f"unreadable: {e}")
-    try:
-        faces = detect_padded(image, detector, detect_pad, min_score)
-    except NoFaceError:
+    faces = None
+    for backend in [detector] + ([fallback] if fallback else []):
+        try:
+            faces = detect_padded(image, backend, detect_pad, min_score)
+            break
+        except NoFaceError:
+            continue
+        except FaceAppError as e:
+            return Result(name, None, f"detection failed: {e}")
+    if not faces:
         return Result(name, None, "no face found")
-    except FaceAppError as e:
-        return Result(name, None, f"detection failed: {e}")
     try:
         crop = align_face(image, faces[0], spec).image  # largest face first
     except (FaceAppError, ValueError, np.linalg.LinAlgError) as e:
         return Result(name, None, f"alignment failed: {e}", num_faces=len(faces))
     buf = io.BytesIO()
     crop.convert("RGB").save(buf, format="PNG", compress_level=6)
-    return Result(name, buf.getvalue(), None, num_faces=len(faces))
+    return Result(name, buf.getvalue(), None, num_faces=len(faces), detector=faces[0].backend)
 
 
 def _process_star(args) -> Result:
@@ -192,7 +203,8 @@ def prepare(opts: PrepareOptions, progress: bool = True) -> dict:
     if not names:
         raise FaceAppError(f"--source {source}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
 
-    jobs = [(source, n, spec, opts.detector, opts.detect_pad, opts.min_score) for n in names]
+    jobs = [(source, n, spec, opts.detector, opts.detect_pad, opts.min_score, opts.fallback_detector)
+            for n in names]
     if opts.workers > 1:
         pool = concurrent.futures.ProcessPoolExecutor(opts.workers)
         results = pool.map(_process_star, jobs, chunksize=8)  # in source order
@@ -223,7 +235,8 @@ def prepare(opts: PrepareOptions, progress: bool = True) -> dict:
             idx = len(attributes)
             arcname = f"{idx // 1000:05d}/img{idx:08d}.png"
             write(arcname, res.png)
-            attrs = {"source": res.name, "faces": res.num_faces, **(parse_utkface_name(res.name) or {})}
+            attrs = {"source": res.name, "faces": res.num_faces, "detector": res.detector,
+                     **(parse_utkface_name(res.name) or {})}
             attributes.append([arcname, attrs])
             if opts.label != "none":
                 if opts.label not in attrs:
@@ -259,6 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--detector", default="dlib", help="auto | dlib | dlib_cnn | face_alignment")
     p.add_argument("--label", choices=LABEL_FIELDS, default="none",
                    help="class label for conditional training, from UTKFace file names")
+    p.add_argument("--fallback-detector", default=None,
+                   help="second detector for photos the first finds no face in (dlib_cnn: slower, finds more)")
     p.add_argument("--detect-pad", type=float, default=0.0,
                    help="mirror-pad by this fraction for detection (0.15 helps tight crops like UTKFace's)")
     p.add_argument("--min-score", type=float, default=None,
@@ -266,9 +281,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--max-images", type=int, default=None)
     a = p.parse_args(argv)
-    opts = PrepareOptions(source=a.source, dest=a.dest, resolution=a.resolution, align_spec=a.align_spec,
-                          detector=a.detector, label=a.label, detect_pad=a.detect_pad,
-                          min_score=a.min_score, workers=a.workers, max_images=a.max_images)
+    opts = PrepareOptions(
+        source=a.source, dest=a.dest, resolution=a.resolution, align_spec=a.align_spec, detector=a.detector,
+        fallback_detector=a.fallback_detector, detect_pad=a.detect_pad, min_score=a.min_score, label=a.label,
+        workers=a.workers, max_images=a.max_images,
+    )
     summary = prepare(opts)
     rate = summary["failures"] / max(summary["sources"], 1)
     print(f"{summary['images']} crops -> {summary['dest']}; {summary['failures']} failed ({rate:.1%}), "
