@@ -98,6 +98,8 @@ def paste_back(
     if mask is None:
         mask = face_mask(_apply(m, aligned.face.landmarks68), s, feather=feather, forehead=forehead)
     mask = np.asarray(mask, np.float32)
+    if mask.shape != (s, s):
+        raise ValueError(f"mask must be {s}x{s} like the edited crop, got shape {mask.shape}")
 
     # Where the mask lands in the photo (mask > 0 lies inside the hull and the crop).
     ys, xs = np.nonzero(mask > 0)
