@@ -234,6 +234,9 @@ def test_ffhq_quad_geometry_matches_the_recreation_formula():
     q = ffhq_quad(lm)
     np.testing.assert_allclose(q, [[4, -19], [4, 233], [256, 233], [256, -19]], atol=1e-9)
     m = crop_matrix(lm, FFHQ_SPEC(252))
+    img = Image.new("RGB", (300, 300))
+    f = Face(box=(90, 90, 170, 180), score=1.0, landmarks68=lm.astype(np.float32))
+    np.testing.assert_allclose(align_face(img, f, FFHQ_SPEC(252)).quad, q, atol=1e-6)
     np.testing.assert_allclose(m[:2, :2], np.eye(2), atol=1e-6)  # 252 px quad -> 252 px crop
     np.testing.assert_allclose(m @ [130, 107, 1], [125.5, 125.5, 1], atol=1e-4)
 

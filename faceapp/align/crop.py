@@ -139,6 +139,13 @@ class AlignedFace:
         return np.linalg.inv(self.matrix)
 
     @property
+    def quad(self) -> np.ndarray:
+        """The crop's outer corners in the photo, [4, 2]: top-left, bottom-left,
+        bottom-right, top-right (for drawing where a crop came from)."""
+        s = self.spec.size
+        return self.to_photo(np.array([[-0.5, -0.5], [-0.5, s - 0.5], [s - 0.5, s - 0.5], [s - 0.5, -0.5]]))
+
+    @property
     def landmarks(self) -> np.ndarray:
         """The face's 68 landmarks in crop pixels, [68, 2]."""
         return self.to_crop(self.face.landmarks68)
