@@ -77,7 +77,10 @@ def _find_cuda_home() -> str | None:
 
 
 def compile_extension(build_dir: str | os.PathLike | None = None, verbose: bool = False) -> ModuleType:
-    """Compile (or load the cached build of) the extension and return the module.
+    """Compile (or load the cached build of) the extension and return a module holding its ops.
+
+    The returned module's ``bias_act`` and ``upfirdn2d`` are ``torch.ops.faceapp_ops.*``.
+    A process can load only one build of the library (the op names are global).
 
     Works without a GPU as long as nvcc is installed; without a GPU,
     $TORCH_CUDA_ARCH_LIST decides the target (default '9.0' here, where torch
@@ -105,13 +108,15 @@ def compile_extension(build_dir: str | os.PathLike | None = None, verbose: bool 
     if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
     try:
-        return cpp_ext.load(
+        # The library registers torch.ops.faceapp_ops.* when loaded (TORCH_LIBRARY), no pybind module.
+        lib_path = cpp_ext.load(
             name=EXT_NAME,
             sources=[str(CSRC_DIR / s) for s in SOURCES],
             extra_include_paths=[str(CSRC_DIR)],
             extra_cflags=["-O2"],
             extra_cuda_cflags=["-O3"],
             build_directory=str(build_dir),
+            is_python_module=False,
             verbose=verbose,
         )
     except Exception as e:
@@ -120,6 +125,12 @@ def compile_extension(build_dir: str | os.PathLike | None = None, verbose: bool 
             f"Check your CUDA toolkit ({cuda_home}) matches torch {torch.version.cuda}, "
             f"or set {ENV_VAR}=ref to use the pure PyTorch ops."
         ) from e
+    ops = getattr(torch.ops, EXT_NAME)
+    mod = ModuleType(EXT_NAME, f"faceapp CUDA ops loaded from {lib_path}")
+    mod.__file__ = str(lib_path) if lib_path else str(build_dir)
+    mod.bias_act = ops.bias_act
+    mod.upfirdn2d = ops.upfirdn2d
+    return mod
 
 
 def load() -> ModuleType:

@@ -137,15 +137,17 @@ def _bias_act_cuda(dim: int, act: str, alpha: float, gain: float, clamp: float):
 
     def run(x, b, xref, yref, dy, grad: int):
         # The kernel wants dense tensors; empty tensors stand for "absent".
-        dev = x.device
-        e = empty.to(device=dev, dtype=x.dtype)
-        b = b.to(x.dtype).contiguous() if b is not None else e
+        e = torch.empty([0], device=x.device, dtype=x.dtype)
+
+        def opt(t):  # saved placeholders are empty CPU tensors: keep every argument on x's device
+            return e if t is None or t.numel() == 0 else t
+
         return _ext.load().bias_act(
             x,
-            b,
-            e if xref is None else xref,
-            e if yref is None else yref,
-            e if dy is None else dy,
+            opt(None if b is None else b.to(x.dtype).contiguous()),
+            opt(xref),
+            opt(yref),
+            opt(dy),
             grad,
             dim,
             spec.cuda_idx,
