@@ -125,7 +125,8 @@ def paste_back(
     # crop -> ROI of the photo
     to_roi = _translate(-x0, -y0) @ np.linalg.inv(m)
     size = (x1 - x0, y1 - y0)
-    warped = cv2.warpAffine(crop, to_roi[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    interp = cv2.INTER_CUBIC if scale > 1.25 else cv2.INTER_LINEAR  # sharper when enlarging a small crop
+    warped = cv2.warpAffine(crop, to_roi[:2], size, flags=interp, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask, to_roi[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
     # Only the face's box is converted and blended; the rest of the photo is copied as is.
