@@ -6,6 +6,7 @@ Everything runs tiny 16 px networks on CPU for a handful of steps.
 import csv
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -80,6 +81,94 @@ def test_archive_reads_images_labels_and_mirrors(blobs, tmp_path):
         ImageArchive(blobs, resolution=32)
     with pytest.raises(DatasetError, match="does not exist"):
         ImageArchive(tmp_path / "missing.zip")
+
+
+# ---------------------------------------------------------------------------------------------
+# The losses, on toy networks whose gradients are known in closed form.
+
+
+class _ToyMapping(torch.nn.Module):
+    def __init__(self, z_dim, w_dim, num_ws):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.eye(z_dim, w_dim))
+        self.num_ws = num_ws
+
+    def forward(self, z, c, update_emas=False):
+        return (z @ self.weight).unsqueeze(1).repeat(1, self.num_ws, 1)  # [N, num_ws, w_dim]
+
+
+class _ToySynthesis(torch.nn.Module):
+    """img = sum of the ws, as a 1-channel square image: d img / d ws[l] is the identity."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = size
+        self.scale = torch.nn.Parameter(torch.ones([]))
+
+    def forward(self, ws, noise_mode="random"):
+        return (ws.sum(1) * self.scale).view(-1, 1, self.size, self.size)
+
+
+class _ToyG(torch.nn.Module):
+    def __init__(self, size=16, num_ws=3):
+        super().__init__()
+        self.mapping = _ToyMapping(size * size, size * size, num_ws)
+        self.synthesis = _ToySynthesis(size)
+
+
+class _LinearD(torch.nn.Module):
+    def __init__(self, size=16):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(size * size) * 0.1)
+        self.bias = torch.nn.Parameter(torch.zeros([]))
+
+    def forward(self, img, c):
+        return (img.flatten(1) @ self.weight + self.bias).unsqueeze(1)  # [N, 1]
+
+
+def _toy_loss(**cfg):
+    from training.loss import LossConfig, StyleGAN2Loss
+
+    G, D = _ToyG(), _LinearD()
+    return G, D, StyleGAN2Loss(G, D, LossConfig(style_mixing_prob=0.0, **cfg))
+
+
+def test_r1_penalty_of_a_linear_D_is_its_weight_norm():
+    G, D, loss = _toy_loss(r1_gamma=4.0)
+    reals, c, z = torch.randn(8, 1, 16, 16), torch.zeros(8, 0), torch.randn(8, 256)
+    st = loss.accumulate_gradients("Dreg", reals, c, z, c, gain=16.0)
+    w = D.weight.detach()
+    assert st["Loss/r1_penalty"] == pytest.approx(w.square().sum().item(), rel=1e-5)
+    # d/dw [gain * gamma/2 * |w|^2] = gain * gamma * w
+    assert torch.allclose(D.weight.grad, 16.0 * 4.0 * w, rtol=1e-5)
+
+
+def test_logistic_losses_and_their_directions():
+    G, D, loss = _toy_loss()
+    reals, c, z = torch.randn(8, 1, 16, 16), torch.zeros(8, 0), torch.randn(8, 256)
+    with torch.no_grad():
+        D.weight.zero_()  # D says 0 to everything: both losses are log 2 per term
+    st = loss.accumulate_gradients("Dmain", reals, c, z, c, gain=1.0)
+    assert st["Loss/D/loss"] == pytest.approx(2 * math.log(2))
+    assert D.bias.grad.item() == pytest.approx(0.0, abs=1e-6)  # the two terms balance
+    assert G.mapping.weight.grad is None  # D's phase leaves G alone
+    D.bias.grad = None
+    st = loss.accumulate_gradients("Gmain", reals, c, z, c, gain=1.0)
+    assert st["Loss/G/loss"] == pytest.approx(math.log(2))
+    # G's loss falls as D's score of fakes rises: the gradient on D's bias is -sigmoid(0).
+    assert D.bias.grad.item() == pytest.approx(-0.5)
+
+
+def test_path_length_mean_tracks_the_jacobian_norm():
+    # With img = sum(ws), |J^T y| = |y| for image-space noise y of unit expected norm,
+    # so path lengths are ~1 and pl_mean moves 1% of the way there per call.
+    G, D, loss = _toy_loss(pl_decay=0.01, pl_batch_shrink=2)
+    c, z = torch.zeros(64, 0), torch.randn(64, 256)
+    st = loss.accumulate_gradients("Greg", torch.zeros(64, 1, 16, 16), c, z, c, gain=4.0)
+    assert st["Loss/pl_mean"] == pytest.approx(0.01, rel=0.1)
+    assert loss.pl_mean.item() == st["Loss/pl_mean"]
+    # The penalty (|J^T y| - pl_mean)^2 pulls the Jacobian's scale down toward pl_mean.
+    assert G.synthesis.scale.grad.item() > 0
 
 
 # ---------------------------------------------------------------------------------------------
