@@ -3,6 +3,7 @@ autograd wiring, the lazy build, implementation selection, and CUDA-vs-reference
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import shutil
@@ -400,16 +401,84 @@ def naive_like(act, v, alpha):
     return torch.from_numpy(NAIVE_ACTS[act][0](v.detach().numpy(), alpha)).to(v.dtype)
 
 
-@pytest.fixture
-def fake_ops(monkeypatch):
-    ops = FakeOps()
+class HostOps:
+    """The kernels' own per-element code (csrc/faceapp_math.h) compiled for the CPU by
+    csrc/host_check.cpp, behind the same interface and allocation rules as faceapp_ops.cpp."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.calls = []
+
+    @staticmethod
+    def _dtype(t):
+        return {torch.float32: 0, torch.float64: 1}[t.dtype]
+
+    @staticmethod
+    def _ptr(t):
+        return ctypes.c_void_p(t.data_ptr() if t.numel() else None)
+
+    def bias_act(self, x, b, xref, yref, dy, grad, dim, act_idx, alpha, gain, clamp):
+        self.calls.append(("bias_act", grad))
+        assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+        for t in (xref, yref, dy):
+            assert t.numel() == 0 or (t.shape == x.shape and t.dtype == x.dtype)
+            assert t.numel() == 0 or all(s1 == s2 or n == 1 for s1, s2, n in zip(t.stride(), x.stride(), x.shape))
+        y = torch.empty_like(x)
+        step_b = x.stride(dim) if b.numel() else 1
+        rc = self.lib.faceapp_host_bias_act(
+            self._dtype(x), self._ptr(x), self._ptr(b), self._ptr(xref), self._ptr(yref), self._ptr(dy),
+            self._ptr(y), ctypes.c_int64(x.numel()), ctypes.c_int64(step_b), ctypes.c_int64(b.numel()),
+            int(grad), int(act_idx), ctypes.c_double(alpha), ctypes.c_double(gain), ctypes.c_double(clamp),
+        )  # fmt: skip
+        assert rc == 0
+        return y
+
+    def upfirdn2d(self, x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain):
+        self.calls.append(("upfirdn2d", f.shape))
+        assert f.ndim == 2 and f.dtype == torch.float32
+        f = f.contiguous()
+        n, c, h, w = x.shape
+        fh, fw = f.shape
+        ow = (w * upx + px0 + px1 - fw + downx) // downx
+        oh = (h * upy + py0 + py1 - fh + downy) // downy
+        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        y = torch.empty(n, c, oh, ow, dtype=x.dtype).contiguous(
+            memory_format=torch.channels_last if cl else torch.contiguous_format
+        )
+        dims = (ctypes.c_int * 15)(n, c, h, w, oh, ow, fh, fw, upx, upy, downx, downy, px0, py0, int(flip))
+        rc = self.lib.faceapp_host_upfirdn2d(
+            self._dtype(x), self._ptr(x), ctypes.c_void_p(f.data_ptr()), self._ptr(y),
+            (ctypes.c_int64 * 4)(*x.stride()), (ctypes.c_int64 * 4)(*y.stride()), dims, ctypes.c_double(gain),
+        )  # fmt: skip
+        assert rc == 0
+        return y
+
+
+def _cxx():
+    return shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+
+@pytest.fixture(scope="module")
+def host_lib(tmp_path_factory):
+    if _cxx() is None:
+        pytest.skip("no C++ compiler to build csrc/host_check.cpp")
+    out = tmp_path_factory.mktemp("host_check") / "host_check.so"
+    src = _ext.CSRC_DIR / "host_check.cpp"
+    subprocess.run([_cxx(), "-O1", "-std=c++17", "-shared", "-fPIC", str(src), "-o", str(out)], check=True)
+    return ctypes.CDLL(str(out))
+
+
+@pytest.fixture(params=["python", "host"])
+def kernel_ops(request, monkeypatch):
+    """The compiled module's stand-in: a Python model of the contract, or the kernel code itself."""
+    ops = FakeOps() if request.param == "python" else HostOps(request.getfixturevalue("host_lib"))
     monkeypatch.setattr(_ext, "load", lambda: ops)
     return ops
 
 
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("clamp", [None, 0.6])
-def test_bias_act_cuda_wiring(fake_ops, act, clamp):
+def test_bias_act_cuda_wiring(kernel_ops, act, clamp):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(2, 3, 2, 2, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -433,11 +502,21 @@ def test_bias_act_cuda_wiring(fake_ops, act, clamp):
         e = torch.zeros_like(a) if e is None and a is not None else e
         if a is not None:
             torch.testing.assert_close(a, e)
-    assert any(c[1] == 1 for c in fake_ops.calls) or (act == "linear" and clamp is None)
+    assert any(c[1] == 1 for c in kernel_ops.calls) or (act == "linear" and clamp is None)
+    if isinstance(kernel_ops, HostOps):
+        # float32 and channels_last through the kernel code
+        xs = x.detach().float().contiguous(memory_format=torch.channels_last)
+        bs = b.detach().float()
+        torch.testing.assert_close(fn_cuda(xs, bs), fn_ref(xs, bs), rtol=1e-5, atol=1e-5)
+        xs.requires_grad_(True)
+        dys = torch.randn(xs.shape).contiguous(memory_format=torch.channels_last)
+        (gs,) = torch.autograd.grad(fn_cuda(xs, bs), xs, dys)
+        (gsr,) = torch.autograd.grad(fn_ref(xs, bs), xs, dys)
+        torch.testing.assert_close(gs, gsr, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", GRAD_CASES)
-def test_upfirdn2d_cuda_wiring(fake_ops, case):
+def test_upfirdn2d_cuda_wiring(kernel_ops, case):
     n, c, h, w, kind, up, down, padding, flip, gain = case
     gen = torch.Generator().manual_seed(8)
     x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -449,7 +528,27 @@ def test_upfirdn2d_cuda_wiring(fake_ops, case):
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
     if f.ndim == 1:  # separable filters run as a horizontal then a vertical pass
-        assert {tuple(s) for op, s in fake_ops.calls} >= {(1, f.shape[0]), (f.shape[0], 1)}
+        assert {tuple(s) for op, s in kernel_ops.calls} >= {(1, f.shape[0]), (f.shape[0], 1)}
+    if isinstance(kernel_ops, HostOps):
+        xs = x.detach().float().contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fn(xs), fn(xs.contiguous()), rtol=1e-5, atol=1e-5)
+        ref = upfirdn2d(xs, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="ref")
+        torch.testing.assert_close(fn(xs), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", UPFIRDN_CASES)
+def test_upfirdn2d_kernel_code_matches_naive(host_lib, monkeypatch, case):
+    # The kernel arithmetic (run on the CPU) against the numpy definition, every case.
+    monkeypatch.setattr(_ext, "load", lambda: HostOps(host_lib))
+    n, c, h, w, kind, up, down, padding, flip, gain = case
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    f = _make_filter(kind, gen)
+    f = torch.ones(1, 1) if f is None else f.float()
+    up_, down_, pad_ = _norm_args(up, down, padding)
+    y = ufd._upfirdn2d_cuda(up_, down_, pad_, flip, float(gain)).apply(x, f)
+    expect = naive_upfirdn2d(x.numpy(), f.double().numpy(), up_, down_, pad_, flip, gain)
+    np.testing.assert_allclose(y.numpy(), expect, rtol=1e-6, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from faceapp.errors import CudaOpsError
 EXT_NAME = "faceapp_ops"
 CSRC_DIR = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("faceapp_ops.cpp", "faceapp_ops.cu")
-HEADERS = ("faceapp_ops.h",)
+HEADERS = ("faceapp_ops.h", "faceapp_math.h")
 ENV_VAR = "FACEAPP_CUDA_OPS"
 _IMPLS = ("auto", "ref", "cuda")
 
