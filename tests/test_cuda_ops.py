@@ -515,6 +515,16 @@ def test_bias_act_cuda_wiring(kernel_ops, act, clamp):
         torch.testing.assert_close(gs, gsr, rtol=1e-5, atol=1e-5)
 
 
+def test_bias_act_cuda_identity_shortcut(kernel_ops):
+    # linear, no bias, gain 1, no clamp: no kernel launch, gradients still flow
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    y = ba._bias_act_cuda(1, "linear", 0.0, 1.0, -1.0).apply(x, None)
+    torch.testing.assert_close(y, x)
+    (g,) = torch.autograd.grad((y * 3).sum(), x)
+    torch.testing.assert_close(g, torch.full_like(x, 3.0))
+    assert kernel_ops.calls == []
+
+
 @pytest.mark.parametrize("case", GRAD_CASES)
 def test_upfirdn2d_cuda_wiring(kernel_ops, case):
     n, c, h, w, kind, up, down, padding, flip, gain = case

@@ -97,7 +97,7 @@ def setup_filter(
 
 
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="auto") -> torch.Tensor:
-    """Pad, upsample, FIR-filter and downsample a batch of images.
+    """Upsample (zero insertion), pad, FIR-filter and downsample a batch of images.
 
     Args:
         x:            [N, C, H, W] images.
