@@ -3,7 +3,7 @@
 Nothing here runs at import time. The extension (one module holding both ops,
 so CI compiles two translation units, not four) is built by
 ``torch.utils.cpp_extension.load`` on the first call that needs it, into
-``$FACEAPP_CACHE/torch_extensions/<name>-<hash of the sources>`` (default
+``$FACEAPP_CACHE/torch_extensions/<name>-<hash of the sources and torch version>`` (default
 ``~/.cache/faceapp``): editing a source file gives a new directory, so a stale
 build is never loaded, and an unchanged one is never rebuilt.
 
@@ -40,8 +40,12 @@ _build_error: str | None = None  # set after a failed build; auto mode then stay
 
 
 def source_hash() -> str:
-    """Short hash of every kernel source and header: the cache key of the build."""
+    """Short hash of every kernel source and header, and of the torch build they compile
+    against (its ABI): the cache key of the build."""
+    import torch
+
     h = hashlib.sha256()
+    h.update(f"torch {torch.__version__} cuda {torch.version.cuda}".encode())
     for name in SOURCES + HEADERS:
         h.update(name.encode())
         h.update((CSRC_DIR / name).read_bytes())
