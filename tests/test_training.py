@@ -401,13 +401,13 @@ def test_prepare_dataset_reads_zips_pads_for_detection_and_falls_back(tmp_path, 
 
 
 def test_prepare_dataset_on_a_real_photo(tmp_path):
-    # dlib's HOG detector on public-domain test photos: one face each, group.jpg has four.
+    # dlib's HOG detector on public-domain test photos: obama.jpg has one face, group.jpg four.
     src = tmp_path / "photos"
     src.mkdir()
     for name in ("obama.jpg", "group.jpg"):
         (src / name).write_bytes((REPO / "tests" / "data" / name).read_bytes())
     summary = prep.main(["--source", str(src), "--dest", str(tmp_path / "f.zip"), "--resolution", "64",
-                         "--align-spec", "ffhq"])
+                         "--align-spec", "ffhq", "--workers", "2"])  # through the process pool
     assert summary["images"] == 2 and summary["failures"] == 0
     ds = ImageArchive(tmp_path / "f.zip")
     faces = {ds.attributes[n]["source"]: ds.attributes[n]["faces"] for n in ds.names}
