@@ -1,0 +1,31 @@
+"""Edits in W / W+: direction sets (load, save, import), applying them, age timelines.
+
+    from faceapp.edits import DirectionSet, apply_edits, timeline
+    directions = DirectionSet.load("bundle/directions")
+    ws2 = apply_edits(ws, directions, {"age": 2.0}, hold=["gender", "glasses"])  # [N, num_ws, w_dim]
+    frames = timeline(ws[:1], directions, "age")                                 # [12, num_ws, w_dim]
+
+Strength 1 = one standard deviation of the training latents' projections on a direction (its
+`scale`), so +-3 means about the same amount of change for every slider. Learning directions
+lives in training/learn_directions.py. This package never imports faceapp.inversion.
+"""
+
+from faceapp.edits.apply import apply_edits, conditional_direction, edit_delta, project_out, timeline
+from faceapp.edits.directions import Direction, DirectionSet, direction_scale, normalized
+from faceapp.edits.formats import from_e4e_pt, from_ganspace, from_interfacegan_npy, interfacegan_name
+
+__all__ = [
+    "Direction",
+    "DirectionSet",
+    "apply_edits",
+    "conditional_direction",
+    "direction_scale",
+    "edit_delta",
+    "from_e4e_pt",
+    "from_ganspace",
+    "from_interfacegan_npy",
+    "interfacegan_name",
+    "normalized",
+    "project_out",
+    "timeline",
+]

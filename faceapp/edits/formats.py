@@ -1,0 +1,234 @@
+"""Importers for published edit-direction files (read without executing anything from them).
+
+- InterFaceGAN (genforce/interfacegan) boundaries: ``.npy`` arrays [1, latent_dim], the unit normal of a
+  linear SVM boundary, named ``<model>_<dataset>_<attribute>_<space>_boundary.npy`` (e.g.
+  ``stylegan_ffhq_age_w_boundary.npy``; conditional ones ``..._age_c_gender_boundary.npy``). Edits move
+  ``latent + distance * boundary``: distances are raw latent units.
+- e4e (omertov/encoder4editing) ``editings/interfacegan_directions/{age,smile,pose}.pt``: a torch tensor
+  [1, 512] in W, applied as ``latent + factor * direction`` to every W+ layer.
+- GANSpace (harskish/ganspace) component files: ``.npz`` with ``lat_comp`` [n_comp, 1, w_dim] (unit rows),
+  ``lat_mean`` [1, w_dim], ``lat_stdev`` [n_comp] (std of W samples' coordinates on each component),
+  ``act_comp`` / ``act_mean`` / ``act_stdev`` / ``var_ratio`` (and ``random_stdevs``); a named edit is
+  a component applied to a W+ layer range with a strength in stdevs. e4e ships the same thing as
+  ``editings/ganspace_pca/ffhq_pca.pt``: a dict {'comp', 'mean', 'std'} (loaded with weights_only).
+  e4e *sets* the coordinate to the strength; faceapp *adds* strength * stdev along the component.
+
+Each importer returns faceapp Directions (see faceapp.edits.directions for the units): InterFaceGAN and
+e4e directions keep scale 1 (raw W units, as their authors' sliders) until `DirectionSet.calibrated`
+measures them on a generator's latents; GANSpace components take their ``lat_stdev`` as scale.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from faceapp.edits.directions import Direction, DirectionSet
+from faceapp.errors import CheckpointError, UnsafeCheckpointError
+
+__all__ = ["from_e4e_pt", "from_ganspace", "from_interfacegan_npy", "interfacegan_name", "load_pt_safely"]
+
+_INTERFACEGAN_MODELS = {"pggan", "stylegan", "stylegan2", "stylegan3"}
+_SPACES = {"w", "z", "wp"}
+
+
+def interfacegan_name(path: str | os.PathLike) -> tuple[str, str | None]:
+    """(attribute, latent space) from an InterFaceGAN file name.
+
+    'stylegan_ffhq_age_w_boundary.npy' -> ('age', 'w'); 'stylegan_celebahq_eyeglasses_boundary.npy' ->
+    ('eyeglasses', None); 'stylegan_ffhq_age_c_gender_boundary.npy' -> ('age_c_gender', None).
+    """
+    stem = Path(path).name
+    stem = re.sub(r"\.npy$", "", stem)
+    stem = re.sub(r"_boundary$", "", stem)
+    parts = stem.split("_")
+    if len(parts) > 2 and parts[0].lower() in _INTERFACEGAN_MODELS:
+        parts = parts[2:]  # drop <model>_<dataset>
+    space = None
+    if len(parts) > 1 and parts[-1].lower() in _SPACES:
+        space = parts.pop().lower()
+    return "_".join(parts) or stem, space
+
+
+def _as_w(arr: np.ndarray, where: str, w_dim: int | None) -> np.ndarray:
+    """[1, D] / [D] / [L, D] / [1, L*D] -> [D] or [L, D] float64."""
+    a = np.asarray(arr, dtype=np.float64)
+    if a.ndim == 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 1 and w_dim is not None and a.shape[0] != w_dim:
+        if a.shape[0] % w_dim:
+            raise CheckpointError(f"{where}: a direction of {a.shape[0]} values does not fit w_dim {w_dim}")
+        a = a.reshape(-1, w_dim)  # a flattened W+ boundary
+    if a.ndim not in (1, 2) or a.size == 0:
+        raise CheckpointError(f"{where}: expected a direction [1, w_dim], got shape {tuple(np.shape(arr))}")
+    if not np.all(np.isfinite(a)) or not np.linalg.norm(a) > 0:
+        raise CheckpointError(f"{where}: the direction is zero or not finite")
+    return a
+
+
+def from_interfacegan_npy(
+    path: str | os.PathLike,
+    name: str | None = None,
+    *,
+    space: str | None = None,
+    w_dim: int | None = None,
+    layers: tuple[int, int] | None = None,
+    scale: float = 1.0,
+    strength_range: tuple[float, float] = (-3.0, 3.0),
+    description: str = "",
+) -> Direction:
+    """An InterFaceGAN boundary ``.npy`` ([1, w_dim]) as a Direction in W.
+
+    name: default from the file name ('stylegan_ffhq_age_w_boundary.npy' -> 'age').
+    space: the boundary's latent space when the file name does not say; a 'z' boundary is refused
+        (faceapp edits in W, and a normal in Z means nothing there). w_dim: give it to read a flattened
+        W+ ('wp') boundary [1, num_ws * w_dim] as a per-layer direction.
+    """
+    where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise CheckpointError(f"direction file not found: {where}")
+    try:
+        arr = np.load(where, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # pickled object arrays land here too: refused
+        raise CheckpointError(f"{where} is not a plain .npy array (InterFaceGAN boundaries are [1, 512]): {e}") from e
+    guessed, file_space = interfacegan_name(where)
+    space = (space or file_space or "w").lower()
+    if space == "z":
+        raise CheckpointError(
+            f"{where} is a boundary in Z space; faceapp edits codes in W. Use the W-space boundary "
+            "(…_w_boundary.npy) of the same attribute"
+        )
+    v = _as_w(arr, where, w_dim)
+    return Direction(
+        name=name or guessed,
+        vector=v,
+        layers=layers,
+        scale=scale,
+        strength_range=strength_range,
+        description=description,
+        source=f"interfacegan:{Path(where).name}",
+    )
+
+
+def load_pt_safely(path: str | os.PathLike):
+    """torch.load with weights_only=True: tensors and plain containers only.
+
+    Raises UnsafeCheckpointError when the file asks for anything else (nothing from it is run),
+    CheckpointError when it is missing or not a torch file.
+    """
+    import torch
+
+    where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise CheckpointError(f"direction file not found: {where}")
+    try:
+        return torch.load(where, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused a global: the file wants to run code
+        raise UnsafeCheckpointError(
+            f"{where} asks to load Python objects beyond tensors, so it was not loaded (nothing from it was "
+            f"executed); direction files hold plain tensors — get it from a trusted source ({e})".splitlines()[0]
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{where} is not a readable torch file: {e}") from e
+
+
+def from_e4e_pt(
+    path: str | os.PathLike,
+    name: str | None = None,
+    *,
+    layers: tuple[int, int] | None = None,
+    scale: float = 1.0,
+    strength_range: tuple[float, float] = (-3.0, 3.0),
+    description: str = "",
+) -> Direction:
+    """An e4e ``editings/interfacegan_directions/<name>.pt`` tensor [1, 512] (W) as a Direction.
+
+    Loaded with torch.load(weights_only=True); a file that asks for anything but tensors raises
+    UnsafeCheckpointError. name defaults to the file's stem ('age.pt' -> 'age').
+    """
+    import torch
+
+    obj = load_pt_safely(path)
+    where = os.fspath(path)
+    if not isinstance(obj, torch.Tensor):
+        raise CheckpointError(f"{where} holds a {type(obj).__name__}, not a direction tensor [1, w_dim]")
+    v = _as_w(obj.detach().double().numpy(), where, None)
+    return Direction(
+        name=name or Path(where).stem,
+        vector=v,
+        layers=layers,
+        scale=scale,
+        strength_range=strength_range,
+        description=description,
+        source=f"e4e:{Path(where).name}",
+    )
+
+
+def _ganspace_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(components [n, w_dim], stdevs [n]) from a GANSpace .npz or e4e's PCA .pt."""
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "lat_comp" not in z.files:
+                    raise CheckpointError(f"{path} has no 'lat_comp' (keys: {', '.join(z.files)}); not a GANSpace file")
+                comp = np.asarray(z["lat_comp"], dtype=np.float64)
+                std = np.asarray(z["lat_stdev"], dtype=np.float64) if "lat_stdev" in z.files else np.ones(len(comp))
+        except (ValueError, OSError, EOFError) as e:
+            raise CheckpointError(f"{path} is not a readable .npz file: {e}") from e
+    else:
+        import torch
+
+        obj = load_pt_safely(path)
+        if not (isinstance(obj, Mapping) and isinstance(obj.get("comp"), torch.Tensor)):
+            raise CheckpointError(f"{path} is not a GANSpace PCA dict with 'comp', 'mean', 'std' tensors")
+        comp = obj["comp"].double().numpy()
+        std = obj["std"].double().numpy() if isinstance(obj.get("std"), torch.Tensor) else np.ones(len(comp))
+    comp = comp.reshape(comp.shape[0], -1)
+    std = std.reshape(-1)
+    if std.shape[0] != comp.shape[0]:
+        raise CheckpointError(f"{path}: {comp.shape[0]} components but {std.shape[0]} stdevs")
+    return comp, std
+
+
+def from_ganspace(
+    path: str | os.PathLike,
+    edits: Mapping[str, tuple[int, tuple[int, int] | None]] | None = None,
+    *,
+    num_components: int = 10,
+    strength_range: tuple[float, float] = (-3.0, 3.0),
+) -> DirectionSet:
+    """GANSpace principal components as a DirectionSet.
+
+    edits: {name: (component index, (layer start, layer stop) or None)}, e.g. GANSpace's named FFHQ
+        edits such as {'wrinkles': (20, (6, 8))}. None: the first `num_components` components over
+        all layers, named 'pc0', 'pc1', ...
+    Each Direction's scale is the component's ``lat_stdev``, so strengths are in stdevs as in GANSpace.
+    """
+    where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise CheckpointError(f"GANSpace file not found: {where}")
+    comp, std = _ganspace_arrays(where)
+    if edits is None:
+        edits = {f"pc{i}": (i, None) for i in range(min(num_components, comp.shape[0]))}
+    out = []
+    for name, (idx, layers) in edits.items():
+        if not 0 <= int(idx) < comp.shape[0]:
+            raise CheckpointError(f"{where} has {comp.shape[0]} components; {name!r} asks for component {idx}")
+        s = float(std[int(idx)])
+        out.append(
+            Direction(
+                name=name,
+                vector=comp[int(idx)],
+                layers=None if layers is None else tuple(layers),
+                scale=s if s > 0 else 1.0,
+                strength_range=strength_range,
+                description=f"GANSpace component {int(idx)}",
+                source=f"ganspace:{Path(where).name}#{int(idx)}",
+            )
+        )
+    return DirectionSet(out, meta={"source": f"ganspace:{Path(where).name}"})
