@@ -138,7 +138,7 @@ def test_r1_penalty_of_a_linear_D_is_its_weight_norm():
     reals, c, z = torch.randn(8, 1, 16, 16), torch.zeros(8, 0), torch.randn(8, 256)
     st = loss.accumulate_gradients("Dreg", reals, c, z, c, gain=16.0)
     w = D.weight.detach()
-    assert st["Loss/r1_penalty"] == pytest.approx(w.square().sum().item(), rel=1e-5)
+    assert st["Loss/r1_penalty"].item() == pytest.approx(w.square().sum().item(), rel=1e-5)
     # d/dw [gain * gamma/2 * |w|^2] = gain * gamma * w
     assert torch.allclose(D.weight.grad, 16.0 * 4.0 * w, rtol=1e-5)
 
@@ -149,12 +149,12 @@ def test_logistic_losses_and_their_directions():
     with torch.no_grad():
         D.weight.zero_()  # D says 0 to everything: both losses are log 2 per term
     st = loss.accumulate_gradients("Dmain", reals, c, z, c, gain=1.0)
-    assert st["Loss/D/loss"] == pytest.approx(2 * math.log(2))
+    assert st["Loss/D/loss"].item() == pytest.approx(2 * math.log(2))
     assert D.bias.grad.item() == pytest.approx(0.0, abs=1e-6)  # the two terms balance
     assert G.mapping.weight.grad is None  # D's phase leaves G alone
     D.bias.grad = None
     st = loss.accumulate_gradients("Gmain", reals, c, z, c, gain=1.0)
-    assert st["Loss/G/loss"] == pytest.approx(math.log(2))
+    assert st["Loss/G/loss"].item() == pytest.approx(math.log(2))
     # G's loss falls as D's score of fakes rises: the gradient on D's bias is -sigmoid(0).
     assert D.bias.grad.item() == pytest.approx(-0.5)
 
@@ -165,8 +165,8 @@ def test_path_length_mean_tracks_the_jacobian_norm():
     G, D, loss = _toy_loss(pl_decay=0.01, pl_batch_shrink=2)
     c, z = torch.zeros(64, 0), torch.randn(64, 256)
     st = loss.accumulate_gradients("Greg", torch.zeros(64, 1, 16, 16), c, z, c, gain=4.0)
-    assert st["Loss/pl_mean"] == pytest.approx(0.01, rel=0.1)
-    assert loss.pl_mean.item() == st["Loss/pl_mean"]
+    assert st["Loss/pl_mean"].item() == pytest.approx(0.01, rel=0.1)
+    assert loss.pl_mean.item() == st["Loss/pl_mean"].item()
     # The penalty (|J^T y| - pl_mean)^2 pulls the Jacobian's scale down toward pl_mean.
     assert G.synthesis.scale.grad.item() > 0
 
@@ -230,7 +230,7 @@ def test_resume_reproduces_the_next_steps_exactly(blobs, straight_run, tmp_path)
     train(blobs, out, 3, *RESUME_ARGS)
     b = train(blobs, out, 5, *RESUME_ARGS, "--resume", out)
     assert b["cur_nimg"] == a["cur_nimg"] == 5 * BATCH and b["batch_idx"] == 5
-    assert float(b["augment_pipe"].p) == float(a["augment_pipe"].p)
+    assert b["augment_pipe"].p == a["augment_pipe"].p
     for name in ("G", "D", "G_ema"):
         pa, pb = params(a[name]), params(b[name])
         assert pa.keys() == pb.keys()

@@ -76,10 +76,10 @@ def scale3d(s: torch.Tensor) -> torch.Tensor:
     return m
 
 
-def rotate3d(axis: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Rotation by [N] angles about a fixed unit [3] axis (Rodrigues) -> [N, 4, 4]."""
+def rotate3d(axis: tuple[float, float, float], theta: torch.Tensor) -> torch.Tensor:
+    """Rotation by [N] angles about a fixed unit axis (Rodrigues) -> [N, 4, 4]."""
     n = theta.shape[0]
-    x, y, z = axis.tolist()
+    x, y, z = axis
     k = torch.tensor([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]], device=theta.device)  # cross-product matrix
     c = torch.cos(theta).view(n, 1, 1)
     s = torch.sin(theta).view(n, 1, 1)
@@ -126,7 +126,9 @@ BGC = AugmentConfig()
 
 
 class AugmentPipe(torch.nn.Module):
-    """Augments a batch of images [N, C, H, W] in [-1, 1]; p is a buffer the training loop tunes.
+    """Augments a batch of images [N, C, H, W] in [-1, 1]; ``p`` is a float the training loop tunes.
+
+    ``p`` is a plain Python float, not a buffer, so reading it never waits for the GPU.
 
     ``forward`` draws its randomness from the global torch RNG (so a training run
     seeded once is reproducible and resumable) or from ``generator`` if given.
@@ -135,16 +137,16 @@ class AugmentPipe(torch.nn.Module):
     def __init__(self, config: AugmentConfig = BGC, p: float = 0.0) -> None:
         super().__init__()
         self.config = config
-        self.register_buffer("p", torch.tensor(float(p)))
+        self.p = float(p)
 
     def _prob(self, n: int, mult: float, device, generator, p: float | None = None) -> torch.Tensor:
         """[N] bool mask: which images get this transform."""
-        prob = (float(self.p) if p is None else p) * mult
+        prob = (self.p if p is None else p) * mult
         return torch.rand(n, device=device, generator=generator) < prob
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """images [N, C, H, W] -> augmented [N, C, H, W] (same dtype and device)."""
-        p = float(self.p)
+        p = self.p
         if p <= 0:
             return images
         cfg = self.config
@@ -164,6 +166,10 @@ class AugmentPipe(torch.nn.Module):
         # G maps output coordinates to input coordinates (what grid_sample needs); composing
         # the inverse transforms in reverse order is unnecessary since every distribution
         # below is symmetric under inversion.
+        geometry = any(m > 0 for m in (cfg.xflip, cfg.rotate90, cfg.xint, cfg.scale, cfg.rotate, cfg.aniso,
+                                        cfg.xfrac))
+        colour = c == 3 and any(m > 0 for m in (cfg.brightness, cfg.contrast, cfg.lumaflip, cfg.hue,
+                                                 cfg.saturation))  # colour transforms are RGB-only
         G = _eye(n, 3, dev)
         if cfg.xflip > 0:
             flip = torch.floor(rand(n) * 2)
@@ -204,16 +210,15 @@ class AugmentPipe(torch.nn.Module):
             t = pick(self._prob(n, cfg.xfrac, dev, generator)[:, None].expand(n, 2), t, 0)
             G = G @ translate2d(t[:, 0], t[:, 1])
 
-        identity3 = torch.eye(3, device=dev)
-        if not torch.equal(G, identity3.expand_as(G)):
+        if geometry:
             grid = F.affine_grid(G[:, :2, :].to(images.dtype), [n, c, h, w], align_corners=False)
             images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
         # --- colour: 4x4 matrix on homogeneous (r, g, b, 1) ----------------------------------
-        if c != 3:
-            return images  # colour transforms are defined for RGB only
+        if not colour:
+            return images
         C = _eye(n, 4, dev)
-        luma_axis = torch.tensor([1.0, 1.0, 1.0], device=dev) / math.sqrt(3)
+        luma_axis = (1 / math.sqrt(3),) * 3
         if cfg.brightness > 0:
             b = randn(n) * cfg.brightness_std
             b = pick(self._prob(n, cfg.brightness, dev, generator), b, 0)
@@ -222,7 +227,7 @@ class AugmentPipe(torch.nn.Module):
             s = torch.exp2(randn(n) * cfg.contrast_std)
             s = pick(self._prob(n, cfg.contrast, dev, generator), s, 1)
             C = scale3d(s[:, None].expand(n, 3)) @ C
-        v = torch.cat([luma_axis, torch.zeros(1, device=dev)])  # [4] luma axis, homogeneous
+        v = torch.tensor([*luma_axis, 0.0], device=dev)  # [4] luma axis, homogeneous
         vvt = torch.outer(v, v)  # [4, 4] projector onto the luma axis
         if cfg.lumaflip > 0:
             # Householder reflection across the plane orthogonal to the luma axis.
@@ -241,13 +246,10 @@ class AugmentPipe(torch.nn.Module):
             sat[:, 3, 3] = 1  # the homogeneous coordinate is not chroma
             C = sat @ C
 
-        identity4 = torch.eye(4, device=dev)
-        if not torch.equal(C, identity4.expand_as(C)):
-            C = C.to(images.dtype)
-            flat = images.reshape(n, 3, h * w)  # [N, 3, HW]
-            flat = C[:, :3, :3] @ flat + C[:, :3, 3:]
-            images = flat.reshape(n, 3, h, w)
-        return images
+        C = C.to(images.dtype)
+        flat = images.reshape(n, 3, h * w)  # [N, 3, HW]
+        flat = C[:, :3, :3] @ flat + C[:, :3, 3:]
+        return flat.reshape(n, 3, h, w)
 
 
 def adjust_ada_p(p: float, sign_mean: float, target: float, batch_images: int, ada_kimg: float) -> float:

@@ -43,8 +43,8 @@ def map_with_mixing(G, z: torch.Tensor, c: torch.Tensor, prob: float, update_ema
     ws = G.mapping(z, c, update_emas=update_emas)  # [N, num_ws, w_dim]
     if prob > 0:
         cutoff = sample_mixing_cutoff(z.shape[0], ws.shape[1], prob, device=z.device)  # [N]
-        if bool((cutoff < ws.shape[1]).any()):
-            ws = mix_styles(ws, G.mapping(torch.randn_like(z), c, update_emas=False), cutoff)
+        # Always map the second latent (cheap), rather than ask the GPU whether any sample mixes.
+        ws = mix_styles(ws, G.mapping(torch.randn_like(z), c, update_emas=False), cutoff)
     return ws
 
 
@@ -100,16 +100,18 @@ class StyleGAN2Loss:
         gen_c: torch.Tensor,
         gain: float,
         scaler: torch.amp.GradScaler | None = None,
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         """Backward pass of one phase; gradients accumulate in the modules' ``.grad``.
 
         real_img [N, C, H, W] float in [-1, 1]; real_c, gen_c [N, c_dim]; gen_z [N, z_dim].
         ``gain`` multiplies the loss (the lazy-regularisation interval for reg phases).
-        ``scaler`` scales the main phases' losses for float16. Returns scalar stats.
+        ``scaler`` scales the main phases' losses for float16. Returns scalar stats as detached
+        0-dim tensors on the device (reading them is left to the caller, so no step waits
+        for the GPU).
         """
         cfg = self.config
         self._amp_enabled = phase.endswith("main")  # regularisers run in float32
-        stats: dict[str, float] = {}
+        stats: dict[str, torch.Tensor] = {}
 
         def backward(loss: torch.Tensor, scaled: bool) -> None:
             if scaled and scaler is not None:
@@ -121,8 +123,8 @@ class StyleGAN2Loss:
             gen_logits = self.run_D(gen_img, gen_c)
             loss = F.softplus(-gen_logits.float()).mean()  # -log sigmoid(D(G(z)))
             backward(loss * gain, scaled=True)
-            stats["Loss/G/loss"] = loss.item()
-            stats["Loss/scores/fake"] = gen_logits.float().mean().item()
+            stats["Loss/G/loss"] = loss.detach()
+            stats["Loss/scores/fake"] = gen_logits.detach().mean()
 
         elif phase == "Greg":
             if cfg.pl_weight == 0:
@@ -142,8 +144,8 @@ class StyleGAN2Loss:
             # `gen_img[:, 0, 0, 0] * 0` keeps every synthesis parameter in the graph (harmless, and
             # it makes the graph the same shape as Gmain's, which DDP-style hooks expect).
             backward((gen_img[:, 0, 0, 0] * 0).sum() + loss * gain, scaled=False)
-            stats["Loss/pl_penalty"] = pl_penalty.mean().item()
-            stats["Loss/pl_mean"] = float(pl_mean)
+            stats["Loss/pl_penalty"] = pl_penalty.detach().mean()
+            stats["Loss/pl_mean"] = pl_mean.detach().clone()
 
         elif phase == "Dmain":
             with torch.no_grad():
@@ -153,10 +155,10 @@ class StyleGAN2Loss:
             loss_fake = F.softplus(gen_logits.float()).mean()  # -log(1 - sigmoid(D(G(z))))
             loss_real = F.softplus(-real_logits.float()).mean()  # -log sigmoid(D(x))
             backward((loss_fake + loss_real) * gain, scaled=True)
-            stats["Loss/D/loss"] = (loss_fake + loss_real).item()
-            stats["Loss/scores/fake"] = gen_logits.float().mean().item()
-            stats["Loss/scores/real"] = real_logits.float().mean().item()
-            stats["Loss/signs/real"] = real_logits.float().sign().mean().item()
+            stats["Loss/D/loss"] = (loss_fake + loss_real).detach()
+            stats["Loss/scores/fake"] = gen_logits.detach().mean()
+            stats["Loss/scores/real"] = real_logits.detach().mean()
+            stats["Loss/signs/real"] = real_logits.detach().sign().mean()
 
         elif phase == "Dreg":
             if cfg.r1_gamma == 0:
@@ -167,7 +169,7 @@ class StyleGAN2Loss:
             r1_penalty = r1_grads.square().sum([1, 2, 3])  # [N]
             loss = (r1_penalty * (cfg.r1_gamma / 2)).mean()
             backward((real_logits * 0).sum() + loss * gain, scaled=False)
-            stats["Loss/r1_penalty"] = r1_penalty.mean().item()
+            stats["Loss/r1_penalty"] = r1_penalty.detach().mean()
 
         else:
             raise ValueError(f"unknown phase {phase!r}; expected Gmain, Greg, Dmain or Dreg")

@@ -460,7 +460,7 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
         loss.pl_mean.copy_(state["pl_mean"])
         ada_acc.copy_(state["ada_acc"])
         if augment_pipe is not None:
-            augment_pipe.p.copy_(state["augment_p"])
+            augment_pipe.p = float(state["augment_p"])
         rng = state["rng"]
         if len(rng) == info.world_size:
             set_rng_states(rng[info.rank], device)
@@ -522,7 +522,8 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
             for k, v in st.items():
                 stats_acc.setdefault(k, []).append(v)
             if phase == "Dmain":
-                ada_acc += torch.tensor([st["Loss/signs/real"] * batch_gpu, batch_gpu], device=device)
+                ada_acc[0] += st["Loss/signs/real"] * batch_gpu
+                ada_acc[1] += batch_gpu
         if stepped_scaled:
             scaler.update()
 
@@ -542,19 +543,18 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
                 dist.all_reduce(acc)
             if acc[1] > 0:
                 r_t = float(acc[0] / acc[1])
-                new_p = adjust_ada_p(float(augment_pipe.p), r_t, opts.ada_target,
-                                     opts.batch * opts.ada_interval, opts.ada_kimg)
-                augment_pipe.p.fill_(new_p)
+                augment_pipe.p = adjust_ada_p(augment_pipe.p, r_t, opts.ada_target,
+                                              opts.batch * opts.ada_interval, opts.ada_kimg)
             ada_acc.zero_()
 
         done = cur_nimg >= total_nimg
         if cur_nimg >= next_log or done:
             now = time.time()
-            last = {k: float(np.mean(v)) for k, v in stats_acc.items()}
+            last = {k: torch.stack(v).float().mean().item() for k, v in stats_acc.items()}
             record = {
                 "kimg": cur_nimg / 1000, "step": batch_idx, "time_s": round(now - t_start, 3),
                 "sec_per_kimg": (now - t_log) / max((cur_nimg - nimg_log) / 1000, 1e-9),
-                "ada_p": float(augment_pipe.p) if augment_pipe is not None else 0.0, **last,
+                "ada_p": augment_pipe.p if augment_pipe is not None else 0.0, **last,
             }
             if device.type == "cuda":
                 record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -584,7 +584,7 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
                     "scaler": scaler.state_dict() if scaler is not None else None,
                     "cur_nimg": cur_nimg, "batch_idx": batch_idx, "data_position": dict(position),
                     "pl_mean": loss.pl_mean.cpu(), "ada_acc": ada_acc.cpu(),
-                    "augment_p": augment_pipe.p.cpu() if augment_pipe is not None else torch.zeros([]),
+                    "augment_p": augment_pipe.p if augment_pipe is not None else 0.0,
                     "rng": rng,
                 }, outdir / f"{STATE_PREFIX}{tag}.pt")
                 save_grid(render_grid(G_ema, grid_z, grid_c, batch_gpu), outdir / f"fakes-{tag}.png", opts.grid)
