@@ -97,8 +97,9 @@ def encoder_kwargs_from_state(sd: Mapping[str, torch.Tensor], where: str = "e4e 
     unit = "ir_se" if "body.0.res_layer.5.fc1.weight" in sd else "ir"
     se_reduction = 16
     if unit == "ir_se":
-        hidden = int(_tensor(sd, "body.0.res_layer.5.fc1.weight", where).shape[0])
-        se_reduction = max(channels[0] // max(hidden, 1), 1)
+        # The widest stage pins the reduction down best (max(c // r, 1) clamps narrow ones at 1).
+        hidden = int(_tensor(sd, f"body.{n_units - 1}.res_layer.5.fc1.weight", where).shape[0])
+        se_reduction = max(channels[3] // max(hidden, 1), 1)
     # The coarse heads read c3 = R/16 and have log2(R/16) stride-2 convs.
     img_resolution = 16 * 2**n_convs
     # Which head reads which pyramid level, from the heads' conv counts (3 and 7 in e4e).
