@@ -487,7 +487,7 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
     snap_nimg = max(int(round(opts.snap_kimg * 1000)), 1)
     next_log = (cur_nimg // log_nimg + 1) * log_nimg
     next_snap = (cur_nimg // snap_nimg + 1) * snap_nimg
-    stats_acc: dict[str, list[float]] = {}
+    stats_acc: dict[str, list[torch.Tensor]] = {}  # per-phase stats since the last log line (rank-local)
     last = {}
     outputs: list[str] = []
     t_start = t_log = time.time()
