@@ -1,91 +1,433 @@
-"""faceapp web app (Gradio).
+"""faceapp web app (Gradio): upload a photo, move the sliders, get the same face older, smiling, ...
 
-Until the editing UI lands this page renders samples from the model bundle's generator: pick a seed and a
-truncation, get faces. `python app.py [--model PATH]`; the FACEAPP_MODEL environment variable works too.
+    python app.py                       # the demo bundle in models/demo/ (or a labelled stand-in)
+    python app.py --model PATH|USER/REPO
+    FACEAPP_MODEL=PATH python app.py    # the same, for a Hugging Face Space variable
+
+Every step runs through faceapp.pipeline.FaceEditor. What one visitor uploads and computes lives
+in that visitor's session only (a gr.State holding a `Session`); nothing of it is logged, and it
+is deleted from memory and from the server's disk when the tab closes (or, at the latest, when
+the state expires or the cache sweep finds it).
 """
 
-from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "demo" / "generator.safetensors"
+ROOT = Path(__file__).resolve().parent
+#: Where `python app.py` looks for the demo model bundle (bundle.json + files).
+DEMO_BUNDLE = ROOT / "models" / "demo"
+EXAMPLES = ROOT / "examples"
+#: Photos larger than this are refused before decoding (a 24 MP phone photo passes).
+MAX_PIXELS = int(os.environ.get("FACEAPP_MAX_PIXELS", 40_000_000))
+#: How many heavy steps (detection, inversion, timelines) run at once; 1 suits a 2-core CPU Space.
+HEAVY_CONCURRENCY = int(os.environ.get("FACEAPP_CONCURRENCY", 1))
+#: Seconds a session's state lives after its last use (closed tabs are cleaned at once).
+SESSION_TTL = int(os.environ.get("FACEAPP_SESSION_TTL", 3600))
+#: Timeline frames are downscaled to at most this side.
+TIMELINE_SIDE = 512
+TIMELINE_FRAMES = 10
 
-# A stand-in used only when no trained generator exists yet: the page says so instead of failing to start.
-UNTRAINED_CONFIG = dict(
-    z_dim=64, c_dim=0, w_dim=64, img_resolution=64, img_channels=3,
-    mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=1024, channel_max=64),
+STANDIN_NOTICE = (
+    "**Untrained stand-in model.** No trained model bundle is installed in `models/demo/`, so this page runs "
+    "a tiny generator with *random* weights: results are coloured blobs, not faces. It shows that every step "
+    "works (detect, align, invert, edit, paste back). For real results, convert official FFHQ weights with "
+    "`python -m faceapp convert ffhq.pkl ffhq.safetensors` and start `python app.py --model ffhq.safetensors` "
+    "(or put a trained bundle in `models/demo/`, or pass a Hugging Face Hub repo id: "
+    "`python app.py --model user/repo`)."
 )
 
 
-def load_model(path: str | os.PathLike | None):
-    """Return (G, description) for the generator at `path`, or an untrained stand-in if none is there."""
-    import torch
-
-    from faceapp.stylegan.checkpoint import load_generator
-    from faceapp.stylegan.networks import Generator
-
-    path = Path(path) if path else DEFAULT_MODEL
-    if path.exists():
-        G = load_generator(path, device="cpu").eval()
-        return G, f"Generator: `{path.name}` ({G.img_resolution}x{G.img_resolution})"
-    torch.manual_seed(0)
-    G = Generator(**UNTRAINED_CONFIG).eval()
-    return G, (
-        f"**No trained generator found at `{path}`**: showing an *untrained* network, so expect noise, not faces. "
-        "Convert official FFHQ weights with `python -m faceapp convert ffhq.pkl ffhq.safetensors` and start "
-        "`python app.py --model ffhq.safetensors`."
-    )
+# ---------------------------------------------------------------------------------- model
 
 
-def render_grid(G, seed: int, truncation_psi: float, count: int = 4):
-    """Render `count` images from consecutive seeds as a list of PIL images."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    images = []
-    with torch.inference_mode():
-        for s in range(int(seed), int(seed) + int(count)):
-            z = torch.from_numpy(np.random.RandomState(s).randn(1, G.z_dim)).float()  # [1, z_dim]
-            c = torch.zeros(1, G.c_dim)
-            ws = G.mapping(z, c, truncation_psi=float(truncation_psi))  # [1, num_ws, w_dim]
-            img = G.synthesis(ws, noise_mode="const")  # [1, C, H, W] in ~[-1, 1]
-            arr = ((img[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-            images.append(Image.fromarray(arr))
-    return images
+def standin_bundle_path() -> Path:
+    """Where the random stand-in bundle is made (once) when no demo bundle exists."""
+    base = Path(os.environ.get("FACEAPP_CACHE", Path.home() / ".cache" / "faceapp"))
+    return base / "standin-64"
 
 
-def build_demo(G, description: str):
-    """The Gradio Blocks page around generator `G`."""
+def resolve_model(source: str | os.PathLike | None = None, device: str = "cpu"):
+    """The ModelBundle to serve: `source` if given, else models/demo/, else a labelled random stand-in."""
+    from faceapp.bundle import load_bundle, make_random_bundle
+
+    if source:
+        return load_bundle(source, device=device)
+    if (DEMO_BUNDLE / "bundle.json").is_file():
+        return load_bundle(DEMO_BUNDLE, device=device)
+    path = standin_bundle_path()
+    if not (path / "bundle.json").is_file():
+        make_random_bundle(path, resolution=64, seed=0)
+    return load_bundle(path, device=device)
+
+
+def make_editor(bundle, device: str = "cpu"):
+    """The app's FaceEditor: no shared inversion cache (each session keeps its own, see `Session`)."""
+    from faceapp.inversion import InvertConfig
+    from faceapp.pipeline import FaceEditor
+
+    kwargs = {}
+    if bundle.untrained:  # random weights: a few steps show the flow; more would not turn blobs into faces
+        kwargs["config"] = InvertConfig(
+            fast_steps_no_encoder=8, balanced_w_steps_no_encoder=16, balanced_wplus_steps_no_encoder=8, pti_steps=16
+        )
+    return FaceEditor(bundle, device=device, max_pixels=MAX_PIXELS, cache_size=0, invert_kwargs=kwargs)
+
+
+def model_notice(bundle) -> str:
+    """The line under the title: what model this is (and a warning for the stand-in)."""
+    if bundle.untrained:
+        return STANDIN_NOTICE
+    res = bundle.resolution
+    enc = "with an encoder" if bundle.encoder is not None else "no encoder (fast mode optimises briefly)"
+    edits = ", ".join(bundle.direction_names) or "none"
+    return f"Model: **{bundle.name}** ({res}x{res}, {enc}; edits: {edits})."
+
+
+# ---------------------------------------------------------------------------------- sessions
+
+
+@dataclass(eq=False)
+class Session:
+    """One visitor's photo, faces and inversions. Lives in a gr.State; never shared or logged."""
+
+    workdir: Path
+    photo: object = None  # PIL RGB
+    faces: list = field(default_factory=list)  # faceapp.align.Face, largest first
+    cache: object = None  # faceapp.pipeline.InversionCache, this session's only
+    upload: str | None = None  # the uploaded file in Gradio's cache
+    counter: int = 0
+
+    def next_path(self, stem: str, suffix: str) -> Path:
+        self.counter += 1
+        return self.workdir / f"{stem}-{self.counter}{suffix}"
+
+    def close(self) -> None:
+        """Forget the photo and results, and delete the session's files from disk."""
+        self.photo, self.faces = None, []
+        if self.cache is not None:
+            self.cache.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.upload:
+            remove_upload(self.upload)
+            self.upload = None
+
+
+#: sha256 of the example photos: Gradio's cached copies of those serve every visitor, so they stay.
+_keep_digests: set[str] = set()
+
+
+def _digest(path: str | os.PathLike) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def remove_upload(path: str) -> None:
+    """Delete an uploaded photo from Gradio's cache (unless it is one of the shared example photos)."""
+    if _digest(path) in _keep_digests:
+        return
+    try:
+        os.unlink(path)
+        os.rmdir(os.path.dirname(path))  # Gradio keeps each upload in a folder of its own
+    except OSError:
+        pass
+
+
+_sessions: dict[str, Session] = {}  # session hash -> Session, so closing the tab can clean at once
+_sessions_lock = threading.Lock()
+
+
+def _close_session(session: Session | None) -> None:
+    if isinstance(session, Session):
+        session.close()
+
+
+def _new_session(request) -> Session:
+    from gradio.utils import get_upload_folder
+
+    from faceapp.pipeline import InversionCache
+
+    # Inside Gradio's cache folder, so results are served in place (not copied) and swept with it.
+    root = Path(get_upload_folder())
+    root.mkdir(parents=True, exist_ok=True)
+    session = Session(workdir=Path(tempfile.mkdtemp(prefix="faceapp-", dir=root)), cache=InversionCache(8))
+    key = getattr(request, "session_hash", None)
+    if key:
+        with _sessions_lock:
+            old = _sessions.pop(key, None)
+            _sessions[key] = session
+        if old is not None and old is not session:
+            old.close()
+    return session
+
+
+def end_session(request=None) -> None:
+    """Tab closed or reloaded: drop this visitor's photo, latents and files now."""
+    key = getattr(request, "session_hash", None)
+    with _sessions_lock:
+        session = _sessions.pop(key, None) if key else None
+    _close_session(session)
+
+
+# ---------------------------------------------------------------------------------- handlers
+
+
+def user_errors(fn):
+    """Turn FaceAppError (bad photo, no face, ...) into a gr.Error the page shows; the server goes on."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import gradio as gr
+
+        from faceapp.errors import FaceAppError
+
+        try:
+            return fn(*args, **kwargs)
+        except FaceAppError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    return wrapper
+
+
+def face_choices(n: int) -> list[str]:
+    return [f"Face {i + 1}" for i in range(n)] + (["All faces"] if n > 1 else [])
+
+
+def face_indices(which: str | None, n: int) -> list[int]:
+    if not which or which == "All faces":
+        return list(range(n)) if which == "All faces" else [0]
+    try:
+        i = int(str(which).split()[-1]) - 1
+    except ValueError:
+        i = 0
+    return [min(max(i, 0), n - 1)]
+
+
+def face_thumbnails(photo, faces, size: int = 128):
+    """Square crops around each detected face for the picker, labelled by number."""
+    out = []
+    for i, f in enumerate(faces):
+        x0, y0, x1, y1 = f.box
+        cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 0.8
+        box = tuple(int(round(v)) for v in (cx - half, cy - half, cx + half, cy + half))
+        out.append((photo.crop(box).resize((size, size)), f"Face {i + 1}"))
+    return out
+
+
+def build_demo(editor, notice: str | None = None):
+    """The Gradio Blocks page around `editor` (a FaceEditor)."""
     import gradio as gr
 
-    def sample(seed, truncation_psi):
-        return render_grid(G, seed, truncation_psi)
+    from faceapp.pipeline import MODES, mp4_available, save_gif, save_mp4
 
-    with gr.Blocks(title="faceapp") as demo:
-        gr.Markdown("# faceapp\nFaces from the bundled StyleGAN2 generator. " + description)
-        with gr.Row():
-            seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=2**31 - 5)
-            psi = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ (lower: more typical faces)")
-        button = gr.Button("Generate", variant="primary")
-        gallery = gr.Gallery(label="Samples", columns=4, height="auto", format="png")
-        button.click(sample, inputs=[seed, psi], outputs=gallery, api_name="sample", concurrency_limit=1)
-        demo.load(sample, inputs=[seed, psi], outputs=gallery)
+    bundle = editor.bundle
+    names = editor.direction_names
+    notice = model_notice(bundle) if notice is None else notice
+
+    class PhotoInput(gr.Image):
+        """An Image input that hands over the uploaded file's path without decoding it: faceapp's
+        loader checks size and format first, so bombs, truncated files and non-images get clear errors."""
+
+        is_template = True
+
+        def preprocess(self, payload):
+            if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+                return payload.path
+            return super().preprocess(payload)
+
+    def _session_for(session, request) -> Session:
+        return session if isinstance(session, Session) else _new_session(request)
+
+    @user_errors
+    def load_photo(path, session, request: gr.Request):
+        """A new photo: check it, find its faces. Returns (session, faces gallery, face picker, status)."""
+        session = _session_for(session, request)
+        if session.upload and session.upload != path:
+            remove_upload(session.upload)  # the previous photo's file
+        session.photo, session.faces, session.upload = None, [], None
+        session.cache.clear()
+        if not path:
+            return session, [], gr.update(choices=[], value=None), "Upload a photo (or pick an example) to start."
+        if Path(path).is_relative_to(Path(_upload_root())):
+            session.upload = path
+        photo = editor.load(path, name=Path(path).name)
+        faces = editor.detect(photo)
+        session.photo, session.faces = photo, faces
+        choices = face_choices(len(faces))
+        status = f"{len(faces)} face{'s' if len(faces) > 1 else ''} found" + (
+            "; pick one, or all of them." if len(faces) > 1 else "."
+        )
+        return session, face_thumbnails(photo, faces), gr.update(choices=choices, value=choices[0]), status
+
+    def _strengths(values) -> dict[str, float]:
+        return {n: float(v or 0.0) for n, v in zip(names, values)}
+
+    def _prepared(session: Session, which, mode, progress):
+        if not isinstance(session, Session) or session.photo is None:
+            raise gr.Error("Upload a photo first (or pick an example).", print_exception=False)
+        if mode not in MODES:
+            raise gr.Error(f"Inversion mode must be one of {', '.join(MODES)}.", print_exception=False)
+        indices = face_indices(which, len(session.faces))
+
+        def report(fraction, message=""):
+            progress(fraction, desc=message or f"Inverting ({mode})")
+
+        report(0.0, f"Inverting ({mode})")
+        return editor.prepare(
+            session.photo, faces=indices, mode=mode, progress=report, cache=session.cache, detected=session.faces
+        )
+
+    @user_errors
+    def edit(session, which, mode, hold, *values, progress=gr.Progress()):
+        """The edited photo for the sliders' values (inverting the chosen faces first if needed)."""
+        prepared = _prepared(session, which, mode, progress)
+        strengths = _strengths(values)
+        hold_names = names if hold else ()
+        result = editor.compose(session.photo, prepared, strengths, hold=hold_names)
+        path = session.next_path("faceapp-edited", ".png")
+        result.save(path)
+        for old in sorted(session.workdir.glob("faceapp-edited-*.png"))[:-4]:
+            if old != path:  # keep the last few (the page may still be fetching one)
+                old.unlink(missing_ok=True)
+        shown = ", ".join(f"{n} {v:+g}" for n, v in strengths.items() if v) or "no edit"
+        return str(path), gr.update(value=str(path), interactive=True), f"Done: {shown}."
+
+    @user_errors
+    def make_timeline(session, which, mode, hold, *values, progress=gr.Progress()):
+        """An aging animation (GIF, and MP4 when imageio-ffmpeg is installed) of the chosen faces."""
+        if "age" not in names:
+            raise gr.Error("This model has no age direction.", print_exception=False)
+        prepared = _prepared(session, which, mode, progress)
+        progress(0.9, desc="Rendering the timeline")
+        frames = editor.timeline(
+            session.photo, prepared, name="age", hold=names if hold else (), base=_strengths(values),
+            strengths=_timeline_strengths(bundle),
+        )
+        frames = [_fit(f, TIMELINE_SIDE) for f in frames]
+        gif = save_gif(frames, session.next_path("faceapp-aging", ".gif"), duration_ms=160)
+        files = [str(gif)]
+        if mp4_available():
+            files.append(str(save_mp4(frames, session.next_path("faceapp-aging", ".mp4"), fps=6)))
+        return str(gif), files
+
+    examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg")) if EXAMPLES.is_dir() else []
+    _keep_digests.update(d for d in map(_digest, examples) if d)
+    heavy = dict(concurrency_limit=HEAVY_CONCURRENCY, concurrency_id="heavy")
+
+    with gr.Blocks(title="faceapp", delete_cache=(300, 1800)) as demo:
+        session = gr.State(None, time_to_live=SESSION_TTL, delete_callback=_close_session)
+        gr.Markdown("# faceapp\nOlder, younger, smiling, with glasses: edit a face and get it back in your photo.")
+        gr.Markdown(notice, elem_id="model-notice")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                photo = PhotoInput(
+                    label="Your photo (before)", type="filepath", sources=["upload", "webcam"],
+                    elem_id="photo", height=420,
+                )
+                if examples:
+                    gr.Examples([[p] for p in examples], inputs=[photo], label="Example photos (public domain)")
+            with gr.Column(scale=1):
+                result = gr.Image(label="Edited (after)", type="filepath", interactive=False, elem_id="result",
+                                  height=420, format="png")
+                download = gr.DownloadButton("Download result", interactive=False, elem_id="download")
+        status = gr.Markdown("Upload a photo (or pick an example) to start.", elem_id="status")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                faces_gallery = gr.Gallery(label="Faces found", columns=6, height=150, allow_preview=False,
+                                           elem_id="faces")
+                which = gr.Radio([], label="Edit which face", elem_id="which")
+                mode = gr.Radio(list(MODES), value="fast", label="Inversion",
+                                info="fast: encoder; balanced: + refinement; best: + tuning (slow on CPU)")
+            with gr.Column(scale=1):
+                sliders = []
+                for n in names:
+                    d = bundle.directions[n]
+                    lo, hi = d.strength_range
+                    sliders.append(gr.Slider(lo, hi, value=0.0, step=0.25, label=n.capitalize(),
+                                             info=d.description or None, elem_id=f"slider-{n}"))
+                if not names:
+                    gr.Markdown("This model has no edit directions; results re-render the inverted face.")
+                hold = gr.Checkbox(False, label="Hold the other attributes fixed (conditional edits)")
+        with gr.Accordion("Aging timeline", open=False):
+            timeline_btn = gr.Button("Make aging timeline", variant="primary", interactive="age" in names)
+            with gr.Row():
+                timeline_img = gr.Image(label="Timeline", type="filepath", interactive=False, format="gif")
+                timeline_files = gr.File(label="Download (GIF, MP4)", file_count="multiple")
+        with gr.Accordion("About the model", open=False):
+            gr.Markdown(bundle.card or "(no model card)")
+
+        edit_inputs = [session, which, mode, hold, *sliders]
+        edit_outputs = [result, download, status]
+        photo.change(
+            load_photo, [photo, session], [session, faces_gallery, which, status], api_name="load_photo", **heavy
+        ).success(edit, edit_inputs, edit_outputs, api_name=False, **heavy)
+        edit_event = dict(fn=edit, inputs=edit_inputs, outputs=edit_outputs, trigger_mode="always_last", **heavy)
+        for s in sliders:
+            s.release(**edit_event, api_name=False)
+        which.input(**edit_event, api_name=False)
+        mode.input(**edit_event, api_name=False)
+        hold.input(**edit_event, api_name=False)
+        # One named endpoint for scripts: the sliders' values in, the edited photo out.
+        gr.Button(visible=False).click(**edit_event, api_name="edit")
+        timeline_btn.click(make_timeline, edit_inputs, [timeline_img, timeline_files], api_name="timeline",
+                           **{**heavy, "trigger_mode": "once"})
+        demo.unload(end_session)
     return demo
+
+
+def _upload_root() -> str:
+    from gradio.utils import get_upload_folder
+
+    return str(get_upload_folder())
+
+
+def _timeline_strengths(bundle):
+    import numpy as np
+
+    lo, hi = bundle.directions["age"].strength_range
+    return np.linspace(lo, hi, TIMELINE_FRAMES)
+
+
+def _fit(image, side: int):
+    if max(image.size) <= side:
+        return image
+    k = side / max(image.size)
+    from PIL import Image
+
+    return image.resize((max(round(image.width * k), 1), max(round(image.height * k), 1)), Image.LANCZOS)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.environ.get("FACEAPP_MODEL"), help="generator checkpoint (.safetensors)")
+    parser.add_argument("--model", default=os.environ.get("FACEAPP_MODEL"),
+                        help="a model bundle folder, a generator checkpoint, or a Hugging Face Hub repo id "
+                        "(default: models/demo/, else an untrained stand-in)")
+    parser.add_argument("--device", default=os.environ.get("FACEAPP_DEVICE", "cpu"))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args(argv)
-    G, description = load_model(args.model)
-    build_demo(G, description).queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port)
+
+    import torch
+
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    bundle = resolve_model(args.model, device=args.device)
+    editor = make_editor(bundle, device=args.device)
+    demo = build_demo(editor)
+    demo.queue(max_size=32, default_concurrency_limit=HEAVY_CONCURRENCY).launch(
+        server_name=args.host, server_port=args.port, allowed_paths=[str(EXAMPLES)]
+    )
 
 
 if __name__ == "__main__":
