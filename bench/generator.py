@@ -16,6 +16,7 @@ conv, weight (de)modulation and FIR filter as this implementation executes them
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
 import os
 import platform
@@ -37,6 +38,24 @@ PRESETS = {
     "demo128": dict(z_dim=256, w_dim=256, img_resolution=128, map_layers=4, channel_base=8192,
                     channel_max=256, num_fp16_res=0, conv_clamp=256),
 }
+
+
+def tune_malloc() -> bool:
+    """Make glibc keep freed memory instead of handing big blocks back to the OS.
+
+    By default every tensor above the mmap threshold is a fresh mmap whose pages are
+    zero-faulted on first touch and unmapped on free, once per layer: on this 2-core machine
+    that was ~25% of the CPU time of a 128 px render (and more at 1024 px). Process-wide, so
+    it is for entry points (bench, app, CLI) to call, never a library at import.
+    Returns False where it does not apply (not glibc).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+    return bool(libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 1 << 30)
+                and libc.mallopt(m_top_pad, 64 << 20))
 
 
 def count_macs(img_resolution: int, w_dim: int, z_dim: int, map_layers: int, channel_base: int,
@@ -83,8 +102,12 @@ def build(cfg: dict, device: torch.device) -> Generator:
 
 
 def time_generator(G: Generator, batch: int, device: torch.device, iters: int, warmup: int,
-                   max_seconds: float) -> tuple[float, int]:
-    """Mean seconds per batch over up to `iters` timed runs (stopping early after max_seconds)."""
+                   max_seconds: float) -> tuple[float, float, int]:
+    """Median wall seconds and median process CPU seconds per batch over up to `iters` timed runs
+    (stopping early after max_seconds), and the number of runs.
+
+    CPU seconds count every thread of this process; with one thread they approximate the wall
+    time on an otherwise idle core even when other processes share the machine."""
     gen = torch.Generator(device=device).manual_seed(0)
     z = torch.randn([batch, G.z_dim], device=device, generator=gen)
 
@@ -96,18 +119,18 @@ def time_generator(G: Generator, batch: int, device: torch.device, iters: int, w
         for _ in range(warmup):
             G(z, None, noise_mode="const")
         sync()
-        times = []
+        times, cpu_times = [], []
         start = time.perf_counter()
         while len(times) < iters:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             G(z, None, noise_mode="const")
             sync()
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
             if time.perf_counter() - start > max_seconds:
                 break
-    times.sort()
-    # Median: robust to the odd slow run when other processes share the CPU.
-    return times[len(times) // 2], len(times)
+    # Medians: robust to the odd slow run when other processes share the CPU.
+    return sorted(times)[len(times) // 2], sorted(cpu_times)[len(cpu_times) // 2], len(times)
 
 
 def main(argv=None) -> None:
@@ -129,9 +152,11 @@ def main(argv=None) -> None:
                    help="'all' = CPU, plus CUDA (impl ref and cuda) when a GPU is present")
     p.add_argument("--cpu-max-res", type=int, default=1024,
                    help="skip CPU runs above this resolution (config-f 1024 takes seconds per image)")
+    p.add_argument("--no-tune-malloc", action="store_true", help="leave glibc malloc at its defaults")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    tuned = False if args.no_tune_malloc else tune_malloc()
     configs = {}
     if args.resolution:
         configs["custom"] = dict(z_dim=args.w_dim, w_dim=args.w_dim, img_resolution=args.resolution,
@@ -148,11 +173,13 @@ def main(argv=None) -> None:
             p.error("--device cuda but torch sees no CUDA GPU")
         runs += [("cuda", "ref"), ("cuda", "cuda")]
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} CPU threads"
+          f"{torch.get_num_threads()} of {os.cpu_count()} CPU threads, load average {load:.2f}, "
+          f"malloc tuned: {tuned}"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     print(f"{'config':<12} {'res':>5} {'params':>8} {'GFLOP/img':>10} {'device':<6} {'impl':<5} {'batch':>5} "
-          f"{'ms/img':>9} {'img/s':>8} {'GFLOP/s':>8} {'iters':>5}")
+          f"{'ms/img':>9} {'img/s':>8} {'GFLOP/s':>8} {'cpu_ms/img':>10} {'iters':>5}")
     for name, cfg in configs.items():
         macs = count_macs(cfg["img_resolution"], cfg["w_dim"], cfg["z_dim"], cfg["map_layers"],
                           cfg["channel_base"], cfg["channel_max"])
@@ -165,11 +192,11 @@ def main(argv=None) -> None:
             G = build(cfg, device)
             n_params = sum(q.numel() for q in G.parameters())
             for batch in args.batch:
-                sec, n = time_generator(G, batch, device, args.iters, args.warmup, args.max_seconds)
+                sec, cpu_sec, n = time_generator(G, batch, device, args.iters, args.warmup, args.max_seconds)
                 ms_img = 1000 * sec / batch
                 print(f"{name:<12} {cfg['img_resolution']:>5} {n_params / 1e6:>7.2f}M {gflop:>10.2f} "
                       f"{dev_name:<6} {impl:<5} {batch:>5} {ms_img:>9.1f} {batch / sec:>8.2f} "
-                      f"{gflop * batch / sec:>8.1f} {n:>5}", flush=True)
+                      f"{gflop * batch / sec:>8.1f} {1000 * cpu_sec / batch:>10.1f} {n:>5}", flush=True)
             del G
 
 
