@@ -66,18 +66,394 @@ def _add_convert(subparsers) -> None:
     p.set_defaults(handler=_cmd_convert)
 
 
+# ---------------------------------------------------------------------------------------------
+# age / edit: photos through FaceEditor.
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+MANIFEST = "manifest.jsonl"
+
+
+def default_model() -> str | None:
+    """$FACEAPP_MODEL, else the repo's models/demo/ bundle when it is there."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("FACEAPP_MODEL")
+    if env:
+        return env
+    demo = Path(__file__).resolve().parent.parent / "models" / "demo"
+    return str(demo) if (demo / "bundle.json").is_file() else None
+
+
+def _editor(args: argparse.Namespace):
+    import torch
+
+    from faceapp.bundle import load_bundle
+    from faceapp.errors import ModelUnavailableError
+    from faceapp.pipeline import FaceEditor
+
+    if not args.model:
+        raise ModelUnavailableError(
+            "no model: pass --model with a bundle folder, a generator checkpoint or a Hugging Face Hub repo id "
+            "(or set FACEAPP_MODEL); the demo bundle belongs in models/demo/"
+        )
+    torch.set_num_threads(max(1, min(4, __import__("os").cpu_count() or 1)))
+    kwargs = {}
+    if args.steps is not None:
+        from faceapp.inversion import InvertConfig
+
+        n = args.steps
+        kwargs["config"] = InvertConfig(fast_steps_no_encoder=n, balanced_steps=n, balanced_w_steps_no_encoder=n,
+                                        balanced_wplus_steps_no_encoder=n, pti_steps=n)
+    bundle = load_bundle(args.model, device=args.device)
+    return FaceEditor(bundle, device=args.device, cache_size=0, invert_kwargs=kwargs)
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like -2,0,2; got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one strength")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n for n in (t.strip() for t in text.split(",")) if n)
+
+
+def expand_inputs(items: Sequence[str]) -> tuple[list, list[tuple[str, str]]]:
+    """Files, folders (their image files, sorted) and globs -> (photo paths, [(item, why) that matched nothing])."""
+    import glob
+    from pathlib import Path
+
+    photos, missing, seen = [], [], set()
+
+    def add(p: Path):
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            photos.append(p)
+
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                missing.append((item, "folder holds no image files"))
+            for q in found:
+                add(q)
+        elif p.is_file():
+            add(p)
+        elif glob.has_magic(item):
+            found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
+            if not found:
+                missing.append((item, "pattern matches no file"))
+            for q in found:
+                add(q)
+        else:
+            missing.append((item, "no such file or folder"))
+    return photos, missing
+
+
+def _atomic_save(image_or_frames, path, *, gif: bool = False) -> None:
+    """Write to a temporary name beside `path`, then rename: a killed run never leaves half a file."""
+    import os
+    import time
+
+    from faceapp.pipeline import save_gif
+
+    if gif:
+        save_gif(image_or_frames, path)  # atomic itself
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        image_or_frames.save(tmp, format="PNG")
+        delay = float(os.environ.get("FACEAPP_TEST_SLEEP", "0") or 0)  # test hook: widen the kill window
+        if delay:
+            time.sleep(delay)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_manifest(path) -> list[dict]:
+    """The manifest's records; a line cut short by a killed run is skipped."""
+    import json
+
+    out = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+    return out
+
+
+def _append_manifest(path, record: dict) -> None:
+    import json
+    import os
+
+    line = json.dumps(record, ensure_ascii=False) + "\n"
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:  # a previous run killed mid-line: start on a fresh line
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write(line.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _output_stems(photos) -> dict:
+    """Output name stem per photo: the file stem, plus a short path hash where two inputs share a stem."""
+    import hashlib
+    from collections import Counter
+
+    counts = Counter(p.stem for p in photos)
+    return {
+        p: p.stem if counts[p.stem] == 1 else f"{p.stem}-{hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:6]}"
+        for p in photos
+    }
+
+
+def _cmd_age(args: argparse.Namespace) -> int:
+    import hashlib
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp-*"):  # left by a killed run
+        stale.unlink(missing_ok=True)
+    photos, missing = expand_inputs(args.inputs)
+    if not photos and not missing:
+        raise FaceAppError("no input photos given")
+    editor = _editor(args)
+    if "age" not in editor.bundle.directions:
+        raise FaceAppError(f"model {editor.bundle.name!r} has no age direction")
+    options = {
+        "strengths": None if args.timeline else args.strengths,
+        "timeline": args.timeline,
+        "mode": args.mode,
+        "faces": args.faces,
+        "hold": list(args.hold),
+        "steps": args.steps,
+        "model": editor.bundle.model_id,
+    }
+    signature = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+    run_options = {**options, "model_source": str(args.model), "inputs": list(args.inputs), "signature": signature}
+    tmp = out / f".options.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(run_options, indent=2) + "\n")
+    os.replace(tmp, out / "options.json")
+
+    manifest = out / MANIFEST
+    done = {
+        r["input"]
+        for r in read_manifest(manifest)
+        if r.get("status") == "ok"
+        and r.get("signature") == signature
+        and all((out / o).is_file() for o in r.get("outputs", []))
+    }
+    stems = _output_stems(photos)
+    failed = skipped = made = 0
+    for item, why in missing:
+        _append_manifest(manifest, {"input": item, "status": "failed", "error": why, "signature": signature})
+        failed += 1
+    strengths = args.strengths
+    timeline = None
+    if args.timeline:
+        import numpy as np
+
+        lo, hi = editor.bundle.directions["age"].strength_range
+        timeline = np.linspace(lo, hi, args.timeline)
+    bar = tqdm(photos, unit="photo", desc="aging", disable=args.quiet)
+    for photo_path in bar:
+        key = str(photo_path.resolve())
+        if key in done:
+            skipped += 1
+            continue
+        bar.set_postfix_str(photo_path.name)
+        t0 = time.perf_counter()
+        record = {"input": key, "signature": signature}
+        try:
+            photo = editor.load(photo_path)
+            prepared = editor.prepare(photo, faces=args.faces, mode=args.mode)
+            outputs = []
+            stem = stems[photo_path]
+            if timeline is None:
+                for s in strengths:
+                    name = f"{stem}_age{s:+g}.png"
+                    _atomic_save(editor.compose(photo, prepared, {"age": s}, hold=args.hold), out / name)
+                    outputs.append(name)
+            else:
+                for f in prepared:
+                    frames = editor.timeline(photo, [f], name="age", strengths=timeline, hold=args.hold)
+                    name = f"{stem}_face{f.index + 1}_aging.gif"
+                    _atomic_save([_around_face(fr, f.aligned) for fr in frames], out / name, gif=True)
+                    outputs.append(name)
+            record.update(status="ok", faces=len(prepared), outputs=outputs)
+            made += 1
+        except FaceAppError as e:
+            record.update(status="failed", error=str(e))
+            failed += 1
+        except Exception as e:  # an unforeseen bug must not stop a batch: record it and go on
+            record.update(status="failed", error=f"internal error: {type(e).__name__}: {e}")
+            failed += 1
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        _append_manifest(manifest, record)
+    bar.close()
+    print(f"{made} photo(s) done, {skipped} already done, {failed} failed; manifest: {manifest}")
+    return 1 if failed else 0
+
+
+def _around_face(frame, aligned, side: int = 512):
+    """The neighbourhood of one face in a full frame (the crop's square, 1.5x), at most `side` px."""
+    import numpy as np
+    from PIL import Image
+
+    q = aligned.quad
+    c, half = q.mean(0), (q.max(0) - q.min(0)).max() * 0.75
+    x0, y0 = np.maximum(np.floor(c - half), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(c + half), frame.size).astype(int)
+    crop = frame.crop((int(x0), int(y0), int(x1), int(y1)))
+    if max(crop.size) > side:
+        k = side / max(crop.size)
+        crop = crop.resize((max(1, round(crop.width * k)), max(1, round(crop.height * k))), Image.LANCZOS)
+    return crop
+
+
+def _add_model_args(p) -> None:
+    p.add_argument("--model", default=default_model(),
+                   help="model bundle folder, generator checkpoint or Hugging Face Hub repo id "
+                   "(default: $FACEAPP_MODEL, else models/demo/)")
+    p.add_argument("--mode", choices=("fast", "balanced", "best"), default="fast",
+                   help="inversion quality: fast (encoder), balanced (+ refinement), best (+ pivotal tuning)")
+    p.add_argument("--faces", choices=("largest", "all"), default="all", help="which faces to edit (default: all)")
+    p.add_argument("--hold", type=_names, default=(),
+                   help="attributes to keep fixed while editing, e.g. gender,glasses (conditional edits)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimisation steps per inversion stage (default: the mode's own; fewer is faster and rougher)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def _add_age(subparsers) -> None:
+    p = subparsers.add_parser(
+        "age",
+        help="age every face in many photos (files, folders, globs); resumable, with a manifest",
+        description="Age every face in every photo to the requested strengths (or make an aging timeline GIF "
+        "per face), pasted back into the photo. Outputs go to --out as <stem>_age<+2>.png or "
+        "<stem>_face<k>_aging.gif; manifest.jsonl records what was made and what failed and why. A rerun "
+        "skips photos already done with the same options. Exit code 1 when any photo failed.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files, folders of photos, or glob patterns")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--strengths", type=_float_list, default=[-2.0, 2.0],
+                   help="comma-separated age strengths, e.g. -2,0,2 (default: -2,2); + is older")
+    g.add_argument("--timeline", type=int, metavar="N", default=None,
+                   help="instead: an N-frame aging GIF per face, young to old")
+    _add_model_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_age)
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    strengths = {name: value for name, value in (args.edits or []) if value}
+    for name in ("age", "smile", "glasses", "gender"):
+        value = getattr(args, name)
+        if value:
+            strengths[name] = value
+    editor = _editor(args)
+    result = editor.edit_photo(args.photo, strengths, faces=args.faces, mode=args.mode, hold=args.hold)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        result.save(tmp, format=_format_for(out))
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    shown = ", ".join(f"{k} {v:+g}" for k, v in strengths.items()) or "no edit (re-rendered)"
+    print(f"wrote {out} ({shown})")
+    return 0
+
+
+def _format_for(path) -> str:
+    from PIL import Image
+
+    ext = path.suffix.lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None:
+        raise FaceAppError(f"cannot tell the image format from {path.name!r}; use .png or .jpg")
+    return fmt
+
+
+def _edit_pair(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=STRENGTH like smile=1.5; got {text!r}") from None
+
+
+def _add_edit(subparsers) -> None:
+    p = subparsers.add_parser(
+        "edit",
+        help="edit the faces of one photo: --age 2 --smile 1 ...",
+        description="Edit a photo's faces along the model's directions and write the result.",
+    )
+    p.add_argument("photo", help="the photo")
+    p.add_argument("--out", required=True, help="where to write the result (.png, .jpg, ...)")
+    for name, what in (("age", "older (+) / younger (-)"), ("smile", "smile"), ("glasses", "glasses"),
+                       ("gender", "gender")):
+        p.add_argument(f"--{name}", type=float, default=0.0, help=f"{what} strength (about -3..3)")
+    p.add_argument("--edit", dest="edits", action="append", type=_edit_pair, metavar="NAME=STRENGTH",
+                   help="any other direction of the model (repeatable)")
+    _add_model_args(p)
+    p.set_defaults(handler=_cmd_edit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subcommand per faceapp command."""
     parser = argparse.ArgumentParser(prog="faceapp", description="Open-source FaceApp: StyleGAN2 face editing.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_convert(subparsers)
+    _add_age(subparsers)
+    _add_edit(subparsers)
     return parser
 
 
+def _join_negative_lists(argv: list[str]) -> list[str]:
+    """`--strengths -2,0,2` -> `--strengths=-2,0,2` (argparse would take -2,0,2 for an option)."""
+    import re
+
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--strengths" and i + 1 < len(argv) and re.match(r"^-[\d.]", argv[i + 1]):
+            out.append(f"--strengths={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 usage error or FaceAppError)."""
-    args = build_parser().parse_args(argv)
+    """Run the CLI; returns the exit code (0 ok, 1 some photos failed (age), 2 usage error or FaceAppError)."""
+    args = build_parser().parse_args(_join_negative_lists(sys.argv[1:] if argv is None else list(argv)))
     try:
         return int(args.handler(args) or 0)
     except FaceAppError as e:
