@@ -6,12 +6,17 @@ e4e's exact format (encoder.* / decoder.* keys, latent_avg, opts).
 """
 
 import argparse
+import json
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import tests.ref_stylegan2 as ref
 from faceapp.errors import CheckpointError, FaceAppError, UnsafeCheckpointError
@@ -284,3 +289,102 @@ def test_e4e_import_refuses_hostile_and_foreign_files(tmp_path):
         import_e4e_checkpoint(other)
     with pytest.raises(CheckpointError, match="not found"):
         import_e4e_checkpoint(tmp_path / "nope.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# training/train_encoder.py on a tiny random generator (CPU, a few steps).
+
+
+@pytest.fixture(scope="module")
+def smoke_gen(tmp_path_factory):
+    from training.train_encoder import smoke_generator
+
+    return smoke_generator(tmp_path_factory.mktemp("gen") / "G.safetensors", seed=0)
+
+
+@pytest.fixture(scope="module")
+def blobs32(tmp_path_factory):
+    from training.dataset import write_synthetic_archive
+
+    return write_synthetic_archive(tmp_path_factory.mktemp("data") / "blobs32.zip", num_images=16, resolution=32)
+
+
+def train_enc(gen, outdir, steps, *extra):
+    from training.train_encoder import main
+
+    return main(["--cpu-smoke", "--generator", str(gen), "--outdir", str(outdir), "--steps", str(steps),
+                 *map(str, extra)])
+
+
+def recon_mse(E, G):
+    """Pixel MSE of G(E(x)) on 16 fixed samples of G (the encoder in eval mode)."""
+    with torch.no_grad():
+        z = torch.randn(16, G.z_dim, generator=torch.Generator().manual_seed(7))
+        img = G.synthesis(G.mapping(z, None, truncation_psi=0.8), noise_mode="const")
+        E.eval()
+        return (G.synthesis(E(img), noise_mode="const") - img).square().mean().item()
+
+
+def test_train_encoder_dry_run(smoke_gen, tmp_path, capsys):
+    out = tmp_path / "dry"
+    assert train_enc(smoke_gen, out, 5, "--dry-run") is None
+    text = capsys.readouterr().out
+    opts = json.loads(text[: text.index("\n}") + 2])
+    assert opts["device"] == "cpu" and opts["enc_resolution"] == 32 and opts["synthetic_fraction"] == 1.0
+    assert opts["blocks"] == [1, 1, 1, 1] and opts["lpips_lambda"] == 0.0
+    assert "num_ws 8" in text and "encoder: " in text and "latent D: " in text
+    assert not out.exists()
+
+
+def test_a_few_steps_lower_the_reconstruction_error(smoke_gen, tmp_path):
+    start = train_enc(smoke_gen, tmp_path / "s0", 0)  # 0 steps: the initial encoder
+    end = train_enc(smoke_gen, tmp_path / "s1", 20)
+    before, after = recon_mse(start["E"], start["G"]), recon_mse(end["E"], end["G"])
+    assert after < 0.7 * before, (before, after)
+    assert end["E"].progressive_stage is None  # all 7 deltas unlocked by step 4 + 6 * 2
+    records = [json.loads(line) for line in (tmp_path / "s1" / "stats.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == [1, 3, 6, 7]  # stage of the last step before 5, 10, 15, 20
+    assert records[-1]["Loss/l2"] < records[0]["Loss/l2"]
+    assert {"Loss/w", "Loss/adv", "Loss/D", "Loss/r1", "Loss/delta"} <= records[0].keys()
+
+
+def test_resume_reproduces_the_next_steps_and_snapshots_load(smoke_gen, blobs32, tmp_path):
+    # Real images and G's samples mixed; progressive stages change and R1 runs (steps 0, 4) in between.
+    args = ("--data", blobs32, "--synthetic-fraction", "0.5", "--log-every", "1", "--snap-every", "3")
+    a = train_enc(smoke_gen, tmp_path / "straight", 6, *args)
+    train_enc(smoke_gen, tmp_path / "resumed", 3, *args)
+    b = train_enc(smoke_gen, tmp_path / "resumed", 6, *args, "--resume", tmp_path / "resumed")
+    assert a["step"] == b["step"] == 6
+    for name in ("E", "D"):
+        pa, pb = a[name].state_dict(), b[name].state_dict()
+        assert pa.keys() == pb.keys()
+        for k in pa:
+            assert torch.equal(pa[k], pb[k]), f"{name}.{k} differs after resume"
+
+    out = tmp_path / "straight"
+    snap = out / "encoder-snapshot-0000006.safetensors"
+    assert a["snapshots"] == [str(out / "encoder-snapshot-0000003.safetensors"), str(snap)]
+    assert (out / "training-state-0000006.pt").exists()
+    assert Image.open(out / "samples-0000006.png").size == (8 * 32, 32)  # 4 pairs of 32 px images
+    assert json.loads((out / "options.json").read_text())["synthetic_fraction"] == 0.5
+    header = read_header(snap)
+    assert header["extra"]["step"] == 6 and header["extra"]["progressive_stage"] == 1  # step index 5: (5 - 4) // 2 + 1
+    E = load_networks(snap)["encoder"]
+    assert E.progressive_stage == 1
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(E(img), a["E"].eval()(img))
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(smoke_gen, tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(repo / "training" / "train_encoder.py"), "--cpu-smoke", "--generator", str(smoke_gen),
+           "--outdir", str(out), "--steps", "3", "--log-every", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "encoder-snapshot-0000003.safetensors").exists()
+    assert [json.loads(line)["step"] for line in (out / "stats.jsonl").read_text().splitlines()] == [1, 2, 3]
