@@ -261,8 +261,10 @@ class FaceEditor:
         target = torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1)[None]  # [1, 3, H, W] uint8
         target = target.to(self.device, torch.float32) / 127.5 - 1.0
         kwargs = dict(self.invert_kwargs)
-        if mode != "fast" or self.bundle.encoder is None:
-            kwargs.setdefault("perceptual", self._loss_nets())
+        config = kwargs.get("config")
+        needs_loss = mode != "fast" or self.bundle.encoder is None
+        if needs_loss and (config is None or config.perceptual_weight > 0):
+            kwargs.setdefault("perceptual", self._loss_nets())  # built once per editor, not per face
         result = invert(self.G, target, mode=mode, encoder=self.bundle.encoder, progress=progress, **kwargs)
         cache.put(key, result)
         return result
