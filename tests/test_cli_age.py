@@ -1,0 +1,165 @@
+"""`python -m faceapp age` / `edit`: good and bad photos, the manifest, resuming, and a SIGKILLed run."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceapp import cli
+from faceapp.bundle import make_random_bundle
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
+FAST = ["--steps", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return str(make_random_bundle(tmp_path_factory.mktemp("m") / "bundle", resolution=32, seed=2))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder with one good photo and three bad ones (and a note that is not an image file at all)."""
+    d = tmp_path_factory.mktemp("photos")
+    shutil.copy(DATA / "astronaut.jpg", d / "astronaut.jpg")
+    (d / "notes.png").write_text("this is text, named .png")
+    (d / "broken.jpg").write_bytes((DATA / "astronaut.jpg").read_bytes()[:6000])
+    Image.new("RGB", (160, 120), (128, 128, 128)).save(d / "blank.png")
+    (d / "README.txt").write_text("not a photo: ignored when the folder is expanded")
+    return d
+
+
+def _manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_folder_with_good_and_bad_photos(model, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = cli.main(["age", str(photos), str(tmp_path / "nope" / "*.jpg"), "--out", str(out), "--model", model,
+                   "--strengths", "-2,0,2", *FAST])
+    assert rc == 1  # some photos failed
+    by_name = {Path(r["input"]).name: r for r in _manifest(out)}
+    assert set(by_name) == {"astronaut.jpg", "notes.png", "broken.jpg", "blank.png", "*.jpg"}
+    ok = by_name["astronaut.jpg"]
+    assert ok["status"] == "ok" and ok["faces"] == 1
+    assert ok["outputs"] == ["astronaut_age-2.png", "astronaut_age+0.png", "astronaut_age+2.png"]
+    imgs = [np.asarray(Image.open(out / o), dtype=np.int16) for o in ok["outputs"]]
+    assert all(i.shape == (512, 512, 3) for i in imgs)
+    assert np.abs(imgs[0] - imgs[2]).sum() > 0 and np.abs(imgs[1] - imgs[2]).sum() > 0  # strengths differ
+    assert "not an image" in by_name["notes.png"]["error"]
+    assert "truncated" in by_name["broken.jpg"]["error"]
+    assert "no face found in blank.png" in by_name["blank.png"]["error"]
+    assert "matches no file" in by_name["*.jpg"]["error"]
+    assert all(r["status"] == "failed" for n, r in by_name.items() if n != "astronaut.jpg")
+    options = json.loads((out / "options.json").read_text())
+    assert options["strengths"] == [-2.0, 0.0, 2.0] and options["mode"] == "fast"
+    assert "1 photo(s) done, 0 already done, 4 failed" in capsys.readouterr().out
+
+    # A rerun redoes nothing that finished (the bad ones fail again, and say so again).
+    before = {o: (out / o).stat().st_mtime_ns for o in ok["outputs"]}
+    rc = cli.main(["age", str(photos), "--out", str(out), "--model", model, "--strengths", "-2,0,2", *FAST])
+    assert rc == 1
+    assert {o: (out / o).stat().st_mtime_ns for o in ok["outputs"]} == before
+    assert "0 photo(s) done, 1 already done, 3 failed" in capsys.readouterr().out
+    # Other options are another job: done again.
+    rc = cli.main(["age", str(photos / "astronaut.jpg"), "--out", str(out), "--model", model, "--strengths", "1",
+                   *FAST])
+    assert rc == 0 and (out / "astronaut_age+1.png").is_file()
+
+
+def test_timeline_gif_per_face_and_glob(model, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(DATA / "astronaut.jpg", src / "a.jpg")
+    out = tmp_path / "out"
+    assert cli.main(["age", str(src / "*.jpg"), "--out", str(out), "--model", model, "--timeline", "4", *FAST]) == 0
+    (rec,) = _manifest(out)
+    assert rec["outputs"] == ["a_face1_aging.gif"]
+    with Image.open(out / "a_face1_aging.gif") as gif:
+        assert gif.n_frames == 6  # 4 frames forth, 2 back
+        first = np.asarray(gif.convert("RGB"), dtype=np.int16)
+        gif.seek(3)
+        last = np.asarray(gif.convert("RGB"), dtype=np.int16)
+        assert max(gif.size) <= 512 and np.abs(first - last).sum() > 0
+
+
+def test_same_stem_in_two_folders_gets_two_outputs(model, tmp_path):
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+        shutil.copy(DATA / "astronaut.jpg", tmp_path / d / "me.jpg")
+    out = tmp_path / "out"
+    assert cli.main(["age", str(tmp_path / "x"), str(tmp_path / "y"), "--out", str(out), "--model", model,
+                     "--strengths", "2", *FAST]) == 0
+    names = sorted(o for r in _manifest(out) for o in r["outputs"])
+    assert len(names) == 2 and names[0] != names[1] and all(n.startswith("me-") for n in names)
+
+
+def test_edit_command(model, tmp_path, capsys):
+    out = tmp_path / "x.png"
+    assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--age", "2", "--smile", "-1", "--out", str(out),
+                     "--model", model, "--steps", "1"]) == 0
+    assert Image.open(out).size == (512, 512) and "age +2, smile -1" in capsys.readouterr().out
+    assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--edit", "beard=1", "--out", str(out),
+                     "--model", model, "--steps", "1"]) == 2
+    assert "unknown edit 'beard'" in capsys.readouterr().err
+
+
+def test_no_model_says_what_to_do(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("FACEAPP_MODEL", raising=False)
+    monkeypatch.setattr(cli, "default_model", lambda: None)
+    assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--age", "1", "--out", str(tmp_path / "x.png")]) == 2
+    assert "no model: pass --model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_half_files(model, tmp_path):
+    """SIGKILL while the second photo's output is being written; the rerun finishes the job."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(DATA / "astronaut.jpg", src / f"{name}.jpg")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "faceapp", "age", str(src), "--out", str(out), "--model", model,
+           "--strengths", "2", *FAST]
+    env = {**os.environ, "FACEAPP_TEST_SLEEP": "1.5", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        # wait until a.jpg is recorded and b's output exists only as its temporary file
+        while time.monotonic() < deadline:
+            if list(out.glob(".b_age+2.png.tmp-*")):
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+        else:
+            pytest.fail("the run never reached the second photo")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert (out / "a_age+2.png").is_file() and not (out / "b_age+2.png").exists()
+    assert [Path(r["input"]).name for r in _manifest(out)] == ["a.jpg"]
+    a_made = (out / "a_age+2.png").stat().st_mtime_ns
+
+    env.pop("FACEAPP_TEST_SLEEP")
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2 photo(s) done, 1 already done, 0 failed" in done.stdout
+    assert (out / "a_age+2.png").stat().st_mtime_ns == a_made  # not redone
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_age+2.png", "b_age+2.png", "c_age+2.png", "manifest.jsonl", "options.json"
+    ]  # no temporary files left behind
+    assert [Path(r["input"]).name for r in _manifest(out)] == ["a.jpg", "b.jpg", "c.jpg"]
+    for name in "abc":
+        Image.open(out / f"{name}_age+2.png").load()  # complete files
