@@ -315,3 +315,15 @@ def test_ganspace_npz_and_e4e_pca(tmp_path):
     np.testing.assert_allclose(pt["a"].vector, comp[4, 0], atol=1e-6)
     with pytest.raises(CheckpointError, match="components"):
         from_ganspace(tmp_path / "ffhq_pca.pt", {"b": (9, None)})
+
+
+def test_edits_import_neither_inversion_nor_training():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, faceapp.edits; "
+        "bad = [m for m in sys.modules if m.startswith(('faceapp.inversion', 'training'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
