@@ -334,6 +334,12 @@ def test_train_encoder_dry_run(smoke_gen, tmp_path, capsys):
     assert opts["blocks"] == [1, 1, 1, 1] and opts["lpips_lambda"] == 0.0
     assert "num_ws 8" in text and "encoder: " in text and "latent D: " in text
     assert not out.exists()
+    # A preset picks the architecture (over the smoke defaults); explicit flags win over both.
+    train_enc(smoke_gen, out, 5, "--dry-run", "--preset", "demo", "--channels", "8,16,24,32")
+    text = capsys.readouterr().out
+    opts = json.loads(text[: text.index("\n}") + 2])
+    assert (opts["preset"], opts["blocks"], opts["channels"], opts["head_channels"]) == (
+        "demo", [1, 2, 2, 1], [8, 16, 24, 32], 128)
 
 
 def test_a_few_steps_lower_the_reconstruction_error(smoke_gen, tmp_path):

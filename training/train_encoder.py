@@ -82,6 +82,7 @@ class EncoderTrainOptions:
     mirror: bool = False
     workers: int = 2
     # Encoder.
+    preset: str = "e4e"  # architecture preset the values below came from (see PRESETS)
     enc_resolution: int = 256  # input size of the encoder (e4e: 256; images are resized to it)
     blocks: tuple[int, ...] = (3, 4, 14, 3)  # IR-SE units per stage ((3, 4, 14, 3) = e4e's IR-SE-50)
     channels: tuple[int, ...] = (64, 128, 256, 512)
@@ -137,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-psi", type=float, default=d["gen_psi"])
     p.add_argument("--mirror", action="store_true")
     p.add_argument("--workers", type=int, default=d["workers"])
+    p.add_argument("--preset", choices=sorted(PRESETS), default=d["preset"],
+                   help="e4e: the official IR-SE-50 encoder (267 M parameters with w_dim 512);\n"
+                        "demo: a small one for CPU inference (8.6 M parameters for a 128 px, w_dim 512 G);\n"
+                        "--blocks/--channels/--head-channels override it")
     p.add_argument("--enc-resolution", type=int, default=None, help="encoder input size (default min(G, 256))")
     p.add_argument("--blocks", type=_ints, default=d["blocks"], help="units per stage, e.g. 3,4,14,3")
     p.add_argument("--channels", type=_ints, default=d["channels"], help="stage widths, e.g. 64,128,256,512")
@@ -164,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and network sizes, then exit")
     return p
 
+
+# Architecture presets (applied where the user kept the ordinary default).
+PRESETS = {
+    "e4e": dict(blocks=(3, 4, 14, 3), channels=(64, 128, 256, 512), head_channels=None),
+    "demo": dict(blocks=(1, 2, 2, 1), channels=(16, 32, 64, 128), head_channels=128),
+}
 
 # Tiny everything: a step takes well under a second on a 2-core CPU.
 CPU_SMOKE_ARGS = dict(
@@ -514,6 +525,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     """Parse `argv`, set up (distributed) training and run it. Returns the loop's summary."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for k, v in PRESETS[args.preset].items():
+        if getattr(args, k) == parser.get_default(k):
+            setattr(args, k, v)
     if args.cpu_smoke:
         for k, v in CPU_SMOKE_ARGS.items():  # only where the user kept the ordinary default
             if getattr(args, k) == parser.get_default(k):
