@@ -462,9 +462,15 @@ def _cmd_fit_age_gender(args) -> int:
     torch.set_num_threads(args.threads)
     net = load_dlib_face_resnet()
     _predictor()
-    _, ages, genders, desc = _descriptors_of(args.utkface, args.num_train, args.seed, 0, net)
+    if args.cache and os.path.isfile(args.cache):
+        c = np.load(args.cache)
+        ages, genders, desc, t_ages, t_genders, t_desc = (c[k] for k in ("a", "g", "d", "ta", "tg", "td"))
+    else:
+        _, ages, genders, desc = _descriptors_of(args.utkface, args.num_train, args.seed, 0, net)
+        _, t_ages, t_genders, t_desc = _descriptors_of(args.utkface, args.num_test, args.seed, args.num_train, net)
+        if args.cache:
+            np.savez(args.cache, a=ages, g=genders, d=desc, ta=t_ages, tg=t_genders, td=t_desc)
     model = AgeGenderModel.fit(desc, ages, genders)
-    _, t_ages, t_genders, t_desc = _descriptors_of(args.utkface, args.num_test, args.seed, args.num_train, net)
     pred_age, p_f = model.age(t_desc), model.p_female(t_desc)
     metrics = {
         "train_images": int(len(desc)),
@@ -576,6 +582,7 @@ def main(argv=None) -> int:
     f.add_argument("--num-test", type=int, default=1000)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=2)
+    f.add_argument("--cache", default=None, help="descriptors .npz: written once, reused on later runs")
     f.set_defaults(fn=_cmd_fit_age_gender)
     g = sub.add_parser("fit-glasses", help="fit the HOG glasses classifier on photos labelled by eye")
     g.add_argument("--utkface", default="../shared/data/utkface/utkface-200px.zip")
