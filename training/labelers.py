@@ -530,7 +530,8 @@ def _cmd_score(args) -> int:
     torch.set_num_threads(args.threads)
     ag = AgeGenderModel.load(args.age_gender) if args.age_gender else None
     attrs = [a for a in ATTRIBUTES if ag is not None or a in ("smile", "glasses")]
-    labeler = FaceLabeler(attrs, age_gender=ag)
+    gm = GlassesModel.load(args.glasses_model) if args.glasses_model else None
+    labeler = FaceLabeler(attrs, age_gender=ag, glasses=gm)
     rows = []
     for name, img, age, gender in read_utkface(args.utkface, args.num, args.seed, args.skip):
         s = labeler([img])
@@ -538,8 +539,8 @@ def _cmd_score(args) -> int:
         rows.append(
             {
                 "name": name,
-                "age": age,
-                "gender": gender,
+                "true_age": age,
+                "true_gender": gender,
                 **{k: float(v[0]) for k, v in s.items()},
                 "smile_features": smile_features(lm),
                 "glasses_features": glasses_features(img, lm),
@@ -560,7 +561,8 @@ def _cmd_evaluate(args) -> int:
         if not pairs:
             continue
         s, y = np.array(pairs).T
-        pred = s > THRESHOLDS[attr]
+        y = y.astype(int)
+        pred = s > (args.glasses_threshold if attr == "glasses" else THRESHOLDS[attr])
         report[attr] = {
             "n": len(y),
             "positives": int(y.sum()),
@@ -568,6 +570,16 @@ def _cmd_evaluate(args) -> int:
             "precision": float((pred & (y == 1)).sum() / max(pred.sum(), 1)),
             "recall": float((pred & (y == 1)).sum() / max((y == 1).sum(), 1)),
         }
+    rows = [r for r in scores.values() if "age" in r and "true_age" in r]
+    if rows:  # against UTKFace's own labels
+        a, ta = np.array([r["age"] for r in rows]), np.array([r["true_age"] for r in rows])
+        g, tg = np.array([r["gender"] for r in rows]), np.array([r["true_gender"] for r in rows])
+        report["age"] = {
+            "n": len(rows),
+            "mae_years": float(np.abs(a - ta).mean()),
+            "over_40_accuracy": float(((a > 40) == (ta > 40)).mean()),
+        }
+        report["gender"] = {"n": len(rows), "accuracy": float(((g > 0.5) == (tg == 1)).mean())}
     print(json.dumps(report, indent=2))
     return 0
 
@@ -594,6 +606,7 @@ def main(argv=None) -> int:
     s = sub.add_parser("score", help="score UTKFace photos into a JSON (for checking by eye)")
     s.add_argument("--utkface", default="../shared/data/utkface/utkface-200px.zip")
     s.add_argument("--age-gender", default=None)
+    s.add_argument("--glasses-model", default=None)
     s.add_argument("--out", required=True)
     s.add_argument("--num", type=int, default=300)
     s.add_argument("--seed", type=int, default=1)
@@ -603,6 +616,9 @@ def main(argv=None) -> int:
     e = sub.add_parser("evaluate", help="accuracy of smile/glasses scores against labels checked by eye")
     e.add_argument("--scores", required=True)
     e.add_argument("--labels", required=True)
+    e.add_argument(
+        "--glasses-threshold", type=float, default=GLASSES_THRESHOLD, help="0 for scores from a GlassesModel (logits)"
+    )
     e.set_defaults(fn=_cmd_evaluate)
     args = p.parse_args(argv)
     try:
