@@ -259,7 +259,8 @@ def build_demo(editor, notice: str | None = None):
         session.photo, session.faces, session.upload = None, [], None
         session.cache.clear()
         if not path:
-            return session, [], gr.update(choices=[], value=None), "Upload a photo (or pick an example) to start."
+            status = "Upload a photo (or pick an example) to start."
+            return session, [], gr.update(choices=["Face 1"], value="Face 1"), status
         if Path(path).is_relative_to(Path(_upload_root())):
             session.upload = path
         photo = editor.load(path, name=Path(path).name)
@@ -347,7 +348,7 @@ def build_demo(editor, notice: str | None = None):
             with gr.Column(scale=1):
                 faces_gallery = gr.Gallery(label="Faces found", columns=6, height=150, allow_preview=False,
                                            elem_id="faces")
-                which = gr.Radio([], label="Edit which face", elem_id="which")
+                which = gr.Radio(["Face 1"], value="Face 1", label="Edit which face", elem_id="which")
                 mode = gr.Radio(list(MODES), value="fast", label="Inversion",
                                 info="fast: encoder; balanced: + refinement; best: + tuning (slow on CPU)")
             with gr.Column(scale=1):

@@ -1,47 +1,224 @@
-"""The sample page starts, serves its named endpoint, and renders what the generator renders."""
+"""The Gradio app: model choice, the launched app through gradio_client, bad inputs, sessions, cleanup."""
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import app
+import faceapp.inversion
+from faceapp.bundle import load_bundle, make_random_bundle
+from faceapp.inversion import InvertConfig
+from faceapp.pipeline import FaceEditor
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
+TINY = InvertConfig(fast_steps_no_encoder=2, balanced_w_steps_no_encoder=2, balanced_wplus_steps_no_encoder=2,
+                    pti_steps=2, perceptual_weight=0.0)
 
 
 @pytest.fixture(scope="module")
-def tiny_G():
-    from faceapp.stylegan.networks import Generator
-
-    torch.manual_seed(1)
-    return Generator(**app.UNTRAINED_CONFIG).eval()
+def bundle(tmp_path_factory):
+    return load_bundle(make_random_bundle(tmp_path_factory.mktemp("b") / "bundle", resolution=32, seed=5))
 
 
-def test_render_grid_matches_direct_generator_call(tiny_G):
-    images = app.render_grid(tiny_G, seed=3, truncation_psi=0.5, count=2)
-    z = torch.from_numpy(np.random.RandomState(4).randn(1, tiny_G.z_dim)).float()
-    with torch.inference_mode():
-        img = tiny_G(z, torch.zeros(1, 0), truncation_psi=0.5, noise_mode="const")
-    expected = ((img[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    assert np.array_equal(np.asarray(images[1]), expected)
-    assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
+@pytest.fixture(scope="module")
+def inversions():
+    """Counts calls of faceapp.inversion.invert made by the app (module-wide patch)."""
+    calls = []
+    real = faceapp.inversion.invert
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("mode"))
+        return real(*args, **kwargs)
+
+    faceapp.inversion.invert = counting
+    yield calls
+    faceapp.inversion.invert = real
 
 
-def test_missing_model_says_so(tmp_path):
-    G, description = app.load_model(tmp_path / "nope.safetensors")
-    assert "No trained generator" in description and G.img_resolution == 64
+@pytest.fixture(scope="module")
+def url(bundle, inversions):
+    editor = FaceEditor(bundle, cache_size=0, max_pixels=app.MAX_PIXELS, invert_kwargs={"config": TINY})
+    demo = app.build_demo(editor)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                        allowed_paths=[str(app.EXAMPLES)])
+    yield demo.local_url
+    demo.close()
 
 
-def test_launched_app_answers_gradio_client(tiny_G):
+def _client(url):
     from gradio_client import Client
 
-    demo = app.build_demo(tiny_G, "test")
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    return Client(url, verbose=False)
+
+
+def _png_header(w, h):
+    """A PNG that claims w x h pixels (a decompression bomb's header) but holds almost nothing."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_standin_when_no_demo_bundle(monkeypatch, tmp_path):
+    monkeypatch.setattr(app, "DEMO_BUNDLE", tmp_path / "models" / "demo")
+    monkeypatch.setenv("FACEAPP_CACHE", str(tmp_path / "cache"))
+    bundle = app.resolve_model(None)
+    assert bundle.untrained and (tmp_path / "cache" / "standin-64" / "bundle.json").is_file()
+    notice = app.model_notice(bundle)
+    assert "Untrained stand-in" in notice and "python -m faceapp convert ffhq.pkl" in notice
+    assert "user/repo" in notice
+    # once a real bundle appears in models/demo/, `python app.py` uses it
+    make_random_bundle(tmp_path / "models" / "demo", resolution=16, seed=1)
+    meta = (tmp_path / "models" / "demo" / "bundle.json").read_text().replace('"untrained": true', '"untrained": false')
+    (tmp_path / "models" / "demo" / "bundle.json").write_text(meta)
+    demo = app.resolve_model(None)
+    assert not demo.untrained and demo.root == tmp_path / "models" / "demo" and demo.resolution == 16
+    assert "Untrained" not in app.model_notice(demo)
+    assert app.resolve_model(str(tmp_path / "models" / "demo")).model_id == demo.model_id
+
+
+def test_upload_edit_and_timeline_through_gradio_client(url, inversions):
+    from gradio_client import handle_file
+
+    client = _client(url)
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/load_photo", "/edit", "/timeline"} <= set(api)
+    gallery, picker, status = client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
+    assert status == "1 face found." and len(gallery) == 1 and picker["value"] == "Face 1"
+    n0 = len(inversions)
+    result, download, status = client.predict("Face 1", "fast", False, 2.0, 0, 0, 0, api_name="/edit")
+    assert status == "Done: age +2."
+    edited = np.asarray(Image.open(result).convert("RGB"), dtype=np.int16)
+    orig = np.asarray(Image.open(DATA / "astronaut.jpg").convert("RGB"), dtype=np.int16)
+    assert edited.shape == orig.shape and np.abs(edited - orig)[150:250, 180:280].mean() > 5
+    assert np.abs(edited - orig)[:, :60].mean() < 1  # away from the face: the photo as it was
+    # moving another slider re-uses the session's inversion
+    result2, _, status = client.predict("Face 1", "fast", True, 2.0, 1.5, 0, 0, api_name="/edit")
+    assert status == "Done: age +2, smile +1.5." and len(inversions) == n0 + 1
+    assert not np.array_equal(np.asarray(Image.open(result2).convert("RGB"), dtype=np.int16), edited)
+    # another mode inverts again
+    client.predict("Face 1", "balanced", False, 2.0, 0, 0, 0, api_name="/edit")
+    assert inversions[n0:] == ["fast", "balanced"]
+    gif, files = client.predict("Face 1", "fast", False, 0, 0, 0, 0, api_name="/timeline")
+    with Image.open(gif) as im:
+        assert im.n_frames == 2 * app.TIMELINE_FRAMES - 2 and max(im.size) <= app.TIMELINE_SIDE
+    assert [Path(f).suffix for f in files][0] == ".gif"
+
+
+def test_bad_inputs_get_clear_errors_and_the_server_goes_on(url, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a photo")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((DATA / "astronaut.jpg").read_bytes()[:6000])
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 200), (200, 200, 200)).save(blank)
+    bomb = tmp_path / "huge.png"
+    bomb.write_bytes(_png_header(20000, 20000))
+    client = _client(url)
+    for path, message in [
+        (notes, "notes.png is not an image file we can read"),
+        (broken, "broken.jpg is truncated or corrupt"),
+        (blank, "no face found in blank.png"),
+        (bomb, r"huge.png is 20000x20000 \(400 MP\); the limit is 40 MP"),
+    ]:
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(str(path)), api_name="/load_photo")
+    # editing before any photo is loaded
+    with pytest.raises(AppError, match="Upload a photo first"):
+        _client(url).predict("Face 1", "fast", False, 1, 0, 0, 0, api_name="/edit")
+    # still serving
+    _, _, status = client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
+    assert status == "1 face found."
+
+
+def test_sessions_do_not_share_photos(url):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    alice, bob = _client(url), _client(url)
+    alice.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
+    alice.predict("Face 1", "fast", False, 1, 0, 0, 0, api_name="/edit")
+    with pytest.raises(AppError, match="Upload a photo first"):
+        bob.predict("Face 1", "fast", False, 1, 0, 0, 0, api_name="/edit")
+    sessions = [s for s in app._sessions.values() if s.photo is not None]
+    assert len({id(s.cache) for s in sessions}) == len(sessions)  # one inversion cache per session
+
+
+def test_closing_a_session_deletes_its_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    request = SimpleNamespace(session_hash="tab-1")
+    session = app._new_session(request)
+    assert session.workdir.is_relative_to(tmp_path / "gradio")
+    (session.workdir / "faceapp-edited-1.png").write_bytes(b"x")
+    upload = tmp_path / "gradio" / "abc123" / "me.jpg"
+    upload.parent.mkdir()
+    upload.write_bytes(b"photo")
+    session.upload, session.photo = str(upload), Image.new("RGB", (4, 4))
+    app.end_session(request)  # what the page's unload event runs
+    assert not session.workdir.exists() and not upload.exists() and session.photo is None
+    assert "tab-1" not in app._sessions
+    # an example photo's cached copy serves every visitor: it stays
+    example = tmp_path / "gradio" / "def456" / "astronaut.jpg"
+    example.parent.mkdir()
+    example.write_bytes((app.EXAMPLES / "astronaut.jpg").read_bytes())
+    app._keep_digests.add(app._digest(app.EXAMPLES / "astronaut.jpg"))
+    other = app._new_session(SimpleNamespace(session_hash="tab-2"))
+    other.upload = str(example)
+    app._close_session(other)  # what the state's delete_callback runs when it expires
+    assert example.exists() and not other.workdir.exists()
+
+
+def test_examples_have_sources():
+    sources = (app.EXAMPLES / "SOURCES.md").read_text()
+    for photo in app.EXAMPLES.glob("*.jpg"):
+        assert photo.name in sources
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_python_app_py_starts_with_the_standin(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("GRADIO_ANALYTICS_ENABLED", "FACEAPP_MODEL")}
+    env.update(FACEAPP_CACHE=str(tmp_path / "cache"), GRADIO_SERVER_PORT=str(port), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
     try:
-        client = Client(demo.local_url, verbose=False)
-        result = client.predict(7, 0.7, api_name="/sample")
-        assert len(result) == 4
-        first = Image.open(result[0]["image"] if isinstance(result[0], dict) else result[0][0])
-        assert first.size == (64, 64)
-        assert np.array_equal(np.asarray(first.convert("RGB")), np.asarray(app.render_grid(tiny_G, 7, 0.7, 1)[0]))
+        deadline, page = time.monotonic() + 240, None
+        while time.monotonic() < deadline and page is None:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as r:
+                    page = r.read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert page is not None, "the app did not start"
+        assert "Untrained stand-in" in page and "python -m faceapp convert" in page
+        # analytics are off unless asked for
+        out = subprocess.run([sys.executable, "-c", "import app, os; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "False"
     finally:
-        demo.close()
+        proc.terminate()
+        proc.wait(30)
