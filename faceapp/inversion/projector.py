@@ -252,10 +252,11 @@ def project(
                 buf -= buf.mean()
                 buf *= buf.square().mean().rsqrt()
 
-        result.losses.append(float(loss.detach()))
+        loss_value = float(loss.detach())
+        result.losses.append(loss_value)
         result.history.append({k: float(v.detach()) for k, v in terms.items()})
         if progress is not None:
-            progress((step + 1) / num_steps, f"projecting: step {step + 1}/{num_steps}, loss {float(loss):.4f}")
+            progress((step + 1) / num_steps, f"projecting: step {step + 1}/{num_steps}, loss {loss_value:.4f}")
 
     result.ws = w_opt.detach().expand(n, num_ws, w_dim).clone()
     result.noise = {name: buf.detach().clone() for name, buf in noise.items()}

@@ -109,7 +109,8 @@ def pivotal_tuning(
         loss.backward()
         optimizer.step()
         if progress is not None:
-            progress((step + 1) / num_steps, f"pivotal tuning: step {step + 1}/{num_steps}, loss {float(loss):.4f}")
+            loss_value = float(loss.detach())
+            progress((step + 1) / num_steps, f"pivotal tuning: step {step + 1}/{num_steps}, loss {loss_value:.4f}")
 
     G_tuned.requires_grad_(False)
     return G_tuned
