@@ -348,6 +348,17 @@ def test_w_avg_tracks_batch_mean_only_with_update_emas():
     torch.testing.assert_close(G.mapping.w_avg, mean, rtol=1e-3, atol=1e-3)
 
 
+def test_w_avg_update_under_bf16_autocast_stays_fp32():
+    G = tiny_G().train()
+    z = torch.randn(8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ws = G.mapping(z, None, update_emas=True)
+    assert G.mapping.w_avg.dtype == torch.float32
+    mean = ws[:, 0].float().mean(dim=0)
+    torch.testing.assert_close(G.mapping.w_avg, (1 - G.mapping.w_avg_beta) * mean)
+
+
+
 def test_conditional_mapping_uses_label():
     G = Generator(z_dim=8, c_dim=3, w_dim=8, img_resolution=8, img_channels=3,
                   mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))

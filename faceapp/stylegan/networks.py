@@ -161,7 +161,8 @@ class MappingNetwork(torch.nn.Module):
             x = getattr(self, f"fc{idx}")(x)  # [N, w_dim] after the last layer
 
         if update_emas and self.w_avg_beta is not None:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            # In w_avg's dtype whatever autocast made x: lerp needs one dtype.
+            self.w_avg.copy_(x.detach().to(self.w_avg.dtype).mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
 
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])  # [N, num_ws, w_dim]
