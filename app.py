@@ -38,7 +38,7 @@ TIMELINE_SIDE = 512
 TIMELINE_FRAMES = 10
 
 STANDIN_NOTICE = (
-    "**Untrained stand-in model.** No trained model bundle is installed in `models/demo/`, so this page runs "
+    "⚠️ **Untrained stand-in model.** No trained model bundle is installed in `models/demo/`, so this page runs "
     "a tiny generator with *random* weights: results are coloured blobs, not faces. It shows that every step "
     "works (detect, align, invert, edit, paste back). For real results, convert official FFHQ weights with "
     "`python -m faceapp convert ffhq.pkl ffhq.safetensors` and start `python app.py --model ffhq.safetensors` "
@@ -215,15 +215,24 @@ def face_indices(which: str | None, n: int) -> list[int]:
     return [min(max(i, 0), n - 1)]
 
 
-def face_thumbnails(photo, faces, size: int = 128):
-    """Square crops around each detected face for the picker, labelled by number."""
-    out = []
+def faces_overlay(photo, faces, side: int = 640):
+    """A small copy of the photo with each detected face boxed and numbered (largest = 1)."""
+    from PIL import ImageDraw, ImageFont
+
+    k = min(1.0, side / max(photo.size))
+    im = photo.resize((max(1, round(photo.width * k)), max(1, round(photo.height * k))))
+    draw = ImageDraw.Draw(im)
+    width = max(2, round(max(im.size) / 200))
+    font = ImageFont.load_default(size=max(14, round(max(im.size) / 22)))
     for i, f in enumerate(faces):
-        x0, y0, x1, y1 = f.box
-        cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 0.8
-        box = tuple(int(round(v)) for v in (cx - half, cy - half, cx + half, cy + half))
-        out.append((photo.crop(box).resize((size, size)), f"Face {i + 1}"))
-    return out
+        x0, y0, x1, y1 = (v * k for v in f.box)
+        draw.rectangle((x0, y0, x1, y1), outline=(255, 196, 0), width=width)
+        label = str(i + 1)
+        tx, ty = x0 + width, max(0, y0 - font.size - 2 * width)
+        box = draw.textbbox((tx, ty), label, font=font)
+        draw.rectangle((box[0] - width, box[1] - width, box[2] + width, box[3] + width), fill=(255, 196, 0))
+        draw.text((tx, ty), label, fill=(0, 0, 0), font=font)
+    return im
 
 
 def build_demo(editor, notice: str | None = None):
@@ -260,7 +269,7 @@ def build_demo(editor, notice: str | None = None):
         session.cache.clear()
         if not path:
             status = "Upload a photo (or pick an example) to start."
-            return session, [], gr.update(choices=["Face 1"], value="Face 1"), status
+            return session, None, gr.update(choices=["Face 1"], value="Face 1"), status
         if Path(path).is_relative_to(Path(_upload_root())):
             session.upload = path
         photo = editor.load(path, name=Path(path).name)
@@ -270,7 +279,7 @@ def build_demo(editor, notice: str | None = None):
         status = f"{len(faces)} face{'s' if len(faces) > 1 else ''} found" + (
             "; pick one, or all of them." if len(faces) > 1 else "."
         )
-        return session, face_thumbnails(photo, faces), gr.update(choices=choices, value=choices[0]), status
+        return session, faces_overlay(photo, faces), gr.update(choices=choices, value=choices[0]), status
 
     def _strengths(values) -> dict[str, float]:
         return {n: float(v or 0.0) for n, v in zip(names, values)}
@@ -346,8 +355,8 @@ def build_demo(editor, notice: str | None = None):
         status = gr.Markdown("Upload a photo (or pick an example) to start.", elem_id="status")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                faces_gallery = gr.Gallery(label="Faces found", columns=6, height=150, allow_preview=False,
-                                           elem_id="faces")
+                faces_gallery = gr.Image(label="Faces found (numbered, largest first)", type="pil",
+                                         interactive=False, height=260, elem_id="faces", format="jpeg")
                 which = gr.Radio(["Face 1"], value="Face 1", label="Edit which face", elem_id="which")
                 mode = gr.Radio(list(MODES), value="fast", label="Inversion",
                                 info="fast: encoder; balanced: + refinement; best: + tuning (slow on CPU)")
@@ -376,7 +385,7 @@ def build_demo(editor, notice: str | None = None):
         ).success(edit, edit_inputs, edit_outputs, api_name=False, **heavy)
         edit_event = dict(fn=edit, inputs=edit_inputs, outputs=edit_outputs, trigger_mode="always_last", **heavy)
         for s in sliders:
-            s.release(**edit_event, api_name=False)
+            s.input(**edit_event, api_name=False)  # drags and typed values; always_last drops stale ones
         which.input(**edit_event, api_name=False)
         mode.input(**edit_event, api_name=False)
         hold.input(**edit_event, api_name=False)
@@ -384,7 +393,10 @@ def build_demo(editor, notice: str | None = None):
         gr.Button(visible=False).click(**edit_event, api_name="edit")
         timeline_btn.click(make_timeline, edit_inputs, [timeline_img, timeline_files], api_name="timeline",
                            **{**heavy, "trigger_mode": "once"})
-        demo.unload(end_session)
+        def on_unload(request: gr.Request):  # the annotation makes Gradio pass the closing tab's request
+            end_session(request)
+
+        demo.unload(on_unload)
     return demo
 
 

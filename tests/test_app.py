@@ -97,8 +97,9 @@ def test_upload_edit_and_timeline_through_gradio_client(url, inversions):
     client = _client(url)
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/load_photo", "/edit", "/timeline"} <= set(api)
-    gallery, picker, status = client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
-    assert status == "1 face found." and len(gallery) == 1 and picker["value"] == "Face 1"
+    overlay, picker, status = client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
+    assert status == "1 face found." and picker["value"] == "Face 1" and picker["choices"] == [["Face 1", "Face 1"]]
+    assert max(Image.open(overlay).size) <= 640  # the photo with the face boxed
     n0 = len(inversions)
     result, download, status = client.predict("Face 1", "fast", False, 2.0, 0, 0, 0, api_name="/edit")
     assert status == "Done: age +2."
