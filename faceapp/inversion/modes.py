@@ -30,11 +30,11 @@ MODES = ("fast", "balanced", "best")
 class InvertConfig:
     """Knobs of the modes (steps sized for a 2-core CPU at 128 px; see docs/INVERSION.md for timings)."""
 
-    fast_steps_no_encoder: int = 30  # fast, no encoder: W projection steps from w_avg
-    balanced_steps: int = 40  # balanced: W+ refinement steps from the encoder's ws
-    balanced_w_steps_no_encoder: int = 60  # balanced, no encoder: W steps from w_avg ...
-    balanced_wplus_steps_no_encoder: int = 40  # ... then W+ steps from there
-    pti_steps: int = 80  # best: pivotal-tuning steps after the balanced projection
+    fast_steps_no_encoder: int = 20  # fast, no encoder: W projection steps from w_avg
+    balanced_steps: int = 15  # balanced: W+ refinement steps from the encoder's ws
+    balanced_w_steps_no_encoder: int = 40  # balanced, no encoder: W steps from w_avg ...
+    balanced_wplus_steps_no_encoder: int = 15  # ... then W+ steps from there
+    pti_steps: int = 30  # best: pivotal-tuning steps after the balanced projection
     from_avg_learning_rate: float = 0.1  # peak learning rate of a projection from w_avg (NVIDIA's)
     refine_learning_rate: float = 0.03  # peak learning rate of a W+ refinement (a start that is already close)
     refine_noise_factor: float = 0.0  # w noise at the start of a refinement (times w_std); from w_avg: 0.05

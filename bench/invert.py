@@ -1,0 +1,194 @@
+"""Benchmark inversion: seconds per face and reconstruction error per mode on held-out UTKFace faces.
+
+    python bench/invert.py --bundle path/to/bundle              # generator + encoder of a model bundle
+    python bench/invert.py --generator G.safetensors [--encoder E.safetensors]
+    python bench/invert.py --random                             # an untrained demo-sized G (timings only)
+    python bench/invert.py --random --faces 5 --modes fast,balanced --threads 1
+
+Faces: the last `--faces` (default 50) files, in sorted name order, of
+../shared/data/utkface/utkface-200px.zip (never used for training here; read from the zip at run time,
+nothing written from them). Each 200 px crop is resized to the generator's resolution; without the
+zip the benchmark says so and exits 0.
+
+Per mode: seconds per face (wall clock, mean and median, after one warm-up inversion), and the
+reconstruction of G(ws) against the face: pixel MSE on [-1,1], the perceptual distance (real LPIPS VGG
+when its weights are in the torch cache, else the offline fallback; the column says which), and dlib's
+identity distance (euclidean between descriptors; < 0.6 = same person to dlib), measured on the whole
+crop (UTKFace crops are dlib-aligned already). With --random the generator is untrained: its figures
+time the modes but say nothing of quality; every line says so.
+
+--out DIR writes results.json and options.json there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from faceapp.inversion import MODES, IdentityLoss, InvertConfig, invert, perceptual_loss  # noqa: E402
+
+UTKFACE_ZIP = ROOT.parent / "shared" / "data" / "utkface" / "utkface-200px.zip"
+# The demo generator's shape (bench/generator.py's demo128 preset), for --random.
+DEMO128 = dict(z_dim=256, c_dim=0, w_dim=256, img_resolution=128, img_channels=3,
+               mapping_kwargs=dict(num_layers=4),
+               synthesis_kwargs=dict(channel_base=8192, channel_max=256, conv_clamp=256))
+
+
+def held_out_faces(zip_path: Path, count: int) -> list[tuple[str, np.ndarray]]:
+    """The last `count` .jpg members of the zip in sorted order, as (name, uint8 [200,200,3])."""
+    from PIL import Image
+
+    with zipfile.ZipFile(zip_path) as zf:
+        names = sorted(n for n in zf.namelist() if n.lower().endswith(".jpg"))[-count:]
+        return [(n, np.asarray(Image.open(io.BytesIO(zf.read(n))).convert("RGB"))) for n in names]
+
+
+def to_target(arr: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].to(device, torch.float32) / 127.5 - 1  # [1,3,H,W]
+
+
+def load_models(args, device):
+    """(G, encoder | None, label) from --bundle / --generator / --encoder / --random, or None when absent."""
+    if args.random:
+        from faceapp.stylegan import Generator
+
+        torch.manual_seed(0)
+        G = Generator(**DEMO128).eval().to(device)
+        with torch.no_grad():
+            G.mapping.w_avg.copy_(G.mapping(torch.randn(2048, G.z_dim, device=device), None)[:, 0].mean(0))
+        return G, None, "RANDOM untrained demo-sized G (timings only; quality figures are meaningless)"
+    if args.bundle:
+        from faceapp.bundle import load_bundle
+
+        b = load_bundle(args.bundle, device=device)
+        return b.G, b.encoder, f"bundle {args.bundle}"
+    if args.generator:
+        from faceapp.stylegan.checkpoint import load_generator, load_networks
+
+        G = load_generator(args.generator, device=device)
+        encoder = None
+        if args.encoder:
+            import faceapp.inversion.encoder  # noqa: F401  (registers Encoder4Editing with the loader)
+
+            nets = load_networks(args.encoder, device=device)
+            encoder = next(iter(nets.values()))
+        return G, encoder, f"generator {args.generator}" + (f", encoder {args.encoder}" if args.encoder else "")
+    return None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--bundle", help="a model bundle folder (generator + encoder)")
+    p.add_argument("--generator", help="a generator checkpoint (.safetensors)")
+    p.add_argument("--encoder", help="an encoder checkpoint (.safetensors), with --generator")
+    p.add_argument("--random", action="store_true", help="an untrained demo-sized generator (timings only)")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated: fast,balanced,best")
+    p.add_argument("--faces", type=int, default=50, help="how many held-out faces (the last N of the zip)")
+    p.add_argument("--zip", default=str(UTKFACE_ZIP), help="UTKFace 200 px zip")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared 2-core box)")
+    p.add_argument("--perceptual", default="auto", help="auto | lpips-vgg | lpips-alex | mobilenet")
+    p.add_argument("--no-identity", action="store_true", help="skip the dlib identity distance")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="folder for results.json and options.json")
+    args = p.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        p.error(f"unknown mode(s) {bad}; choose from {MODES}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        from generator import tune_malloc  # bench/generator.py: keep freed memory (CPU speed)
+
+        tune_malloc()
+    except Exception:  # noqa: BLE001  (a speed tweak only)
+        pass
+    device = torch.device(args.device)
+
+    zip_path = Path(args.zip)
+    if not zip_path.is_file():
+        print(f"skipped: no face set at {zip_path} (the shared UTKFace zip); nothing to benchmark")
+        return 0
+    models = load_models(args, device)
+    if models is None:
+        print("no generator: pass --generator G.safetensors (or --bundle DIR), or --random for an untrained "
+              "demo-sized G (timings only)")
+        return 0
+    G, encoder, label = models
+    faces = held_out_faces(zip_path, args.faces)
+    perceptual = perceptual_loss(args.perceptual, device=device)
+    identity = None if args.no_identity else IdentityLoss(crop_box=(0, 0, 1, 1), metric="euclidean").to(device)
+    cfg = InvertConfig()
+    print(f"model: {label}; {G.img_resolution} px, num_ws {G.num_ws}, w_dim {G.w_dim}; "
+          f"encoder: {'yes' if encoder is not None else 'none (projection from w_avg)'}")
+    cpu = platform.processor() or platform.machine()
+    print(f"faces: {len(faces)} (last of {zip_path.name}, sorted); device {device}, "
+          f"threads {torch.get_num_threads()}; perceptual: {perceptual.kind}; {cpu}")
+
+    results = {"model": label, "device": str(device), "threads": torch.get_num_threads(),
+               "perceptual_kind": perceptual.kind, "faces": len(faces), "modes": {}}
+    for mode in modes:
+        # warm-up (allocator, first-call caches such as w_avg/w_std) on the first face, not timed
+        invert(G, to_target(faces[0][1], device), mode=mode, encoder=encoder, perceptual=perceptual,
+               seed=args.seed, config=cfg)
+        secs, mse, perc, ident = [], [], [], []
+        for _name, arr in faces:
+            target = to_target(arr, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            inv = invert(G, target, mode=mode, encoder=encoder, perceptual=perceptual, seed=args.seed, config=cfg)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            secs.append(time.perf_counter() - t0)
+            with torch.no_grad():
+                img = inv.G.synthesis(inv.ws, noise_mode="const")
+                tgt = torch.nn.functional.interpolate(target, size=img.shape[2:], mode="area")
+                mse.append(float((img - tgt).square().mean()))
+                perc.append(float(perceptual(img, tgt).mean()))
+                if identity is not None:
+                    ident.append(float(identity(img, tgt).mean()))
+        row = {
+            "sec_per_face_mean": statistics.fmean(secs), "sec_per_face_median": statistics.median(secs),
+            "mse": statistics.fmean(mse), f"perceptual_{perceptual.kind}": statistics.fmean(perc),
+            "identity_dlib": statistics.fmean(ident) if ident else None,
+            "projection_steps": inv.metrics["projection_steps"], "pti_steps": inv.metrics["pti_steps"],
+            "start": inv.metrics["start"],
+        }
+        results["modes"][mode] = row
+        ident_txt = f"{row['identity_dlib']:.3f}" if ident else "n/a"
+        print(f"{mode:9s} {row['sec_per_face_mean']:7.2f} s/face (median {row['sec_per_face_median']:.2f})  "
+              f"MSE {row['mse']:.4f}  {perceptual.kind} {row[f'perceptual_{perceptual.kind}']:.4f}  "
+              f"dlib id {ident_txt}  [{row['projection_steps']} projection + {row['pti_steps']} PTI steps, "
+              f"from {row['start']}]" + ("  (RANDOM G)" if args.random else ""))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        opts = {k: v for k, v in vars(args).items()}
+        opts["invert_config"] = inv.metrics.get("config")
+        (out / "options.json").write_text(json.dumps(opts, indent=2, default=str))
+        print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    raise SystemExit(main())
