@@ -20,6 +20,8 @@ from faceapp.edits import (
     interfacegan_name,
     project_out,
     timeline,
+    to_e4e_pt,
+    to_interfacegan_npy,
 )
 from faceapp.errors import CheckpointError, FaceAppError, UnsafeCheckpointError
 
@@ -232,8 +234,12 @@ def test_interfacegan_npy(tmp_path):
     path = tmp_path / "stylegan_ffhq_age_w_boundary.npy"
     np.save(path, n)
     d = from_interfacegan_npy(path)
-    assert d.name == "age" and d.vector.shape == (W_DIM,) and d.scale == 1.0
+    assert d.name == "age" and d.vector.shape == (W_DIM,) and d.scale == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(d.vector, n[0], atol=1e-7)
+    to_interfacegan_npy(d, tmp_path / "stylegan_ffhq_age2_w_boundary.npy")  # round trip
+    back = np.load(tmp_path / "stylegan_ffhq_age2_w_boundary.npy")
+    assert back.shape == (1, W_DIM)
+    np.testing.assert_allclose(back, n, atol=1e-6)
     # InterFaceGAN's own edit: latent + distance * boundary
     ws = torch.randn(1, NUM_WS, W_DIM)
     out = apply_edits(ws, DirectionSet([d]), {"age": 1.7})
@@ -256,12 +262,13 @@ def test_e4e_pt_and_hostile_pt(tmp_path):
     v = torch.randn(1, 512)
     torch.save(v, tmp_path / "age.pt")
     d = from_e4e_pt(tmp_path / "age.pt")
-    assert d.name == "age" and d.w_dim == 512
+    assert d.name == "age" and d.w_dim == 512 and d.scale == pytest.approx(float(v.norm()), rel=1e-6)
     ws = torch.randn(2, 18, 512)
-    # e4e: latent + factor * direction, over all layers (direction as stored, not normalised by e4e;
-    # ours is unit, so calibrate against the stored norm)
-    unit = v / v.norm()
-    torch.testing.assert_close(apply_edits(ws, DirectionSet([d]), {"age": -2.0}), ws - 2.0 * unit, rtol=0, atol=1e-5)
+    # e4e's own edit: latent + factor * direction, over all layers — strength = factor exactly
+    torch.testing.assert_close(apply_edits(ws, DirectionSet([d]), {"age": -2.0}), ws - 2.0 * v, rtol=0, atol=1e-5)
+    # and back: the written file is the same tensor
+    to_e4e_pt(d, tmp_path / "age_out.pt")
+    torch.testing.assert_close(torch.load(tmp_path / "age_out.pt", weights_only=True), v, rtol=1e-6, atol=1e-6)
 
     marker = tmp_path / "pwned"
 

@@ -12,7 +12,14 @@ lives in training/learn_directions.py. This package never imports faceapp.invers
 
 from faceapp.edits.apply import apply_edits, conditional_direction, edit_delta, project_out, timeline
 from faceapp.edits.directions import Direction, DirectionSet, direction_scale, normalized
-from faceapp.edits.formats import from_e4e_pt, from_ganspace, from_interfacegan_npy, interfacegan_name
+from faceapp.edits.formats import (
+    from_e4e_pt,
+    from_ganspace,
+    from_interfacegan_npy,
+    interfacegan_name,
+    to_e4e_pt,
+    to_interfacegan_npy,
+)
 
 __all__ = [
     "Direction",
@@ -28,4 +35,6 @@ __all__ = [
     "normalized",
     "project_out",
     "timeline",
+    "to_e4e_pt",
+    "to_interfacegan_npy",
 ]

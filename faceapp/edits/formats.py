@@ -14,8 +14,10 @@
   e4e *sets* the coordinate to the strength; faceapp *adds* strength * stdev along the component.
 
 Each importer returns faceapp Directions (see faceapp.edits.directions for the units): InterFaceGAN and
-e4e directions keep scale 1 (raw W units, as their authors' sliders) until `DirectionSet.calibrated`
-measures them on a generator's latents; GANSpace components take their ``lat_stdev`` as scale.
+e4e directions keep their authors' units (scale = the stored vector's norm, so strength s = their
+distance / factor s) until `DirectionSet.calibrated` measures them on a generator's latents; GANSpace
+components take their ``lat_stdev`` as scale. `to_interfacegan_npy` / `to_e4e_pt` write a Direction
+back in those formats (vector * scale, so the files mean the same edit to those projects' code).
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ import numpy as np
 from faceapp.edits.directions import Direction, DirectionSet
 from faceapp.errors import CheckpointError, UnsafeCheckpointError
 
-__all__ = ["from_e4e_pt", "from_ganspace", "from_interfacegan_npy", "interfacegan_name", "load_pt_safely"]
+__all__ = [
+    "from_e4e_pt",
+    "from_ganspace",
+    "from_interfacegan_npy",
+    "interfacegan_name",
+    "load_pt_safely",
+    "to_e4e_pt",
+    "to_interfacegan_npy",
+]
 
 _INTERFACEGAN_MODELS = {"pggan", "stylegan", "stylegan2", "stylegan3"}
 _SPACES = {"w", "z", "wp"}
@@ -78,7 +88,7 @@ def from_interfacegan_npy(
     space: str | None = None,
     w_dim: int | None = None,
     layers: tuple[int, int] | None = None,
-    scale: float = 1.0,
+    scale: float | None = None,
     strength_range: tuple[float, float] = (-3.0, 3.0),
     description: str = "",
 ) -> Direction:
@@ -88,6 +98,8 @@ def from_interfacegan_npy(
     space: the boundary's latent space when the file name does not say; a 'z' boundary is refused
         (faceapp edits in W, and a normal in Z means nothing there). w_dim: give it to read a flattened
         W+ ('wp') boundary [1, num_ws * w_dim] as a per-layer direction.
+    scale: None keeps the file's own units (its norm, 1 for InterFaceGAN's unit normals), so strength s
+        moves a code exactly as InterFaceGAN's distance s does.
     """
     where = os.fspath(path)
     if not os.path.isfile(where):
@@ -108,7 +120,7 @@ def from_interfacegan_npy(
         name=name or guessed,
         vector=v,
         layers=layers,
-        scale=scale,
+        scale=scale or float(np.linalg.norm(v)),
         strength_range=strength_range,
         description=description,
         source=f"interfacegan:{Path(where).name}",
@@ -142,14 +154,15 @@ def from_e4e_pt(
     name: str | None = None,
     *,
     layers: tuple[int, int] | None = None,
-    scale: float = 1.0,
+    scale: float | None = None,
     strength_range: tuple[float, float] = (-3.0, 3.0),
     description: str = "",
 ) -> Direction:
     """An e4e ``editings/interfacegan_directions/<name>.pt`` tensor [1, 512] (W) as a Direction.
 
     Loaded with torch.load(weights_only=True); a file that asks for anything but tensors raises
-    UnsafeCheckpointError. name defaults to the file's stem ('age.pt' -> 'age').
+    UnsafeCheckpointError. name defaults to the file's stem ('age.pt' -> 'age'). scale: None = the
+    tensor's norm, so strength s is exactly e4e's `latent + s * direction`.
     """
     import torch
 
@@ -162,7 +175,7 @@ def from_e4e_pt(
         name=name or Path(where).stem,
         vector=v,
         layers=layers,
-        scale=scale,
+        scale=scale or float(np.linalg.norm(v)),
         strength_range=strength_range,
         description=description,
         source=f"e4e:{Path(where).name}",
@@ -232,3 +245,20 @@ def from_ganspace(
             )
         )
     return DirectionSet(out, meta={"source": f"ganspace:{Path(where).name}"})
+
+
+def _raw(direction: Direction) -> np.ndarray:
+    v = direction.vector.astype(np.float32) * np.float32(direction.scale)
+    return v.reshape(1, -1) if v.ndim == 1 else v
+
+
+def to_interfacegan_npy(direction: Direction, path: str | os.PathLike) -> None:
+    """Write `direction` as an InterFaceGAN-style .npy [1, w_dim] (vector * scale; W+ ones as [num_ws, w_dim])."""
+    np.save(os.fspath(path), _raw(direction), allow_pickle=False)
+
+
+def to_e4e_pt(direction: Direction, path: str | os.PathLike) -> None:
+    """Write `direction` as an e4e-style .pt tensor [1, w_dim] (vector * scale)."""
+    import torch
+
+    torch.save(torch.from_numpy(_raw(direction)), os.fspath(path))
