@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import threading
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,16 +246,12 @@ def build_demo(editor, notice: str | None = None):
     names = editor.direction_names
     notice = model_notice(bundle) if notice is None else notice
 
-    class PhotoInput(gr.Image):
-        """An Image input that hands over the uploaded file's path without decoding it: faceapp's
-        loader checks size and format first, so bombs, truncated files and non-images get clear errors."""
-
-        is_template = True
-
-        def preprocess(self, payload):
-            if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
-                return payload.path
-            return super().preprocess(payload)
+    def photo_path_only(component, payload):
+        """The uploaded file's path, undecoded: faceapp's loader checks size and format first, so bombs,
+        truncated files and non-images get clear errors (gr.Image would open them itself)."""
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return payload.path
+        return gr.Image.preprocess(component, payload)
 
     def _session_for(session, request) -> Session:
         return session if isinstance(session, Session) else _new_session(request)
@@ -342,10 +339,12 @@ def build_demo(editor, notice: str | None = None):
         gr.Markdown(notice, elem_id="model-notice")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                photo = PhotoInput(
+                photo = gr.Image(
                     label="Your photo (before)", type="filepath", sources=["upload", "webcam"],
                     elem_id="photo", height=420,
                 )
+                # per instance, not a subclass: Gradio writes a .pyi stub beside the module of any subclass
+                photo.preprocess = types.MethodType(photo_path_only, photo)
                 if examples:
                     gr.Examples([[p] for p in examples], inputs=[photo], label="Example photos (public domain)")
             with gr.Column(scale=1):
