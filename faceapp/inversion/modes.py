@@ -12,7 +12,7 @@ Step counts (InvertConfig) are sized for a 2-core CPU at 128 px; a GPU or a smal
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ class InvertConfig:
     from_avg_learning_rate: float = 0.1  # peak learning rate of a projection from w_avg (NVIDIA's)
     refine_learning_rate: float = 0.03  # peak learning rate of a W+ refinement (a start that is already close)
     refine_noise_factor: float = 0.0  # w noise at the start of a refinement (times w_std); from w_avg: 0.05
-    perceptual_weight: float = 1.0
+    perceptual_weight: float = 1.0  # 0 turns the perceptual loss off everywhere (projection and tuning)
     mse_weight: float = 0.5  # pixel MSE on [-1,1] images, for colour fidelity the perceptual loss lacks
     identity_weight: float = 0.1  # used only when an IdentityLoss is passed
     pti_locality_weight: float = 0.1  # PTI's locality regulariser weight
@@ -152,9 +152,12 @@ def invert(
     G_out = G
     for i, (kind, steps) in enumerate(stages):
         if kind == "pti":
+            pti_cfg = cfg.pti
+            if cfg.perceptual_weight <= 0:  # no perceptual loss asked for: none in the tuning either
+                pti_cfg = replace(pti_cfg, perceptual_weight=0.0, locality_perceptual_weight=0.0)
             G_out = pivotal_tuning(G, ws, target, num_steps=steps, perceptual=perceptual,
                                    locality_weight=cfg.pti_locality_weight, seed=seed + i, progress=report(steps),
-                                   config=cfg.pti, noise=noise or None)
+                                   config=pti_cfg, noise=noise or None)
             steps_done["pti_steps"] += steps
         else:
             refine = ws is not None
