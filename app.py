@@ -107,6 +107,7 @@ class Session:
     cache: object = None  # faceapp.pipeline.InversionCache, this session's only
     upload: str | None = None  # the uploaded file in Gradio's cache
     counter: int = 0
+    key: str | None = None  # the Gradio session hash, for the registry below
 
     def next_path(self, stem: str, suffix: str) -> Path:
         self.counter += 1
@@ -151,7 +152,11 @@ _sessions_lock = threading.Lock()
 
 
 def _close_session(session: Session | None) -> None:
+    """gr.State's delete_callback (the state expired): forget the session everywhere."""
     if isinstance(session, Session):
+        with _sessions_lock:
+            if session.key and _sessions.get(session.key) is session:
+                del _sessions[session.key]
         session.close()
 
 
@@ -165,6 +170,7 @@ def _new_session(request) -> Session:
     root.mkdir(parents=True, exist_ok=True)
     session = Session(workdir=Path(tempfile.mkdtemp(prefix="faceapp-", dir=root)), cache=InversionCache(8))
     key = getattr(request, "session_hash", None)
+    session.key = key
     if key:
         with _sessions_lock:
             old = _sessions.pop(key, None)
@@ -309,7 +315,8 @@ def build_demo(editor, notice: str | None = None):
             if old != path:  # keep the last few (the page may still be fetching one)
                 old.unlink(missing_ok=True)
         shown = ", ".join(f"{n} {v:+g}" for n, v in strengths.items() if v) or "no edit"
-        return str(path), gr.update(value=str(path), interactive=True), f"Done: {shown}."
+        # the session goes back out too, so its time-to-live counts from the last edit, not the upload
+        return session, str(path), gr.update(value=str(path), interactive=True), f"Done: {shown}."
 
     @user_errors
     def make_timeline(session, which, mode, hold, *values, progress=gr.Progress()):
@@ -378,7 +385,7 @@ def build_demo(editor, notice: str | None = None):
             gr.Markdown(bundle.card or "(no model card)")
 
         edit_inputs = [session, which, mode, hold, *sliders]
-        edit_outputs = [result, download, status]
+        edit_outputs = [session, result, download, status]
         photo.change(
             load_photo, [photo, session], [session, faces_gallery, which, status], api_name="load_photo", **heavy
         ).success(edit, edit_inputs, edit_outputs, api_name=False, **heavy)

@@ -183,7 +183,7 @@ def test_closing_a_session_deletes_its_files(tmp_path, monkeypatch):
     other = app._new_session(SimpleNamespace(session_hash="tab-2"))
     other.upload = str(example)
     app._close_session(other)  # what the state's delete_callback runs when it expires
-    assert example.exists() and not other.workdir.exists()
+    assert example.exists() and not other.workdir.exists() and "tab-2" not in app._sessions
 
 
 def test_examples_have_sources():
