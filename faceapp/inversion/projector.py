@@ -13,6 +13,7 @@ variables being optimised, so not even G's `.grad` fields change).
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -76,10 +77,11 @@ def w_stats(G: nn.Module, num_samples: int = 10_000, seed: int = 123) -> tuple[t
     mapping = G.mapping
     params = list(mapping.parameters())
     device = params[0].device
-    key = (id(mapping), num_samples, seed, str(device), tuple(p._version for p in params))
-    hit = _W_STATS_CACHE.get(id(mapping))
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    key = (num_samples, seed, str(device), tuple(p._version for p in params))
+    hit = _W_STATS_CACHE.get("last")
+    # a weak reference: a new network that happens to get a freed one's id() is not mistaken for it
+    if hit is not None and hit[0]() is mapping and hit[1] == key:
+        return hit[2]
     gen = torch.Generator(device=device).manual_seed(seed)
     ws = []
     for start in range(0, num_samples, 2048):  # chunks bound the memory of a big mapping network
@@ -88,8 +90,7 @@ def w_stats(G: nn.Module, num_samples: int = 10_000, seed: int = 123) -> tuple[t
     w = torch.cat(ws)  # [num_samples, w_dim]
     w_avg = w.mean(dim=0)  # [w_dim]
     w_std = ((w - w_avg).square().sum() / num_samples).sqrt()  # scalar, as in NVIDIA's projector
-    _W_STATS_CACHE.clear()  # one entry: the generator in use
-    _W_STATS_CACHE[id(mapping)] = (key, (w_avg, w_std))
+    _W_STATS_CACHE["last"] = (weakref.ref(mapping), key, (w_avg, w_std))  # one entry: the generator in use
     return w_avg, w_std
 
 
