@@ -380,7 +380,7 @@ def build_demo(editor, notice: str | None = None):
             timeline_btn = gr.Button("Make aging timeline", variant="primary", interactive="age" in names)
             with gr.Row():
                 timeline_img = gr.Image(label="Timeline", type="filepath", interactive=False, format="gif")
-                timeline_files = gr.File(label="Download (GIF, MP4)", file_count="multiple")
+                timeline_files = gr.File(label="Download", file_count="multiple")
         with gr.Accordion("About the model", open=False):
             gr.Markdown(bundle.card or "(no model card)")
 
