@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from faceapp.errors import FaceAppError
-from faceapp.inversion.projector import Progress, ProjectorConfig, prepare_target, project
+from faceapp.inversion.projector import Progress, ProjectorConfig, prepare_target, project, w_stats
 from faceapp.inversion.pti import PTIConfig, pivotal_tuning
 
 __all__ = ["MODES", "InvertConfig", "Inversion", "invert"]
@@ -152,6 +152,8 @@ def invert(
     G_out = G
     for i, (kind, steps) in enumerate(stages):
         if kind == "pti":
+            if ws is None:  # every projection step count at 0: tune at the average face
+                ws = _average_ws(G)
             pti_cfg = cfg.pti
             if cfg.perceptual_weight <= 0:  # no perceptual loss asked for: none in the tuning either
                 pti_cfg = replace(pti_cfg, perceptual_weight=0.0, locality_perceptual_weight=0.0)
@@ -174,10 +176,8 @@ def invert(
             ws, noise = res.ws, res.noise or noise
             steps_done["projection_steps"] += steps
         done += steps
-    if ws is None:  # fast mode with every step count at 0: the average face
-        from faceapp.inversion.projector import w_stats
-
-        ws = w_stats(G)[0].view(1, 1, -1).expand(1, G.num_ws, G.w_dim).clone()
+    if ws is None:  # no encoder and every step count at 0: the average face
+        ws = _average_ws(G)
 
     metrics.update(steps_done)
     metrics.update(_reconstruction_metrics(G_out, ws, target, perceptual, identity))
@@ -186,6 +186,10 @@ def invert(
     if progress is not None:
         progress(1.0, f"inverted ({mode})")
     return Inversion(ws=ws.detach(), G=G_out, mode=mode, metrics=metrics)
+
+
+def _average_ws(G) -> torch.Tensor:
+    return w_stats(G)[0].view(1, 1, -1).expand(1, G.num_ws, G.w_dim).clone()  # [1,num_ws,w_dim]
 
 
 @torch.no_grad()
