@@ -10,7 +10,8 @@ Faces: the last `--faces` (default 50) files, in sorted name order, of
 nothing written from them). Each 200 px crop is resized to the generator's resolution; without the
 zip the benchmark says so and exits 0.
 
-Per mode: seconds per face (wall clock, mean and median, after one warm-up inversion), and the
+Per mode: seconds per face (wall clock, mean and median, after one warm-up inversion; and process CPU
+time, the better guide on a shared machine: use --threads 1 there), and the
 reconstruction of G(ws) against the face: pixel MSE on [-1,1], the perceptual distance (real LPIPS VGG
 when its weights are in the torch cache, else the offline fallback; the column says which), and dlib's
 identity distance (euclidean between descriptors; < 0.6 = same person to dlib), measured on the whole
@@ -148,16 +149,17 @@ def main(argv=None) -> int:
         # warm-up (allocator, first-call caches such as w_avg/w_std) on the first face, not timed
         invert(G, to_target(faces[0][1], device), mode=mode, encoder=encoder, perceptual=perceptual,
                seed=args.seed, config=cfg)
-        secs, mse, perc, ident = [], [], [], []
+        secs, cpu_secs, mse, perc, ident = [], [], [], [], []
         for _name, arr in faces:
             target = to_target(arr, device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             inv = invert(G, target, mode=mode, encoder=encoder, perceptual=perceptual, seed=args.seed, config=cfg)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             secs.append(time.perf_counter() - t0)
+            cpu_secs.append(time.process_time() - c0)
             with torch.no_grad():
                 img = inv.G.synthesis(inv.ws, noise_mode="const")
                 tgt = torch.nn.functional.interpolate(target, size=img.shape[2:], mode="area")
@@ -167,6 +169,7 @@ def main(argv=None) -> int:
                     ident.append(float(identity(img, tgt).mean()))
         row = {
             "sec_per_face_mean": statistics.fmean(secs), "sec_per_face_median": statistics.median(secs),
+            "cpu_sec_per_face_mean": statistics.fmean(cpu_secs),
             "mse": statistics.fmean(mse), f"perceptual_{perceptual.kind}": statistics.fmean(perc),
             "identity_dlib": statistics.fmean(ident) if ident else None,
             "projection_steps": inv.metrics["projection_steps"], "pti_steps": inv.metrics["pti_steps"],
@@ -174,7 +177,8 @@ def main(argv=None) -> int:
         }
         results["modes"][mode] = row
         ident_txt = f"{row['identity_dlib']:.3f}" if ident else "n/a"
-        print(f"{mode:9s} {row['sec_per_face_mean']:7.2f} s/face (median {row['sec_per_face_median']:.2f})  "
+        print(f"{mode:9s} {row['sec_per_face_mean']:7.2f} s/face (median {row['sec_per_face_median']:.2f}, "
+              f"CPU {row['cpu_sec_per_face_mean']:.2f} s)  "
               f"MSE {row['mse']:.4f}  {perceptual.kind} {row[f'perceptual_{perceptual.kind}']:.4f}  "
               f"dlib id {ident_txt}  [{row['projection_steps']} projection + {row['pti_steps']} PTI steps, "
               f"from {row['start']}]" + ("  (RANDOM G)" if args.random else ""))
