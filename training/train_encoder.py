@@ -312,8 +312,11 @@ def resize(img: torch.Tensor, size: int) -> torch.Tensor:
 # The loop.
 
 
-def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print) -> dict:
-    """Train the encoder as `opts` say; return a summary (step, last stats, snapshots, E, D)."""
+def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) -> dict:
+    """Train the encoder as `opts` say; return a summary (step, last stats, snapshots, E, D).
+
+    G: the generator of opts.generator if already loaded (it is frozen and moved to the device).
+    """
     device = info.device
     rank0 = info.rank == 0
     outdir = Path(opts.outdir)
@@ -324,7 +327,8 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print) -> dict:
     n_real = batch_gpu - n_gen
 
     torch.manual_seed(opts.seed)  # the same initial weights on every rank
-    G = load_frozen_generator(opts.generator, device)
+    G = (load_frozen_generator(opts.generator, device) if G is None
+         else G.to(device).eval().requires_grad_(False))
     E = build_encoder(opts, G).to(device).train()
     D = LatentDiscriminator(G.w_dim, opts.d_layers).to(device).train().requires_grad_(False)
     seed = opts.seed * info.world_size + info.rank  # different samples per rank from here on
@@ -557,14 +561,13 @@ def main(argv: list[str] | None = None) -> dict | None:
               f"heads {count_params(E.styles):,}), input {E.img_resolution}px")
         print(f"latent D: {count_params(LatentDiscriminator(G.w_dim, opts.d_layers)):,} parameters")
         return None
-    del G
 
     info = init_distributed(opts.device)
     if info.rank == 0:
         Path(opts.outdir).mkdir(parents=True, exist_ok=True)
         (Path(opts.outdir) / "options.json").write_text(json.dumps(dataclasses.asdict(opts), indent=2) + "\n")
     try:
-        return training_loop(opts, info, log=print if info.rank == 0 else (lambda *a: None))
+        return training_loop(opts, info, log=print if info.rank == 0 else (lambda *a: None), G=G)
     finally:
         if info.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
