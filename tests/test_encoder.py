@@ -254,6 +254,26 @@ def test_e4e_import_matches_naive_forward(tmp_path, latent_avg_shape, opts_as):
         close(G.synthesis(ws, noise_mode="const"), ref.synthesis(f["dec"], ws), tol=1e-4)
 
 
+def test_e4e_import_without_latent_avg(tmp_path):
+    # Trained with start_from_latent_avg=False: e4e adds nothing to the codes; G's w_avg is estimated.
+    f = e4e_file(tmp_path / "e4e.pt")
+    ckpt = torch.load(f["path"], weights_only=True)
+    del ckpt["latent_avg"]
+    ckpt["opts"]["start_from_latent_avg"] = False
+    torch.save(ckpt, tmp_path / "noavg.pt")
+    E, G = import_e4e_checkpoint(tmp_path / "noavg.pt")
+    assert torch.equal(E.w_avg, torch.zeros(8, 8))
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        close(E(img), naive_e4e(f["enc"], img, torch.zeros(8)))
+        w = G.mapping(torch.randn(4000, 8, generator=torch.Generator().manual_seed(1)), None)[:, 0]
+    assert (G.mapping.w_avg - w.mean(0)).norm() < 0.1 * w.std(0).norm()
+    ckpt["opts"]["start_from_latent_avg"] = True
+    torch.save(ckpt, tmp_path / "noavg2.pt")
+    with pytest.raises(CheckpointError, match="no latent_avg"):
+        import_e4e_checkpoint(tmp_path / "noavg2.pt")
+
+
 def test_e4e_import_refuses_hostile_and_foreign_files(tmp_path):
     marker = tmp_path / "pwned"
 

@@ -26,7 +26,12 @@ import torch
 from faceapp.errors import CheckpointError, UnsafeCheckpointError
 from faceapp.inversion.encoder import Encoder4Editing
 from faceapp.stylegan.checkpoint import build_network, load_state_checked
-from faceapp.stylegan.legacy import _offending_global, _torch_pickle_bytes, convert_rosinality_generator
+from faceapp.stylegan.legacy import (
+    _estimate_w_avg,
+    _offending_global,
+    _torch_pickle_bytes,
+    convert_rosinality_generator,
+)
 
 __all__ = ["import_e4e_checkpoint", "read_e4e_checkpoint", "encoder_kwargs_from_state"]
 
@@ -121,12 +126,12 @@ def encoder_kwargs_from_state(sd: Mapping[str, torch.Tensor], where: str = "e4e 
 
 
 def _latent_avg(ckpt: dict, opts: dict, num_ws: int, w_dim: int, where: str) -> torch.Tensor:
-    """latent_avg as [num_ws, w_dim] (zeros when the encoder was trained without it)."""
+    """latent_avg as [num_ws, w_dim], or None when the file has none."""
     avg = ckpt.get("latent_avg")
     if avg is None:
         if opts.get("start_from_latent_avg", True):
             raise CheckpointError(f"{where} has no latent_avg, which its encoder adds to every code")
-        return torch.zeros([num_ws, w_dim])
+        return None
     if not isinstance(avg, torch.Tensor) or avg.shape[-1] != w_dim or avg.numel() not in (w_dim, num_ws * w_dim):
         shape = list(avg.shape) if isinstance(avg, torch.Tensor) else type(avg).__name__
         raise CheckpointError(f"{where}: latent_avg is {shape}; expected [{num_ws}, {w_dim}] or [{w_dim}]")
@@ -159,13 +164,19 @@ def import_e4e_checkpoint(path: str | os.PathLike, device: torch.device | str = 
     E = build_network("Encoder4Editing", kwargs, where=f"{where} [encoder]")
     assert isinstance(E, Encoder4Editing)
     latent_avg = _latent_avg(ckpt, opts, E.num_ws, E.w_dim, where)
-    load_state_checked(E, {**enc, "w_avg": latent_avg}, where=f"{where} [encoder]")
+    # e4e adds latent_avg to the codes only when trained with start_from_latent_avg (its default).
+    adds_avg = latent_avg is not None and opts.get("start_from_latent_avg", True) is not False
+    w_avg = latent_avg if adds_avg else torch.zeros([E.num_ws, E.w_dim])
+    load_state_checked(E, {**enc, "w_avg": w_avg}, where=f"{where} [encoder]")
 
-    g_kwargs, g_state = convert_rosinality_generator(dec, latent_avg=latent_avg[0], where=f"{where} [decoder]")
+    g_kwargs, g_state = convert_rosinality_generator(
+        dec, latent_avg=None if latent_avg is None else latent_avg[0], where=f"{where} [decoder]")
     G = build_network(g_kwargs.pop("_class"), g_kwargs, where=f"{where} [decoder]")
     for key, value in G.state_dict().items():  # fixed resample filters are not stored in rosinality's layout
         if key.endswith("resample_filter") and key not in g_state:
             g_state[key] = value.clone()
+    if latent_avg is None:  # the generator still needs a w_avg (truncation, projection start)
+        g_state["mapping.w_avg"] = _estimate_w_avg(G, g_state, where=f"{where} [decoder]")
     load_state_checked(G, g_state, where=f"{where} [decoder]")
 
     size = opts.get("stylegan_size")
