@@ -7,8 +7,8 @@ with strict=True (see faceapp.inversion.e4e_import). The official network and ou
 differ only in their kwargs:
 
     E = Encoder4Editing(num_ws=18)                                   # official FFHQ e4e (256 px input)
-    E = Encoder4Editing(num_ws=12, img_resolution=128, blocks=[1, 1, 2, 1],
-                        channels=[16, 32, 64, 128], head_channels=128)   # a small demo encoder
+    E = Encoder4Editing(num_ws=12, img_resolution=128, blocks=[1, 2, 2, 1],
+                        channels=[16, 32, 64, 128], head_channels=128)   # the demo preset: 8.6 M parameters
     ws = E(img)  # img [N, 3, H, W] in [-1, 1] -> ws [N, num_ws, w_dim], w_avg included
 
 How the codes are made (as in e4e): the body's stage outputs c1 (R/4), c2 (R/8), c3 (R/16) form a
