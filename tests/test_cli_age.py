@@ -76,6 +76,7 @@ def test_folder_with_good_and_bad_photos(model, photos, tmp_path, capsys):
     assert rc == 0 and (out / "astronaut_age+1.png").is_file()
 
 
+@pytest.mark.slow
 def test_timeline_gif_per_face_and_glob(model, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -92,6 +93,7 @@ def test_timeline_gif_per_face_and_glob(model, tmp_path):
         assert max(gif.size) <= 512 and np.abs(first - last).sum() > 0
 
 
+@pytest.mark.slow
 def test_same_stem_in_two_folders_gets_two_outputs(model, tmp_path):
     for d in ("x", "y"):
         (tmp_path / d).mkdir()

@@ -126,6 +126,7 @@ def test_cache_by_content_mode_and_bound(bundle, photo, faces, count_inversions)
     assert len(nocache.cache) == 0 and len(count_inversions) == 6
 
 
+@pytest.mark.slow
 def test_all_faces_or_the_largest(editor, photo):
     # two astronauts side by side, the right one smaller: two faces
     small = photo.resize((384, 384))
