@@ -364,8 +364,10 @@ def build_demo(editor, notice: str | None = None):
                 faces_gallery = gr.Image(label="Faces found (numbered, largest first)", type="pil",
                                          interactive=False, height=260, elem_id="faces", format="jpeg")
                 which = gr.Radio(["Face 1"], value="Face 1", label="Edit which face", elem_id="which")
-                mode = gr.Radio(list(MODES), value="fast", label="Inversion",
-                                info="fast: encoder; balanced: + refinement; best: + tuning (slow on CPU)")
+                mode = gr.Radio(list(MODES), value="fast", label="Inversion", info=(
+                    "fast: encoder; balanced: + refinement; best: + tuning (slow on CPU)" if bundle.encoder is not None
+                    else "this model has no encoder: fast = a short optimisation, balanced = a longer one, "
+                    "best = + tuning (slow on CPU)"))
             with gr.Column(scale=1):
                 sliders = []
                 for n in names:

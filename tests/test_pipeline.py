@@ -184,3 +184,19 @@ def test_clear_errors(editor, photo, tmp_path):
     (tmp_path / "notes.png").write_text("not a photo")
     with pytest.raises(ImageError, match="not an image"):
         editor.edit_photo(tmp_path / "notes.png", {"age": 1})
+
+
+def test_identity_loss_only_where_its_chip_box_holds(bundle, tmp_path):
+    from faceapp.align import FFHQ_SPEC
+    from faceapp.bundle import save_bundle
+    from faceapp.inversion import IdentityLoss
+    from faceapp.stylegan.networks import Generator
+
+    assert not FaceEditor(bundle).use_identity  # a template crop at 32 px
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=128, img_channels=3,
+                  mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=256, channel_max=16))
+    ffhq = load_bundle(save_bundle(tmp_path / "ffhq", G=G, align_spec=FFHQ_SPEC(128)))
+    editor = FaceEditor(ffhq)
+    assert editor.use_identity and isinstance(editor.identity_loss(), IdentityLoss)
+    assert editor.identity_loss() is editor.identity_loss()  # built once
+    assert not FaceEditor(ffhq, identity=False).use_identity
