@@ -199,7 +199,8 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_python_app_py_starts_with_the_standin(tmp_path):
+def test_python_app_py_starts(tmp_path):
+    """`python app.py` serves models/demo/ when it holds a bundle, else the labelled stand-in."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("GRADIO_ANALYTICS_ENABLED", "FACEAPP_MODEL")}
     env.update(FACEAPP_CACHE=str(tmp_path / "cache"), GRADIO_SERVER_PORT=str(port), PYTHONPATH=str(ROOT))
@@ -215,7 +216,10 @@ def test_python_app_py_starts_with_the_standin(tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert page is not None, "the app did not start"
-        assert "Untrained stand-in" in page and "python -m faceapp convert" in page
+        if (app.DEMO_BUNDLE / "bundle.json").is_file():  # the real demo bundle is installed: it is served
+            assert load_bundle(app.DEMO_BUNDLE).name in page and "Untrained stand-in" not in page
+        else:
+            assert "Untrained stand-in" in page and "python -m faceapp convert" in page
         # analytics are off unless asked for
         out = subprocess.run([sys.executable, "-c", "import app, os; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
