@@ -310,7 +310,7 @@ def build_demo(editor, notice: str | None = None):
         hold_names = names if hold else ()
         result = editor.compose(session.photo, prepared, strengths, hold=hold_names)
         path = session.next_path("faceapp-edited", ".png")
-        result.save(path)
+        result.save(path, compress_level=1)  # 3x faster than the default level, ~10% larger
         for old in sorted(session.workdir.glob("faceapp-edited-*.png"))[:-4]:
             if old != path:  # keep the last few (the page may still be fetching one)
                 old.unlink(missing_ok=True)
@@ -442,8 +442,10 @@ def main(argv=None):
 
     import torch
 
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    from faceapp.pipeline import default_threads
+
     bundle = resolve_model(args.model, device=args.device)
+    torch.set_num_threads(default_threads(bundle.resolution))
     editor = make_editor(bundle, device=args.device)
     demo = build_demo(editor)
     demo.queue(max_size=32, default_concurrency_limit=HEAVY_CONCURRENCY).launch(

@@ -27,16 +27,18 @@ def main(argv=None):
     parser.add_argument("--photo", default=str(ROOT / "tests" / "data" / "astronaut.jpg"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mode", default="fast", choices=("fast", "balanced", "best"))
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores, up to 4)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: faceapp.pipeline.default_threads)")
     args = parser.parse_args(argv)
 
     import torch
     from gradio_client import Client, handle_file
 
     import app
+    from faceapp.pipeline import default_threads
 
-    torch.set_num_threads(args.threads or max(1, min(4, os.cpu_count() or 1)))
     bundle = app.resolve_model(args.model)
+    torch.set_num_threads(args.threads or default_threads(bundle.resolution))
     editor = app.make_editor(bundle)
     label = "UNTRAINED STAND-IN (random weights, short inversion)" if bundle.untrained else bundle.name
     demo = app.build_demo(editor)

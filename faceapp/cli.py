@@ -90,14 +90,13 @@ def _editor(args: argparse.Namespace):
 
     from faceapp.bundle import load_bundle
     from faceapp.errors import ModelUnavailableError
-    from faceapp.pipeline import FaceEditor
+    from faceapp.pipeline import FaceEditor, default_threads
 
     if not args.model:
         raise ModelUnavailableError(
             "no model: pass --model with a bundle folder, a generator checkpoint or a Hugging Face Hub repo id "
             "(or set FACEAPP_MODEL); the demo bundle belongs in models/demo/"
         )
-    torch.set_num_threads(max(1, min(4, __import__("os").cpu_count() or 1)))
     kwargs = {}
     if args.steps is not None:
         from faceapp.inversion import InvertConfig
@@ -106,6 +105,7 @@ def _editor(args: argparse.Namespace):
         kwargs["config"] = InvertConfig(fast_steps_no_encoder=n, balanced_steps=n, balanced_w_steps_no_encoder=n,
                                         balanced_wplus_steps_no_encoder=n, pti_steps=n)
     bundle = load_bundle(args.model, device=args.device)
+    torch.set_num_threads(default_threads(bundle.resolution))
     return FaceEditor(bundle, device=args.device, cache_size=0, invert_kwargs=kwargs)
 
 
