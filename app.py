@@ -449,7 +449,8 @@ def main(argv=None):
     editor = make_editor(bundle, device=args.device)
     demo = build_demo(editor)
     demo.queue(max_size=32, default_concurrency_limit=HEAVY_CONCURRENCY).launch(
-        server_name=args.host, server_port=args.port, allowed_paths=[str(EXAMPLES)]
+        server_name=args.host, server_port=args.port, allowed_paths=[str(EXAMPLES)],
+        max_file_size=os.environ.get("FACEAPP_MAX_UPLOAD", "30mb"),  # refused by Gradio before it is stored
     )
 
 
