@@ -62,6 +62,7 @@ from training.train_generator import (  # noqa: E402
     set_rng_states,
     to_float_image,
 )
+from training.train_generator import find_resume as _find_resume  # noqa: E402
 
 SNAPSHOT_PREFIX = "encoder-snapshot-"
 STATE_PREFIX = "training-state-"
@@ -263,18 +264,7 @@ def average_buffers(module: torch.nn.Module, world_size: int) -> None:
 
 def find_resume(path: str) -> tuple[Path, Path]:
     """Encoder snapshot or run folder -> (snapshot, training-state file beside it)."""
-    p = Path(path)
-    if p.is_dir():
-        snaps = sorted(p.glob(f"{SNAPSHOT_PREFIX}*.safetensors"))
-        if not snaps:
-            raise SystemExit(f"--resume {path}: no {SNAPSHOT_PREFIX}*.safetensors in that folder")
-        p = snaps[-1]
-    if not p.exists():
-        raise SystemExit(f"--resume {path}: no such file")
-    state = p.with_name(p.name.replace(SNAPSHOT_PREFIX, STATE_PREFIX)).with_suffix(".pt")
-    if not state.exists():
-        raise SystemExit(f"--resume {path}: the training state {state.name} is missing beside it")
-    return p, state
+    return _find_resume(path, SNAPSHOT_PREFIX, STATE_PREFIX)
 
 
 def build_encoder(opts: EncoderTrainOptions, G) -> Encoder4Editing:

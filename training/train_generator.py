@@ -368,17 +368,18 @@ def set_rng_states(states: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-def find_resume(path: str) -> tuple[Path, Path]:
+def find_resume(path: str, snapshot_prefix: str = SNAPSHOT_PREFIX,
+                state_prefix: str = STATE_PREFIX) -> tuple[Path, Path]:
     """Snapshot file or run folder -> (network snapshot, training-state file beside it)."""
     p = Path(path)
     if p.is_dir():
-        snaps = sorted(p.glob(f"{SNAPSHOT_PREFIX}*.safetensors"))
+        snaps = sorted(p.glob(f"{snapshot_prefix}*.safetensors"))
         if not snaps:
-            raise SystemExit(f"--resume {path}: no {SNAPSHOT_PREFIX}*.safetensors in that folder")
+            raise SystemExit(f"--resume {path}: no {snapshot_prefix}*.safetensors in that folder")
         p = snaps[-1]
     if not p.exists():
         raise SystemExit(f"--resume {path}: no such file")
-    state = p.with_name(p.name.replace(SNAPSHOT_PREFIX, STATE_PREFIX)).with_suffix(".pt")
+    state = p.with_name(p.name.replace(snapshot_prefix, state_prefix)).with_suffix(".pt")
     if not state.exists():
         raise SystemExit(f"--resume {path}: the training state {state.name} is missing beside it")
     return p, state

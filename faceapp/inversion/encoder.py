@@ -20,7 +20,6 @@ p2 (i < middle_ind) or p1. ws[:, i] = w_avg[i] + w + delta_i. During training on
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceapp.errors import FaceAppError
+from faceapp.stylegan.networks import _jsonable
 
 __all__ = [
     "Encoder4Editing",
@@ -46,12 +46,6 @@ E4E_BLOCKS = (3, 4, 14, 3)
 E4E_CHANNELS = (64, 128, 256, 512)
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return copy.deepcopy(value)
 
 
 class EqualLinear(nn.Module):
