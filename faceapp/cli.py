@@ -425,6 +425,47 @@ def _add_edit(subparsers) -> None:
     p.set_defaults(handler=_cmd_edit)
 
 
+# ---------------------------------------------------------------------------------------------
+# fetch-lpips: the one place that downloads the LPIPS backbone (library code never does).
+
+
+def _cmd_fetch_lpips(args: argparse.Namespace) -> int:
+    import urllib.error
+
+    import torchvision
+
+    from faceapp.errors import ModelUnavailableError
+    from faceapp.inversion.losses import lpips_weights_cached, torch_cache_file
+
+    weights = {"vgg": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
+               "alex": torchvision.models.AlexNet_Weights.IMAGENET1K_V1}[args.net]
+    target = torch_cache_file(weights.url.rsplit("/", 1)[-1])
+    if lpips_weights_cached(args.net):
+        print(f"already there: {target}")
+        return 0
+    try:
+        # torchvision checks the file's sha256 prefix (part of its name) before keeping it.
+        weights.get_state_dict(progress=True, check_hash=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as e:
+        raise ModelUnavailableError(
+            f"could not download {weights.url} ({e}). This needs internet; or copy {target.name} from a machine "
+            f"that has it into {target.parent}. Until then the offline MobileNetV2 perceptual loss is used."
+        ) from e
+    print(f"downloaded and checked {target}")
+    return 0
+
+
+def _add_fetch_lpips(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fetch-lpips",
+        help="download the ImageNet backbone real LPIPS needs into the torch cache (needs internet)",
+        description="Download torchvision's ImageNet VGG16 (or AlexNet) weights, checksum-checked, into the torch "
+        "hub cache, so inversions use real LPIPS instead of the offline MobileNetV2 fallback.",
+    )
+    p.add_argument("--net", choices=("vgg", "alex"), default="vgg", help="which LPIPS backbone (default: vgg)")
+    p.set_defaults(handler=_cmd_fetch_lpips)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subcommand per faceapp command."""
     parser = argparse.ArgumentParser(prog="faceapp", description="Open-source FaceApp: StyleGAN2 face editing.")
@@ -433,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(subparsers)
     _add_age(subparsers)
     _add_edit(subparsers)
+    _add_fetch_lpips(subparsers)
     return parser
 
 

@@ -223,9 +223,8 @@ def _build_lpips(net: str) -> LPIPSLoss:
     if not cached.is_file():
         raise ModelUnavailableError(
             f"LPIPS {net.upper()} needs torchvision's ImageNet weights at {cached}, which are not there and "
-            f"are never downloaded here. On a machine with internet run `python -c \"import torchvision; "
-            f"torchvision.models.{'vgg16' if net == 'vgg' else 'alexnet'}(weights='DEFAULT')\"` and copy "
-            f"{cached.name} into {cached.parent}, or use perceptual_loss('{FALLBACK_KIND}')."
+            f"are never downloaded by the library. Run `python -m faceapp fetch-lpips --net {net}` (needs internet), "
+            f"or copy {cached.name} into {cached.parent}, or use perceptual_loss('{FALLBACK_KIND}')."
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's deprecation of `pretrained=`, used inside lpips
@@ -255,8 +254,8 @@ def perceptual_loss(kind: str = "auto", device: torch.device | str = "cpu") -> P
                 warnings.warn(
                     f"LPIPS VGG weights not in the torch cache ({torch_cache_file(_TORCHVISION_FILES['vgg'])}): "
                     f"using the offline MobileNetV2 perceptual loss instead (see docs/INVERSION.md). To use LPIPS, "
-                    f"put torchvision's vgg16-397923af.pth there (`torchvision.models.vgg16(weights='DEFAULT')` "
-                    f"on a machine with internet fetches it).",
+                    f"run `python -m faceapp fetch-lpips` (needs internet) or copy torchvision's "
+                    f"vgg16-397923af.pth there.",
                     stacklevel=2,
                 )
             kind = FALLBACK_KIND
