@@ -56,8 +56,8 @@ from training.train_generator import (  # noqa: E402
     count_params,
     get_rng_states,
     infinite_batches,
-    init_distributed,
     reduce_gradients,
+    run_distributed,
     save_grid,
     set_rng_states,
     to_float_image,
@@ -552,15 +552,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"latent D: {count_params(LatentDiscriminator(G.w_dim, opts.d_layers)):,} parameters")
         return None
 
-    info = init_distributed(opts.device)
-    if info.rank == 0:
-        Path(opts.outdir).mkdir(parents=True, exist_ok=True)
-        (Path(opts.outdir) / "options.json").write_text(json.dumps(dataclasses.asdict(opts), indent=2) + "\n")
-    try:
-        return training_loop(opts, info, log=print if info.rank == 0 else (lambda *a: None), G=G)
-    finally:
-        if info.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    return run_distributed(opts, training_loop, G=G)
 
 
 if __name__ == "__main__":

@@ -368,6 +368,19 @@ def set_rng_states(states: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
+def run_distributed(opts, loop, **kwargs):
+    """Join the torchrun group (if any), write options.json on rank 0, run `loop(opts, info, log, **kwargs)`."""
+    info = init_distributed(opts.device)
+    if info.rank == 0:
+        Path(opts.outdir).mkdir(parents=True, exist_ok=True)
+        (Path(opts.outdir) / "options.json").write_text(json.dumps(dataclasses.asdict(opts), indent=2) + "\n")
+    try:
+        return loop(opts, info, log=print if info.rank == 0 else (lambda *a: None), **kwargs)
+    finally:
+        if info.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def find_resume(path: str, snapshot_prefix: str = SNAPSHOT_PREFIX,
                 state_prefix: str = STATE_PREFIX) -> tuple[Path, Path]:
     """Snapshot file or run folder -> (network snapshot, training-state file beside it)."""
@@ -652,15 +665,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"D: {count_params(D):,} parameters")
         return None
 
-    info = init_distributed(opts.device)
-    if info.rank == 0:
-        Path(opts.outdir).mkdir(parents=True, exist_ok=True)
-        (Path(opts.outdir) / "options.json").write_text(json.dumps(dataclasses.asdict(opts), indent=2) + "\n")
-    try:
-        return training_loop(opts, info, log=print if info.rank == 0 else (lambda *a: None))
-    finally:
-        if info.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    return run_distributed(opts, training_loop)
 
 
 if __name__ == "__main__":
