@@ -54,7 +54,7 @@ from training.train_generator import (  # noqa: E402
     DistInfo,
     ResumableSampler,
     count_params,
-    get_rng_states,
+    gather_rng_states,
     infinite_batches,
     reduce_gradients,
     run_distributed,
@@ -480,13 +480,7 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
             t_log, step_log = now, step
 
         if step % opts.snap_every == 0 or done:
-            rng = get_rng_states(device)
-            if info.world_size > 1:
-                gathered = [None] * info.world_size
-                dist.all_gather_object(gathered, rng)
-                rng = gathered
-            else:
-                rng = [rng]
+            rng = gather_rng_states(device, info)
             if rank0:
                 tag = f"{step:07d}"
                 snap = outdir / f"{SNAPSHOT_PREFIX}{tag}.safetensors"

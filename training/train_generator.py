@@ -381,6 +381,16 @@ def run_distributed(opts, loop, **kwargs):
             dist.destroy_process_group()
 
 
+def gather_rng_states(device, info) -> list:
+    """Every rank's RNG states (a list indexed by rank), so a resumed run continues each rank's streams."""
+    rng = get_rng_states(device)
+    if info.world_size == 1:
+        return [rng]
+    gathered = [None] * info.world_size
+    dist.all_gather_object(gathered, rng)
+    return gathered
+
+
 def find_resume(path: str, snapshot_prefix: str = SNAPSHOT_PREFIX,
                 state_prefix: str = STATE_PREFIX) -> tuple[Path, Path]:
     """Snapshot file or run folder -> (network snapshot, training-state file beside it)."""
@@ -581,13 +591,7 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
             next_log = (cur_nimg // log_nimg + 1) * log_nimg
 
         if cur_nimg >= next_snap or done:
-            rng = get_rng_states(device)
-            if info.world_size > 1:
-                gathered = [None] * info.world_size
-                dist.all_gather_object(gathered, rng)
-                rng = gathered
-            else:
-                rng = [rng]
+            rng = gather_rng_states(device, info)
             if rank0:
                 tag = f"{cur_nimg:09d}"
                 snap = outdir / f"{SNAPSHOT_PREFIX}{tag}.safetensors"
