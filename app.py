@@ -111,7 +111,7 @@ class Session:
 
     def next_path(self, stem: str, suffix: str) -> Path:
         self.counter += 1
-        return self.workdir / f"{stem}-{self.counter}{suffix}"
+        return self.workdir / f"{stem}-{self.counter:06d}{suffix}"  # zero-padded: names sort in order
 
     def close(self) -> None:
         """Forget the photo and results, and delete the session's files from disk."""
@@ -120,7 +120,7 @@ class Session:
             self.cache.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.upload:
-            remove_upload(self.upload)
+            release_upload(self.upload)
             self.upload = None
 
 
@@ -149,6 +149,18 @@ def remove_upload(path: str) -> None:
 
 _sessions: dict[str, Session] = {}  # session hash -> Session, so closing the tab can clean at once
 _sessions_lock = threading.Lock()
+
+
+def release_upload(path: str) -> None:
+    """Delete an upload no live session uses any more.
+
+    Gradio stores identical uploads (same bytes and name) at one path, so two visitors can share a file; it is
+    deleted only when the last session holding it lets go (Gradio's delete_cache sweeps whatever is left).
+    """
+    with _sessions_lock:
+        in_use = any(s.upload == path for s in _sessions.values())
+    if not in_use:
+        remove_upload(path)
 
 
 def _close_session(session: Session | None) -> None:
@@ -266,17 +278,19 @@ def build_demo(editor, notice: str | None = None):
     def load_photo(path, session, request: gr.Request):
         """A new photo: check it, find its faces. Returns (session, faces gallery, face picker, status)."""
         session = _session_for(session, request)
-        if session.upload and session.upload != path:
-            remove_upload(session.upload)  # the previous photo's file
-        session.photo, session.faces, session.upload = None, [], None
+        previous, session.upload = session.upload, None
+        if previous and previous != path:
+            release_upload(previous)  # the previous photo's file
+        session.photo, session.faces = None, []
         session.cache.clear()
         if not path:
             status = "Upload a photo (or pick an example) to start."
             return session, None, gr.update(choices=["Face 1"], value="Face 1"), status
-        if Path(path).is_relative_to(Path(_upload_root())):
-            session.upload = path
         photo = editor.load(path, name=Path(path).name)
         faces = editor.detect(photo)
+        # Recorded only once it loaded: a failed load must not make a later retry delete the file it reads.
+        if Path(path).is_relative_to(Path(_upload_root())):
+            session.upload = path
         session.photo, session.faces = photo, faces
         choices = face_choices(len(faces))
         status = f"{len(faces)} face{'s' if len(faces) > 1 else ''} found" + (
@@ -317,6 +331,12 @@ def build_demo(editor, notice: str | None = None):
         shown = ", ".join(f"{n} {v:+g}" for n, v in strengths.items() if v) or "no edit"
         # the session goes back out too, so its time-to-live counts from the last edit, not the upload
         return session, str(path), gr.update(value=str(path), interactive=True), f"Done: {shown}."
+
+    def edit_after_load(session, which, mode, hold, *values, progress=gr.Progress()):
+        """The first result after a photo loads; clearing the photo clears the result instead of erroring."""
+        if not isinstance(session, Session) or session.photo is None:
+            return session, None, gr.update(value=None, interactive=False), "Upload a photo (or pick an example)."
+        return edit(session, which, mode, hold, *values, progress=progress)
 
     @user_errors
     def make_timeline(session, which, mode, hold, *values, progress=gr.Progress()):
@@ -390,7 +410,7 @@ def build_demo(editor, notice: str | None = None):
         edit_outputs = [session, result, download, status]
         photo.change(
             load_photo, [photo, session], [session, faces_gallery, which, status], api_name="load_photo", **heavy
-        ).success(edit, edit_inputs, edit_outputs, api_name=False, **heavy)
+        ).success(edit_after_load, edit_inputs, edit_outputs, api_name=False, **heavy)
         edit_event = dict(fn=edit, inputs=edit_inputs, outputs=edit_outputs, trigger_mode="always_last", **heavy)
         for s in sliders:
             s.input(**edit_event, api_name=False)  # drags and typed values; always_last drops stale ones

@@ -123,15 +123,23 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(n for n in (t.strip() for t in text.split(",")) if n)
 
 
-def expand_inputs(items: Sequence[str]) -> tuple[list, list[tuple[str, str]]]:
-    """Files, folders (their image files, sorted) and globs -> (photo paths, [(item, why) that matched nothing])."""
+def expand_inputs(items: Sequence[str], exclude_dir=None) -> tuple[list, list[tuple[str, str]]]:
+    """Files, folders (their image files, sorted) and globs -> (photo paths, [(item, why) that matched nothing]).
+
+    Results of `age` inside `exclude_dir` (the output folder: `*_age+2.png`, `*_aging.gif`) are skipped, so a run
+    whose output folder is also an input never takes its own results as new photos.
+    """
     import glob
+    import re
     from pathlib import Path
 
     photos, missing, seen = [], [], set()
+    skip = Path(exclude_dir).resolve() if exclude_dir is not None else None
 
     def add(p: Path):
         key = p.resolve()
+        if skip is not None and key.is_relative_to(skip) and re.search(r"_age[+-][\d.]+\.png$|_aging\.gif$", p.name):
+            return
         if key not in seen:
             seen.add(key)
             photos.append(p)
@@ -235,14 +243,14 @@ def _cmd_age(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp-*"):  # left by a killed run
         stale.unlink(missing_ok=True)
-    photos, missing = expand_inputs(args.inputs)
+    photos, missing = expand_inputs(args.inputs, exclude_dir=args.out)
     if not photos and not missing:
         raise FaceAppError("no input photos given")
     editor = _editor(args)
     if "age" not in editor.bundle.directions:
         raise FaceAppError(f"model {editor.bundle.name!r} has no age direction")
     options = {
-        "strengths": None if args.timeline else args.strengths,
+        "strengths": None if args.timeline is not None else args.strengths,
         "timeline": args.timeline,
         "mode": args.mode,
         "faces": args.faces,
@@ -271,7 +279,7 @@ def _cmd_age(args: argparse.Namespace) -> int:
         failed += 1
     strengths = args.strengths
     timeline = None
-    if args.timeline:
+    if args.timeline is not None:
         import numpy as np
 
         lo, hi = editor.bundle.directions["age"].strength_range
@@ -346,6 +354,17 @@ def _add_model_args(p) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
+def _frame_count(text: str) -> int:
+    """argparse type for --timeline: an integer of at least 2 frames."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of frames, not {text!r}") from None
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"a timeline needs at least 2 frames, not {n}")
+    return n
+
+
 def _add_age(subparsers) -> None:
     p = subparsers.add_parser(
         "age",
@@ -360,7 +379,7 @@ def _add_age(subparsers) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--strengths", type=_float_list, default=[-2.0, 2.0],
                    help="comma-separated age strengths, e.g. -2,0,2 (default: -2,2); + is older")
-    g.add_argument("--timeline", type=int, metavar="N", default=None,
+    g.add_argument("--timeline", type=_frame_count, metavar="N", default=None,
                    help="instead: an N-frame aging GIF per face, young to old")
     _add_model_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -500,4 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except FaceAppError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output path that cannot be written (a folder, no permission, disk full, ...)
+        print(f"error: {e.filename or ''}: {e.strerror or e}" if e.filename else f"error: {e}", file=sys.stderr)
         return 2

@@ -227,3 +227,36 @@ def test_python_app_py_starts(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_shared_upload_is_kept_while_another_session_holds_it(tmp_path, monkeypatch):
+    # Gradio stores identical uploads (same bytes and name) at one path: two visitors can share a file.
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    upload = tmp_path / "gradio" / "abc" / "me.jpg"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"photo")
+    a = app._new_session(SimpleNamespace(session_hash="tab-a"))
+    b = app._new_session(SimpleNamespace(session_hash="tab-b"))
+    a.upload = b.upload = str(upload)
+    app.end_session(SimpleNamespace(session_hash="tab-a"))
+    assert upload.exists()  # b still uses it
+    app.end_session(SimpleNamespace(session_hash="tab-b"))
+    assert not upload.exists()  # the last holder let go
+
+
+def test_retry_after_a_failed_load_reads_the_same_file(url, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", (160, 120), (128, 128, 128)).save(blank)
+    client = _client(url)
+    for _ in range(2):  # the second try must say the same, not "no such file"
+        with pytest.raises(AppError, match="no face found"):
+            client.predict(handle_file(str(blank)), api_name="/load_photo")
+
+
+def test_results_are_named_in_order(tmp_path):
+    session = app.Session(workdir=tmp_path)
+    names = [session.next_path("faceapp-edited", ".png").name for _ in range(12)]
+    assert sorted(names) == names

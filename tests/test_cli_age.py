@@ -165,3 +165,29 @@ def test_killed_run_resumes_without_half_files(model, tmp_path):
     assert [Path(r["input"]).name for r in _manifest(out)] == ["a.jpg", "b.jpg", "c.jpg"]
     for name in "abc":
         Image.open(out / f"{name}_age+2.png").load()  # complete files
+
+
+def test_output_folder_inside_the_input_is_not_taken_as_input(model, tmp_path):
+    d = tmp_path / "same"
+    d.mkdir()
+    shutil.copy(DATA / "astronaut.jpg", d / "astronaut.jpg")
+    for _ in range(2):
+        assert cli.main(["age", str(d), "--out", str(d), "--model", model, "--strengths", "2", *FAST]) == 0
+    inputs = [Path(r["input"]).name for r in _manifest(d)]
+    assert inputs == ["astronaut.jpg"] and sorted(p.name for p in d.glob("*.png")) == ["astronaut_age+2.png"]
+
+
+@pytest.mark.parametrize("frames", ["0", "-3", "x"])
+def test_bad_timeline_is_a_usage_error(model, tmp_path, frames, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["age", str(DATA / "astronaut.jpg"), "--out", str(tmp_path), "--model", model, "--timeline", frames])
+    assert e.value.code == 2 and "--timeline" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_one_clear_line(model, tmp_path, capsys):
+    out = tmp_path / "a-folder.png"
+    out.mkdir()  # a folder where the output file should go
+    rc = cli.main(["edit", str(DATA / "astronaut.jpg"), "--age", "1", "--out", str(out), "--model", model,
+                   "--steps", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error:") and "Traceback" not in err
