@@ -193,6 +193,8 @@ def _read_json(path: Path) -> dict:
 def _member(root: Path, rel: str | None, what: str) -> Path | None:
     if rel is None:
         return None
+    if not isinstance(rel, str):
+        raise CheckpointError(f"{root / 'bundle.json'}: {what} must be a path string, not {rel!r}")
     p = (root / rel).resolve()
     if not p.is_relative_to(root.resolve()):  # bundle.json must not point outside its folder
         raise CheckpointError(f"{root / 'bundle.json'}: {what} path {rel!r} leaves the bundle folder")
@@ -205,6 +207,10 @@ def _load_folder(root: Path, device) -> ModelBundle:
     from faceapp.stylegan.checkpoint import load_generator, load_networks
 
     meta = _read_json(root / "bundle.json")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{root / 'bundle.json'} must hold a JSON object, not {type(meta).__name__}")
+    if not isinstance(meta.get("version", 0), int):
+        raise CheckpointError(f"{root / 'bundle.json'}: version must be an integer, not {meta['version']!r}")
     if meta.get("format") != BUNDLE_FORMAT:
         raise CheckpointError(f"{root / 'bundle.json'} is not a faceapp bundle (format {meta.get('format')!r})")
     if int(meta.get("version", 0)) > BUNDLE_VERSION:

@@ -149,3 +149,19 @@ def test_bad_bundles_fail_clearly(tmp_path, bundle_dir):
     (broken / "bundle.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_bundle(broken)
+
+
+def test_mistyped_bundle_json_fails_clearly(tmp_path, bundle_dir):
+    def variant(name, meta_fn):
+        d = tmp_path / name
+        shutil.copytree(bundle_dir, d)
+        meta = json.loads((d / "bundle.json").read_text())
+        (d / "bundle.json").write_text(json.dumps(meta_fn(meta)))
+        return d
+
+    with pytest.raises(CheckpointError, match="must be a path string"):
+        load_bundle(variant("gen5", lambda m: {**m, "generator": 5}))
+    with pytest.raises(CheckpointError, match="version must be an integer"):
+        load_bundle(variant("ver", lambda m: {**m, "version": "1.0"}))
+    with pytest.raises(CheckpointError, match="JSON object"):
+        load_bundle(variant("list", lambda m: [m]))
