@@ -10,6 +10,10 @@ pass and optimiser step (lazy regularisation, StyleGAN2 paper section 3.1):
                                                                  every ``r1_interval`` steps
 
 D always sees images through the augmentation pipe (if any), reals and fakes alike.
+
+:class:`HingeLoss` (the ``fast`` recipe, as in Projected GANs) has two phases, ``Gmain``: -mean D(G(z)) and
+``Dmain``: relu(1 + D(G(z))) + relu(1 - D(x)), no regularisers. Both losses say which phases they run
+through ``phases()``: (name, network 'G' or 'D', interval), so the loop needs no recipe-specific branches.
 """
 
 from __future__ import annotations
@@ -61,7 +65,9 @@ class StyleGAN2Loss:
                        where low precision hurts, and they run only every few steps.
     """
 
-    def __init__(self, G, D, config: LossConfig = LossConfig(), augment_pipe=None, autocast_dtype=None):
+    def __init__(self, G, D, config: LossConfig = LossConfig(), augment_pipe=None, autocast_dtype=None,
+                 reg_intervals: tuple[int, int] = (4, 16)):
+        self.reg_intervals = reg_intervals  # (path-length interval, R1 interval)
         self.G = G
         self.D = D
         self.config = config
@@ -69,6 +75,23 @@ class StyleGAN2Loss:
         self.autocast_dtype = autocast_dtype
         self._amp_enabled = True  # switched off while a regulariser runs
         self.pl_mean = torch.zeros([], device=next(G.parameters()).device)  # EMA of path lengths
+
+    def phases(self) -> list[tuple[str, str, int]]:
+        """(phase, trained network 'G'/'D', run every this many steps); a zero weight drops its regulariser."""
+        pl_interval, r1_interval = self.reg_intervals
+        out = [("Gmain", "G", 1)]
+        if self.config.pl_weight != 0:
+            out.append(("Greg", "G", pl_interval))
+        out.append(("Dmain", "D", 1))
+        if self.config.r1_gamma != 0:
+            out.append(("Dreg", "D", r1_interval))
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"pl_mean": self.pl_mean.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.pl_mean.copy_(state["pl_mean"])
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None or not self._amp_enabled:
@@ -173,4 +196,45 @@ class StyleGAN2Loss:
 
         else:
             raise ValueError(f"unknown phase {phase!r}; expected Gmain, Greg, Dmain or Dreg")
+        return stats
+
+
+class HingeLoss(StyleGAN2Loss):
+    """Hinge loss without regularisers (Projected GANs; Lim & Ye 2017). D may return several logits per
+    image (one per head): [N, K]; every logit is a separate hinge term."""
+
+    def __init__(self, G, D, style_mixing_prob: float = 0.5, augment_pipe=None, autocast_dtype=None):
+        super().__init__(G, D, LossConfig(r1_gamma=0.0, style_mixing_prob=style_mixing_prob, pl_weight=0.0),
+                         augment_pipe=augment_pipe, autocast_dtype=autocast_dtype)
+
+    def phases(self) -> list[tuple[str, str, int]]:
+        return [("Gmain", "G", 1), ("Dmain", "D", 1)]
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, scaler=None):
+        """As :meth:`StyleGAN2Loss.accumulate_gradients`, for the phases Gmain and Dmain."""
+        stats: dict[str, torch.Tensor] = {}
+
+        def backward(loss: torch.Tensor) -> None:
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+
+        if phase == "Gmain":
+            gen_img, _ = self.run_G(gen_z, gen_c)
+            gen_logits = self.run_D(gen_img, gen_c)  # [N, K]
+            loss = -gen_logits.mean()
+            backward(loss * gain)
+            stats["Loss/G/loss"] = loss.detach()
+            stats["Loss/scores/fake"] = gen_logits.detach().mean()
+        elif phase == "Dmain":
+            with torch.no_grad():
+                gen_img, _ = self.run_G(gen_z, gen_c, update_emas=True)
+            gen_logits = self.run_D(gen_img, gen_c)
+            real_logits = self.run_D(real_img, real_c)
+            loss = F.relu(1 + gen_logits).mean() + F.relu(1 - real_logits).mean()
+            backward(loss * gain)
+            stats["Loss/D/loss"] = loss.detach()
+            stats["Loss/scores/fake"] = gen_logits.detach().mean()
+            stats["Loss/scores/real"] = real_logits.detach().mean()
+            stats["Loss/signs/real"] = real_logits.detach().sign().mean()
+        else:
+            raise ValueError(f"unknown phase {phase!r} for the hinge loss; expected Gmain or Dmain")
         return stats

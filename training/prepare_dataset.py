@@ -74,6 +74,8 @@ class PrepareOptions:
     min_score: float | None = None  # detector confidence cut; None = the detector's default
     workers: int = 1  # processes; 1 = in this process
     max_images: int | None = None  # stop after this many source files (sorted order)
+    aligned: bool = False  # sources are already crops in the spec's frame (UTKFace's own): resize, no detection
+    exclude: tuple[str, ...] = ()  # text files of source names (one per line) to leave out: held-out splits
 
 
 def parse_utkface_name(name: str) -> dict | None:
@@ -146,16 +148,24 @@ def detect_padded(image: Image.Image, detector: str, pad: float, min_score: floa
 
 
 def process_one(source: Path, name: str, spec: AlignSpec, detector: str, detect_pad: float = 0.0,
-                min_score: float | None = None, fallback: str | None = None) -> Result:
+                min_score: float | None = None, fallback: str | None = None, aligned: bool = False) -> Result:
     """Load, detect, align one photo. Never raises for a bad photo: the reason goes in the Result.
 
     ``fallback`` is a second detector tried when the first finds no face (e.g. the slower,
-    more tolerant dlib_cnn behind dlib's HOG).
+    more tolerant dlib_cnn behind dlib's HOG). ``aligned``: the photo already is a crop in
+    the spec's frame (UTKFace's own 200 px crops and the utkface spec): only resized (area
+    filter), no detection, so no photo is lost to a missed face.
     """
     try:
         image = load_image(_read_source(source, name), name=name)
     except (ImageError, OSError) as e:
         return Result(name, None, f"unreadable: {e}")
+    if aligned:
+        crop = image.convert("RGB").resize((spec.size, spec.size), Image.Resampling.BOX if image.width >= spec.size
+                                           else Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        crop.save(buf, format="PNG", compress_level=6)
+        return Result(name, buf.getvalue(), None, num_faces=1, detector="aligned")
     faces = None
     for backend in [detector] + ([fallback] if fallback else []):
         try:
@@ -198,12 +208,15 @@ def prepare(opts: PrepareOptions, progress: bool = True) -> dict:
         raise FaceAppError(f"--label {opts.label!r}: use one of {', '.join(LABEL_FIELDS)}")
     spec = make_spec(opts.align_spec, opts.resolution)
     names = list_sources(source)
+    if opts.exclude:
+        leave_out = {n for f in opts.exclude for n in Path(f).read_text().splitlines() if n}
+        names = [n for n in names if Path(n).name not in leave_out]
     if opts.max_images is not None:
         names = names[: opts.max_images]
     if not names:
         raise FaceAppError(f"--source {source}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
 
-    jobs = [(source, n, spec, opts.detector, opts.detect_pad, opts.min_score, opts.fallback_detector)
+    jobs = [(source, n, spec, opts.detector, opts.detect_pad, opts.min_score, opts.fallback_detector, opts.aligned)
             for n in names]
     if opts.workers > 1:
         pool = concurrent.futures.ProcessPoolExecutor(opts.workers)
@@ -280,11 +293,17 @@ def main(argv: list[str] | None = None) -> dict:
                    help="detector confidence cut (default: the detector's; 0 keeps weak detections)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--aligned", action="store_true",
+                   help="sources already are crops in the --align-spec frame (UTKFace's own, with utkface):\n"
+                        "resize only, no detection")
+    p.add_argument("--exclude", nargs="+", default=(),
+                   help="files of source file names (one per line) to leave out: held-out splits such as\n"
+                        "training/labels/utkface-heldout-fd.txt training/labels/utkface-heldout-eval.txt")
     a = p.parse_args(argv)
     opts = PrepareOptions(
         source=a.source, dest=a.dest, resolution=a.resolution, align_spec=a.align_spec, detector=a.detector,
         fallback_detector=a.fallback_detector, detect_pad=a.detect_pad, min_score=a.min_score, label=a.label,
-        workers=a.workers, max_images=a.max_images,
+        workers=a.workers, max_images=a.max_images, aligned=a.aligned, exclude=tuple(a.exclude),
     )
     summary = prepare(opts)
     rate = summary["failures"] / max(summary["sources"], 1)

@@ -1,30 +1,29 @@
-"""Train a StyleGAN2 generator (with ADA) on an archive made by training/prepare_dataset.py.
+"""Train a StyleGAN2 generator on an archive made by training/prepare_dataset.py.
 
-One GPU::
+Two recipes share one loop and one Generator (mapping -> W/W+ -> modulated convs), so everything
+downstream (inversion, edits, importers, bundles) works with either:
 
+- ``--recipe fast`` (for a CPU): a projected discriminator on frozen ImageNet MobileNetV2 features
+  (training/projected.py), DiffAugment, hinge loss, no R1 / path length, a G sized for two cores.
+  docs/TRAINING.md has its profile and its race against ``ada``.
+- ``--recipe ada`` (the default; for GPUs): StyleGAN2 with adaptive discriminator augmentation, following
+  NVIDIA's stylegan2-ada-pytorch: StyleGAN2 D, non-saturating logistic loss, lazy R1, path length.
+
+A recipe only sets defaults (the table RECIPES); every option can still be given (e.g. the projected D with
+the logistic loss). The parts it picks are built by build_discriminator / build_augment / build_loss.
+
+    python training/train_generator.py --recipe fast --data data/utkface-64.zip --outdir runs/fast64 \\
+        --kimg 300 --threads 2 --quality-source ../shared/data/utkface/utkface-200px.zip
     python training/train_generator.py --data data/utkface-128.zip --outdir runs/utk128 --batch 32 --kimg 5000
-
-Several GPUs on one machine (the batch is split across them)::
-
     torchrun --standalone --nproc_per_node 4 training/train_generator.py --data ... --batch 64
+    python training/train_generator.py --cpu-smoke --outdir runs/smoke          # tiny nets, a few steps
+    python training/train_generator.py ... --resume runs/utk128                   # same options, more kimg
 
-CPU smoke test (tiny nets on a synthetic 16 px archive, a few steps)::
-
-    python training/train_generator.py --cpu-smoke --outdir runs/smoke
-
-Resume exactly where a snapshot left off (same options, more kimg if you like)::
-
-    python training/train_generator.py --data ... --outdir runs/utk128 --resume runs/utk128
-
-Outputs in --outdir: ``options.json`` (the resolved options), ``stats.jsonl`` (losses,
-ADA p, timing, one line per log interval), ``network-snapshot-<nimg>.safetensors``
-(+ its ``.json``; G, D and G_ema in faceapp's checkpoint format),
-``training-state-<nimg>.pt`` (optimisers, counters, RNG states) and
+Outputs in --outdir: ``options.json`` (the resolved options), ``stats.jsonl`` (losses, ADA p, timing,
+one line per log interval; the quality measure's lines, training/quality.py, every --quality-kimg),
+``network-snapshot-<nimg>.safetensors`` (G, D and G_ema in faceapp's checkpoint format; D without the
+frozen feature network), ``training-state-<nimg>.pt`` (optimisers, counters, RNG states) and
 ``fakes-<nimg>.png`` (G_ema at fixed seeds), plus ``reals.png``.
-
-The algorithm is StyleGAN2 (Karras et al. 2020) with adaptive discriminator
-augmentation (Karras et al. 2020, "limited data"), following the structure of
-NVIDIA's stylegan2-ada-pytorch training loop.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,106 +50,133 @@ if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` 
 from faceapp.stylegan import Discriminator, Generator  # noqa: E402
 from training.augment import AugmentPipe, adjust_ada_p  # noqa: E402
 from training.dataset import ImageArchive, write_synthetic_archive  # noqa: E402
-from training.loss import LossConfig, StyleGAN2Loss  # noqa: E402
+from training.loss import HingeLoss, LossConfig, StyleGAN2Loss  # noqa: E402
 
 SNAPSHOT_PREFIX = "network-snapshot-"
 STATE_PREFIX = "training-state-"
+AUTO = None  # an option left at AUTO is filled in by resolve_options
+
+
+def opt(default, help: str, **argparse_kwargs):  # noqa: A002 (argparse's name)
+    """A TrainOptions field: its default, its --help text and any argparse extras, declared once."""
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Everything a training run depends on, resolved (no 'auto' left). Saved as options.json."""
+    """Everything a training run depends on, resolved (no AUTO left). Saved as options.json.
 
-    data: str  # training archive (.zip or folder) from prepare_dataset.py
-    outdir: str  # where snapshots, grids, logs and options.json go
-    device: str  # 'cuda', 'cuda:1', 'cpu'; under torchrun each rank uses cuda:LOCAL_RANK
-    seed: int = 0
+    The command line is generated from these fields (``--map-layers`` for ``map_layers``); a recipe
+    (RECIPES) changes the defaults.
+    """
+
+    data: str = opt(None, "training archive (.zip or folder) from prepare_dataset.py")
+    outdir: str = opt(None, "run folder for snapshots, grids, logs and options.json", required=True)
+    recipe: str = opt("ada", "ada (StyleGAN2-ADA, GPUs) or fast (projected D + DiffAugment, CPUs): sets defaults",
+                      choices=["ada", "fast"])
+    device: str = opt(AUTO, "cuda, cuda:N or cpu (default: cuda if available); torchrun ranks use cuda:LOCAL_RANK")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    seed: int = opt(0, "random seed")
     # Data.
-    cond: bool = False  # condition G and D on the archive's labels
-    mirror: bool = False  # add horizontally mirrored copies of the images
-    workers: int = 2  # DataLoader worker processes
+    cond: bool = opt(False, "condition G and D on the archive's labels")
+    mirror: bool = opt(False, "add horizontally mirrored copies of the images")
+    workers: int = opt(2, "DataLoader worker processes")
+    # Parts a recipe picks.
+    d_arch: str = opt("stylegan2", "discriminator: stylegan2 or projected", choices=["stylegan2", "projected"])
+    loss: str = opt("logistic", "logistic (non-saturating + R1 + path length) or hinge (no regularisers)",
+                    choices=["logistic", "hinge"])
+    aug: str = opt("ada", "noaug | ada | fixed:P (ADA's pipeline at a fixed p) | diffaug")
     # Networks.
-    z_dim: int = 512
-    w_dim: int = 512
-    map_layers: int = 2  # mapping network depth (8 in the StyleGAN2 paper; 2 is enough with ADA)
-    cbase: int = 16384  # channels at resolution r = min(cbase // r, cmax)
-    cmax: int = 512
-    mbstd_group: int = 4  # minibatch-std group size in D
+    z_dim: int = opt(512, "latent z size")
+    w_dim: int = opt(512, "intermediate latent w size")
+    map_layers: int = opt(2, "mapping network depth (8 in the StyleGAN2 paper; 2 is enough with ADA)")
+    cbase: int = opt(16384, "channels at resolution r = min(cbase // r, cmax)")
+    cmax: int = opt(512, "most channels of any layer")
+    mbstd_group: int = opt(4, "minibatch-std group size in the StyleGAN2 D")
+    proj_res: int = opt(AUTO, "projected D: images resized to this for the feature network (default 2x, <= 256)")
+    proj_heads: int = opt(64, "projected D: width of each trainable head")
     # Optimisation.
-    batch: int = 32  # total batch over all GPUs
-    kimg: float = 5000.0  # train for this many thousand real images
-    glr: float = 0.0025
-    dlr: float = 0.0025
-    beta1: float = 0.0
-    beta2: float = 0.99
-    gamma: float = 1.0  # R1 weight (auto: 0.0002 * resolution^2 / batch)
-    r1_interval: int = 16
-    pl_weight: float = 2.0
-    pl_interval: int = 4
-    pl_batch_shrink: int = 2
-    pl_decay: float = 0.01
-    style_mixing: float = 0.9
-    ema_kimg: float = 10.0  # G_ema half-life in kimg (auto: batch * 10 / 32)
-    ema_rampup: float | None = 0.05  # half-life is at most ema_rampup * images seen so far; None = off
-    precision: str = "fp32"  # 'fp32', 'bf16' or 'fp16' (torch.autocast; auto = bf16 on CUDA)
+    batch: int = opt(32, "total batch over all processes")
+    kimg: float = opt(5000.0, "train for this many thousand real images")
+    minutes: float = opt(0.0, "also stop after this many minutes of training time (evaluations and snapshots "
+                         "excluded; 0: no limit), e.g. to race two recipes on the same machine")
+    glr: float = opt(0.0025, "G learning rate")
+    dlr: float = opt(0.0025, "D learning rate")
+    beta1: float = opt(0.0, "Adam beta1")
+    beta2: float = opt(0.99, "Adam beta2")
+    gamma: float = opt(AUTO, "R1 weight (default 0.0002 * resolution^2 / batch; 0 = off)")
+    r1_interval: int = opt(16, "lazy R1 every this many steps")
+    pl_weight: float = opt(2.0, "path-length weight (0 = off)")
+    pl_interval: int = opt(4, "lazy path length every this many steps")
+    pl_batch_shrink: int = opt(2, "path-length pass uses batch // this samples")
+    pl_decay: float = opt(0.01, "EMA rate of the path-length target")
+    style_mixing: float = opt(0.9, "probability that a sample mixes two latents")
+    ema_kimg: float = opt(AUTO, "G_ema half-life in kimg (default batch * 10 / 32)")
+    ema_rampup: float = opt(0.05, "G_ema half-life is at most this times the images seen so far (negative: off)")
+    precision: str = opt(AUTO, "autocast dtype: fp32, bf16 or fp16 (default bf16 on CUDA if supported, else fp32)",
+                         choices=["fp32", "bf16", "fp16"])
     # Augmentation.
-    aug: str = "ada"  # 'noaug', 'ada' or 'fixed'
-    aug_p: float = 0.0  # starting p (the fixed p with aug='fixed')
-    ada_target: float = 0.6
-    ada_interval: int = 4
-    ada_kimg: float = 500.0
+    aug_p: float = opt(0.0, "starting ADA p (the p of --aug fixed:P)")
+    ada_target: float = opt(0.6, "ADA's target for E[sign(D(real))]")
+    ada_interval: int = opt(4, "update ADA's p every this many steps")
+    ada_kimg: float = opt(500.0, "ADA's p can go 0 -> 1 in this many kimg")
+    diffaug_policy: str = opt("color,translation,cutout", "DiffAugment policies for --aug diffaug")
     # Outputs.
-    log_kimg: float = 4.0  # write a stats.jsonl line every this many kimg
-    snap_kimg: float = 200.0  # snapshot + image grid every this many kimg (and at the end)
-    grid: int = 8  # sample grid is grid x grid images
-    resume: str | None = None  # snapshot file or run folder (latest snapshot)
-    init: str | None = None  # faceapp checkpoint whose G/D/G_ema start the run (fine-tuning)
+    log_kimg: float = opt(4.0, "a stats.jsonl line every this many kimg")
+    snap_kimg: float = opt(200.0, "snapshot + image grid every this many kimg (and at the end)")
+    snap_dtype: str = opt("fp32", "fp32 (exact resume) or fp16: networks in fp16, optimiser moments in bf16 "
+                          "(compact, e.g. to commit a run)", choices=["fp32", "fp16"])
+    keep_snaps: int = opt(0, "keep only the newest N snapshots (0: all)")
+    grid: int = opt(8, "sample grid is grid x grid images")
+    resume: str = opt(None, "snapshot .safetensors or a run folder (its latest snapshot)")
+    init: str = opt(None, "start from this faceapp checkpoint's G/D/G_ema (fine-tuning; convert official .pkl/.pt "
+                    "files first with `python -m faceapp convert`)")
+    # The quality measure (training/quality.py); off without --quality-source.
+    quality_source: str = opt(None, "zip of the original photos that holds the held-out ones (UTKFace's)")
+    quality_heldout: str = opt("training/labels/utkface-heldout-fd.txt", "held-out photo names, one per line")
+    quality_kimg: float = opt(20.0, "evaluate the quality measure every this many kimg (and at the end)")
+    quality_num: int = opt(1000, "samples per evaluation")
+    quality_psi: str = opt("1.0,0.7", "truncation psi values to evaluate at, comma-separated")
+
+
+# Defaults per recipe (over the dataclass's, which are StyleGAN2-ADA's). `fast` is sized for 2 CPU cores:
+# measured in docs/TRAINING.md (profile of a step, and the race against `ada`).
+RECIPES: dict[str, dict] = {
+    "ada": {},
+    "fast": dict(
+        d_arch="projected", loss="hinge", aug="diffaug", z_dim=256, w_dim=256, map_layers=4, cbase=2048,
+        cmax=256, batch=32, glr=0.0025, dlr=0.002, style_mixing=0.5, ema_kimg=10.0, mirror=True, workers=1,
+        log_kimg=2.0, snap_kimg=20.0,
+    ),
+}
+
+# Tiny everything: fits a 2-core CPU, a step takes a fraction of a second.
+CPU_SMOKE_ARGS = dict(
+    z_dim=32, w_dim=32, map_layers=2, cbase=512, cmax=64, batch=4, kimg=0.04, log_kimg=0.004,
+    snap_kimg=0.04, grid=4, workers=0, mbstd_group=2, ada_kimg=0.1, proj_heads=16,
+)
 
 
 # ---------------------------------------------------------------------------------------------
 # Command line.
 
 
+def _arg_type(f: dataclasses.Field):
+    t = str(f.type)
+    return int if t.startswith("int") else float if t.startswith("float") else str
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line, one flag per TrainOptions field (every default None = 'not given')."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    f = {f.name: f for f in dataclasses.fields(TrainOptions)}
-    d = {k: v.default for k, v in f.items()}
-    p.add_argument("--data", help="training archive (.zip or folder); optional with --cpu-smoke")
-    p.add_argument("--outdir", required=True, help="run folder for snapshots, grids, logs, options.json")
-    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--cond", action="store_true", help="condition on the archive's labels")
-    p.add_argument("--mirror", action="store_true", help="add x-flipped copies of the data")
-    p.add_argument("--workers", type=int, default=d["workers"])
-    p.add_argument("--z-dim", type=int, default=d["z_dim"])
-    p.add_argument("--w-dim", type=int, default=d["w_dim"])
-    p.add_argument("--map-layers", type=int, default=d["map_layers"])
-    p.add_argument("--cbase", type=int, default=d["cbase"])
-    p.add_argument("--cmax", type=int, default=d["cmax"])
-    p.add_argument("--mbstd-group", type=int, default=d["mbstd_group"])
-    p.add_argument("--batch", type=int, default=d["batch"], help="total batch over all GPUs")
-    p.add_argument("--kimg", type=float, default=d["kimg"], help="training length in thousands of real images")
-    p.add_argument("--glr", type=float, default=d["glr"])
-    p.add_argument("--dlr", type=float, default=d["dlr"])
-    p.add_argument("--gamma", type=float, default=None, help="R1 weight (default 0.0002 * res^2 / batch)")
-    p.add_argument("--r1-interval", type=int, default=d["r1_interval"])
-    p.add_argument("--pl-weight", type=float, default=d["pl_weight"])
-    p.add_argument("--pl-interval", type=int, default=d["pl_interval"])
-    p.add_argument("--style-mixing", type=float, default=d["style_mixing"])
-    p.add_argument("--ema-kimg", type=float, default=None, help="G_ema half-life (default batch * 10 / 32)")
-    p.add_argument("--ema-rampup", type=float, default=d["ema_rampup"], help="negative = off")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="autocast dtype; auto = bf16 on CUDA (fp32 if unsupported), fp32 on CPU")
-    p.add_argument("--aug", default="ada", help="noaug | ada | fixed:P (e.g. fixed:0.2)")
-    p.add_argument("--ada-target", type=float, default=d["ada_target"])
-    p.add_argument("--ada-kimg", type=float, default=d["ada_kimg"])
-    p.add_argument("--log-kimg", type=float, default=d["log_kimg"])
-    p.add_argument("--snap-kimg", type=float, default=d["snap_kimg"])
-    p.add_argument("--grid", type=int, default=d["grid"])
-    p.add_argument("--resume", default=None, help="snapshot .safetensors or a run folder (its latest snapshot)")
-    p.add_argument("--init", default=None,
-                   help="start from this faceapp checkpoint's G/D/G_ema (fine-tuning; convert official\n"
-                        ".pkl/.pt files first with `python -m faceapp convert`)")
+    for f in dataclasses.fields(TrainOptions):
+        meta = dict(f.metadata)
+        flag = "--" + f.name.replace("_", "-")
+        help_ = meta.pop("help") + ("" if f.default in (None, False) else f" [{f.default}]")
+        if str(f.type) == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            p.add_argument(flag, type=_arg_type(f), default=None, help=help_, **meta)
     p.add_argument("--cpu-smoke", action="store_true",
                    help="tiny 16 px nets on CPU for a few steps (a synthetic archive if --data is not given)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and network sizes, then exit")
@@ -162,42 +188,131 @@ def default_device() -> str:
 
 
 def resolve_options(args: argparse.Namespace, resolution: int) -> TrainOptions:
-    """Fill in the 'auto' values of the parsed arguments; ``resolution`` is the data's."""
-    device = args.device or ("cpu" if args.cpu_smoke else default_device())
-    dev_type = torch.device(device).type
-    precision = args.precision
-    if precision == "auto":
-        precision = "bf16" if dev_type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if args.aug == "noaug" or args.aug == "ada":
-        aug, aug_p = args.aug, 0.0
-    elif args.aug.startswith("fixed:"):
-        aug, aug_p = "fixed", float(args.aug.split(":", 1)[1])
-    else:
-        raise SystemExit(f"--aug {args.aug!r}: use noaug, ada or fixed:P")
-    gamma = args.gamma if args.gamma is not None else 0.0002 * resolution**2 / args.batch
-    ema_kimg = args.ema_kimg if args.ema_kimg is not None else args.batch * 10 / 32
-    ema_rampup = args.ema_rampup if args.ema_rampup is not None and args.ema_rampup >= 0 else None
-    return TrainOptions(
-        data=str(args.data), outdir=str(args.outdir), device=device, seed=args.seed, cond=args.cond,
-        mirror=args.mirror, workers=args.workers, z_dim=args.z_dim, w_dim=args.w_dim,
-        map_layers=args.map_layers, cbase=args.cbase, cmax=args.cmax, mbstd_group=args.mbstd_group,
-        batch=args.batch, kimg=args.kimg, glr=args.glr, dlr=args.dlr, gamma=gamma,
-        r1_interval=args.r1_interval, pl_weight=args.pl_weight, pl_interval=args.pl_interval,
-        style_mixing=args.style_mixing, ema_kimg=ema_kimg, ema_rampup=ema_rampup, precision=precision,
-        aug=aug, aug_p=aug_p, ada_target=args.ada_target, ada_kimg=args.ada_kimg, log_kimg=args.log_kimg,
-        snap_kimg=args.snap_kimg, grid=args.grid, resume=args.resume, init=args.init,
-    )
+    """Defaults < the recipe's < --cpu-smoke's < what was given; then fill in every AUTO.
 
-
-# Tiny everything: fits a 2-core CPU, a step takes a fraction of a second.
-CPU_SMOKE_ARGS = dict(
-    z_dim=32, w_dim=32, map_layers=2, cbase=512, cmax=64, batch=4, kimg=0.04, log_kimg=0.004,
-    snap_kimg=0.04, grid=4, workers=0, mbstd_group=2, ada_kimg=0.1,
-)
+    ``resolution`` is the data's.
+    """
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)
+             if getattr(args, f.name) is not None}
+    values = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    values.update(RECIPES[given.get("recipe", values["recipe"])])
+    if args.cpu_smoke:
+        values.update(CPU_SMOKE_ARGS, device="cpu")
+    values.update(given)
+    device = values["device"] or default_device()
+    if values["precision"] is None:
+        cuda = torch.device(device).type == "cuda"
+        values["precision"] = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    aug = values["aug"]
+    if aug.startswith("fixed:"):
+        values["aug"], values["aug_p"] = "fixed", float(aug.split(":", 1)[1])
+    elif aug not in ("noaug", "ada", "diffaug"):
+        raise SystemExit(f"--aug {aug!r}: use noaug, ada, fixed:P or diffaug")
+    if values["gamma"] is None:
+        values["gamma"] = 0.0 if values["loss"] == "hinge" else 0.0002 * resolution**2 / values["batch"]
+    if values["ema_kimg"] is None:
+        values["ema_kimg"] = values["batch"] * 10 / 32
+    if values["ema_rampup"] is not None and values["ema_rampup"] < 0:
+        values["ema_rampup"] = None
+    if values["d_arch"] == "projected" and values["proj_res"] is None:
+        values["proj_res"] = min(2 * resolution, 256)
+    values.update(device=device, data=str(values["data"]), outdir=str(values["outdir"]))
+    return TrainOptions(**values)
 
 
 # ---------------------------------------------------------------------------------------------
-# Set-up helpers.
+# The parts a recipe picks.
+
+
+def build_generator(opts: TrainOptions, resolution: int, channels: int, c_dim: int) -> Generator:
+    conv_clamp = 256 if opts.precision == "fp16" else None  # keeps fp16 activations finite
+    return Generator(
+        z_dim=opts.z_dim, c_dim=c_dim, w_dim=opts.w_dim, img_resolution=resolution, img_channels=channels,
+        mapping_kwargs=dict(num_layers=opts.map_layers),
+        synthesis_kwargs=dict(channel_base=opts.cbase, channel_max=opts.cmax, conv_clamp=conv_clamp),
+    )
+
+
+def build_discriminator(opts: TrainOptions, resolution: int, channels: int, c_dim: int) -> torch.nn.Module:
+    """--d-arch stylegan2: NVIDIA's residual D; projected: training/projected.py (frozen MobileNetV2)."""
+    if opts.d_arch == "projected":
+        from training.projected import ProjectedDiscriminator, register
+
+        register()
+        if c_dim:
+            raise SystemExit("--d-arch projected is unconditional: drop --cond or use --d-arch stylegan2")
+        return ProjectedDiscriminator(img_resolution=resolution, img_channels=channels,
+                                      feature_resolution=opts.proj_res, head_channels=opts.proj_heads,
+                                      seed=opts.seed)
+    conv_clamp = 256 if opts.precision == "fp16" else None
+    return Discriminator(
+        c_dim=c_dim, img_resolution=resolution, img_channels=channels, channel_base=opts.cbase,
+        channel_max=opts.cmax, conv_clamp=conv_clamp, epilogue_kwargs=dict(mbstd_group_size=opts.mbstd_group),
+    )
+
+
+def build_augment(opts: TrainOptions) -> torch.nn.Module | None:
+    """--aug: ADA's pipeline (ada / fixed:P), DiffAugment (diffaug) or none (noaug)."""
+    if opts.aug == "diffaug":
+        from training.diffaug import DiffAugment
+
+        return DiffAugment(opts.diffaug_policy)
+    if opts.aug in ("ada", "fixed"):
+        return AugmentPipe(p=opts.aug_p)
+    return None
+
+
+def build_loss(opts: TrainOptions, G, D, augment_pipe, autocast_dtype):
+    """--loss logistic: StyleGAN2Loss (with R1 and path length, lazily); hinge: HingeLoss."""
+    if opts.loss == "hinge":
+        return HingeLoss(G, D, style_mixing_prob=opts.style_mixing, augment_pipe=augment_pipe,
+                         autocast_dtype=autocast_dtype)
+    return StyleGAN2Loss(
+        G, D, LossConfig(r1_gamma=opts.gamma, style_mixing_prob=opts.style_mixing, pl_weight=opts.pl_weight,
+                         pl_batch_shrink=opts.pl_batch_shrink, pl_decay=opts.pl_decay),
+        augment_pipe=augment_pipe, autocast_dtype=autocast_dtype,
+        reg_intervals=(opts.pl_interval, opts.r1_interval),
+    )
+
+
+def build_networks(opts: TrainOptions, resolution: int, channels: int, c_dim: int):
+    """-> (G, D) freshly initialised (with the current torch RNG) on the CPU."""
+    return (build_generator(opts, resolution, channels, c_dim),
+            build_discriminator(opts, resolution, channels, c_dim))
+
+
+def initial_networks(opts: TrainOptions, dataset: ImageArchive, path: str | os.PathLike | None):
+    """-> (G, D, G_ema) on the CPU: fresh from ``opts``, or from a faceapp checkpoint ``path``.
+
+    A checkpoint's own constructor kwargs win over --cbase etc. (so a converted FFHQ model
+    can be fine-tuned as it is); a missing D (or one of another --d-arch) is built fresh, a
+    missing G_ema copied from G.
+    """
+    if path is None:
+        G, D = build_networks(opts, dataset.resolution, dataset.num_channels, dataset.label_dim)
+        return G, D, copy.deepcopy(G)
+    from faceapp.stylegan.checkpoint import load_networks
+    from training.projected import register
+
+    register()  # a run's snapshot may hold a projected D
+    nets = load_networks(path, device="cpu")
+    G = nets["G"] if "G" in nets else nets.get("G_ema")
+    if G is None:
+        raise SystemExit(f"{path} holds no generator (G or G_ema)")
+    want = (dataset.resolution, dataset.num_channels, dataset.label_dim)
+    if (G.img_resolution, G.img_channels, G.c_dim) != want:
+        raise SystemExit(f"{path} makes {G.img_resolution}px, {G.img_channels}-channel images with "
+                         f"c_dim {G.c_dim}; the data is {want[0]}px, {want[1]} channels, label_dim {want[2]}")
+    fresh_D = build_discriminator(opts, *want)
+    D = nets.get("D")
+    if D is None or type(D) is not type(fresh_D):
+        D = fresh_D
+    for net in (G, D):
+        net.float()  # compact (fp16) snapshots train on in float32
+    G_ema = nets["G_ema"].float() if "G_ema" in nets else copy.deepcopy(G)
+    return G, D, G_ema
+
+
 
 
 @dataclass(frozen=True)
@@ -225,44 +340,6 @@ def init_distributed(device: str) -> DistInfo:
     return DistInfo(rank, world_size, dev)
 
 
-def build_networks(opts: TrainOptions, resolution: int, channels: int, c_dim: int):
-    """-> (G, D) freshly initialised (with the current torch RNG) on the CPU."""
-    conv_clamp = 256 if opts.precision == "fp16" else None  # keeps fp16 activations finite
-    G = Generator(
-        z_dim=opts.z_dim, c_dim=c_dim, w_dim=opts.w_dim, img_resolution=resolution, img_channels=channels,
-        mapping_kwargs=dict(num_layers=opts.map_layers),
-        synthesis_kwargs=dict(channel_base=opts.cbase, channel_max=opts.cmax, conv_clamp=conv_clamp),
-    )
-    D = Discriminator(
-        c_dim=c_dim, img_resolution=resolution, img_channels=channels, channel_base=opts.cbase,
-        channel_max=opts.cmax, conv_clamp=conv_clamp,
-        epilogue_kwargs=dict(mbstd_group_size=opts.mbstd_group),
-    )
-    return G, D
-
-
-def initial_networks(opts: TrainOptions, dataset: ImageArchive, path: str | os.PathLike | None):
-    """-> (G, D, G_ema) on the CPU: fresh from ``opts``, or from a faceapp checkpoint ``path``.
-
-    A checkpoint's own constructor kwargs win over --cbase etc. (so a converted FFHQ model
-    can be fine-tuned as it is); a missing D is built fresh, a missing G_ema copied from G.
-    """
-    if path is None:
-        G, D = build_networks(opts, dataset.resolution, dataset.num_channels, dataset.label_dim)
-        return G, D, copy.deepcopy(G)
-    from faceapp.stylegan.checkpoint import load_networks
-
-    nets = load_networks(path, device="cpu")
-    G = nets["G"] if "G" in nets else nets.get("G_ema")
-    if G is None:
-        raise SystemExit(f"{path} holds no generator (G or G_ema)")
-    want = (dataset.resolution, dataset.num_channels, dataset.label_dim)
-    if (G.img_resolution, G.img_channels, G.c_dim) != want:
-        raise SystemExit(f"{path} makes {G.img_resolution}px, {G.img_channels}-channel images with "
-                         f"c_dim {G.c_dim}; the data is {want[0]}px, {want[1]} channels, label_dim {want[2]}")
-    D = nets["D"] if "D" in nets else build_networks(opts, *want)[1]
-    G_ema = nets["G_ema"] if "G_ema" in nets else copy.deepcopy(G)
-    return G, D, G_ema
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -412,6 +489,41 @@ def find_resume(path: str, snapshot_prefix: str = SNAPSHOT_PREFIX,
 # The loop.
 
 
+def make_optimisers(opts: TrainOptions, G, D, phases) -> dict[str, torch.optim.Optimizer]:
+    """One Adam per network. With lazy regularisation (a reg phase every k steps) lr and betas are
+    rescaled by k / (k + 1), to match what one would get stepping every minibatch (StyleGAN2, 3.1)."""
+    out = {}
+    for name, module, lr in (("G", G, opts.glr), ("D", D, opts.dlr)):
+        intervals = [k for _, net, k in phases if net == name and k > 1]
+        ratio = intervals[0] / (intervals[0] + 1) if intervals else 1.0
+        out[name] = torch.optim.Adam(module.parameters(), lr=lr * ratio,
+                                     betas=(opts.beta1**ratio, opts.beta2**ratio), eps=1e-8)
+    return out
+
+
+def optimiser_state(opt: torch.optim.Optimizer, compact: bool) -> dict:
+    """opt.state_dict(), with the moments in bfloat16 when ``compact`` (Adam's exp_avg_sq needs bf16's range)."""
+    state = opt.state_dict()
+    if compact:
+        state["state"] = {k: {n: (t.to(torch.bfloat16) if torch.is_tensor(t) and t.is_floating_point() and t.ndim
+                                  else t) for n, t in v.items()} for k, v in state["state"].items()}
+    return state
+
+
+def make_quality(opts: TrainOptions, dataset: ImageArchive, outdir: Path, log):
+    """The quality measure (training/quality.py) for this run, or None without --quality-source."""
+    if not opts.quality_source:
+        return None
+    from training.quality import FaceQuality
+
+    t0 = time.time()
+    quality = FaceQuality.for_archive(dataset, opts.quality_source, opts.quality_heldout,
+                                      num_fake=opts.quality_num, cache=outdir / "quality-reference.npz")
+    log(f"quality measure ready in {time.time() - t0:.0f} s: real floor FD {quality.fd_floor:.4f}, "
+        f"HOG finds {quality.hog_real:.1%} of real crops at {dataset.resolution} px")
+    return quality
+
+
 def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
     """Train G and D as ``opts`` say; return a summary (final nimg, last stats, output paths)."""
     from faceapp.stylegan.checkpoint import save_networks
@@ -419,6 +531,8 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
     device = info.device
     rank0 = info.rank == 0
     outdir = Path(opts.outdir)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     if opts.batch % info.world_size != 0:
         raise SystemExit(f"--batch {opts.batch} must be a multiple of the number of processes ({info.world_size})")
     batch_gpu = opts.batch // info.world_size
@@ -447,43 +561,31 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
         G, D, G_ema = initial_networks(opts, dataset, opts.init)
     G, D = G.to(device).train().requires_grad_(False), D.to(device).train().requires_grad_(False)
     G_ema = G_ema.to(device).eval().requires_grad_(False)
-    augment_pipe = None
-    if opts.aug != "noaug":
-        augment_pipe = AugmentPipe(p=opts.aug_p).to(device)
+    augment_pipe = build_augment(opts)
+    if augment_pipe is not None:
+        augment_pipe = augment_pipe.to(device)
 
     autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.precision]
     scaler = torch.amp.GradScaler(device.type) if opts.precision == "fp16" else None
-    loss = StyleGAN2Loss(
-        G, D,
-        LossConfig(r1_gamma=opts.gamma, style_mixing_prob=opts.style_mixing, pl_weight=opts.pl_weight,
-                   pl_batch_shrink=opts.pl_batch_shrink, pl_decay=opts.pl_decay),
-        augment_pipe=augment_pipe, autocast_dtype=autocast_dtype,
-    )
+    loss = build_loss(opts, G, D, augment_pipe, autocast_dtype)
+    phases = loss.phases()  # [(phase, 'G' | 'D', interval)]
+    opts_by_net = make_optimisers(opts, G, D, phases)
+    modules = {"G": G, "D": D}
 
-    # Lazy regularisation: the main loss and its regulariser take turns on one optimiser, so
-    # lr and betas are rescaled to match what one would get stepping every minibatch.
-    phases = []  # (name, module, optimiser, interval)
-    for name, module, lr, reg_interval in [("G", G, opts.glr, opts.pl_interval), ("D", D, opts.dlr, opts.r1_interval)]:
-        ratio = reg_interval / (reg_interval + 1)
-        opt = torch.optim.Adam(module.parameters(), lr=lr * ratio,
-                               betas=(opts.beta1**ratio, opts.beta2**ratio), eps=1e-8)
-        phases.append((name + "main", module, opt, 1))
-        phases.append((name + "reg", module, opt, reg_interval))
-    opt_G, opt_D = phases[0][2], phases[2][2]
-
-    cur_nimg, batch_idx = 0, 0
+    cur_nimg, batch_idx, train_time = 0, 0, 0.0
     ada_acc = torch.zeros(2, device=device)  # [sum of sign(D(real)), count] since the last ADA update
     if opts.resume:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        opt_G.load_state_dict(state["opt_G"])
-        opt_D.load_state_dict(state["opt_D"])
+        opts_by_net["G"].load_state_dict(state["opt_G"])  # casts bf16 moments back to the params' dtype
+        opts_by_net["D"].load_state_dict(state["opt_D"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         cur_nimg, batch_idx = state["cur_nimg"], state["batch_idx"]
+        train_time = float(state.get("train_time_s", 0.0))
         position.update(state["data_position"])
-        loss.pl_mean.copy_(state["pl_mean"])
+        loss.load_state_dict(state["loss"])
         ada_acc.copy_(state["ada_acc"])
-        if augment_pipe is not None:
+        if augment_pipe is not None and hasattr(augment_pipe, "p"):
             augment_pipe.p = float(state["augment_p"])
         rng = state["rng"]
         if len(rng) == info.world_size:
@@ -500,17 +602,23 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
 
     grid_z = torch.randn([opts.grid**2, G.z_dim], generator=torch.Generator().manual_seed(opts.seed))
     grid_c = torch.stack([dataset.get_label(i % len(dataset)) for i in range(opts.grid**2)])
+    quality = None
     if rank0:
         outdir.mkdir(parents=True, exist_ok=True)
         if not (outdir / "reals.png").exists():
             reals = torch.stack([dataset[i % len(dataset)][0] for i in range(opts.grid**2)])
             save_grid(reals.float() / 127.5 - 1, outdir / "reals.png", opts.grid)
+        quality = make_quality(opts, dataset, outdir, log)
+    quality_psis = [float(v) for v in opts.quality_psi.split(",") if v]
+
+    def every(kimg: float) -> int:
+        return max(int(round(kimg * 1000)), 1)
 
     total_nimg = int(round(opts.kimg * 1000))
-    log_nimg = max(int(round(opts.log_kimg * 1000)), 1)
-    snap_nimg = max(int(round(opts.snap_kimg * 1000)), 1)
+    log_nimg, snap_nimg, quality_nimg = every(opts.log_kimg), every(opts.snap_kimg), every(opts.quality_kimg)
     next_log = (cur_nimg // log_nimg + 1) * log_nimg
     next_snap = (cur_nimg // snap_nimg + 1) * snap_nimg
+    next_quality = (cur_nimg // quality_nimg + 1) * quality_nimg
     stats_acc: dict[str, list[torch.Tensor]] = {}  # per-phase stats since the last log line (rank-local)
     last = {}
     outputs: list[str] = []
@@ -518,7 +626,15 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
     nimg_log = cur_nimg
     batches = infinite_batches(loader, sampler, position)
 
-    while cur_nimg < total_nimg:
+    def write_stats(record: dict) -> None:
+        if rank0:
+            with open(outdir / "stats.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+    done = cur_nimg >= total_nimg
+    while not done:
+        t_step = time.time()
         real_img, real_c = next(batches)
         real_img = to_float_image(real_img, device)  # [B, C, H, W]
         real_c = real_c.to(device)  # [B, c_dim]
@@ -528,13 +644,14 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
         all_c = all_c.view(len(phases), batch_gpu, -1).to(device)  # [phases, B, c_dim]
 
         stepped_scaled = False
-        for (phase, module, opt, interval), gen_z, gen_c in zip(phases, all_z, all_c):
+        for (phase, net, interval), gen_z, gen_c in zip(phases, all_z, all_c):
             if batch_idx % interval != 0:
                 continue
+            module, opt = modules[net], opts_by_net[net]
             opt.zero_grad(set_to_none=True)
             module.requires_grad_(True)
-            gain = float(interval)
-            st = loss.accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain=gain, scaler=scaler)
+            st = loss.accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain=float(interval),
+                                           scaler=scaler)
             module.requires_grad_(False)
             scaled = scaler is not None and phase.endswith("main")
             reduce_gradients(module, info.world_size, sanitize=not scaled)
@@ -570,49 +687,81 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
                 augment_pipe.p = adjust_ada_p(augment_pipe.p, r_t, opts.ada_target,
                                               opts.batch * opts.ada_interval, opts.ada_kimg)
             ada_acc.zero_()
+        train_time += time.time() - t_step  # training only: logging, snapshots, evaluations excluded
 
-        done = cur_nimg >= total_nimg
+        done = cur_nimg >= total_nimg or (opts.minutes > 0 and train_time >= opts.minutes * 60)
+        if info.world_size > 1 and opts.minutes > 0:  # every rank stops at the same step
+            flag = torch.tensor(float(done), device=device)
+            dist.all_reduce(flag)
+            done = bool(flag > 0)
         if cur_nimg >= next_log or done:
             now = time.time()
             last = {k: torch.stack(v).float().mean().item() for k, v in stats_acc.items()}
             record = {
                 "kimg": cur_nimg / 1000, "step": batch_idx, "time_s": round(now - t_start, 3),
+                "train_time_s": round(train_time, 3),
                 "sec_per_kimg": (now - t_log) / max((cur_nimg - nimg_log) / 1000, 1e-9),
-                "ada_p": augment_pipe.p if augment_pipe is not None else 0.0, **last,
+                "ada_p": float(getattr(augment_pipe, "p", 0.0)), **last,
             }
             if device.type == "cuda":
                 record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-            if rank0:
-                with open(outdir / "stats.jsonl", "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            write_stats(record)
             stats_acc.clear()
-            t_log, nimg_log = now, cur_nimg
+            t_log, nimg_log = time.time(), cur_nimg
             next_log = (cur_nimg // log_nimg + 1) * log_nimg
 
+        if quality is not None and (cur_nimg >= next_quality or done):
+            t0 = time.time()
+            record = {"kimg": cur_nimg / 1000, "train_time_s": round(train_time, 3)}
+            for psi in quality_psis:
+                tag = "" if psi == 1 else f"_psi{psi:g}"
+                record.update({f"Quality/{k}{tag}": v for k, v in quality.evaluate(G_ema, psi).items()
+                               if k in ("fd_dlib", "hog_share") or psi == quality_psis[0]})
+            record["Quality/eval_s"] = round(time.time() - t0, 1)
+            write_stats(record)
+            next_quality = (cur_nimg // quality_nimg + 1) * quality_nimg
+            t_log += time.time() - t0  # evaluation time is not training speed
+
         if cur_nimg >= next_snap or done:
+            t_snap = time.time()
             rng = gather_rng_states(device, info)
             if rank0:
                 tag = f"{cur_nimg:09d}"
                 snap = outdir / f"{SNAPSHOT_PREFIX}{tag}.safetensors"
-                save_networks(snap, {"G": G, "D": D, "G_ema": G_ema},
-                              extra={"kimg": cur_nimg / 1000, "training_options": dataclasses.asdict(opts)})
+                compact = opts.snap_dtype == "fp16"
+                save_networks(snap, {"G": G, "D": D, "G_ema": G_ema}, dtype=torch.float16 if compact else None,
+                              extra={"kimg": cur_nimg / 1000, "train_time_s": train_time,
+                                     "training_options": dataclasses.asdict(opts)})
                 torch.save({
-                    "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+                    "opt_G": optimiser_state(opts_by_net["G"], compact),
+                    "opt_D": optimiser_state(opts_by_net["D"], compact),
                     "scaler": scaler.state_dict() if scaler is not None else None,
                     "cur_nimg": cur_nimg, "batch_idx": batch_idx, "data_position": dict(position),
-                    "pl_mean": loss.pl_mean.cpu(), "ada_acc": ada_acc.cpu(),
-                    "augment_p": augment_pipe.p if augment_pipe is not None else 0.0,
+                    "train_time_s": train_time, "loss": loss.state_dict(), "ada_acc": ada_acc.cpu(),
+                    "augment_p": float(getattr(augment_pipe, "p", 0.0)),
                     "rng": rng,
                 }, outdir / f"{STATE_PREFIX}{tag}.pt")
                 save_grid(render_grid(G_ema, grid_z, grid_c, batch_gpu), outdir / f"fakes-{tag}.png", opts.grid)
                 outputs.append(str(snap))
+                if opts.keep_snaps:
+                    prune_snapshots(outdir, opts.keep_snaps)
             next_snap = (cur_nimg // snap_nimg + 1) * snap_nimg
+            t_log += time.time() - t_snap  # nor is writing snapshots
 
     if info.world_size > 1:
         check_ranks_in_sync([G, D, G_ema], info.world_size)
     return {"cur_nimg": cur_nimg, "batch_idx": batch_idx, "stats": last, "snapshots": outputs,
             "G": G, "D": D, "G_ema": G_ema, "augment_pipe": augment_pipe}
+
+
+def prune_snapshots(outdir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` snapshot/state pairs (sample grids stay)."""
+    snaps = sorted(outdir.glob(f"{SNAPSHOT_PREFIX}*.safetensors"))
+    for snap in snaps[:-keep]:
+        snap.unlink(missing_ok=True)
+        snap.with_name(snap.name.replace(SNAPSHOT_PREFIX, STATE_PREFIX)).with_suffix(".pt").unlink(missing_ok=True)
+
+
 
 
 @torch.no_grad()
@@ -634,21 +783,21 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     """Parse ``argv``, set up (distributed) training and run it. Returns the loop's summary."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.cpu_smoke:
-        # Smoke defaults apply only where the user left the option at its ordinary default.
-        for k, v in CPU_SMOKE_ARGS.items():
-            if getattr(args, k) == parser.get_default(k):
-                setattr(args, k, v)
     if args.data is None:
         if not args.cpu_smoke:
             parser.error("--data is required (or use --cpu-smoke for a synthetic archive)")
         args.data = str(Path(args.outdir) / "synthetic-16px.zip")
         if not Path(args.data).exists() and int(os.environ.get("RANK", "0")) == 0:
-            write_synthetic_archive(args.data, num_images=64, resolution=16, seed=args.seed)
+            write_synthetic_archive(args.data, num_images=64, resolution=16, seed=args.seed or 0)
         elif not Path(args.data).exists():
             # Other ranks wait for rank 0 to write it.
             for _ in range(600):
@@ -666,7 +815,7 @@ def main(argv: list[str] | None = None) -> dict | None:
               f"label_dim {data.label_dim}")
         print(f"G: {count_params(G):,} parameters (mapping {count_params(G.mapping):,}, "
               f"synthesis {count_params(G.synthesis):,}), num_ws {G.num_ws}")
-        print(f"D: {count_params(D):,} parameters")
+        print(f"D: {count_params(D):,} trainable parameters ({type(D).__name__})")
         return None
 
     return run_distributed(opts, training_loop)
