@@ -37,8 +37,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^1/2) for Gaussians N(mu, sigma) (the FID formula)."""
     import scipy.linalg
 
-    covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
-    covmean = np.real(covmean)
+    covmean = np.real(scipy.linalg.sqrtm(sigma1 @ sigma2))
     return float(np.square(mu1 - mu2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 

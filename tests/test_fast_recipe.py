@@ -1,0 +1,310 @@
+"""The CPU training recipe: projected discriminator, DiffAugment, hinge loss, recipe options, the quality
+measure, and prepare_dataset's already-aligned path. Tiny networks, a few steps."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from faceapp.stylegan.checkpoint import load_networks, read_header
+from training import prepare_dataset as prep
+from training.dataset import ImageArchive, write_synthetic_archive
+from training.diffaug import DiffAugment, cutout, translation
+from training.loss import HingeLoss
+from training.projected import ProjectedDiscriminator, register
+from training.quality import FaceQuality, frechet_distance, gaussian
+from training.train_generator import build_parser, main, resolve_options
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    return write_synthetic_archive(tmp_path_factory.mktemp("data") / "blobs.zip", num_images=32, resolution=16,
+                                   seed=0)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_weights():
+    from faceapp.inversion.losses import load_mobilenet_v2_weights
+
+    return load_mobilenet_v2_weights()
+
+
+def train(data, outdir, steps, *extra):
+    return main(["--cpu-smoke", "--recipe", "fast", "--data", str(data), "--outdir", str(outdir),
+                 "--kimg", str(steps * 4 / 1000), "--grid", "2", *map(str, extra)])
+
+
+# ---------------------------------------------------------------------------------------------
+# DiffAugment.
+
+
+def test_translation_is_an_integer_shift_with_zero_fill():
+    x = torch.rand(6, 3, 16, 16) + 1  # strictly positive, so zero fill is visible
+    out = translation(x, ratio=0.125, generator=torch.Generator().manual_seed(3))
+    for img, orig in zip(out, x):
+        padded = torch.nn.functional.pad(orig, [2, 2, 2, 2])  # shifts of up to 2 px
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if torch.equal(img, padded[:, 2 + dy:18 + dy, 2 + dx:18 + dx])]
+        assert len(matches) == 1, matches
+
+
+def test_cutout_zeroes_one_square_and_nothing_else():
+    x = torch.rand(8, 3, 16, 16) + 1
+    out = cutout(x, ratio=0.5, generator=torch.Generator().manual_seed(0))
+    for img, orig in zip(out, x):
+        zero = (img == 0).all(0)  # [16, 16]
+        ys, xs = torch.nonzero(zero, as_tuple=True)
+        assert len(ys) > 0
+        box = zero[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        assert box.all() and box.shape[0] <= 8 and box.shape[1] <= 8  # one solid square, at most half the side
+        assert torch.equal(img[:, ~zero], orig[:, ~zero])
+
+
+def test_diffaugment_is_differentiable_and_checks_its_policy():
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    DiffAugment()(x).square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="zoom"):
+        DiffAugment("color,zoom")
+
+
+# ---------------------------------------------------------------------------------------------
+# The projected discriminator.
+
+
+def test_projected_D_taps_torchvision_mobilenet_and_keeps_it_frozen(mobilenet_weights):
+    D = ProjectedDiscriminator(32, head_channels=16, _feature_weights=mobilenet_weights)  # features at 64 px
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    maps = D.project(img)
+    assert [tuple(m.shape[1:]) for m in maps] == [(64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
+
+    # The coarsest mixed map is the CCM of torchvision's own features[17] output.
+    from torchvision.models import mobilenet_v2
+
+    ref = mobilenet_v2(weights=None)
+    ref.load_state_dict(mobilenet_weights)
+    ref.eval()
+    x = torch.nn.functional.interpolate(img, size=(64, 64), mode="bilinear", align_corners=False)
+    x = ((x + 1) / 2 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        f17 = ref.features[:18](x)
+        assert torch.allclose(maps[3], torch.nn.functional.conv2d(f17, D.ccm3), atol=1e-5)
+
+    # Frozen: not a parameter, not in the state dict, unchanged by an optimiser step on D.
+    names = [n for n, _ in D.named_parameters()]
+    assert names and all(n.startswith("heads.") for n in names)
+    assert not any(k.startswith("features") for k in D.state_dict())
+    before = {k: v.clone() for k, v in D.features.state_dict().items()}
+    opt = torch.optim.Adam(D.parameters(), lr=0.1)
+    D(img).sum().backward()
+    opt.step()
+    assert all(torch.equal(before[k], v) for k, v in D.features.state_dict().items())
+    assert not D.features.training  # batch norm keeps ImageNet statistics even in train mode
+    D.train()
+    assert not D.features.training
+
+
+def test_projected_D_gradients_reach_the_image_and_its_snapshot_round_trips(tmp_path, mobilenet_weights):
+    from faceapp.stylegan.checkpoint import save_networks
+
+    register()
+    D = ProjectedDiscriminator(16, head_channels=8, seed=5).eval()
+    img = (torch.rand(3, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    logits = D(img)
+    assert logits.shape == (3, 4)  # one logit per head
+    logits.sum().backward()
+    assert img.grad.abs().sum() > 0
+    save_networks(tmp_path / "d.safetensors", {"D": D})
+    D2 = load_networks(tmp_path / "d.safetensors")["D"]
+    assert torch.equal(D2.ccm0, D.ccm0) and torch.equal(D2.csm2, D.csm2)  # the fixed projection is stored
+    with torch.no_grad():
+        assert torch.equal(D2(img), D(img))
+    # Another seed draws another projection; the same seed the same one.
+    assert not torch.equal(ProjectedDiscriminator(16, seed=6).ccm0, D.ccm0)
+    assert torch.equal(ProjectedDiscriminator(16, seed=5).ccm0, D.ccm0)
+
+
+def test_hinge_loss_values():
+    class FixedD(torch.nn.Module):
+        def forward(self, img, c):  # real images are 1, fakes come out of G
+            return img.mean(dim=(1, 2, 3))[:, None] * torch.tensor([1.0, 3.0])  # [N, 2]
+
+    class ConstG(torch.nn.Module):
+        z_dim, c_dim, w_dim, num_ws = 4, 0, 4, 2
+
+        def __init__(self):
+            super().__init__()
+            self.v = torch.nn.Parameter(torch.tensor(-0.5))
+
+        def mapping(self, z, c, update_emas=False):
+            return z[:, None, :].expand(-1, 2, -1)
+
+        def synthesis(self, ws, noise_mode="random"):
+            return self.v.expand(ws.shape[0], 3, 4, 4)
+
+    G, D = ConstG(), FixedD()
+    loss = HingeLoss(G, D, style_mixing_prob=0.0)
+    real = torch.full([2, 3, 4, 4], 0.25)
+    st = loss.accumulate_gradients("Dmain", real, None, torch.randn(2, 4), None, gain=1.0)
+    # fake logits (-0.5, -1.5) -> relu(1 + f) = (0.5, 0); real logits (0.25, 0.75) -> relu(1 - r) = (0.75, 0.25)
+    assert st["Loss/D/loss"].item() == pytest.approx(0.25 + 0.5)
+    st = loss.accumulate_gradients("Gmain", real, None, torch.randn(2, 4), None, gain=1.0)
+    assert st["Loss/G/loss"].item() == pytest.approx(1.0)  # -mean(-0.5, -1.5)
+    assert G.v.grad.item() == pytest.approx(-2.0)  # d/dv of -mean(v, 3v)
+    assert [p for p, _, _ in loss.phases()] == ["Gmain", "Dmain"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes and the loop.
+
+
+def test_recipe_sets_defaults_and_explicit_options_win(blobs, tmp_path):
+    args = build_parser().parse_args(["--recipe", "fast", "--data", str(blobs), "--outdir", "x", "--glr", "0.01",
+                                      "--no-mirror"])
+    opts = resolve_options(args, 16)
+    assert (opts.d_arch, opts.loss, opts.aug) == ("projected", "hinge", "diffaug")
+    assert opts.gamma == 0 and opts.cbase == 2048 and opts.proj_res == 32
+    assert opts.glr == 0.01 and opts.mirror is False  # given on the command line
+    ada = resolve_options(build_parser().parse_args(["--data", str(blobs), "--outdir", "x"]), 64)
+    assert (ada.d_arch, ada.loss, ada.aug) == ("stylegan2", "logistic", "ada")
+    assert ada.gamma == pytest.approx(0.0002 * 64**2 / 32)
+
+
+def test_fast_recipe_trains_and_snapshots_hold_only_trainable_parts(blobs, tmp_path):
+    out = tmp_path / "run"
+    start = train(blobs, tmp_path / "init", 0)
+    end = train(blobs, out, 6)
+    reals = torch.stack([ImageArchive(blobs)[i][0] for i in range(16)]).float() / 127.5 - 1
+    z = torch.randn(16, end["G"].z_dim, generator=torch.Generator().manual_seed(1))
+
+    def gap(run):
+        with torch.no_grad():
+            return (run["D"](reals).mean() - run["D"](run["G"](z, None)).mean()).item()
+
+    assert gap(end) > gap(start) + 0.5  # D learned to tell the blobs from G's samples
+    snap = Path(end["snapshots"][-1])
+    header = read_header(snap)
+    assert header["networks"]["D"]["class"] == "ProjectedDiscriminator"
+    from safetensors import safe_open
+
+    with safe_open(snap, "pt") as f:
+        keys = list(f.keys())
+    assert not any(k.startswith("D.features") for k in keys) and any(k.startswith("D.heads.") for k in keys)
+    records = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 6 and "train_time_s" in records[-1]
+    assert json.loads((out / "options.json").read_text())["recipe"] == "fast"
+
+
+def test_fast_recipe_resumes_exactly_and_compact_snapshots_resume_closely(blobs, tmp_path):
+    a = train(blobs, tmp_path / "straight", 4)
+    train(blobs, tmp_path / "resumed", 2)
+    b = train(blobs, tmp_path / "resumed", 4, "--resume", tmp_path / "resumed")
+    for name in ("G", "D", "G_ema"):
+        sa, sb = a[name].state_dict(), b[name].state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+
+    train(blobs, tmp_path / "compact", 2, "--snap-dtype", "fp16")
+    c = train(blobs, tmp_path / "compact", 4, "--snap-dtype", "fp16", "--resume", tmp_path / "compact")
+    snaps = sorted((tmp_path / "compact").glob("network-snapshot-*.safetensors"))
+    full = sorted((tmp_path / "resumed").glob("network-snapshot-*.safetensors"))
+    assert snaps[0].stat().st_size < 0.6 * full[0].stat().st_size
+    state = torch.load(sorted((tmp_path / "compact").glob("training-state-*.pt"))[0], weights_only=True)
+    assert any(t.dtype == torch.bfloat16 for v in state["opt_G"]["state"].values() for t in v.values()
+               if torch.is_tensor(t) and t.ndim)
+    # fp16 weights and bf16 moments: samples close to the exact run's, not identical
+    z = torch.randn(4, a["G"].z_dim)
+    with torch.no_grad():
+        diff = (a["G_ema"](z, None) - c["G_ema"](z, None)).abs().max().item()
+    assert 0 < diff < 0.05
+
+
+def test_minutes_limit_and_snapshot_pruning(blobs, tmp_path):
+    out = tmp_path / "run"
+    res = train(blobs, out, 1000, "--minutes", "0.005", "--snap-kimg", "0.008", "--keep-snaps", "2")
+    assert 0 < res["cur_nimg"] < 4000
+    assert len(list(out.glob("network-snapshot-*.safetensors"))) == 2
+    assert len(list(out.glob("training-state-*.pt"))) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The quality measure.
+
+
+def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+    s1, s2 = rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5)
+    fd = frechet_distance(mu1, np.diag(s1**2), mu2, np.diag(s2**2))
+    assert fd == pytest.approx(np.square(mu1 - mu2).sum() + np.square(s1 - s2).sum(), rel=1e-6)
+    x = rng.normal(size=(500, 4))
+    assert frechet_distance(*gaussian(x), *gaussian(x)) == pytest.approx(0, abs=1e-6)
+
+
+def test_face_quality_on_real_faces_and_noise():
+    from faceapp.align import align_face as align
+    from faceapp.align import detect_faces, load_image, utkface_spec
+
+    photo = load_image(REPO / "tests" / "data" / "astronaut.jpg")
+    crop = np.asarray(align(photo, detect_faces(photo)[0], utkface_spec(200)).image)  # [200, 200, 3]
+    faces = np.stack([crop, crop[:, ::-1]] * 4)  # 8 "real" faces (the crop and its mirror image)
+    noise = (np.random.default_rng(0).uniform(0, 255, size=(8, 64, 64, 3))).astype(np.uint8)
+    q = FaceQuality(64, faces, faces, num_fake=8)
+    assert q.hog_real == 1.0  # HOG finds the face at 64 px, brought to 200 px
+    assert q.fd_floor == pytest.approx(0, abs=1e-5)  # the same faces on both sides
+    noise_t = torch.from_numpy(noise).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert q.hog_share(noise_t) == 0.0
+
+    class Replay(torch.nn.Module):  # a "generator" that returns given images
+        z_dim = 4
+
+        def __init__(self, images):
+            super().__init__()
+            self.images = images
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, z, c, truncation_psi=1, noise_mode="const"):
+            return self.images[: len(z)]
+
+    faces_t = torch.from_numpy(faces.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    good = q.evaluate(Replay(torch.nn.functional.interpolate(faces_t, size=64, mode="area")))
+    bad = q.evaluate(Replay(noise_t))
+    assert good["hog_share"] == 1.0 and bad["hog_share"] == 0.0
+    assert good["fd_dlib"] < 0.1 * bad["fd_dlib"], (good, bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare_dataset on crops that are already aligned.
+
+
+def test_prepare_aligned_resizes_without_detection_and_leaves_out_held_out_names(tmp_path, monkeypatch):
+    src = tmp_path / "src.zip"
+    rng = np.random.default_rng(0)
+    names = ["20_0_0_1.jpg.chip.jpg", "30_1_2_2.jpg.chip.jpg", "40_0_1_3 x.jpg.chip.jpg"]
+    with zipfile.ZipFile(src, "w") as zf:
+        for n in names:
+            buf = __import__("io").BytesIO()
+            Image.fromarray(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(buf, format="PNG")
+            zf.writestr("UTKFace/" + n, buf.getvalue())
+    held = tmp_path / "held.txt"
+    held.write_text(names[2] + "\n")  # a name with a space: one name per line
+
+    def no_detection(*a, **k):
+        raise AssertionError("--aligned must not detect")
+
+    monkeypatch.setattr(prep, "detect_faces", no_detection)
+    summary = prep.main(["--source", str(src), "--dest", str(tmp_path / "out.zip"), "--resolution", "32",
+                         "--aligned", "--exclude", str(held)])
+    assert summary["images"] == 2 and summary["failures"] == 0
+    ds = ImageArchive(tmp_path / "out.zip")
+    assert [ds.attributes[n]["source"] for n in ds.names] == ["UTKFace/" + n for n in names[:2]]
+    with zipfile.ZipFile(src) as zf:
+        original = Image.open(__import__("io").BytesIO(zf.read("UTKFace/" + names[0]))).convert("RGB")
+    expected = np.asarray(original.resize((32, 32), Image.Resampling.BOX))
+    assert np.array_equal(ds[0][0].permute(1, 2, 0).numpy(), expected)
