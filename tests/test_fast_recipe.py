@@ -225,12 +225,34 @@ def test_fast_recipe_resumes_exactly_and_compact_snapshots_resume_closely(blobs,
     assert 0 < diff < 0.05
 
 
+def test_resume_pack_round_trip(blobs, tmp_path):
+    from training.resume_pack import MAX_FILE_BYTES, pack, unpack
+
+    a = train(blobs, tmp_path / "straight", 4)
+    train(blobs, tmp_path / "first", 2)
+    doc = pack(tmp_path / "first", tmp_path / "pack")
+    assert doc["kimg"] == 0.008 and doc["options"]["recipe"] == "fast"
+    files = sorted(p.name for p in (tmp_path / "pack").iterdir())
+    assert "G.safetensors" in files and "opt_G.exp_avg_sq.safetensors" in files and "state.pt" in files
+    assert all((tmp_path / "pack" / f).stat().st_size <= MAX_FILE_BYTES for f in files)
+    snap = unpack(tmp_path / "pack", tmp_path / "second")
+    assert snap.name == "network-snapshot-000000008.safetensors"
+    b = train(blobs, tmp_path / "second", 4, "--resume", tmp_path / "second")
+    assert b["cur_nimg"] == a["cur_nimg"] and b["batch_idx"] == 4
+    z = torch.randn(4, a["G"].z_dim)
+    with torch.no_grad():
+        diff = (a["G_ema"](z, None) - b["G_ema"](z, None)).abs().max().item()
+    assert diff < 0.05  # the same run, up to fp16 weights and bf16 moments
+
+
 def test_minutes_limit_and_snapshot_pruning(blobs, tmp_path):
     out = tmp_path / "run"
-    res = train(blobs, out, 1000, "--minutes", "0.005", "--snap-kimg", "0.008", "--keep-snaps", "2")
-    assert 0 < res["cur_nimg"] < 4000
-    assert len(list(out.glob("network-snapshot-*.safetensors"))) == 2
-    assert len(list(out.glob("training-state-*.pt"))) == 2
+    res = train(blobs, out, 1000, "--minutes", "0.01", "--snap-kimg", "0.004", "--keep-snaps", "2")
+    steps = res["batch_idx"]
+    assert 0 < steps < 1000 and res["cur_nimg"] == 4 * steps  # stopped by the clock, not by --kimg
+    kept = sorted(out.glob("network-snapshot-*.safetensors"))
+    assert len(kept) == min(2, steps) and kept[-1].name == f"network-snapshot-{4 * steps:09d}.safetensors"
+    assert len(list(out.glob("training-state-*.pt"))) == len(kept)
 
 
 # ---------------------------------------------------------------------------------------------

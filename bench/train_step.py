@@ -1,0 +1,152 @@
+"""Where the time of one training step goes, for a recipe of training/train_generator.py.
+
+    python bench/train_step.py --recipe fast --resolution 64 --threads 2
+    python bench/train_step.py --recipe ada --resolution 64 --threads 2 --cbase 2048 --cmax 256 --z-dim 256
+
+Times each part of the G and D phases separately (median of --iters after warm-up), on random weights
+and random images (speed does not depend on them): data loading (from --data if given), G forward,
+augmentation, D (for the projected D: frozen features, projection, heads), backward, optimiser steps,
+and the regularisers of the ada recipe. Prints ms per image of each part and the s/kimg they add up to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.loss import map_with_mixing  # noqa: E402
+from training.train_generator import (  # noqa: E402
+    build_augment,
+    build_discriminator,
+    build_generator,
+    build_loss,
+    build_parser,
+    resolve_options,
+)
+
+
+def timed(fn, iters: int) -> float:
+    """Median seconds of fn() over ``iters`` calls, after one warm-up call."""
+    fn()
+    out = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", default="fast", choices=["fast", "ada"])
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--data", default=None, help="a training archive, to time data loading too")
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="more train_generator options, e.g. --batch 16")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    args = build_parser().parse_args(["--recipe", a.recipe, "--outdir", "unused", *a.extra])
+    opts = resolve_options(args, a.resolution)
+    res, B = a.resolution, opts.batch
+    G = build_generator(opts, res, 3, 0).train().requires_grad_(False)
+    D = build_discriminator(opts, res, 3, 0).train().requires_grad_(False)
+    aug = build_augment(opts)
+    loss = build_loss(opts, G, D, aug, None)
+    z = torch.randn(B, G.z_dim)
+    real = torch.rand(B, 3, res, res) * 2 - 1
+    augment = aug if aug is not None else (lambda x: x)
+    n_G = sum(p.numel() for p in G.parameters())
+    n_D = sum(p.numel() for p in D.parameters())
+    print(f"recipe {a.recipe}, {res} px, batch {B}, {a.threads} threads; G {n_G / 1e6:.2f} M params, "
+          f"D {n_D / 1e6:.2f} M trainable ({type(D).__name__})")
+
+    rows: list[tuple[str, float]] = []  # (part, seconds per step)
+
+    def add(name, fn):
+        rows.append((name, timed(fn, a.iters)))
+
+    if a.data:
+        from training.dataset import ImageArchive
+
+        loader = torch.utils.data.DataLoader(ImageArchive(a.data, xflip=opts.mirror), batch_size=B, shuffle=True,
+                                             num_workers=0, drop_last=True)
+        it = iter(loader)
+        add("data: read + decode a batch (in-process)", lambda: next(it))
+
+    with torch.no_grad():
+        img = G(z, None)
+    add("G forward, no grad (D phase)", lambda: torch.no_grad()(lambda: G.synthesis(map_with_mixing(
+        G, z, None, opts.style_mixing), noise_mode="random"))())
+    add("augment (one batch)", lambda: augment(real))
+    projected = hasattr(D, "project")
+    if projected:
+        add("D: frozen MobileNetV2 + projection, forward (one batch)", lambda: torch.no_grad()(D.project)(real))
+        feats = [f.detach() for f in D.project(real)]
+        add("D: heads forward (one batch)", lambda: torch.no_grad()(
+            lambda: [h(f) for h, f in zip(D.heads, feats)])())
+    else:
+        add("D forward, no grad (one batch)", lambda: torch.no_grad()(D)(real, None))
+
+    def d_phase():
+        D.requires_grad_(True)
+        for p_ in D.parameters():
+            p_.grad = None
+        loss.accumulate_gradients("Dmain", real, None, z, None, gain=1.0)
+        D.requires_grad_(False)
+
+    def g_phase():
+        G.requires_grad_(True)
+        for p_ in G.parameters():
+            p_.grad = None
+        loss.accumulate_gradients("Gmain", real, None, z, None, gain=1.0)
+        G.requires_grad_(False)
+
+    add("D phase, whole (G fwd + 2x aug + 2x D fwd + backward)", d_phase)
+    add("G phase, whole (G fwd + aug + D fwd + backward through D and G)", g_phase)
+
+    def g_forward_grad():
+        G.requires_grad_(True)
+        G(z, None, noise_mode="random").sum().backward()
+        G.requires_grad_(False)
+
+    add("  of which G forward + backward alone", g_forward_grad)
+    reg_total = 0.0
+    for phase, net, interval in loss.phases():
+        if interval > 1:
+            module = G if net == "G" else D
+
+            def reg(phase=phase, module=module, interval=interval):
+                module.requires_grad_(True)
+                loss.accumulate_gradients(phase, real, None, z, None, gain=float(interval))
+                module.requires_grad_(False)
+
+            t = timed(reg, a.iters)
+            rows.append((f"{phase} (every {interval} steps; per step)", t / interval))
+            reg_total += t / interval
+    opt_G = torch.optim.Adam(G.parameters(), lr=1e-4)
+    opt_D = torch.optim.Adam(D.parameters(), lr=1e-4)
+    for p_ in list(G.parameters()) + list(D.parameters()):
+        p_.grad = torch.zeros_like(p_)
+    add("Adam steps (G and D)", lambda: (opt_G.step(), opt_D.step()))
+
+    step = {name: t for name, t in rows}
+    total = (step["D phase, whole (G fwd + 2x aug + 2x D fwd + backward)"]
+             + step["G phase, whole (G fwd + aug + D fwd + backward through D and G)"]
+             + reg_total + step["Adam steps (G and D)"] + step.get("data: read + decode a batch (in-process)", 0))
+    print(f"{'part':66s} {'ms/step':>9s} {'ms/img':>8s} {'share':>6s}")
+    for name, t in rows:
+        print(f"{name:66s} {t * 1e3:9.1f} {t * 1e3 / B:8.2f} {t / total:6.0%}")
+    print(f"{'total step':66s} {total * 1e3:9.1f} {total * 1e3 / B:8.2f}   -> {total / B * 1000:.1f} s/kimg")
+    del img
+
+
+if __name__ == "__main__":
+    main()
