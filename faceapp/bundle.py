@@ -16,8 +16,16 @@ A bundle folder holds ``bundle.json`` and the files it names::
 
 `load_bundle` reads such a folder, a single generator checkpoint (ours, or an official
 NVIDIA .pkl / rosinality .pt read by the safe importer; FFHQ crop, no encoder, no
-directions), or a Hugging Face Hub repo id laid out like a folder. Only the hub path
-downloads, and it says so; offline it fails with a message saying what to do.
+directions), the name of a bundle in faceapp's cache (`ffhq`, written by
+`python -m faceapp fetch ffhq` into `cache_dir()/models/ffhq/`), or a Hugging Face Hub repo id
+laid out like a folder. Only the hub path downloads, and it says so; offline it fails with a
+message saying what to do.
+
+`build_bundle` (the CLI's `python -m faceapp bundle`) makes a bundle from files in any
+supported format: a generator (NVIDIA .pkl, rosinality .pt, ours), an encoder (e4e's
+`e4e_ffhq_encode.pt` or ours) and direction files (e4e .pt, InterFaceGAN .npy, GANSpace, ours).
+The direction set records the generator it belongs to (faceapp.edits.provenance) and both
+`build_bundle` and `load_bundle` refuse directions made for another generator unless forced.
 """
 
 from __future__ import annotations
@@ -43,9 +51,12 @@ __all__ = [
     "BUNDLE_VERSION",
     "DEFAULT_DIRECTIONS",
     "ModelBundle",
+    "build_bundle",
+    "cache_dir",
     "is_repo_id",
     "load_bundle",
     "make_random_bundle",
+    "named_model_dir",
     "save_bundle",
 ]
 
@@ -55,6 +66,30 @@ BUNDLE_VERSION = 1
 DEFAULT_DIRECTIONS = ("age", "smile", "glasses", "gender")
 # "user/repo" (hub ids allow letters, digits, '-', '_', '.'); a path that exists always wins.
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+# A bundle in faceapp's cache is named like 'ffhq' (no slash, no path).
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,63}")
+#: Set to 1 to load bundles whose directions were made for another generator (as force_directions=True).
+FORCE_DIRECTIONS_ENV = "FACEAPP_FORCE_DIRECTIONS"
+
+
+def cache_dir() -> Path:
+    """faceapp's cache folder: $FACEAPP_CACHE, else $XDG_CACHE_HOME/faceapp, else ~/.cache/faceapp.
+
+    It holds `downloads/` (files fetched by `python -m faceapp fetch`) and `models/<name>/` (bundles
+    that `load_bundle(name)` finds by name).
+    """
+    env = os.environ.get("FACEAPP_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "faceapp"
+
+
+def named_model_dir(name: str) -> Path:
+    """Where the bundle called `name` lives in the cache (`cache_dir()/models/<name>`); it may not exist."""
+    if not _MODEL_NAME.fullmatch(name):
+        raise ModelUnavailableError(f"{name!r} is not a model name (letters, digits, '_', '.', '-')")
+    return cache_dir() / "models" / name
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,33 +158,51 @@ def load_bundle(
     *,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    force_directions: bool | None = None,
 ) -> ModelBundle:
-    """Load a model bundle from a folder, a generator checkpoint, or a Hugging Face Hub repo id.
+    """Load a model bundle from a folder, a generator checkpoint, a cached bundle's name, or a hub repo id.
 
     Args:
         source: a bundle folder (with bundle.json), the bundle.json itself, a generator
-            checkpoint file (faceapp .safetensors, NVIDIA .pkl, rosinality .pt), or a hub
-            repo id such as 'user/faceapp-ffhq' whose files are laid out like a folder.
+            checkpoint file (faceapp .safetensors, NVIDIA .pkl, rosinality .pt), the name of a
+            bundle in faceapp's cache such as 'ffhq' (see `cache_dir`; `python -m faceapp fetch
+            ffhq` writes it), or a hub repo id such as 'user/faceapp-ffhq' whose files are laid
+            out like a folder. A path that exists always wins.
         device: where the networks go.
         revision, cache_dir: for hub repo ids (see huggingface_hub.snapshot_download).
+        force_directions: load directions made for another generator anyway (None: the
+            FACEAPP_FORCE_DIRECTIONS environment variable, off unless '1').
 
     Raises:
         ModelUnavailableError: nothing at `source`, or a hub repo that cannot be fetched
             (offline, unknown repo) and is not in the local hub cache.
+        DirectionMismatchError: the bundle's directions were made for another generator.
         CheckpointError: a bundle or checkpoint that is malformed.
     """
+    if force_directions is None:
+        force_directions = os.environ.get(FORCE_DIRECTIONS_ENV, "") == "1"
     path = Path(source)
     if path.is_dir():
-        return _load_folder(path, device)
+        return _load_folder(path, device, force_directions)
     if path.is_file():
         if path.name == "bundle.json":
-            return _load_folder(path.parent, device)
+            return _load_folder(path.parent, device, force_directions)
         return _load_checkpoint(path, device)
+    name = os.fspath(source)
+    if _MODEL_NAME.fullmatch(name):
+        named = named_model_dir(name)
+        if (named / "bundle.json").is_file():
+            return _load_folder(named, device, force_directions)
+        hint = " (python -m faceapp fetch ffhq makes it)" if name == "ffhq" else ""
+        raise ModelUnavailableError(
+            f"no model at {name}: not a file or folder here, and no bundle named {name!r} in {named.parent}{hint}; "
+            "give a bundle folder, a generator checkpoint (.safetensors, .pkl, .pt) or a hub repo id like 'user/repo'"
+        )
     if is_repo_id(source):
-        return _load_folder(_hub_snapshot(os.fspath(source), revision, cache_dir), device)
+        return _load_folder(_hub_snapshot(name, revision, cache_dir), device, force_directions)
     raise ModelUnavailableError(
-        f"no model at {os.fspath(source)}: give a bundle folder (with bundle.json), a generator checkpoint "
-        "(.safetensors, .pkl, .pt), or a Hugging Face Hub repo id like 'user/repo'"
+        f"no model at {name}: give a bundle folder (with bundle.json), a generator checkpoint "
+        "(.safetensors, .pkl, .pt), a cached bundle's name (e.g. ffhq), or a Hugging Face Hub repo id like 'user/repo'"
     )
 
 
@@ -203,8 +256,8 @@ def _member(root: Path, rel: str | None, what: str) -> Path | None:
     return p
 
 
-def _load_folder(root: Path, device) -> ModelBundle:
-    from faceapp.stylegan.checkpoint import load_generator, load_networks
+def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBundle:
+    from faceapp.stylegan.checkpoint import load_generator
 
     meta = _read_json(root / "bundle.json")
     if not isinstance(meta, dict):
@@ -225,15 +278,21 @@ def _load_folder(root: Path, device) -> ModelBundle:
     encoder = None
     enc_path = _member(root, meta.get("encoder"), "encoder")
     if enc_path is not None:
-        import faceapp.inversion.encoder  # noqa: F401  (registers Encoder4Editing with the checkpoint loader)
+        from faceapp.inversion.encoder import load_encoder
 
-        nets = load_networks(enc_path, device=device)
-        encoder = nets.get("encoder") or next(iter(nets.values()))
+        encoder = load_encoder(enc_path, device=device)
+        if (encoder.num_ws, encoder.w_dim) != (G.num_ws, G.w_dim):
+            raise CheckpointError(
+                f"{root}: the encoder makes {encoder.num_ws} codes of {encoder.w_dim}, but the generator takes "
+                f"{G.num_ws} of {G.w_dim}; they do not belong together"
+            )
     dir_path = _member(root, meta.get("directions"), "directions")
     if dir_path is not None:
         from faceapp.edits.directions import DirectionSet
+        from faceapp.edits.provenance import check_directions
 
         directions = DirectionSet.load(dir_path)
+        check_directions(directions, G, force=force_directions, where=str(dir_path))
     else:
         directions = _empty_directions()
     try:
@@ -267,8 +326,8 @@ def _load_checkpoint(path: Path, device) -> ModelBundle:
     G = G.to(device).eval()
     card = (
         f"Generator from `{path.name}` ({imported.source_format}), {G.img_resolution}x{G.img_resolution}. "
-        "No encoder and no edit directions come with a bare checkpoint: wrap it in a bundle "
-        "(faceapp.bundle.save_bundle) with directions to get the sliders."
+        "No encoder and no edit directions come with a bare checkpoint: wrap it in a bundle with directions "
+        "to get the sliders (python -m faceapp bundle --generator FILE --directions age.pt ... --out DIR)."
     )
     return ModelBundle(
         G=G,
@@ -300,10 +359,22 @@ def save_bundle(
     name: str = "model",
     card: str = "",
     meta: dict | None = None,
+    force_directions: bool = False,
 ) -> Path:
-    """Write a bundle folder (see the module doc); returns its path. bundle.json is written last."""
+    """Write a bundle folder (see the module doc); returns its path. bundle.json is written last.
+
+    The directions are checked against G (faceapp.edits.provenance.check_directions: refused with
+    DirectionMismatchError when made for another generator, unless force_directions) and saved
+    with G's fingerprint in their meta, so that `load_bundle` can tell later.
+    """
     from faceapp.stylegan.checkpoint import save_networks
 
+    if directions is not None and len(directions):
+        from faceapp.edits.provenance import check_directions, generator_fingerprint, stamped
+
+        fp = generator_fingerprint(G, source=(meta or {}).get("sources", {}).get("generator", {}).get("file"))
+        forced = check_directions(directions, fp, force=force_directions)
+        directions = stamped(directions, fp, forced)
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     save_networks(root / "generator.safetensors", {"G_ema": G})
@@ -327,6 +398,165 @@ def save_bundle(
     }
     _atomic_write_text(root / "bundle.json", json.dumps(doc, indent=2) + "\n")
     return root
+
+
+def _read_generator(path: Path, device) -> tuple[torch.nn.Module, str]:
+    """(G_ema or G, source format) from any supported generator checkpoint."""
+    from faceapp.stylegan.legacy import import_checkpoint
+
+    imported = import_checkpoint(path, device=device)
+    G = imported.nets.get("G_ema") or imported.nets.get("G")
+    if G is None:
+        raise CheckpointError(f"{path} holds no generator (it has: {', '.join(imported.nets) or 'nothing'})")
+    return G.eval(), imported.source_format
+
+
+def _read_encoder(path: Path, G, device) -> tuple[torch.nn.Module, str, list[str]]:
+    """(encoder, source format, notes) from e4e's .pt or a faceapp checkpoint; it must fit G."""
+    from faceapp.stylegan.checkpoint import is_safetensors_file
+
+    notes = []
+    if is_safetensors_file(path):
+        from faceapp.inversion.encoder import load_encoder
+
+        E, fmt = load_encoder(path, device=device), "faceapp"
+    else:
+        from faceapp.edits.provenance import generator_fingerprint, same_mapping
+        from faceapp.inversion.e4e_import import import_e4e_checkpoint
+
+        E, G_e4e = import_e4e_checkpoint(path, device=device)
+        fmt = "e4e-pt"
+        if (G_e4e.num_ws, G_e4e.w_dim) == (G.num_ws, G.w_dim):
+            if not same_mapping(generator_fingerprint(G_e4e), generator_fingerprint(G)):
+                notes.append(
+                    f"the encoder {path.name} was trained against another generator (its mapping network differs "
+                    "from this one's): its codes are only a starting point; use --mode balanced or best"
+                )
+        del G_e4e
+    if (E.num_ws, E.w_dim) != (G.num_ws, G.w_dim):
+        raise CheckpointError(
+            f"{path}: the encoder makes {E.num_ws} codes of {E.w_dim}, but the generator takes {G.num_ws} of "
+            f"{G.w_dim}; use an encoder trained for this generator"
+        )
+    return E.eval(), fmt, notes
+
+
+def _direction_arg(spec: str | os.PathLike) -> tuple[str | None, Path]:
+    """'age.pt' -> (None, age.pt); 'older=age.pt' -> ('older', age.pt) (when no file is called 'older=age.pt')."""
+    text = os.fspath(spec)
+    name, sep, rest = text.partition("=")
+    if sep and name and "/" not in name and os.sep not in name and not Path(text).exists():
+        return name, Path(rest)
+    return None, Path(text)
+
+
+def build_bundle(
+    out: str | os.PathLike,
+    *,
+    generator: str | os.PathLike,
+    encoder: str | os.PathLike | None = None,
+    directions: Iterable[str | os.PathLike] = (),
+    align: str = "ffhq",
+    name: str | None = None,
+    card: str | None = None,
+    force_directions: bool = False,
+    calibrate: int = 0,
+    device: torch.device | str = "cpu",
+    extra_meta: dict | None = None,
+) -> Path:
+    """Make a bundle folder at `out` from files in any supported format; returns `out`.
+
+    Args:
+        generator: NVIDIA stylegan2-ada-pytorch .pkl, rosinality .pt or a faceapp .safetensors
+            (G_ema is taken when there is one), read by the importers that execute nothing.
+        encoder: e4e's `e4e_ffhq_encode.pt` or a faceapp checkpoint holding an Encoder4Editing;
+            it must make G's num_ws codes of G's w_dim.
+        directions: files read by `faceapp.edits.read_direction_file` (e4e .pt, InterFaceGAN .npy,
+            GANSpace .npz / e4e's ffhq_pca.pt, faceapp direction set folders); each single
+            direction is named by its file ('age.pt' -> 'age'), or 'NAME=FILE' names it.
+            Pickle payloads are refused (UnsafeCheckpointError) and never run.
+        align: 'ffhq' (FFHQ's quad crop, as the official weights) or 'utkface' (the demo's template crop).
+        force_directions: accept directions made for another generator (recorded in their meta).
+        calibrate: when > 0, measure each direction's scale on that many G.mapping samples, so
+            strength 1 = one std of the latents along it (default 0: the files' own units).
+
+    Raises:
+        DirectionMismatchError: a direction file made for another generator (see faceapp.edits.provenance).
+        CheckpointError / UnsafeCheckpointError: a file that cannot be read, or refuses to be.
+    """
+    from faceapp.edits.directions import DirectionSet
+    from faceapp.edits.formats import read_direction_file
+    from faceapp.edits.provenance import check_directions, generator_fingerprint, stamped
+
+    if align not in ("ffhq", "utkface"):
+        raise CheckpointError(f"align must be 'ffhq' or 'utkface', not {align!r}")
+    gen_path = Path(generator)
+    G, gen_fmt = _read_generator(gen_path, device)
+    res = int(G.img_resolution)
+    fp = generator_fingerprint(G, source=gen_path.name)
+    notes: list[str] = []
+    E = None
+    sources: dict = {"generator": {"file": gen_path.name, "format": gen_fmt}}
+    if encoder is not None:
+        E, enc_fmt, enc_notes = _read_encoder(Path(encoder), G, device)
+        notes += enc_notes
+        sources["encoder"] = {"file": Path(encoder).name, "format": enc_fmt}
+    merged: dict = {}
+    forced: list[str] = []
+    sources["directions"] = []
+    for spec in directions:
+        dname, dpath = _direction_arg(spec)
+        ds = read_direction_file(dpath, dname)
+        forced += check_directions(ds, fp, force=force_directions, where=str(dpath))
+        for d in ds.values():
+            if d.name in merged:
+                raise CheckpointError(
+                    f"two direction files give a direction called {d.name!r}; rename one with NAME=FILE"
+                )
+            merged[d.name] = d
+        sources["directions"].append({"file": dpath.name, "names": list(ds)})
+    direction_set = DirectionSet(merged.values()) if merged else None
+    if direction_set is not None and calibrate > 0:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(0)
+            z = torch.randn(int(calibrate), G.z_dim, device=device)
+            c = torch.zeros(int(calibrate), G.c_dim, device=device) if G.c_dim else None
+            direction_set = direction_set.calibrated(G.mapping(z, c)[:, 0])
+    if direction_set is not None:
+        direction_set = stamped(direction_set, fp, forced)
+    if forced:
+        notes.append("directions accepted with --force-directions: " + "; ".join(forced))
+    name = name or gen_path.stem
+    options = {
+        "generator": os.fspath(generator), "encoder": None if encoder is None else os.fspath(encoder),
+        "directions": [os.fspath(d) for d in directions], "align": align, "force_directions": bool(force_directions),
+        "calibrate": int(calibrate),
+    }
+    meta = {"sources": sources, "build_options": options, "notes": notes, **(extra_meta or {})}
+    spec = FFHQ_SPEC(res) if align == "ffhq" else utkface_spec(res)
+    if card is None:
+        card = _build_card(name, G, fp, sources, align, notes)
+    return save_bundle(out, G=G, align_spec=spec, encoder=E, directions=direction_set, name=name, card=card,
+                       meta=meta)
+
+
+def _build_card(name: str, G, fp: dict, sources: dict, align: str, notes: list[str]) -> str:
+    lines = [
+        f"# {name}",
+        "",
+        "Made by `python -m faceapp bundle` from files the user supplied; faceapp did not train it.",
+        "",
+        f"- generator: `{sources['generator']['file']}` ({sources['generator']['format']}), "
+        f"{G.img_resolution}x{G.img_resolution}, w_dim {G.w_dim}, {G.num_ws} ws, model id {fp['mapping_id']}",
+        f"- encoder: `{sources['encoder']['file']}` ({sources['encoder']['format']})" if "encoder" in sources
+        else "- encoder: none (the fast inversion mode optimises instead)",
+    ]
+    for d in sources.get("directions", []):
+        lines.append(f"- directions from `{d['file']}`: {', '.join(d['names'])}")
+    lines.append(f"- crop: {align}")
+    lines += ["", "The terms of the original files apply (see where they came from)."]
+    lines += [f"\nNote: {n}" for n in notes]
+    return "\n".join(lines) + "\n"
 
 
 RANDOM_CARD = """# Untrained stand-in (random weights)

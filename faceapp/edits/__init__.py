@@ -7,7 +7,9 @@
 
 Strength 1 = one standard deviation of the training latents' projections on a direction (its
 `scale`), so +-3 means about the same amount of change for every slider. Learning directions
-lives in training/learn_directions.py. This package never imports faceapp.inversion.
+lives in training/learn_directions.py. A set records the generator it was made for
+(faceapp.edits.provenance); `check_directions` refuses a set made for another one. This package never
+imports faceapp.inversion.
 """
 
 from faceapp.edits.apply import apply_edits, conditional_direction, edit_delta, project_out, timeline
@@ -17,23 +19,35 @@ from faceapp.edits.formats import (
     from_ganspace,
     from_interfacegan_npy,
     interfacegan_name,
+    read_direction_file,
     to_e4e_pt,
     to_interfacegan_npy,
+)
+from faceapp.edits.provenance import (
+    DirectionMismatchError,
+    check_directions,
+    generator_fingerprint,
+    made_for_source,
 )
 
 __all__ = [
     "Direction",
+    "DirectionMismatchError",
     "DirectionSet",
     "apply_edits",
+    "check_directions",
     "conditional_direction",
     "direction_scale",
     "edit_delta",
     "from_e4e_pt",
     "from_ganspace",
     "from_interfacegan_npy",
+    "generator_fingerprint",
     "interfacegan_name",
+    "made_for_source",
     "normalized",
     "project_out",
+    "read_direction_file",
     "timeline",
     "to_e4e_pt",
     "to_interfacegan_npy",

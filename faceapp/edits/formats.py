@@ -5,7 +5,9 @@
   ``stylegan_ffhq_age_w_boundary.npy``; conditional ones ``..._age_c_gender_boundary.npy``). Edits move
   ``latent + distance * boundary``: distances are raw latent units.
 - e4e (omertov/encoder4editing) ``editings/interfacegan_directions/{age,smile,pose}.pt``: a torch tensor
-  [1, 512] in W, applied as ``latent + factor * direction`` to every W+ layer.
+  in W, applied as ``latent + factor * direction``: age and smile are [1, 512] (every W+ layer), pose is
+  [1, 18, 512] (one row per W+ layer of the 1024 px FFHQ StyleGAN2; its rows are equal and unit). The
+  published files store their tensors on 'cuda:0'; they are read onto the CPU.
 - GANSpace (harskish/ganspace) component files: ``.npz`` with ``lat_comp`` [n_comp, 1, w_dim] (unit rows),
   ``lat_mean`` [1, w_dim], ``lat_stdev`` [n_comp] (std of W samples' coordinates on each component),
   ``act_comp`` / ``act_mean`` / ``act_stdev`` / ``var_ratio`` (and ``random_stdevs``); a named edit is
@@ -18,6 +20,10 @@ e4e directions keep their authors' units (scale = the stored vector's norm, so s
 distance / factor s) until `DirectionSet.calibrated` measures them on a generator's latents; GANSpace
 components take their ``lat_stdev`` as scale. `to_interfacegan_npy` / `to_e4e_pt` write a Direction
 back in those formats (vector * scale, so the files mean the same edit to those projects' code).
+`read_direction_file` reads any of them (or a faceapp direction set) by content, for the CLI.
+
+None of these files says which generator it was made for beyond its name; see
+faceapp.edits.provenance for how the name is read (InterFaceGAN's `stylegan_*` files are StyleGAN1).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ __all__ = [
     "from_interfacegan_npy",
     "interfacegan_name",
     "load_pt_safely",
+    "read_direction_file",
     "to_e4e_pt",
     "to_interfacegan_npy",
 ]
@@ -66,9 +73,11 @@ def interfacegan_name(path: str | os.PathLike) -> tuple[str, str | None]:
 
 
 def _as_w(arr: np.ndarray, where: str, w_dim: int | None) -> np.ndarray:
-    """[1, D] / [D] / [L, D] / [1, L*D] -> [D] or [L, D] float64."""
+    """[1, D] / [D] / [L, D] / [1, L, D] / [1, L*D] -> [D] or [L, D] float64."""
     a = np.asarray(arr, dtype=np.float64)
-    if a.ndim == 2 and a.shape[0] == 1:
+    if a.ndim == 3 and a.shape[0] == 1:  # e4e's pose.pt: [1, num_ws, w_dim]
+        a = a[0]
+    elif a.ndim == 2 and a.shape[0] == 1:
         a = a[0]
     if a.ndim == 1 and w_dim is not None and a.shape[0] != w_dim:
         if a.shape[0] % w_dim:
@@ -158,7 +167,7 @@ def from_e4e_pt(
     strength_range: tuple[float, float] = (-3.0, 3.0),
     description: str = "",
 ) -> Direction:
-    """An e4e ``editings/interfacegan_directions/<name>.pt`` tensor [1, 512] (W) as a Direction.
+    """An e4e ``editings/interfacegan_directions/<name>.pt`` tensor [1, 512] (W) or [1, num_ws, 512] as a Direction.
 
     Loaded with torch.load(weights_only=True); a file that asks for anything but tensors raises
     UnsafeCheckpointError. name defaults to the file's stem ('age.pt' -> 'age'). scale: None = the
@@ -245,6 +254,52 @@ def from_ganspace(
             )
         )
     return DirectionSet(out, meta={"source": f"ganspace:{Path(where).name}"})
+
+
+def read_direction_file(path: str | os.PathLike, name: str | None = None) -> DirectionSet:
+    """Any supported direction file as a DirectionSet, its format judged by content (and suffix).
+
+    - a faceapp direction set (its folder, or its directions.json / directions.safetensors): names its own;
+    - ``.npy``: an InterFaceGAN boundary, named from the file name ('stylegan2_ffhq_age_w_boundary.npy' -> 'age');
+    - ``.npz``: GANSpace components, named 'pc0' ... 'pc9' (use `from_ganspace` to name and layer them);
+    - ``.pt`` holding a tensor: an e4e direction, named by the file's stem ('age.pt' -> 'age');
+      holding a dict with 'comp': e4e's GANSpace PCA ('pc0' ...). Read with weights_only: a file that
+      asks for Python objects raises UnsafeCheckpointError and nothing from it runs.
+
+    name: the name of a single-direction file's direction (default: from its file name).
+    """
+    import torch
+
+    where = os.fspath(path)
+    p = Path(where)
+    if p.is_dir() or p.name in ("directions.json", "directions.safetensors"):
+        ds = DirectionSet.load(p)
+        if name is not None:
+            raise CheckpointError(f"{where} is a direction set that names its own directions; drop {name}=")
+        return ds
+    if not p.is_file():
+        raise CheckpointError(f"direction file not found: {where}")
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        if name is not None:
+            raise CheckpointError(f"{where} holds GANSpace components (named pc0, pc1, ...); drop {name}=")
+        return from_ganspace(p)
+    if suffix == ".npy":
+        return DirectionSet([from_interfacegan_npy(p, name)], meta={"source": f"interfacegan:{p.name}"})
+    if suffix in (".pt", ".pth"):
+        obj = load_pt_safely(p)
+        if isinstance(obj, torch.Tensor):
+            return DirectionSet([from_e4e_pt(p, name)], meta={"source": f"e4e:{p.name}"})
+        if isinstance(obj, Mapping) and "comp" in obj:
+            if name is not None:
+                raise CheckpointError(f"{where} holds GANSpace components (named pc0, pc1, ...); drop {name}=")
+            return from_ganspace(p)
+        raise CheckpointError(f"{where} holds a {type(obj).__name__}, neither an e4e direction tensor nor a "
+                              "GANSpace PCA dict")
+    raise CheckpointError(
+        f"{where}: unknown direction file type {suffix or '(no suffix)'!r}; expected an InterFaceGAN .npy, an e4e "
+        ".pt, a GANSpace .npz or a faceapp direction set folder"
+    )
 
 
 def _raw(direction: Direction) -> np.ndarray:

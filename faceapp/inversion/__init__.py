@@ -2,7 +2,8 @@
 
 - losses:   perceptual losses (LPIPS from the torch cache; an offline MobileNetV2 fallback) -- `perceptual_loss`
 - identity: dlib face-descriptor identity loss -- `IdentityLoss`
-- encoder:  e4e encoder -- `Encoder4Editing`, `import_e4e_checkpoint`
+- encoder:  e4e encoder -- `Encoder4Editing`, `load_encoder` (our format)
+- e4e_import: the official `e4e_ffhq_encode.pt` -- `import_e4e_checkpoint`
 - projector: optimisation in W / W+ (NVIDIA's projector semantics) -- `project`
 - pti:      pivotal tuning of a per-face copy of G -- `pivotal_tuning`
 - modes:    one entry point with a quality knob -- `invert(G, target, mode='fast'|'balanced'|'best')`
@@ -10,7 +11,8 @@
 Importing this package loads no model and imports no lpips (each is loaded when first asked for).
 """
 
-from faceapp.inversion.encoder import Encoder4Editing, import_e4e_checkpoint
+from faceapp.inversion.e4e_import import import_e4e_checkpoint
+from faceapp.inversion.encoder import Encoder4Editing, load_encoder
 from faceapp.inversion.identity import FFHQ_CHIP_BOX, IdentityLoss
 from faceapp.inversion.losses import (
     FALLBACK_KIND,
@@ -28,6 +30,7 @@ from faceapp.inversion.pti import PTIConfig, pivotal_tuning
 __all__ = [
     "Encoder4Editing",
     "import_e4e_checkpoint",
+    "load_encoder",
     "IdentityLoss",
     "FFHQ_CHIP_BOX",
     "PerceptualLoss",

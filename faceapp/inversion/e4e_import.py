@@ -11,6 +11,8 @@ It is read with torch.load(weights_only=True), allowing only argparse.Namespace 
 containers and tensors (some forks store opts as a Namespace). The encoder keys load strictly into
 `Encoder4Editing` (its configuration read off the weights' shapes); the decoder goes through
 `convert_rosinality_generator` (the same path as rosinality .pt files) with latent_avg as w_avg.
+
+This module imports faceapp.inversion.encoder; the encoder module never imports this one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 import torch
 
 from faceapp.errors import CheckpointError, UnsafeCheckpointError
-from faceapp.inversion.encoder import Encoder4Editing
+from faceapp.inversion.encoder import Encoder4Editing, register_encoder_class
 from faceapp.stylegan.checkpoint import build_network, load_state_checked
 from faceapp.stylegan.legacy import (
     _estimate_w_avg,
@@ -161,6 +163,7 @@ def import_e4e_checkpoint(path: str | os.PathLike, device: torch.device | str = 
         raise CheckpointError(f"{where}: the state_dict holds something other than tensors")
 
     kwargs = encoder_kwargs_from_state(enc, where=f"{where} [encoder]")
+    register_encoder_class()
     E = build_network("Encoder4Editing", kwargs, where=f"{where} [encoder]")
     assert isinstance(E, Encoder4Editing)
     latent_avg = _latent_avg(ckpt, opts, E.num_ws, E.w_dim, where)

@@ -3,8 +3,8 @@
 Architecture, module names and parameter/buffer names follow the public encoder4editing project
 (Tov et al. 2021; models/encoders/psp_encoders.py `Encoder4Editing`, helpers.py `bottleneck_IR_SE`,
 `GradualStyleBlock`), so the encoder half of the official `e4e_ffhq_encode.pt` loads into this class
-with strict=True (see faceapp.inversion.e4e_import). The official network and our small CPU encoders
-differ only in their kwargs:
+with strict=True (see faceapp.inversion.e4e_import, which imports this module, never the reverse).
+The official network and our small CPU encoders differ only in their kwargs:
 
     E = Encoder4Editing(num_ws=18)                                   # official FFHQ e4e (256 px input)
     E = Encoder4Editing(num_ws=12, img_resolution=128, blocks=[1, 2, 2, 1],
@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceapp.errors import FaceAppError
+from faceapp.errors import CheckpointError, FaceAppError
+from faceapp.stylegan.checkpoint import register_network_class
 from faceapp.stylegan.networks import _jsonable
 
 __all__ = [
@@ -38,14 +39,13 @@ __all__ = [
     "BottleneckIR",
     "BottleneckIRSE",
     "upsample_add",
-    "import_e4e_checkpoint",
+    "load_encoder",
+    "register_encoder_class",
 ]
 
 # The official FFHQ e4e: IR-SE-50 (units per stage) and its stage widths.
 E4E_BLOCKS = (3, 4, 14, 3)
 E4E_CHANNELS = (64, 128, 256, 512)
-
-
 
 
 class EqualLinear(nn.Module):
@@ -166,6 +166,7 @@ class Encoder4Editing(nn.Module):
         progressive_stage: int | None = None,  # Deltas in use (layers 1..stage), None = all (inference).
     ):
         super().__init__()
+        register_encoder_class()  # an encoder that exists can be saved (see register_encoder_class)
         blocks, channels = [int(b) for b in blocks], [int(c) for c in channels]
         if len(blocks) != 4 or len(channels) != 4 or min(blocks) < 1 or min(channels) < 1:
             raise FaceAppError(f"blocks {blocks} and channels {channels} must each list 4 positive numbers")
@@ -296,20 +297,30 @@ class Encoder4Editing(nn.Module):
                 f"progressive_stage={self.progressive_stage}")
 
 
-def import_e4e_checkpoint(path, device: torch.device | str = "cpu"):
-    """Read an official e4e checkpoint (`e4e_ffhq_encode.pt`) as (Encoder4Editing, Generator).
+def register_encoder_class() -> None:
+    """Let faceapp's checkpoint format store and rebuild `Encoder4Editing` (idempotent, cheap).
 
-    Executes nothing from the file; see faceapp.inversion.e4e_import.
+    Called by `Encoder4Editing.__init__` (so any encoder built in this process can be saved) and by
+    `load_encoder`; call it yourself before `checkpoint.load_networks` on a file holding an encoder.
+    Nothing registers at import time.
     """
-    from faceapp.inversion.e4e_import import import_e4e_checkpoint as _import
-
-    return _import(path, device=device)
-
-
-def _register() -> None:
-    from faceapp.stylegan.checkpoint import register_network_class
-
     register_network_class(Encoder4Editing)
 
 
-_register()  # a dict entry, so save_networks / load_networks know the class; nothing heavy
+def load_encoder(path, device: torch.device | str = "cpu") -> Encoder4Editing:
+    """The Encoder4Editing stored in a faceapp checkpoint (its net 'encoder', or its only net), eval mode.
+
+    For the official `e4e_ffhq_encode.pt` use `faceapp.inversion.e4e_import.import_e4e_checkpoint`.
+
+    Raises:
+        CheckpointError: not a faceapp checkpoint, or it holds no encoder.
+    """
+    from faceapp.stylegan.checkpoint import load_networks, read_header
+
+    register_encoder_class()
+    nets = read_header(path)["networks"]
+    name = "encoder" if "encoder" in nets else next(iter(nets), None)
+    if name is None or nets[name]["class"] != "Encoder4Editing":
+        held = ", ".join(f"{k} ({v['class']})" for k, v in nets.items()) or "nothing"
+        raise CheckpointError(f"{path} holds no Encoder4Editing (it has: {held})")
+    return load_networks(path, device=device, names=[name])[name]
