@@ -485,6 +485,96 @@ def _add_fetch_lpips(subparsers) -> None:
     p.set_defaults(handler=_cmd_fetch_lpips)
 
 
+# ---------------------------------------------------------------------------------------------
+# bundle / fetch ffhq: a model bundle from official files (local, or downloaded by `fetch`).
+
+
+def _print_bundle(path, force_directions: bool = False) -> None:
+    """Load the bundle just written (the proof it works) and say what is in it."""
+    from faceapp.bundle import load_bundle
+
+    b = load_bundle(path, force_directions=force_directions)
+    names = ", ".join(b.direction_names) or "none"
+    print(f"wrote bundle {path}: {b.name}, {b.resolution}x{b.resolution}, "
+          f"encoder {'yes' if b.encoder is not None else 'no'}, directions: {names}")
+    for note in b.meta.get("notes") or []:
+        print(f"note: {note}")
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from faceapp.bundle import build_bundle
+
+    path = build_bundle(args.out, generator=args.generator, encoder=args.encoder, directions=args.directions,
+                        align=args.align, name=args.name, force_directions=args.force_directions,
+                        calibrate=args.calibrate)
+    _print_bundle(path, force_directions=args.force_directions)
+    print(f"use it: python app.py --model {path}")
+    print(f"    or: python -m faceapp edit PHOTO --model {path} --age 2 --out OUT.png")
+    return 0
+
+
+def _add_bundle(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bundle",
+        help="make a model bundle from a generator, an encoder and direction files you have (no network)",
+        description="Make a model bundle (generator + encoder + edit directions + crop spec) from files in any "
+        "supported format, read without executing code from them. Directions are named by their file "
+        "(age.pt -> age; NAME=FILE to rename) and must be made for this generator: a set made for another "
+        "(StyleGAN1 InterFaceGAN boundaries, another w_dim or num_ws, another model) is refused unless "
+        "--force-directions.",
+    )
+    p.add_argument("--generator", required=True, metavar="FILE",
+                   help="NVIDIA stylegan2-ada-pytorch .pkl, rosinality .pt or faceapp .safetensors")
+    p.add_argument("--out", required=True, metavar="DIR", help="the bundle folder to write")
+    p.add_argument("--encoder", metavar="FILE", help="e4e's e4e_ffhq_encode.pt or a faceapp encoder checkpoint")
+    p.add_argument("--directions", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="direction files: e4e .pt, InterFaceGAN .npy, GANSpace .npz / ffhq_pca.pt, faceapp "
+                   "direction set folders; NAME=FILE names a single direction")
+    p.add_argument("--align", choices=("ffhq", "utkface"), default="ffhq",
+                   help="how the model's training faces were cropped (default: ffhq, as the official weights)")
+    p.add_argument("--name", default=None, help="the bundle's name (default: the generator file's stem)")
+    p.add_argument("--force-directions", action="store_true",
+                   help="use directions made for another generator anyway (recorded in the bundle)")
+    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="measure each direction's strength unit on N mapping samples (strength 1 = one std); "
+                   "default 0 keeps the files' own units")
+    p.set_defaults(handler=_cmd_bundle)
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from faceapp.bundle import named_model_dir
+    from faceapp.fetch import fetch_ffhq
+
+    path = fetch_ffhq(args.out, generator=args.generator, encoder=args.e4e, no_encoder=args.no_encoder,
+                      base_url=args.base_url, progress=not args.quiet)
+    _print_bundle(path)
+    model = "ffhq" if args.out is None or path.resolve() == named_model_dir("ffhq").resolve() else str(path)
+    print(f"use it: python app.py --model {model}")
+    return 0
+
+
+def _add_fetch(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fetch",
+        help="download the official FFHQ StyleGAN2 generator, e4e encoder and directions, and bundle them",
+        description="Download NVIDIA's FFHQ StyleGAN2 generator, e4e's FFHQ encoder and e4e's age / smile / pose "
+        "directions into faceapp's cache (resumable, size/checksum-checked where known), convert them with the "
+        "safe importers and write the bundle 'ffhq' (python app.py --model ffhq). Offline, it says what to "
+        "download by hand and where to put it.",
+    )
+    p.add_argument("what", choices=("ffhq",), help="what to fetch (ffhq: the official FFHQ StyleGAN2 files)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="bundle folder (default: the cache's models/ffhq, found by --model ffhq)")
+    p.add_argument("--generator", metavar="FILE", help="use this ffhq.pkl (or .pt) instead of downloading it")
+    p.add_argument("--e4e", metavar="FILE", help="use this e4e_ffhq_encode.pt instead of downloading it")
+    p.add_argument("--no-encoder", action="store_true", help="build the bundle without the e4e encoder")
+    p.add_argument("--base-url", default=None, metavar="URL",
+                   help="fetch every file as URL/<file name> (a mirror; default: $FACEAPP_FETCH_BASE_URL, else "
+                   "the official URLs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_fetch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subcommand per faceapp command."""
     parser = argparse.ArgumentParser(prog="faceapp", description="Open-source FaceApp: StyleGAN2 face editing.")
@@ -494,6 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_age(subparsers)
     _add_edit(subparsers)
     _add_fetch_lpips(subparsers)
+    _add_bundle(subparsers)
+    _add_fetch(subparsers)
     return parser
 
 
