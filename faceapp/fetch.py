@@ -204,8 +204,9 @@ def _fetch_url(url: str, part: Path, remote: RemoteFile, progress: bool, timeout
                     f"the download was cut off after {got:,}" + (f" of {total:,}" if total else "")
                     + f" bytes ({type(e).__name__}); run the command again to resume"
                 ) from None
-        if total is not None and got < total:
-            raise DownloadError(f"the download stopped after {got:,} of {total:,} bytes; run again to resume")
+        if total is not None and got < total:  # the connection closed early
+            raise DownloadError(f"the download was cut off after {got:,} of {total:,} bytes; run the command "
+                                "again to resume")
 
 
 def download(
@@ -233,24 +234,25 @@ def download(
             return dest
         dest.unlink()
     part = dest.with_name(dest.name + ".part")
-    reasons = []
+    reasons: list[str] = []
     for url in _urls(remote, base_url):
         try:
             _fetch_url(url, part, remote, progress, timeout)
         except DownloadError as e:
-            reasons.append(f"{url}: {e}")
+            reasons.append(str(e))
             continue
         except (urllib.error.URLError, OSError, HTTPException, ValueError) as e:
             why = getattr(e, "reason", None) or e
-            reasons.append(f"{url}: {type(why).__name__ if isinstance(why, Exception) else ''} {why}".strip())
+            text = getattr(why, "strerror", None) or str(why)
+            reasons.append(f"{text} ({type(why).__name__})" if isinstance(why, Exception) else text)
             continue
         problem = _problem(part, remote) if part.exists() else "nothing arrived"
         if problem is None:
             os.replace(part, dest)
             return dest
         part.unlink(missing_ok=True)
-        reasons.append(f"{url}: refused, {problem}")
-    raise DownloadError("; ".join(reasons) or "no URL to fetch it from")
+        reasons.append(f"refused: {problem}")
+    raise DownloadError(" / ".join(dict.fromkeys(reasons)) or "no URL to fetch it from")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,17 +352,19 @@ def fetch_ffhq(
 
 
 def _failure_message(failed: Iterable[tuple[RemoteFile, str]], folder: Path, *, encoder_failed: bool) -> str:
+    failed = list(failed)
+    whys = {why for _, why in failed}
+    shared = whys.pop() if len(whys) == 1 else None
     parts = []
     for remote, why in failed:
-        where = remote.page or remote.urls[0]
+        where = remote.page if remote.page and "drive.google" in remote.page else remote.urls[0]
         browser = " (Google Drive: open it in a browser)" if "drive.google" in where else ""
-        parts.append(f"{remote.filename} from {where}{browser} [{why}]")
-    options = "pass --generator FILE / --e4e FILE for files you already have"
+        parts.append(f"{remote.filename} from {where}{browser}" + ("" if shared else f" [{why}]"))
+    options = "--generator FILE / --e4e FILE use files you already have"
     if encoder_failed:
-        options += ", or --no-encoder to build without the encoder"
+        options += "; --no-encoder builds without the encoder"
     return (
-        f"could not download {len(parts)} file(s) for the FFHQ bundle (offline?). Download by hand: "
-        + "; ".join(parts)
-        + f". Put them in {folder}/ under those names ({options}) and run `python -m faceapp fetch ffhq` again"
+        f"could not download {len(parts)} file(s) for the FFHQ bundle" + (f" ({shared})" if shared else "")
+        + f". Download by hand into {folder}/ under these names: " + "; ".join(parts)
+        + f". Then run `python -m faceapp fetch ffhq` again ({options})"
     )
-
