@@ -566,9 +566,11 @@ random weights and random unit directions named {names}. It exists so that the a
 and the tests run before a trained model is available. **Its output is not a face**: it shows
 that the pipeline works (detect, align, invert, edit, render, paste back), nothing more.
 
-For real results, convert official FFHQ weights (`python -m faceapp convert ffhq.pkl ffhq.safetensors`)
-and start `python app.py --model ffhq.safetensors`, or point `--model` at a trained bundle folder or
-a Hugging Face Hub repo id.
+For real results, get the official FFHQ weights, encoder and directions as one bundle
+(`python -m faceapp fetch ffhq`, then `python app.py --model ffhq`), build one from files you have
+(`python -m faceapp bundle --generator ffhq.pkl --encoder e4e_ffhq_encode.pt --directions age.pt ...`;
+a bare generator converted with `python -m faceapp convert ffhq.pkl ffhq.safetensors` has no sliders),
+or point `--model` at a trained bundle folder or a Hugging Face Hub repo id.
 """
 
 

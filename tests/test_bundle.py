@@ -165,3 +165,40 @@ def test_mistyped_bundle_json_fails_clearly(tmp_path, bundle_dir):
         load_bundle(variant("ver", lambda m: {**m, "version": "1.0"}))
     with pytest.raises(CheckpointError, match="JSON object"):
         load_bundle(variant("list", lambda m: [m]))
+
+
+# ------------------------------------------------------------------ named bundles, provenance
+
+
+def test_cache_dir_and_named_bundles(tmp_path, monkeypatch, bundle_dir):
+    from faceapp.bundle import cache_dir, named_model_dir
+
+    monkeypatch.delenv("FACEAPP_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "faceapp"
+    monkeypatch.setenv("FACEAPP_CACHE", str(tmp_path / "cache"))
+    assert cache_dir() == tmp_path / "cache" and named_model_dir("ffhq") == tmp_path / "cache" / "models" / "ffhq"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelUnavailableError, match="python -m faceapp fetch ffhq"):
+        load_bundle("ffhq")
+    shutil.copytree(bundle_dir, tmp_path / "cache" / "models" / "tiny")
+    assert load_bundle("tiny").root == tmp_path / "cache" / "models" / "tiny"
+    shutil.copytree(bundle_dir, tmp_path / "tiny")  # a folder of that name here wins
+    assert load_bundle("tiny").root.resolve() == tmp_path / "tiny"
+
+
+def test_saved_directions_record_their_generator_and_another_is_refused(tmp_path, bundle_dir):
+    from faceapp.edits import DirectionMismatchError, generator_fingerprint
+
+    b = load_bundle(bundle_dir)
+    rec = b.directions.meta["generator"]
+    assert rec == generator_fingerprint(b.G) and rec["w_dim"] == b.G.w_dim and rec["num_ws"] == b.G.num_ws
+    other = load_bundle(make_random_bundle(tmp_path / "other", resolution=32, seed=9))  # same shapes, other weights
+    assert generator_fingerprint(other.G)["mapping_id"] != rec["mapping_id"]
+    with pytest.raises(DirectionMismatchError, match="--force-directions"):
+        save_bundle(tmp_path / "mixed", G=other.G, directions=b.directions, align_spec=FFHQ_SPEC(32))
+    assert not (tmp_path / "mixed" / "bundle.json").exists()
+    save_bundle(tmp_path / "mixed", G=other.G, directions=b.directions, align_spec=FFHQ_SPEC(32),
+                force_directions=True)
+    mixed = load_bundle(tmp_path / "mixed")  # accepted once, on purpose: recorded, and loads after
+    assert mixed.directions.meta["forced"] and mixed.directions.meta["generator"] == generator_fingerprint(other.G)

@@ -334,3 +334,109 @@ def test_edits_import_neither_inversion_nor_training():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------------- published files, provenance
+
+
+def test_e4e_pose_pt_is_a_per_layer_direction_stored_on_cuda(tmp_path):
+    import torch.serialization as ts
+
+    row = torch.randn(W_DIM)
+    pose = (row / row.norm()).repeat(1, NUM_WS, 1)  # [1, num_ws, w_dim], as e4e's pose.pt ([1, 18, 512])
+    orig = ts.location_tag
+    ts.location_tag = lambda storage: "cuda:0"  # the published file was saved from a GPU
+    try:
+        torch.save(pose, tmp_path / "pose.pt")
+    finally:
+        ts.location_tag = orig
+    d = from_e4e_pt(tmp_path / "pose.pt")
+    assert d.name == "pose" and d.per_layer and d.vector.shape == (NUM_WS, W_DIM)
+    assert d.scale == pytest.approx(NUM_WS**0.5, rel=1e-6)
+    ws = torch.randn(2, NUM_WS, W_DIM)
+    torch.testing.assert_close(apply_edits(ws, DirectionSet([d]), {"pose": 1.5}), ws + 1.5 * pose, atol=1e-5, rtol=0)
+
+
+def test_read_direction_file_by_content(tmp_path):
+    from faceapp.edits import read_direction_file
+
+    torch.save(torch.randn(1, W_DIM), tmp_path / "age.pt")
+    np.save(tmp_path / "stylegan2_ffhq_smile_w_boundary.npy", np.random.default_rng(0).normal(size=(1, W_DIM)))
+    comp = np.eye(3, W_DIM, dtype=np.float32)[:, None, :]
+    np.savez(tmp_path / "g.npz", lat_comp=comp, lat_stdev=np.ones(3, np.float32))
+    torch.save({"comp": torch.as_tensor(comp), "mean": torch.zeros(1, W_DIM), "std": torch.ones(3)},
+               tmp_path / "ffhq_pca.pt")
+    assert list(read_direction_file(tmp_path / "age.pt")) == ["age"]
+    assert list(read_direction_file(tmp_path / "age.pt", "older")) == ["older"]
+    assert list(read_direction_file(tmp_path / "stylegan2_ffhq_smile_w_boundary.npy")) == ["smile"]
+    assert list(read_direction_file(tmp_path / "g.npz")) == ["pc0", "pc1", "pc2"]
+    assert list(read_direction_file(tmp_path / "ffhq_pca.pt")) == ["pc0", "pc1", "pc2"]
+    DirectionSet(rand_dirs(["a", "b"])).save(tmp_path / "set")
+    assert list(read_direction_file(tmp_path / "set")) == ["a", "b"]
+    assert list(read_direction_file(tmp_path / "set" / "directions.json")) == ["a", "b"]
+    with pytest.raises(CheckpointError, match="names its own"):
+        read_direction_file(tmp_path / "set", "x")
+    (tmp_path / "notes.txt").write_text("?")
+    with pytest.raises(CheckpointError, match="unknown direction file type"):
+        read_direction_file(tmp_path / "notes.txt")
+    with pytest.raises(CheckpointError, match="not found"):
+        read_direction_file(tmp_path / "missing.pt")
+
+
+def test_made_for_source_reads_the_published_names():
+    from faceapp.edits import made_for_source
+
+    sg1 = {"family": "stylegan", "stylegan_version": 1}
+    assert made_for_source("interfacegan:stylegan_ffhq_age_w_boundary.npy") == sg1
+    assert made_for_source("interfacegan:stylegan_celebahq_eyeglasses_boundary.npy") == sg1
+    assert made_for_source("interfacegan:pggan_celebahq_smile_boundary.npy") == {"family": "pggan",
+                                                                                 "stylegan_version": None}
+    assert made_for_source("interfacegan:stylegan2_ffhq_age_w_boundary.npy")["stylegan_version"] == 2
+    assert made_for_source("interfacegan:age.npy") == {}  # unknown: judged by shape only
+    assert made_for_source("e4e:age.pt")["stylegan_version"] == 2
+    assert made_for_source("ganspace:stylegan2-ffhq_style_ipca_c80_n1000000_w.npz#20")["family"] == "stylegan2"
+    assert made_for_source("ganspace:stylegan-ffhq_g_mapping_ipca_c80_n1000000_w.npz#3")["stylegan_version"] == 1
+    assert made_for_source("ganspace:ffhq_pca.pt#4")["family"] == "stylegan2"
+    assert made_for_source("random") == made_for_source("") == {}
+
+
+def _tiny_G(seed):
+    from faceapp.stylegan import Generator
+
+    torch.manual_seed(seed)
+    return Generator(z_dim=W_DIM, c_dim=0, w_dim=W_DIM, img_resolution=16, img_channels=3,
+                     mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16)).eval()
+
+
+def test_fingerprint_and_check_directions():
+    from faceapp.edits import DirectionMismatchError, check_directions, generator_fingerprint
+    from faceapp.edits.provenance import stamped
+
+    G, G2 = _tiny_G(0), _tiny_G(1)
+    torch.manual_seed(5)
+    before = torch.rand(2)
+    torch.manual_seed(5)
+    fp = generator_fingerprint(G, source="dir/g.pkl")
+    assert torch.equal(torch.rand(2), before)  # the global RNG is left alone
+    assert fp == generator_fingerprint(G, source="g.pkl") and fp["source"] == "g.pkl" and len(fp["probe"]) == 16
+    assert (fp["w_dim"], fp["num_ws"], fp["family"], fp["stylegan_version"]) == (W_DIM, G.num_ws, "stylegan2", 2)
+    fp2 = generator_fingerprint(G2)
+    assert fp2["mapping_id"] != fp["mapping_id"]
+    ds = DirectionSet(rand_dirs(["age"]))
+    assert check_directions(ds, G) == []  # nothing recorded, nothing wrong
+    mine = stamped(ds, fp)
+    assert check_directions(mine, G) == [] and check_directions(mine, fp) == []
+    with pytest.raises(DirectionMismatchError, match="from g.pkl"):
+        check_directions(mine, G2)
+    reasons = check_directions(mine, G2, force=True)
+    assert len(reasons) == 1 and "not this one" in reasons[0]
+    # The same weights, slightly perturbed (another file format's round-off), still match by the probe.
+    G2.mapping.load_state_dict({k: v * (1 + 1e-6) for k, v in G.mapping.state_dict().items()})
+    assert generator_fingerprint(G2)["mapping_id"] != fp["mapping_id"] and check_directions(mine, G2) == []
+    sg1 = DirectionSet([Direction("age", np.ones(W_DIM), source="interfacegan:stylegan_ffhq_age_w_boundary.npy")])
+    with pytest.raises(DirectionMismatchError, match="made for StyleGAN1, but the generator is StyleGAN2"):
+        check_directions(sg1, G)
+    wide = DirectionSet([Direction("age", np.ones(2 * W_DIM))])
+    with pytest.raises(DirectionMismatchError, match=f"width {2 * W_DIM}"):
+        check_directions(wide, G)
+    assert check_directions(stamped(sg1, fp, ["accepted"]), G) == []  # recorded for G: authoritative

@@ -21,7 +21,8 @@ from PIL import Image
 import tests.ref_stylegan2 as ref
 from faceapp.errors import CheckpointError, FaceAppError, UnsafeCheckpointError
 from faceapp.inversion.e4e_import import encoder_kwargs_from_state, import_e4e_checkpoint
-from faceapp.inversion.encoder import Encoder4Editing
+from faceapp.inversion.encoder import Encoder4Editing, load_encoder
+from faceapp.stylegan import Generator
 from faceapp.stylegan.checkpoint import load_networks, read_header, save_networks
 
 SMALL = dict(blocks=[1, 1, 2, 1], channels=[8, 12, 16, 24], head_channels=16)
@@ -206,6 +207,46 @@ def test_checkpoint_round_trip(tmp_path):
     img = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.equal(E2(img), E(img))
+
+
+def test_no_import_cycle_and_no_import_time_registration(tmp_path):
+    """encoder.py never imports e4e_import; importing either registers nothing; load_encoder works cold."""
+    import ast
+
+    import faceapp.inversion.encoder as enc_mod
+
+    tree = ast.parse(Path(enc_mod.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any("e4e_import" in (m or "") for m in imported)
+
+    E = randomise(small_encoder(num_ws=6, w_dim=8, img_resolution=32), seed=4)
+    path = tmp_path / "enc.safetensors"
+    save_networks(path, {"encoder": E})
+    code = (
+        "import sys\n"
+        "import faceapp.inversion.encoder, faceapp.inversion.e4e_import\n"
+        "from faceapp.stylegan.checkpoint import NETWORK_CLASSES, load_networks\n"
+        "from faceapp.errors import CheckpointError\n"
+        "assert 'Encoder4Editing' not in NETWORK_CLASSES, 'registered at import time'\n"
+        "try:\n"
+        f"    load_networks({str(path)!r}); raise SystemExit('loaded an unregistered class')\n"
+        "except CheckpointError:\n"
+        "    pass\n"
+        "from faceapp.inversion import load_encoder\n"
+        f"E = load_encoder({str(path)!r})\n"
+        "assert type(E).__name__ == 'Encoder4Editing' and E.num_ws == 6 and not E.training\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+    # e4e_import alone, in a fresh process, pulls in the encoder module (one direction only).
+    subprocess.run([sys.executable, "-c", "import sys, faceapp.inversion.e4e_import as m; "
+                    "assert 'faceapp.inversion.encoder' in sys.modules"], check=True,
+                   cwd=Path(__file__).parent.parent)
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=1),
+                  synthesis_kwargs=dict(channel_base=128, channel_max=8))
+    save_networks(tmp_path / "g.safetensors", {"G_ema": G})
+    with pytest.raises(CheckpointError, match="holds no Encoder4Editing"):
+        load_encoder(tmp_path / "g.safetensors")
 
 
 # ---------------------------------------------------------------------------------------------
