@@ -170,20 +170,17 @@ def _atomic_save(image_or_frames, path, *, gif: bool = False) -> None:
     import os
     import time
 
+    from faceapp.imageio import atomic_path
     from faceapp.pipeline import save_gif
 
     if gif:
         save_gif(image_or_frames, path)  # atomic itself
         return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         image_or_frames.save(tmp, format="PNG")
         delay = float(os.environ.get("FACEAPP_TEST_SLEEP", "0") or 0)  # test hook: widen the kill window
         if delay:
             time.sleep(delay)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_manifest(path) -> list[dict]:
@@ -233,11 +230,12 @@ def _output_stems(photos) -> dict:
 def _cmd_age(args: argparse.Namespace) -> int:
     import hashlib
     import json
-    import os
     import time
     from pathlib import Path
 
     from tqdm import tqdm
+
+    from faceapp.imageio import atomic_path
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -260,9 +258,8 @@ def _cmd_age(args: argparse.Namespace) -> int:
     }
     signature = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
     run_options = {**options, "model_source": str(args.model), "inputs": list(args.inputs), "signature": signature}
-    tmp = out / f".options.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(run_options, indent=2) + "\n")
-    os.replace(tmp, out / "options.json")
+    with atomic_path(out / "options.json") as tmp:
+        tmp.write_text(json.dumps(run_options, indent=2) + "\n")
 
     manifest = out / MANIFEST
     done = {
@@ -344,7 +341,9 @@ def _add_model_args(p) -> None:
     p.add_argument("--model", default=default_model(),
                    help="model bundle folder, generator checkpoint or Hugging Face Hub repo id "
                    "(default: $FACEAPP_MODEL, else models/demo/)")
-    p.add_argument("--mode", choices=("fast", "balanced", "best"), default="fast",
+    from faceapp.inversion.modes import MODES
+
+    p.add_argument("--mode", choices=MODES, default="fast",
                    help="inversion quality: fast (encoder), balanced (+ refinement), best (+ pivotal tuning)")
     p.add_argument("--faces", choices=("largest", "all"), default="all", help="which faces to edit (default: all)")
     p.add_argument("--hold", type=_names, default=(),
@@ -389,6 +388,8 @@ def _add_age(subparsers) -> None:
 def _cmd_edit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from faceapp.imageio import atomic_path
+
     strengths = {name: value for name, value in (args.edits or []) if value}
     for name in ("age", "smile", "glasses", "gender"):
         value = getattr(args, name)
@@ -397,13 +398,8 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     editor = _editor(args)
     result = editor.edit_photo(args.photo, strengths, faces=args.faces, mode=args.mode, hold=args.hold)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         result.save(tmp, format=_format_for(out))
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     shown = ", ".join(f"{k} {v:+g}" for k, v in strengths.items()) or "no edit (re-rendered)"
     print(f"wrote {out} ({shown})")
     return 0

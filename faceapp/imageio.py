@@ -10,10 +10,12 @@ decompression bomb costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,7 +31,27 @@ DEFAULT_MIN_SIDE = 16
 
 ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MIN_SIDE", "ImageSource", "image_name", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MIN_SIDE", "ImageSource", "atomic_path", "image_name", "load_image"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file atomically: yields a temporary path beside `path` (same folder, same suffix) to write to;
+    when the block ends without an error it is renamed onto `path`, otherwise removed.
+
+    A reader (or a killed run) never sees half a file. The folder is created when missing.
+
+        with atomic_path("out/result.png") as tmp:
+            image.save(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{threading.get_ident()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def image_name(image: Image.Image, default: str = "the image") -> str:

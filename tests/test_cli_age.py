@@ -138,7 +138,7 @@ def test_killed_run_resumes_without_half_files(model, tmp_path):
         deadline = time.monotonic() + 240
         # wait until a.jpg is recorded and b's output exists only as its temporary file
         while time.monotonic() < deadline:
-            if list(out.glob(".b_age+2.png.tmp-*")):
+            if list(out.glob(".b_age+2.tmp-*.png")):
                 break
             assert proc.poll() is None, proc.stderr.read().decode()
             time.sleep(0.05)

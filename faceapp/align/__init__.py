@@ -28,10 +28,22 @@ from faceapp.align.detect import (
     FaceAlignmentUnavailableWarning,
     detect_faces,
     face_alignment_weights_present,
+    face_descriptor,
     five_points,
     resolve_backend,
 )
-from faceapp.align.paste import face_hull, face_mask, paste_back, paste_back_all
+from faceapp.align.paste import (
+    PASTE_METHODS,
+    REGIONS,
+    edit_mask,
+    face_hull,
+    face_mask,
+    head_hull,
+    paste_back,
+    paste_back_all,
+    paste_difference,
+    paste_difference_all,
+)
 from faceapp.imageio import load_image
 
 __all__ = [
@@ -43,17 +55,24 @@ __all__ = [
     "AlignedFace",
     "Face",
     "FaceAlignmentUnavailableWarning",
+    "PASTE_METHODS",
+    "REGIONS",
     "align_face",
     "crop_matrix",
     "detect_faces",
+    "edit_mask",
     "face_alignment_weights_present",
+    "face_descriptor",
     "face_hull",
     "face_mask",
     "ffhq_quad",
     "five_points",
+    "head_hull",
     "load_image",
     "paste_back",
     "paste_back_all",
+    "paste_difference",
+    "paste_difference_all",
     "render_crop",
     "resolve_backend",
     "template_spec",

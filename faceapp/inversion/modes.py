@@ -141,9 +141,12 @@ def invert(
     else:
         ws = None
     if stages and perceptual is None and cfg.perceptual_weight > 0:
-        from faceapp.inversion.losses import perceptual_loss
+        from faceapp.inversion.losses import available_perceptual_loss
 
-        perceptual = perceptual_loss("auto", device=device)
+        perceptual = available_perceptual_loss(device=device)
+        if perceptual is None:  # none installed: pixel (+ identity) terms only, rather than an error
+            cfg = replace(cfg, perceptual_weight=0.0)
+            metrics["perceptual_note"] = "no perceptual loss installed: optimised without the perceptual term"
 
     # optimised noise is kept only where a per-face copy of G can hold it ('best'): the last projection stage
     last_projection = max((i for i, (kind, _) in enumerate(stages) if kind != "pti"), default=-1)
