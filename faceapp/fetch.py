@@ -186,6 +186,7 @@ def _fetch_url(url: str, part: Path, remote: RemoteFile, progress: bool, timeout
         elif status == 206:
             start = (response.headers.get("Content-Range") or "").partition(" ")[2].partition("-")[0]
             if start.strip() != str(have):
+                part.unlink(missing_ok=True)  # cannot be continued: the next try starts afresh
                 raise DownloadError(f"the server resumed at byte {start or '?'}, not {have}")
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else remote.size
@@ -229,12 +230,14 @@ def download(
     folder = Path(folder) if folder is not None else downloads_dir()
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / remote.filename
+    reasons: list[str] = []
     if dest.is_file():
-        if _problem(dest, remote) is None:
+        problem = _problem(dest, remote)
+        if problem is None:
             return dest
         dest.unlink()
+        reasons.append(f"the {remote.filename} already in {folder} was removed: {problem}")
     part = dest.with_name(dest.name + ".part")
-    reasons: list[str] = []
     for url in _urls(remote, base_url):
         try:
             _fetch_url(url, part, remote, progress, timeout)
@@ -302,6 +305,9 @@ def fetch_ffhq(
     from faceapp.bundle import build_bundle, named_model_dir
 
     gen_file, enc_file, *dir_files = files if files is not None else FFHQ_FILES
+    out = Path(out) if out is not None else named_model_dir("ffhq")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "bundle.json").is_file())):
+        raise ModelUnavailableError(f"{out} exists and is not a faceapp bundle; choose another --out (it is replaced)")
     folder = downloads_dir()
     say = log or (lambda *a, **k: None)
     local = {gen_file.filename: generator, enc_file.filename: encoder}
@@ -322,7 +328,6 @@ def fetch_ffhq(
             failed.append((remote, str(e)))
     if failed:
         raise ModelUnavailableError(_failure_message(failed, folder, encoder_failed=enc_file in [f for f, _ in failed]))
-    out = Path(out) if out is not None else named_model_dir("ffhq")
     say(f"converting with the safe importers and writing the bundle to {out} ...")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

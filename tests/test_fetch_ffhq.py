@@ -242,3 +242,11 @@ def test_the_official_file_list():
         assert d.sha256 and len(d.sha256) == 64 and d.size
         assert d.urls[0].startswith("https://raw.githubusercontent.com/omertov/encoder4editing/99ea505")
         assert d.urls[0].endswith(f"editings/interfacegan_directions/{d.filename}")
+
+
+def test_out_folder_that_is_not_a_bundle_is_left_alone(setup, tmp_path, capsys):
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "keep.jpg").write_bytes(b"x")
+    assert fetch_ffhq("--out", mine, "--base-url", _closed_port_url()) == 2
+    assert "is not a faceapp bundle" in capsys.readouterr().err and (mine / "keep.jpg").exists()
