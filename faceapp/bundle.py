@@ -490,6 +490,7 @@ def build_bundle(
 
     if align not in ("ffhq", "utkface"):
         raise CheckpointError(f"align must be 'ffhq' or 'utkface', not {align!r}")
+    directions = list(directions)
     gen_path = Path(generator)
     G, gen_fmt = _read_generator(gen_path, device)
     res = int(G.img_resolution)

@@ -183,6 +183,14 @@ def test_rosinality_pt_and_our_format_and_utkface_crop(official, tmp_path):
                        name="ros")
     b = load_bundle(out)
     assert b.name == "ros" and b.encoder is None and b.align_spec.kind == "template" and list(b.directions) == ["age"]
+    # --calibrate: strength 1 = one std of the generator's latents along the direction.
+    age = o["root"] / "dirs" / "age.pt"
+    cal = load_bundle(build_bundle(tmp_path / "cal", generator=o["pt"], directions=iter([age]), calibrate=4000))
+    with torch.no_grad():
+        w = cal.G.mapping(torch.randn(20000, cal.G.z_dim, generator=torch.Generator().manual_seed(9)), None)[:, 0]
+    v = torch.as_tensor(cal.directions["age"].vector)
+    assert cal.directions["age"].scale == pytest.approx(float((w @ v).std()), rel=0.05)
+    assert cal.directions["age"].scale != pytest.approx(b.directions["age"].scale, rel=0.05)
     # Our own format as input, and our own direction set folder (names its own directions).
     assert cli.main(["convert", str(o["pt"]), str(tmp_path / "g.safetensors")]) == 0
     out2 = build_bundle(tmp_path / "b2", generator=tmp_path / "g.safetensors", directions=[out / "directions"])
