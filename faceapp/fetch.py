@@ -360,6 +360,8 @@ def _failure_message(failed: Iterable[tuple[RemoteFile, str]], folder: Path, *, 
     failed = list(failed)
     whys = {why for _, why in failed}
     shared = whys.pop() if len(whys) == 1 else None
+    if shared and any(k in shared for k in ("gaierror", "ConnectionRefused", "timed out", "Network is unreachable")):
+        shared += "; offline?"
     parts = []
     for remote, why in failed:
         where = remote.page if remote.page and "drive.google" in remote.page else remote.urls[0]
