@@ -91,14 +91,14 @@ def prepare_perceptual(*, online: bool | None = None, download=None, say=print) 
     package is installed; else inversions run without the perceptual term (pixel + identity losses). Each
     case is said in the log; none is an error. `download` (tests) replaces the fetch.
     """
-    from faceapp.inversion.losses import load_mobilenet_v2_weights, lpips_weights_cached, torch_cache_file
+    from faceapp.inversion import losses
 
     if online is None:
         online = not any(os.environ.get(k, "").strip() not in ("", "0") for k in ("HF_HUB_OFFLINE", "FACEAPP_OFFLINE"))
-    if not lpips_weights_cached("vgg") and online:
+    if not losses.lpips_weights_cached("vgg") and online:
         import time
 
-        target = torch_cache_file("vgg16-397923af.pth")
+        target = losses.torch_cache_file("vgg16-397923af.pth")
         say(f"faceapp: fetching LPIPS's VGG16 backbone into {target} (once; set FACEAPP_OFFLINE=1 to skip) ...")
         t0 = time.perf_counter()
         try:
@@ -106,13 +106,13 @@ def prepare_perceptual(*, online: bool | None = None, download=None, say=print) 
             say(f"faceapp: LPIPS backbone fetched and checked in {time.perf_counter() - t0:.0f} s")
         except Exception as e:  # offline, blocked, disk full: the fallbacks below still work
             say(f"faceapp: could not fetch the LPIPS backbone ({type(e).__name__}: {e})")
-    if lpips_weights_cached("vgg"):
+    if losses.lpips_weights_cached("vgg"):
         what = "lpips-vgg"
     else:
         from faceapp.errors import ModelUnavailableError
 
         try:
-            load_mobilenet_v2_weights()
+            losses.load_mobilenet_v2_weights()
             what = "mobilenet"
         except ModelUnavailableError:
             what = "none"

