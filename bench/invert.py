@@ -79,15 +79,11 @@ def load_models(args, device):
         b = load_bundle(args.bundle, device=device)
         return b.G, b.encoder, f"bundle {args.bundle}"
     if args.generator:
-        from faceapp.stylegan.checkpoint import load_generator, load_networks
+        from faceapp.inversion import load_encoder
+        from faceapp.stylegan.checkpoint import load_generator
 
         G = load_generator(args.generator, device=device)
-        encoder = None
-        if args.encoder:
-            import faceapp.inversion.encoder  # noqa: F401  (registers Encoder4Editing with the loader)
-
-            nets = load_networks(args.encoder, device=device)
-            encoder = next(iter(nets.values()))
+        encoder = load_encoder(args.encoder, device=device) if args.encoder else None
         return G, encoder, f"generator {args.generator}" + (f", encoder {args.encoder}" if args.encoder else "")
     return None
 

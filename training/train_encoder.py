@@ -47,8 +47,8 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceapp.inversion.encoder import Encoder4Editing  # noqa: E402
-from faceapp.stylegan.checkpoint import load_generator, load_networks, save_networks  # noqa: E402
+from faceapp.inversion.encoder import Encoder4Editing, load_encoder  # noqa: E402
+from faceapp.stylegan.checkpoint import load_generator, save_networks  # noqa: E402
 from training.dataset import ImageArchive  # noqa: E402
 from training.train_generator import (  # noqa: E402
     DistInfo,
@@ -270,7 +270,7 @@ def find_resume(path: str) -> tuple[Path, Path]:
 def build_encoder(opts: EncoderTrainOptions, G) -> Encoder4Editing:
     """A fresh encoder for G (current torch RNG), or the 'encoder' of --init; w_avg = G's."""
     if opts.init:
-        E = load_networks(opts.init, names=["encoder"])["encoder"]
+        E = load_encoder(opts.init)
         if (E.num_ws, E.w_dim) != (G.num_ws, G.w_dim):
             raise SystemExit(f"--init {opts.init}: its encoder makes {E.num_ws} codes of {E.w_dim}; "
                              f"the generator takes {G.num_ws} of {G.w_dim}")
@@ -351,7 +351,7 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
     step = 0
     if opts.resume:
         snap_path, state_path = find_resume(opts.resume)
-        E = load_networks(snap_path, device=device, names=["encoder"])["encoder"].train()
+        E = load_encoder(snap_path, device=device).train()
         opt_E = torch.optim.Adam(E.parameters(), lr=opts.lr, betas=(0.9, 0.999))
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         D.load_state_dict(state["D"])

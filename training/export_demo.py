@@ -1,0 +1,173 @@
+"""Ship a trained generator as the demo bundle: G_ema in fp16, its model card, sample grids, figures.
+
+    python training/export_demo.py runs/demo64 --out models/demo \\
+        --quality-source ../shared/data/utkface/utkface-200px.zip --grids docs/img
+
+Measures what the card reports, on this machine: the quality measure (training/quality.py) at
+truncation psi 1 and 0.7 on fixed seeds, and the time of one render (batch 1, const noise) on one CPU
+thread. Writes ``<grids>/demo-samples.png`` (64 samples at psi 0.7), ``<grids>/demo-truncation.png``
+(8 seeds x psi 0, 0.25, 0.5, 0.7, 1) — images the model made, which carry its non-commercial note —
+and the bundle folder with generator.safetensors, bundle.json (align spec: UTKFace's template at the
+model's resolution) and MODEL_CARD.md. Every file stays under 10 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from faceapp.align import utkface_spec  # noqa: E402
+from faceapp.stylegan.checkpoint import load_networks, read_header  # noqa: E402
+from training.dataset import ImageArchive  # noqa: E402
+from training.projected import register  # noqa: E402
+from training.quality import FaceQuality  # noqa: E402
+from training.train_generator import find_resume, save_grid  # noqa: E402
+
+TRUNCATION_SWEEP = (0.0, 0.25, 0.5, 0.7, 1.0)
+MAX_FILE_BYTES = 10 * 2**20
+
+
+@torch.no_grad()
+def render_ms(G, threads: int = 1, iters: int = 30) -> float:
+    """Median ms of one G(z) (batch 1, noise_mode='const') on ``threads`` CPU threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        z = torch.randn(1, G.z_dim)
+        for _ in range(3):
+            G(z, None, noise_mode="const")
+        times = []
+        for _ in range(iters):
+            t = time.perf_counter()
+            G(z, None, noise_mode="const")
+            times.append(time.perf_counter() - t)
+        return 1000 * statistics.median(times)
+    finally:
+        torch.set_num_threads(before)
+
+
+@torch.no_grad()
+def grids(G, out_dir: Path) -> dict[str, str]:
+    """Sample grid (psi 0.7, seeds 0..63) and truncation sweep (8 seeds x TRUNCATION_SWEEP) as PNGs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    z = torch.randn([64, G.z_dim], generator=torch.Generator().manual_seed(0))
+    samples = G(z, None, truncation_psi=0.7, noise_mode="const")
+    save_grid(samples, out_dir / "demo-samples.png", 8)
+    rows = [G(z[:8], None, truncation_psi=psi, noise_mode="const") for psi in TRUNCATION_SWEEP]
+    sweep = torch.stack(rows, dim=1).flatten(0, 1)  # [8 seeds * 5 psi, 3, H, W], one seed per row
+    save_grid(sweep, out_dir / "demo-truncation.png", len(TRUNCATION_SWEEP))
+    return {"samples": str(out_dir / "demo-samples.png"), "truncation": str(out_dir / "demo-truncation.png")}
+
+
+CARD = """# faceapp demo generator: UTKFace faces at {res} px
+
+**Non-commercial research use only.** Trained on UTKFace, whose terms allow non-commercial research use only
+(the copyright of each photo stays with its owner); this model and every image it generates carry the same
+note.
+
+| | |
+| --- | --- |
+| network | faceapp StyleGAN2 `Generator` (mapping -> W/W+ -> modulated convs): z = w = {z_dim}, \
+{map_layers} mapping layers, channels min({cbase} / r, {cmax}), {num_ws} style layers, {params:.2f} M parameters, \
+stored as fp16 |
+| data | UTKFace aligned & cropped, {num_images:,} photos (23,707 minus the 2,050 held out in \
+`training/labels/utkface-heldout-*.txt`), resized to {res} px with an area filter, plus mirror images; no labels |
+| alignment | UTKFace's crop: five landmarks onto `faceapp.align.UTKFACE_TEMPLATE` (`utkface_spec({res})`) |
+| recipe | `training/train_generator.py --recipe {recipe}`: {recipe_text} |
+| training | {kimg:.0f} kimg, {hours:.1f} h of training time (evaluations excluded) on a 2-core x86-64 CPU, no GPU |
+| render time | {ms:.1f} ms per image (batch 1, one CPU thread, {cpu}) |
+
+## Quality (training/quality.py: nothing shared with the discriminator)
+
+Fixed seeds, {num_fake} samples against {num_real} held-out real faces, both at {res} px.
+
+| | psi 1 | psi 0.7 | real faces |
+| --- | --- | --- | --- |
+| dlib descriptor Fréchet distance | {fd1:.4f} | {fd07:.4f} | {floor:.4f} (floor: {num_fake} training faces) |
+| dlib HOG finds a face | {hog1:.1%} | {hog07:.1%} | {hog_real:.1%} |
+
+Sample grid (psi 0.7) and truncation sweep: `docs/img/demo-samples.png`, `docs/img/demo-truncation.png`.
+
+## Limitations
+
+A small model at a small resolution: faces are {res} px, with UTKFace's biases (its age, gender and race
+mix; mostly frontal, studio-like and web photos). The app returns edits as a difference on the user's own
+photo, so the result keeps the photo's resolution; the model's own renders are blurry at full size.
+"""
+
+RECIPE_TEXT = {
+    "fast": "projected discriminator on frozen ImageNet MobileNetV2 features (fixed random cross-channel and "
+            "cross-scale mixing, trainable heads at 4 scales), DiffAugment (colour, translation, cutout), hinge "
+            "loss, no R1 / path length, Adam (0, 0.99), style mixing 0.5, G_ema",
+    "ada": "StyleGAN2-ADA: StyleGAN2 discriminator, non-saturating logistic loss, lazy R1 and path length, ADA",
+}
+
+
+def export(run: str, out: str, quality_source: str, grid_dir: str, heldout: str, data: str | None = None,
+           num_fake: int = 1000) -> dict:
+    """Measure the latest snapshot of ``run`` and write the demo bundle ``out``; returns the figures."""
+    from faceapp.bundle import save_bundle
+
+    register()
+    snap, _ = find_resume(run)
+    header = read_header(snap)
+    opts = header["extra"]["training_options"]
+    G = load_networks(snap, names=["G_ema"])["G_ema"].float().eval()
+    archive = ImageArchive(data or opts["data"])
+    quality = FaceQuality.for_archive(archive, quality_source, heldout, num_fake=num_fake,
+                                      cache=Path(run) / "quality-reference.npz")
+    q1, q07 = quality.evaluate(G, 1.0), quality.evaluate(G, 0.7)
+    ms = render_ms(G)
+    figs = {
+        "kimg": header["extra"]["kimg"], "train_time_s": header["extra"].get("train_time_s"),
+        "fd_dlib": q1["fd_dlib"], "fd_dlib_psi0.7": q07["fd_dlib"], "fd_floor": q1["fd_floor"],
+        "hog_share": q1["hog_share"], "hog_share_psi0.7": q07["hog_share"], "hog_real": q1["hog_real"],
+        "render_ms_1thread": ms, "params": sum(p.numel() for p in G.parameters()), "snapshot": str(snap),
+    }
+    figs.update(grids(G, Path(grid_dir)))
+    res = G.img_resolution
+    card = CARD.format(
+        res=res, z_dim=G.z_dim, map_layers=opts["map_layers"], cbase=opts["cbase"], cmax=opts["cmax"],
+        num_ws=G.num_ws, params=figs["params"] / 1e6, num_images=len(archive), recipe=opts["recipe"],
+        recipe_text=RECIPE_TEXT.get(opts["recipe"], opts["recipe"]), kimg=figs["kimg"],
+        hours=(figs["train_time_s"] or 0) / 3600, ms=ms, cpu=platform.processor() or platform.machine(),
+        num_fake=num_fake, num_real=len(quality.reference.get("names", [])) or 2000, fd1=figs["fd_dlib"],
+        fd07=figs["fd_dlib_psi0.7"], floor=figs["fd_floor"], hog1=figs["hog_share"],
+        hog07=figs["hog_share_psi0.7"], hog_real=figs["hog_real"],
+    )
+    root = save_bundle(out, G=G, align_spec=utkface_spec(res), name=f"faceapp-demo-utkface-{res}", card=card,
+                       meta={"figures": {k: v for k, v in figs.items() if isinstance(v, (int, float))}},
+                       dtype=torch.float16)
+    big = [p.name for p in Path(root).rglob("*") if p.is_file() and p.stat().st_size > MAX_FILE_BYTES]
+    if big:
+        raise SystemExit(f"bundle files over 10 MB: {big}")
+    (Path(root) / "figures.json").write_text(json.dumps(figs, indent=2) + "\n")
+    return figs
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="run folder (its latest snapshot) or a snapshot file")
+    p.add_argument("--out", default="models/demo")
+    p.add_argument("--quality-source", required=True, help="zip of the original photos (UTKFace's)")
+    p.add_argument("--heldout", default="training/labels/utkface-heldout-fd.txt")
+    p.add_argument("--data", default=None, help="the training archive (default: the one the run used)")
+    p.add_argument("--grids", default="docs/img", help="folder for the sample grid and truncation sweep")
+    p.add_argument("--num-fake", type=int, default=1000)
+    a = p.parse_args(argv)
+    figs = export(a.run, a.out, a.quality_source, a.grids, a.heldout, a.data, a.num_fake)
+    print(json.dumps(figs, indent=2))
+
+
+if __name__ == "__main__":
+    main()
