@@ -114,6 +114,11 @@ UPFIRDN_CASES = [
     (1, 1, 5, 5, "sep8", 2, 1, (4, 4, 4, 4), False, -2.0),  # negative gain, separable
     (1, 1, 6, 6, None, 1, 2, 0, False, 3.0),  # no filter: plain stride + gain
     (1, 1, 4, 4, "sep4", 2, 2, (1, 2, 1, 2), True, 1.0),
+    # The CPU path's transposed / strided convs: padding beyond their full output, asymmetric crops.
+    (1, 2, 4, 5, "rand4x4", 2, 1, (2, 1, 2, 1), True, 4.0),
+    (1, 1, 3, 3, "rand2x2", 3, 1, (6, 0, 0, 5), False, 1.0),
+    (2, 1, 6, 6, "rand4x4", 1, 3, (3, 0, 2, 5), False, 1.0),
+    (1, 1, 5, 4, "sep4", (3, 2), (2, 1), (0, 4, 3, -1), True, 2.0),
 ]
 
 

@@ -131,33 +131,52 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="au
 
 
 def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain) -> torch.Tensor:
-    """Pure PyTorch version from conv2d; autograd provides every derivative."""
-    n, c, h, w = x.shape  # [N, C, H, W]
+    """Pure PyTorch version from (transposed) depthwise convs; autograd provides every derivative.
+
+    Never materialises the zero-inserted image: upsampling is a stride-`up` transposed conv
+    (which skips the zeros), downsampling a stride-`down` conv (which skips the discarded
+    outputs), and padding goes into the conv where it can. This is what runs on CPU.
+    """
+    c = x.shape[1]
+    f = f.to(dtype=x.dtype, device=x.device)
+    if f.ndim == 2:
+        return _fir_pass(x, f * gain, c, up, down, padding, flip_filter)
+    # Separable: the horizontal pass carries the gain (sqrt per pass would fail for gain < 0).
     upx, upy = up
     downx, downy = down
     px0, px1, py0, py1 = padding
+    x = _fir_pass(x, (f * gain)[None, :], c, (upx, 1), (downx, 1), (px0, px1, 0, 0), flip_filter)
+    return _fir_pass(x, f[:, None], c, (1, upy), (1, downy), (0, 0, py0, py1), flip_filter)
 
-    # Zero-insert: each pixel followed by up-1 zeros along each axis.
-    x = x.reshape(n, c, h, 1, w, 1)
-    x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
-    x = x.reshape(n, c, h * upy, w * upx)
 
-    # Pad (positive part), then crop (negative part).
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
+def _pad_or_crop(x: torch.Tensor, px0: int, px1: int, py0: int, py1: int) -> torch.Tensor:
+    # F.pad crops where the amounts are negative.
+    return F.pad(x, [px0, px1, py0, py1]) if (px0, px1, py0, py1) != (0, 0, 0, 0) else x
 
-    # conv2d correlates, so flip the taps for a true convolution.
-    f = f.to(dtype=x.dtype, device=x.device)
-    if not flip_filter:
-        f = f.flip(list(range(f.ndim)))
-    if f.ndim == 2:
-        x = F.conv2d(x, (f * gain)[None, None].expand(c, 1, *f.shape), groups=c)
-    else:
-        # Separable: the horizontal pass carries the gain (sqrt per pass would fail for gain < 0).
-        x = F.conv2d(x, (f * gain)[None, None, None, :].expand(c, 1, 1, -1), groups=c)
-        x = F.conv2d(x, f[None, None, :, None].expand(c, 1, -1, 1), groups=c)
 
-    return x[:, :, ::downy, ::downx]
+def _fir_pass(x, f, c, up, down, padding, flip_filter) -> torch.Tensor:
+    """One upfirdn2d with a 2-D filter f [fh, fw] (gain included) on [N, c, H, W]."""
+    upx, upy = up
+    downx, downy = down
+    px0, px1, py0, py1 = padding
+    fh, fw = f.shape
+    if upx > 1 or upy > 1:
+        # Zero insertion + true convolution with f = a transposed conv with f unflipped. Its full
+        # output starts fw - 1 - px0 (fh - 1 - py0) samples before ours and ends fw - upx - px1
+        # (fh - upy - py1) after: symmetric crops go into the conv's padding, the rest into F.pad.
+        k = f.flip([0, 1]) if flip_filter else f
+        cx0, cx1, cy0, cy1 = fw - 1 - px0, fw - upx - px1, fh - 1 - py0, fh - upy - py1
+        sx, sy = max(min(cx0, cx1), 0), max(min(cy0, cy1), 0)
+        x = F.conv_transpose2d(x, k[None, None].expand(c, 1, fh, fw), stride=(upy, upx), padding=(sy, sx),
+                               groups=c)
+        x = _pad_or_crop(x, sx - cx0, sx - cx1, sy - cy0, sy - cy1)
+        return x[:, :, ::downy, ::downx] if downx > 1 or downy > 1 else x
+    # conv2d correlates, so flip the taps for a true convolution; a strided conv computes only
+    # the outputs that downsampling keeps.
+    k = f if flip_filter else f.flip([0, 1])
+    sx, sy = max(min(px0, px1), 0), max(min(py0, py1), 0)
+    x = _pad_or_crop(x, px0 - sx, px1 - sx, py0 - sy, py1 - sy)
+    return F.conv2d(x, k[None, None].expand(c, 1, fh, fw), stride=(downy, downx), padding=(sy, sx), groups=c)
 
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl="auto") -> torch.Tensor:
