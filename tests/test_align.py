@@ -206,13 +206,36 @@ def test_dlib_cnn_detector_agrees_with_hog(photos, faces):
 def test_sideways_or_tilted_photo_found_with_rotations(photos, faces, turn):
     # A sideways phone photo without an EXIF tag, or a strongly tilted head.
     im = photos["obama"].rotate(turn, resample=Image.BICUBIC, expand=True)
-    assert detect_faces(im, backend="dlib", allow_none=True) == []
+    assert detect_faces(im, backend="dlib", allow_none=True, fallback=False) == []
     (f,) = detect_faces(im, backend="dlib", rotations=(-45, 45, -90, 90, 180))
     assert f.angle == -turn
     a = align_face(photos["obama"], faces["obama"][0], FFHQ_SPEC(256))
     b = align_face(im, f, FFHQ_SPEC(256))
     assert np.abs(a.landmarks - b.landmarks).mean() < 1.5
     assert _psnr(a.image, b.image, face_mask(a.landmarks, 256) > 0.5) > 28
+
+
+def test_selfie_already_cropped_to_the_face_is_found(photos, faces):
+    # A crop tighter than UTKFace's (public-domain astronaut): HOG alone needs a margin around the face.
+    tight = tuple(((x - 0.5) * 1.6 + 0.5, (y - 0.5) * 1.6 + 0.5) for x, y in UTKFACE_TEMPLATE)
+    crop = align_face(photos["astronaut"], faces["astronaut"][0], template_spec(tight, 300)).image
+    assert detect_faces(crop, backend="dlib", allow_none=True, fallback=False) == []
+    (f,) = detect_faces(crop, backend="dlib")
+    # its landmarks are where the crop put the eyes (the padding was mapped back out)
+    expected = np.array(tight[:2]) * 300 - 0.5
+    np.testing.assert_allclose(np.stack([f.eye_left, f.eye_right]), expected, atol=300 * 0.04)
+
+
+def test_look_harder_finds_a_small_face_the_first_pass_missed(photos):
+    head = photos["astronaut"].crop((130, 20, 320, 230))
+    canvas = Image.new("RGB", (400, 240), (120, 120, 120))
+    canvas.paste(head, (10, 15))
+    canvas.paste(head.resize((57, 63), Image.LANCZOS), (260, 60))  # a face of ~27 px
+    (big,) = detect_faces(canvas, backend="dlib")  # one found: no fallback runs
+    found = detect_faces(canvas, backend="dlib", look_harder=True)
+    assert len(found) == 2 and found[0].box == big.box  # the first pass's face, not found twice
+    x0, y0, x1, y1 = found[1].box
+    assert 250 < (x0 + x1) / 2 < 330 and 60 < (y0 + y1) / 2 < 125
 
 
 # ---------------------------------------------------------------- geometry

@@ -322,17 +322,17 @@ def detect_faces(
         return [f for f in fs if f.size >= min_size and f.score >= cut]
 
     faces = keep(_detect_once(image, which, upsample, max_detect_side, device))
-    if look_harder or (fallback and not faces):
-        for extra in _extra_passes(image, which, upsample, max_detect_side, device):
-            faces = _merged(faces, keep(extra()))
-            if faces and not look_harder:
-                break
-    for angle in rotations if not faces else ():
+    for angle in rotations if not faces else ():  # asked-for turns first: their landmarks are upright
         rotated, back = _rotated(image, float(angle))
         found = _detect_once(rotated, which, upsample, max_detect_side, device)
         faces = keep([_mapped(f, back, float(angle)) for f in found])
         if faces:
             break
+    if look_harder or (fallback and not faces):
+        for extra in _extra_passes(image, which, upsample, max_detect_side, device):
+            faces = _merged(faces, keep(extra()))
+            if faces and not look_harder:
+                break
     faces.sort(key=lambda f: f.size, reverse=True)
     if max_faces is not None:
         faces = faces[:max_faces]
@@ -377,7 +377,7 @@ def _extra_passes(image: Image.Image, which: str, upsample: int, max_detect_side
     passes = [lambda: _detect_once(image, which, upsample, max_detect_side, device, pad=0.25)]
     if which != "face_alignment":
         passes.append(lambda: _detect_once(image, which, upsample + 1, max_detect_side, device))
-    if which != "dlib_cnn":
+    if which != "dlib_cnn" and min(image.size) >= 32:  # (dlib's CNN fails on images of a few pixels)
         # the CNN finds faces turned or looking down; a photo's own faces are seldom under 40 px at this size
         side = min(CNN_MAX_SIDE, max_detect_side)
         passes.append(lambda: _detect_once(image, "dlib_cnn", 1, side, device, pad=0.1))
