@@ -27,6 +27,8 @@ __all__ = [
     "SynthesisLayer",
     "ToRGBLayer",
     "MinibatchStdLayer",
+    "modulated_conv2d_fast",
+    "use_fast_path",
 ]
 
 
@@ -263,6 +265,132 @@ def modulated_conv2d(
 
 
 # ---------------------------------------------------------------------------------------------
+# Inference fast path.
+#
+# With autograd off on CPU (torch.no_grad / torch.inference_mode: the app, the bench), the
+# synthesis layers compute the same function with fewer passes over memory: channels_last
+# activations (oneDNN's native layout: no reorder around each conv, and depthwise FIR convs
+# 2-3x faster), the bias and the activation gain folded into the conv, noise / activation /
+# clamp applied in place to the conv's fresh output, toRGB as one batched matmul, and the
+# shared-weight (non-fused) modulated conv where modulating the weights would cost more than
+# scaling the activations. Training (autograd on) and CUDA run the reference path above;
+# tests set FAST_CPU_INFERENCE = False to get it under no_grad too.
+
+FAST_CPU_INFERENCE = True
+
+# act(x) * g == act(x * g) for g > 0: the gain can go into the weights and bias.
+_HOMOGENEOUS_ACTS = ("linear", "relu", "lrelu")
+
+
+def use_fast_path(x: torch.Tensor) -> bool:
+    """Whether the layers take the inference fast path for input `x`."""
+    return (FAST_CPU_INFERENCE and x.device.type == "cpu" and not torch.is_grad_enabled()
+            and x.dtype in (torch.float32, torch.float64))
+
+
+def _fir_depthwise(f: torch.Tensor, channels: int, gain: float, dtype: torch.dtype) -> torch.Tensor:
+    """upfirdn2d's FIR filter as a depthwise conv2d (correlation) weight [C, 1, fh, fw]."""
+    if f.ndim == 1:  # separable taps: upfirdn2d applies them along x then y
+        f = torch.outer(f, f)
+    f = (f.to(dtype) * gain).flip([0, 1])
+    return f[None, None].expand(channels, 1, *f.shape)
+
+
+def _padded_conv2d(x, w, bias, padding, groups):
+    """conv2d with [x0, x1, y0, y1] padding (negative crops): the symmetric part inside the conv."""
+    px0, px1, py0, py1 = padding
+    sx, sy = max(min(px0, px1), 0), max(min(py0, py1), 0)
+    if (px0 - sx, px1 - sx, py0 - sy, py1 - sy) != (0, 0, 0, 0):
+        x = F.pad(x, [px0 - sx, px1 - sx, py0 - sy, py1 - sy])
+    return F.conv2d(x, w, bias, padding=(sy, sx), groups=groups)
+
+
+def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1, padding: int = 0,
+                          resample_filter=None, demodulate: bool = True, flip_weight: bool = True,
+                          fused_modconv: bool | None = None, gain: float = 1) -> torch.Tensor:
+    """Inference-only modulated_conv2d (autograd off): `(modulated_conv2d(x, ...) + bias) * gain`,
+    with `noise` (already multiplied by gain) added. Works in the layout of `x` (channels_last
+    for speed); fused_modconv=None picks the cheaper of the fused and shared-weight forms."""
+    n, in_ch, h, w_in = x.shape
+    out_ch, _, kh, kw = weight.shape
+    check_shape(styles, [n, in_ch], "styles")
+    weight = weight.to(x.dtype)
+    styles = styles.to(x.dtype)
+    out_h, out_w = h * up, w_in * up
+    if fused_modconv is None:
+        # Fused modulates O*I*k*k weights per sample; shared-weight scales the input and the
+        # output instead. The grouped conv also runs slower than one batched conv when n > 1.
+        fused_modconv = n == 1 and out_ch * in_ch * kh * kw < in_ch * h * w_in + out_ch * out_h * out_w
+
+    dcoefs = None
+    if demodulate:
+        wsq = weight.square().sum(dim=[2, 3])  # [C_out, C_in]
+        dcoefs = (styles.square() @ wsq.t() + 1e-8).rsqrt()  # [N, C_out]
+    b = bias.to(x.dtype) * gain if bias is not None else None
+
+    groups = 1
+    if fused_modconv:
+        scale = styles.reshape(n, 1, in_ch) * (dcoefs.reshape(n, out_ch, 1) * gain if demodulate else gain)
+        w = (weight.unsqueeze(0) * scale.reshape(n, out_ch, in_ch, 1, 1)).reshape(n * out_ch, in_ch, kh, kw)
+        if n > 1:  # batch folded into channels: [1, N * C_in, H, W]
+            x = x.contiguous().reshape(1, n * in_ch, h, w_in)
+            b = b.repeat(n) if b is not None else None
+            groups = n
+    else:
+        x = x * styles.reshape(n, in_ch, 1, 1)
+        w = weight * gain
+    # With demodulation on the shared-weight path the bias comes after the per-sample scale.
+    conv_bias = b if (fused_modconv or not demodulate) else None
+
+    if up == 1:
+        if not flip_weight and (kh > 1 or kw > 1):
+            w = w.flip([2, 3])
+        y = _padded_conv2d(x, w, conv_bias, _padding4(padding), groups)
+    else:
+        # conv2d_resample's up path: a stride-`up` transposed conv (true convolution), then the FIR.
+        fw, fh = _filter_size(resample_filter)
+        px0, px1, py0, py1 = _padding4(padding)
+        px0 += (fw + up - 1) // 2 - (kw - 1)
+        px1 += (fw - up) // 2 - (kw - up)
+        py0 += (fh + up - 1) // 2 - (kh - 1)
+        py1 += (fh - up) // 2 - (kh - up)
+        pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
+        w = w.reshape(groups, -1, in_ch, kh, kw).transpose(1, 2).reshape(groups * in_ch, -1, kh, kw)
+        if flip_weight:
+            w = w.flip([2, 3])
+        y = F.conv_transpose2d(x, w, stride=up, padding=[pyt, pxt], groups=groups)
+        fir = _fir_depthwise(resample_filter, int(y.shape[1]), up**2, y.dtype)
+        y = _padded_conv2d(y, fir, conv_bias, [px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], int(y.shape[1]))
+
+    if groups > 1:  # undo the batch folding (a reshape even of an unchanged shape can restride
+        y = y.reshape(n, out_ch, *y.shape[2:])  # size-1 dims and turn oneDNN off channels_last)
+    if demodulate and not fused_modconv:
+        d = dcoefs.reshape(n, out_ch, 1, 1)
+        if b is not None:
+            torch.addcmul(b.reshape(1, out_ch, 1, 1), y, d, out=y)
+        else:
+            y.mul_(d)
+    if noise is not None:
+        y.add_(noise.to(y.dtype))
+    return y
+
+
+def _activation_(x: torch.Tensor, act: str, gain: float, clamp: float | None) -> torch.Tensor:
+    """bias_act's activation, gain and clamp, in place on a tensor nobody else holds."""
+    if act == "lrelu":
+        F.leaky_relu_(x, bias_act.activation_funcs["lrelu"].def_alpha)
+    elif act == "relu":
+        x.relu_()
+    elif act != "linear":
+        x = bias_act.activation_funcs[act].func(x, bias_act.activation_funcs[act].def_alpha)
+    if gain != 1:
+        x.mul_(gain)
+    if clamp is not None:
+        x.clamp_(-clamp, clamp)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
 # Layers.
 
 
@@ -401,13 +529,17 @@ class SynthesisLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
-                fused_modconv: bool = True, gain: float = 1) -> torch.Tensor:
-        """x [N, C_in, R/up, R/up], w [N, w_dim] -> [N, C_out, R, R]."""
+                fused_modconv: bool | None = True, gain: float = 1) -> torch.Tensor:
+        """x [N, C_in, R/up, R/up], w [N, w_dim] -> [N, C_out, R, R].
+
+        fused_modconv None = the faster form on the inference fast path, fused otherwise."""
         if noise_mode not in ("random", "const", "none"):
             raise FaceAppError(f"noise_mode is {noise_mode!r}; use 'const', 'random' or 'none'.")
         in_res = self.resolution // self.up
         check_shape(x, [None, self.in_channels, in_res, in_res], f"input of the {self.resolution}px layer")
         styles = self.affine(w)  # [N, C_in]
+        if use_fast_path(x):
+            return self._forward_fast(x, styles, noise_mode, fused_modconv, gain)
 
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -418,10 +550,25 @@ class SynthesisLayer(torch.nn.Module):
 
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, flip_weight=(self.up == 1),
-                             fused_modconv=fused_modconv)
+                             fused_modconv=fused_modconv is not False)
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
+
+    def _forward_fast(self, x, styles, noise_mode, fused_modconv, gain):
+        act_gain = self.act_gain * gain
+        fold = act_gain if (self.activation in _HOMOGENEOUS_ACTS and act_gain > 0) else 1.0
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
+                                dtype=torch.float32) * (self.noise_strength * fold)
+        elif self.use_noise and noise_mode == "const":
+            noise = self.noise_const * (self.noise_strength * fold)  # [R, R]
+        y = modulated_conv2d_fast(x, self.weight, styles, bias=self.bias, noise=noise, up=self.up,
+                                  padding=self.padding, resample_filter=self.resample_filter,
+                                  flip_weight=(self.up == 1), fused_modconv=fused_modconv, gain=fold)
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return _activation_(y, self.activation, act_gain / fold, act_clamp)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, resolution={self.resolution}, up={self.up}, "
@@ -445,11 +592,25 @@ class ToRGBLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool | None = True) -> torch.Tensor:
         """x [N, C_in, R, R], w [N, w_dim] -> [N, img_channels, R, R]."""
         styles = self.affine(w) * self.weight_gain  # [N, C_in]
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        if use_fast_path(x) and self.weight.shape[-1] == 1:
+            return self._forward_fast(x, styles)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv is not False)
         return bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+    def _forward_fast(self, x, styles):
+        # A 1x1 modulated conv is a per-sample matmul over channels: one baddbmm with the bias.
+        n, c, h, w = x.shape
+        wmod = self.weight.to(x.dtype).reshape(1, -1, c) * styles.to(x.dtype).reshape(n, 1, c)  # [N, O, I]
+        b = self.bias.to(x.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            y = torch.baddbmm(b.reshape(1, 1, -1), x.permute(0, 2, 3, 1).reshape(n, h * w, c), wmod.transpose(1, 2))
+            y = y.reshape(n, h, w, -1).permute(0, 3, 1, 2)  # [N, O, H, W], channels_last
+        else:
+            y = torch.baddbmm(b.reshape(1, -1, 1), wmod, x.reshape(n, c, h * w)).reshape(n, -1, h, w)
+        return y.clamp_(-self.conv_clamp, self.conv_clamp) if self.conv_clamp is not None else y
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}"

@@ -35,6 +35,7 @@ from faceapp.stylegan.layers import (
     check_shape,
     make_filter,
     normalize_2nd_moment,
+    use_fast_path,
 )
 
 __all__ = [
@@ -247,13 +248,16 @@ class SynthesisBlock(torch.nn.Module):
         use_fp16 = self.use_fp16 and not force_fp32 and on_cuda
         dtype = torch.float16 if use_fp16 else _base_dtype(ws)
         fmt = torch.channels_last if (self.channels_last and use_fp16) else torch.contiguous_format
-        if fused_modconv is None:
+        fast = use_fast_path(ws)
+        if fast:
+            fmt = torch.channels_last  # oneDNN's own layout; the layers keep it
+        elif fused_modconv is None:
             # Grouped conv is faster for inference; training prefers shared weights.
             fused_modconv = (not self.training) and (dtype != torch.float16 or int(ws.shape[0]) == 1)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=fmt)
-            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])  # [N, C, 4, 4]
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])  # [N, C, 4, 4]
+            x = x.contiguous(memory_format=fmt)
         else:
             check_shape(x, [None, self.in_channels, self.resolution // 2, self.resolution // 2],
                         f"input of block b{self.resolution}")
@@ -275,8 +279,11 @@ class SynthesisBlock(torch.nn.Module):
             img = upfirdn2d.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
-            y = y.to(dtype=_base_dtype(ws), memory_format=torch.contiguous_format)
-            img = img + y if img is not None else y
+            if fast:  # img is a fresh tensor here; SynthesisNetwork returns it contiguous
+                img = img.add_(y) if img is not None else y
+            else:
+                y = y.to(dtype=_base_dtype(ws), memory_format=torch.contiguous_format)
+                img = img + y if img is not None else y
         return x, img
 
     def extra_repr(self) -> str:
@@ -340,7 +347,7 @@ class SynthesisNetwork(torch.nn.Module):
             w_idx += block.num_conv
             x, img = block(x, img, block_ws, force_fp32=force_fp32, fused_modconv=fused_modconv,
                            noise_mode=noise_mode)
-        return img
+        return img.contiguous()
 
     def extra_repr(self) -> str:
         return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}"
