@@ -305,49 +305,81 @@ def _padded_conv2d(x, w, bias, padding, groups):
     return F.conv2d(x, w, bias, padding=(sy, sx), groups=groups)
 
 
+def _derived(cache: dict | None, name: str, src: torch.Tensor, extra, fn):
+    """fn(), memoised in `cache` until `src` (a parameter) changes: in-place updates (optimiser
+    steps, load_state_dict, EMA copies) bump its _version, .to() / new storage its data_ptr."""
+    if cache is None:
+        return fn()
+    key = (src.data_ptr(), src._version, src.device, extra)
+    hit = cache.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = fn()
+    cache[name] = (key, value)
+    return value
+
+
 def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1, padding: int = 0,
                           resample_filter=None, demodulate: bool = True, flip_weight: bool = True,
-                          fused_modconv: bool | None = None, gain: float = 1) -> torch.Tensor:
+                          fused_modconv: bool | None = None, gain: float = 1,
+                          cache: dict | None = None) -> torch.Tensor:
     """Inference-only modulated_conv2d (autograd off): `(modulated_conv2d(x, ...) + bias) * gain`,
     with `noise` (already multiplied by gain) added. Works in the layout of `x` (channels_last
-    for speed); fused_modconv=None picks the cheaper of the fused and shared-weight forms."""
+    for speed); fused_modconv=None picks the cheaper of the fused and shared-weight forms.
+    `cache` (a dict owned by the caller) keeps the weight-derived tensors between calls."""
     n, in_ch, h, w_in = x.shape
     out_ch, _, kh, kw = weight.shape
     check_shape(styles, [n, in_ch], "styles")
-    weight = weight.to(x.dtype)
-    styles = styles.to(x.dtype)
+    src, dt = weight, x.dtype
+    styles = styles.to(dt)
     out_h, out_w = h * up, w_in * up
     if fused_modconv is None:
         # Fused modulates O*I*k*k weights per sample; shared-weight scales the input and the
         # output instead. The grouped conv also runs slower than one batched conv when n > 1.
         fused_modconv = n == 1 and out_ch * in_ch * kh * kw < in_ch * h * w_in + out_ch * out_h * out_w
 
+    def conv_layout():
+        # The weight as the conv takes it: conv2d [O, I, k, k] correlating, or (up > 1)
+        # conv_transpose2d [I, O, k, k] convolving; flip_weight=False asks for a true convolution.
+        w = src.to(dt)
+        if up > 1:
+            w = w.transpose(0, 1)
+        if (up > 1) == flip_weight and (kh > 1 or kw > 1):
+            w = w.flip([2, 3])
+        return w.contiguous()
+
     dcoefs = None
     if demodulate:
-        wsq = weight.square().sum(dim=[2, 3])  # [C_out, C_in]
+        wsq = _derived(cache, "wsq", src, dt, lambda: src.to(dt).square().sum(dim=[2, 3]))  # [C_out, C_in]
         dcoefs = (styles.square() @ wsq.t() + 1e-8).rsqrt()  # [N, C_out]
-    b = bias.to(x.dtype) * gain if bias is not None else None
+    b = bias.to(dt) * gain if bias is not None else None
 
     groups = 1
     if fused_modconv:
         scale = styles.reshape(n, 1, in_ch) * (dcoefs.reshape(n, out_ch, 1) * gain if demodulate else gain)
-        w = (weight.unsqueeze(0) * scale.reshape(n, out_ch, in_ch, 1, 1)).reshape(n * out_ch, in_ch, kh, kw)
-        if n > 1:  # batch folded into channels: [1, N * C_in, H, W]
+        if n == 1:  # modulate straight into the conv's layout
+            scale = scale[0].t() if up > 1 else scale[0]
+            w = _derived(cache, "layout", src, dt, conv_layout) * scale.reshape(*scale.shape, 1, 1)
+        else:  # batch folded into channels: x [1, N * C_in, H, W], one group per sample
+            w = (src.to(dt).unsqueeze(0) * scale.reshape(n, out_ch, in_ch, 1, 1))
+            if up > 1:
+                w = w.transpose(1, 2)
+            w = w.reshape(n * w.shape[1], w.shape[2], kh, kw)
+            if (up > 1) == flip_weight and (kh > 1 or kw > 1):
+                w = w.flip([2, 3])
             x = x.contiguous().reshape(1, n * in_ch, h, w_in)
             b = b.repeat(n) if b is not None else None
             groups = n
     else:
         x = x * styles.reshape(n, in_ch, 1, 1)
-        w = weight * gain
+        w = _derived(cache, "shared", src, (dt, gain), lambda: conv_layout() * gain)
     # With demodulation on the shared-weight path the bias comes after the per-sample scale.
     conv_bias = b if (fused_modconv or not demodulate) else None
 
     if up == 1:
-        if not flip_weight and (kh > 1 or kw > 1):
-            w = w.flip([2, 3])
         y = _padded_conv2d(x, w, conv_bias, _padding4(padding), groups)
     else:
-        # conv2d_resample's up path: a stride-`up` transposed conv (true convolution), then the FIR.
+        # conv2d_resample's up path: a stride-`up` transposed conv, then the FIR filter.
         fw, fh = _filter_size(resample_filter)
         px0, px1, py0, py1 = _padding4(padding)
         px0 += (fw + up - 1) // 2 - (kw - 1)
@@ -355,9 +387,6 @@ def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1,
         py0 += (fh + up - 1) // 2 - (kh - 1)
         py1 += (fh - up) // 2 - (kh - up)
         pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
-        w = w.reshape(groups, -1, in_ch, kh, kw).transpose(1, 2).reshape(groups * in_ch, -1, kh, kw)
-        if flip_weight:
-            w = w.flip([2, 3])
         y = F.conv_transpose2d(x, w, stride=up, padding=[pyt, pxt], groups=groups)
         fir = _fir_depthwise(resample_filter, int(y.shape[1]), up**2, y.dtype)
         y = _padded_conv2d(y, fir, conv_bias, [px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], int(y.shape[1]))
@@ -566,7 +595,8 @@ class SynthesisLayer(torch.nn.Module):
             noise = self.noise_const * (self.noise_strength * fold)  # [R, R]
         y = modulated_conv2d_fast(x, self.weight, styles, bias=self.bias, noise=noise, up=self.up,
                                   padding=self.padding, resample_filter=self.resample_filter,
-                                  flip_weight=(self.up == 1), fused_modconv=fused_modconv, gain=fold)
+                                  flip_weight=(self.up == 1), fused_modconv=fused_modconv, gain=fold,
+                                  cache=self.__dict__.setdefault("_fast_cache", {}))
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return _activation_(y, self.activation, act_gain / fold, act_clamp)
 
