@@ -5,9 +5,18 @@
     python bench/generator.py --resolution 128 --channel-base 4096 --channel-max 256 \
         --w-dim 256 --map-layers 4 --batch 1        # size a custom network
     python bench/generator.py --device cuda        # GPU, custom ops: impl ref vs cuda
+    python bench/generator.py --nvidia ~/src/stylegan2-ada-pytorch --threads 1
+                                                   # side by side with NVIDIA's Generator
 
 Weights are random (speed does not depend on them). Timing covers G(z) = mapping +
 synthesis with noise_mode='const' under torch.inference_mode, after warm-up.
+
+With --nvidia PATH (a stylegan2-ada-pytorch checkout), each CPU case also builds NVIDIA's
+training.networks.Generator, loads our state dict into it (strict), checks that both give the
+same image, and times the two alternately in this process; vs_nv is our median process CPU
+time over NVIDIA's (the figure that is robust to other load), vs_nv_wall the same for wall
+time. NVIDIA's runs use force_fp32=True: without it its fp16 blocks run in fp16 on the CPU,
+which is many times slower and not what anyone would deploy.
 GFLOPs are counted analytically from the config: 2 x the multiply-adds of every fc,
 conv, weight (de)modulation and FIR filter as this implementation executes them
 (the up=2 conv is a stride-2 transposed conv on the low-res grid, then a 4x4 FIR);
@@ -39,11 +48,12 @@ PRESETS = {
     # Official FFHQ config-f (stylegan2-ada-pytorch 'paper1024' / the NVIDIA ffhq.pkl).
     "configf1024": dict(z_dim=512, w_dim=512, img_resolution=1024, map_layers=8, channel_base=32768,
                         channel_max=512, num_fp16_res=4, conv_clamp=256),
-    # Our demo generator: one 128 px image in ~125-140 ms of CPU time on ONE core of the 2-core
-    # dev machine (EPYC, malloc tuned), i.e. <= 150 ms even single-threaded; channels 256 at
-    # 4-32 px, 128 at 64 px, 64 at 128 px.
+    # Our demo generator: channels 256 at 4-32 px, 128 at 64 px, 64 at 128 px.
     "demo128": dict(z_dim=256, w_dim=256, img_resolution=128, map_layers=4, channel_base=8192,
                     channel_max=256, num_fp16_res=0, conv_clamp=256),
+    # The 64 px demo config being trained (channels 256 at 4-8 px, then 128, 64, 32).
+    "demo64": dict(z_dim=256, w_dim=256, img_resolution=64, map_layers=4, channel_base=2048,
+                   channel_max=256, num_fp16_res=0, conv_clamp=None),
 }
 
 
@@ -109,36 +119,75 @@ def build(cfg: dict, device: torch.device) -> Generator:
     return G.eval().requires_grad_(False).to(device)
 
 
-def time_generator(G: Generator, batch: int, device: torch.device, iters: int, warmup: int,
-                   max_seconds: float) -> tuple[float, float, int]:
-    """Median wall seconds and median process CPU seconds per batch over up to `iters` timed runs
-    (stopping early after max_seconds), and the number of runs.
+def time_generators(nets: list, batch: int, device: torch.device, iters: int, warmup: int,
+                    max_seconds: float) -> list[tuple[float, float, int]]:
+    """Median wall seconds and median process CPU seconds per batch for each generator in
+    `nets` (called as G(z, None, **kwargs) for (G, kwargs) pairs), timed alternately, up to
+    `iters` runs each (stopping early after max_seconds), and the number of runs.
 
     CPU seconds count every thread of this process; with one thread they approximate the wall
-    time on an otherwise idle core even when other processes share the machine."""
+    time on an otherwise idle core even when other processes share the machine. Alternating
+    the generators exposes them to the same background load."""
     gen = torch.Generator(device=device).manual_seed(0)
-    z = torch.randn([batch, G.z_dim], device=device, generator=gen)
+    z = torch.randn([batch, nets[0][0].z_dim], device=device, generator=gen)
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    times = [([], []) for _ in nets]
     with torch.inference_mode():
-        for _ in range(warmup):
-            G(z, None, noise_mode="const")
+        for G, kwargs in nets:
+            for _ in range(warmup):
+                G(z, None, noise_mode="const", **kwargs)
         sync()
-        times, cpu_times = [], []
         start = time.perf_counter()
-        while len(times) < iters:
-            t0, c0 = time.perf_counter(), time.process_time()
-            G(z, None, noise_mode="const")
-            sync()
-            times.append(time.perf_counter() - t0)
-            cpu_times.append(time.process_time() - c0)
+        while len(times[0][0]) < iters:
+            for (G, kwargs), (wall, cpu) in zip(nets, times):
+                t0, c0 = time.perf_counter(), time.process_time()
+                G(z, None, noise_mode="const", **kwargs)
+                sync()
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             if time.perf_counter() - start > max_seconds:
                 break
     # Medians: robust to the odd slow run when other processes share the CPU.
-    return sorted(times)[len(times) // 2], sorted(cpu_times)[len(cpu_times) // 2], len(times)
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    return [(med(wall), med(cpu), len(wall)) for wall, cpu in times]
+
+
+def import_nvidia_networks(path: str):
+    """NVIDIA's training/networks.py from a stylegan2-ada-pytorch checkout at `path`.
+
+    Its top-level packages (training, torch_utils, dnnlib) stay imported under those names
+    (its persistence module re-imports them), so this script must not import our own
+    `training` package afterwards. dnnlib imports `requests` only for downloads: a stand-in
+    module does when it is not installed."""
+    import importlib
+    import types
+
+    root = Path(path).expanduser().resolve()
+    if not (root / "training" / "networks.py").is_file():
+        raise SystemExit(f"--nvidia {path}: no training/networks.py there; pass a stylegan2-ada-pytorch checkout")
+    for k in [k for k in sys.modules if k.split(".")[0] in ("training", "torch_utils", "dnnlib")]:
+        del sys.modules[k]
+    if importlib.util.find_spec("requests") is None:
+        sys.modules.setdefault("requests", types.ModuleType("requests"))
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module("training.networks")
+    finally:
+        sys.path.remove(str(root))
+
+
+def build_nvidia(nv_networks, G: Generator) -> torch.nn.Module:
+    """NVIDIA's Generator with G's kwargs and weights (strict load: same layout, key for key)."""
+    kw = G.init_kwargs
+    N = nv_networks.Generator(z_dim=kw["z_dim"], c_dim=kw["c_dim"], w_dim=kw["w_dim"],
+                              img_resolution=kw["img_resolution"], img_channels=kw["img_channels"],
+                              mapping_kwargs=kw["mapping_kwargs"], synthesis_kwargs=kw["synthesis_kwargs"])
+    N.load_state_dict(G.state_dict(), strict=True)
+    return N.eval().requires_grad_(False).to(next(G.parameters()).device)
 
 
 def main(argv=None) -> None:
@@ -161,7 +210,10 @@ def main(argv=None) -> None:
     p.add_argument("--cpu-max-res", type=int, default=1024,
                    help="skip CPU runs above this resolution (config-f 1024 takes seconds per image)")
     p.add_argument("--no-tune-malloc", action="store_true", help="leave glibc malloc at its defaults")
+    p.add_argument("--nvidia", metavar="PATH",
+                   help="a stylegan2-ada-pytorch checkout: time NVIDIA's Generator beside ours (CPU)")
     args = p.parse_args(argv)
+    nv_networks = import_nvidia_networks(args.nvidia) if args.nvidia else None
 
     torch.set_num_threads(args.threads)
     tuned = False if args.no_tune_malloc else tune_malloc()
@@ -186,8 +238,9 @@ def main(argv=None) -> None:
           f"{torch.get_num_threads()} of {os.cpu_count()} CPU threads, load average {load:.2f}, "
           f"malloc tuned: {tuned}"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    print(f"{'config':<12} {'res':>5} {'params':>8} {'GFLOP/img':>10} {'device':<6} {'impl':<5} {'batch':>5} "
-          f"{'ms/img':>9} {'img/s':>8} {'GFLOP/s':>8} {'cpu_ms/img':>10} {'iters':>5}")
+    print(f"{'config':<12} {'res':>5} {'params':>8} {'GFLOP/img':>10} {'device':<6} {'impl':<6} {'batch':>5} "
+          f"{'ms/img':>9} {'img/s':>8} {'GFLOP/s':>8} {'cpu_ms/img':>10} {'iters':>5}"
+          + (f" {'vs_nv':>6} {'vs_nv_wall':>10} {'max|diff|':>9}" if nv_networks else ""))
     for name, cfg in configs.items():
         macs = count_macs(cfg["img_resolution"], cfg["w_dim"], cfg["z_dim"], cfg["map_layers"],
                           cfg["channel_base"], cfg["channel_max"])
@@ -199,13 +252,26 @@ def main(argv=None) -> None:
             device = torch.device(dev_name)
             G = build(cfg, device)
             n_params = sum(q.numel() for q in G.parameters())
+            nets = [(G, {})]
+            if nv_networks is not None and dev_name == "cpu":
+                nets.append((build_nvidia(nv_networks, G), dict(force_fp32=True)))
             for batch in args.batch:
-                sec, cpu_sec, n = time_generator(G, batch, device, args.iters, args.warmup, args.max_seconds)
-                ms_img = 1000 * sec / batch
-                print(f"{name:<12} {cfg['img_resolution']:>5} {n_params / 1e6:>7.2f}M {gflop:>10.2f} "
-                      f"{dev_name:<6} {impl:<5} {batch:>5} {ms_img:>9.1f} {batch / sec:>8.2f} "
-                      f"{gflop * batch / sec:>8.1f} {1000 * cpu_sec / batch:>10.1f} {n:>5}", flush=True)
-            del G
+                diff = None
+                if len(nets) > 1:
+                    z = torch.randn([batch, G.z_dim], device=device, generator=torch.Generator(device).manual_seed(1))
+                    with torch.inference_mode():
+                        ours, theirs = (net(z, None, noise_mode="const", **kw) for net, kw in nets)
+                    diff = (ours - theirs).abs().max().item()
+                results = time_generators(nets, batch, device, args.iters, args.warmup, args.max_seconds)
+                for (sec, cpu_sec, n), label in zip(results, [impl, "nv"]):
+                    ms_img = 1000 * sec / batch
+                    line = (f"{name:<12} {cfg['img_resolution']:>5} {n_params / 1e6:>7.2f}M {gflop:>10.2f} "
+                            f"{dev_name:<6} {label:<6} {batch:>5} {ms_img:>9.1f} {batch / sec:>8.2f} "
+                            f"{gflop * batch / sec:>8.1f} {1000 * cpu_sec / batch:>10.1f} {n:>5}")
+                    if diff is not None and label != "nv":
+                        line += (f" {cpu_sec / results[1][1]:>6.3f} {sec / results[1][0]:>10.3f} {diff:>9.1e}")
+                    print(line, flush=True)
+            del G, nets
 
 
 if __name__ == "__main__":
