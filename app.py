@@ -482,7 +482,22 @@ class Handlers:
         if Path(path).is_relative_to(Path(_upload_root())):
             session.upload = path
         self._set_photo(session, photo, faces)
-        return session, faces_overlay(photo, faces), *self._face_picker(faces)
+        return session, self._overlay_file(session), *self._face_picker(faces)
+
+    @staticmethod
+    def _session_file(session: Session, stem: str, suffix: str, image, keep: int = 3, **save) -> str:
+        """`image` saved as a file of this session's own (not handed to Gradio as a picture: Gradio caches
+        pictures by content, and two visitors with identical pictures would share one file being written)."""
+        path = session.next_path(stem, suffix)
+        image.save(path, **save)
+        for old in sorted(session.workdir.glob(f"{stem}-*{suffix}"))[:-keep]:
+            if old != path:
+                old.unlink(missing_ok=True)
+        return str(path)
+
+    def _overlay_file(self, session: Session) -> str:
+        return self._session_file(session, "faceapp-faces", ".jpg", faces_overlay(session.photo, session.faces),
+                                  quality=90)
 
     def _set_photo(self, session: Session, photo, faces) -> None:
         session.photo, session.faces, session.source = photo, faces, "photo"
@@ -514,7 +529,7 @@ class Handlers:
         picker, status = self._face_picker(faces)
         more = len(faces) - before
         status += f" (looked harder: {more} more)" if more > 0 else " (looked harder: no more faces)"
-        return session, faces_overlay(session.photo, faces), picker, status
+        return session, self._overlay_file(session), picker, status
 
     def select_face(self, session, which):
         """The picker moved: the sliders show that face's own edit."""
@@ -576,7 +591,8 @@ class Handlers:
 
         path = self._save_result(session, result)
         faces = [f for f in prepared if f.index in chosen] or prepared[:1]
-        recon, faith = self._faithfulness(session, faces, mode)
+        pair, faith = self._faithfulness(session, faces, mode)
+        recon = self._session_file(session, "faceapp-recon", ".png", pair, compress_level=1)
         latent = self._latent_file(session, faces[0].ws, face=faces[0].index, mode=mode)
         shown = ", ".join(f"{n} {v:+g}" for n, v in strengths.items() if v) or "no edit"
         who = "all faces" if len(chosen) > 1 else (f"face {chosen[0] + 1}" if len(session.faces) > 1 else "")
@@ -825,8 +841,8 @@ def edit_tab(h: Handlers, session, heavy: dict):
     status = gr.Markdown("Upload a photo (or pick an example, or generate a face) to start.", elem_id="status")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            faces_img = gr.Image(label="Faces found (numbered, largest first)", type="pil", interactive=False,
-                                 height=240, elem_id="faces", format="jpeg")
+            faces_img = gr.Image(label="Faces found (numbered, largest first)", type="filepath", interactive=False,
+                                 height=240, elem_id="faces")
             with gr.Row():
                 which = gr.Radio(["Face 1"], value="Face 1", label="Edit which face (each keeps its own edit)",
                                  elem_id="which", scale=3)
@@ -845,8 +861,8 @@ def edit_tab(h: Handlers, session, heavy: dict):
             if not h.names:
                 gr.Markdown("This model has no edit directions; results re-render the inverted face.")
     with gr.Accordion("How faithful is the inversion?", open=False):
-        recon = gr.Image(label="Model's view / reconstruction", type="pil", interactive=False, height=200,
-                         elem_id="reconstruction", format="png")
+        recon = gr.Image(label="Model's view / reconstruction", type="filepath", interactive=False, height=200,
+                         elem_id="reconstruction")
         faith = gr.Markdown("", elem_id="faithfulness")
     with gr.Accordion("Options", open=False):
         mode = gr.Radio(list(MODES), value=default_mode(bundle), label="Inversion", elem_id="mode", info=(
