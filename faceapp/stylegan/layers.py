@@ -331,6 +331,7 @@ def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1,
     out_ch, _, kh, kw = weight.shape
     check_shape(styles, [n, in_ch], "styles")
     src, dt = weight, x.dtype
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     styles = styles.to(dt)
     out_h, out_w = h * up, w_in * up
     if fused_modconv is None:
@@ -346,7 +347,8 @@ def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1,
             w = w.transpose(0, 1)
         if (up > 1) == flip_weight and (kh > 1 or kw > 1):
             w = w.flip([2, 3])
-        return w.contiguous()
+        # In x's layout: a conv copies a weight whose memory format differs from its input's.
+        return w.contiguous(memory_format=fmt)
 
     dcoefs = None
     if demodulate:
@@ -359,7 +361,7 @@ def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1,
         scale = styles.reshape(n, 1, in_ch) * (dcoefs.reshape(n, out_ch, 1) * gain if demodulate else gain)
         if n == 1:  # modulate straight into the conv's layout
             scale = scale[0].t() if up > 1 else scale[0]
-            w = _derived(cache, "layout", src, dt, conv_layout) * scale.reshape(*scale.shape, 1, 1)
+            w = _derived(cache, "layout", src, (dt, fmt), conv_layout) * scale.reshape(*scale.shape, 1, 1)
         else:  # batch folded into channels: x [1, N * C_in, H, W], one group per sample
             w = (src.to(dt).unsqueeze(0) * scale.reshape(n, out_ch, in_ch, 1, 1))
             if up > 1:
@@ -372,7 +374,7 @@ def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1,
             groups = n
     else:
         x = x * styles.reshape(n, in_ch, 1, 1)
-        w = _derived(cache, "shared", src, (dt, gain), lambda: conv_layout() * gain)
+        w = _derived(cache, "shared", src, (dt, fmt, gain), lambda: conv_layout() * gain)
     # With demodulation on the shared-weight path the bias comes after the per-sample scale.
     conv_bias = b if (fused_modconv or not demodulate) else None
 
