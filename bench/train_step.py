@@ -50,10 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--data", default=None, help="a training archive, to time data loading too")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="more train_generator options, e.g. --batch 16")
-    a = p.parse_args(argv)
+    a, extra = p.parse_known_args(argv)  # the rest are train_generator options, e.g. --batch 16
     torch.set_num_threads(a.threads)
-    args = build_parser().parse_args(["--recipe", a.recipe, "--outdir", "unused", *a.extra])
+    args = build_parser().parse_args(["--recipe", a.recipe, "--outdir", "unused", *extra])
     opts = resolve_options(args, a.resolution)
     res, B = a.resolution, opts.batch
     G = build_generator(opts, res, 3, 0).train().requires_grad_(False)
@@ -61,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     aug = build_augment(opts)
     loss = build_loss(opts, G, D, aug, None)
     z = torch.randn(B, G.z_dim)
+    c = torch.zeros(B, 0)  # unconditional
     real = torch.rand(B, 3, res, res) * 2 - 1
     augment = aug if aug is not None else (lambda x: x)
     n_G = sum(p.numel() for p in G.parameters())
@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> None:
         D.requires_grad_(True)
         for p_ in D.parameters():
             p_.grad = None
-        loss.accumulate_gradients("Dmain", real, None, z, None, gain=1.0)
+        loss.accumulate_gradients("Dmain", real, c, z, c, gain=1.0)
         D.requires_grad_(False)
 
     def g_phase():
         G.requires_grad_(True)
         for p_ in G.parameters():
             p_.grad = None
-        loss.accumulate_gradients("Gmain", real, None, z, None, gain=1.0)
+        loss.accumulate_gradients("Gmain", real, c, z, c, gain=1.0)
         G.requires_grad_(False)
 
     add("D phase, whole (G fwd + 2x aug + 2x D fwd + backward)", d_phase)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
 
             def reg(phase=phase, module=module, interval=interval):
                 module.requires_grad_(True)
-                loss.accumulate_gradients(phase, real, None, z, None, gain=float(interval))
+                loss.accumulate_gradients(phase, real, c, z, c, gain=float(interval))
                 module.requires_grad_(False)
 
             t = timed(reg, a.iters)

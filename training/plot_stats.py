@@ -15,8 +15,9 @@ from pathlib import Path
 
 
 def read_quality(run: str | Path) -> list[dict]:
-    """The quality records (lines with Quality/* keys) of a run folder's stats.jsonl, in order."""
-    lines = (Path(run) / "stats.jsonl").read_text().splitlines()
+    """The quality records (lines with Quality/* keys) of a run folder's stats.jsonl (or of a .jsonl file)."""
+    path = Path(run) if Path(run).is_file() else Path(run) / "stats.jsonl"
+    lines = path.read_text().splitlines()
     return [r for r in map(json.loads, lines) if "Quality/fd_dlib" in r]
 
 
@@ -61,7 +62,7 @@ def plot(runs: list[str], labels: list[str], out: str, psi: str = "") -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run folders (each with a stats.jsonl)")
+    p.add_argument("runs", nargs="+", help="run folders (each with a stats.jsonl) or stats .jsonl files")
     p.add_argument("--labels", nargs="+", default=None, help="legend names (default: the folder names)")
     p.add_argument("--psi", default="", help="plot the figures at this truncation (e.g. 0.7; default psi 1)")
     p.add_argument("--out", required=True, help="output PNG")

@@ -115,6 +115,21 @@ class ProjectedDiscriminator(nn.Module):
             Head(c, max(feature_resolution // s, 1), head_channels) for c, s in zip(proj_channels, TAP_STRIDES)
         )
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # The fixed projection is a function of `seed`: keep the exact float32 draw made in __init__ rather
+        # than a copy rounded by a compact (fp16) snapshot, and check that the stored one is that draw.
+        for name, buf in self.named_buffers(recurse=False):
+            key = prefix + name
+            if (name.startswith("ccm") or name.startswith("csm")) and key in state_dict:
+                stored = state_dict[key].to(buf.dtype)
+                if stored.shape != buf.shape or not torch.allclose(stored, buf, rtol=1e-2, atol=1e-3):
+                    error_msgs.append(f"{key}: the stored random projection is not the one seed "
+                                      f"{self.init_kwargs['seed']} draws")
+                state_dict = {**state_dict, key: buf.detach().clone()}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def _apply(self, fn, recurse=True):  # .to() / .cuda() / .half() also reach the frozen network
         super()._apply(fn, recurse)
         self.features._apply(fn, recurse)

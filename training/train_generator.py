@@ -187,17 +187,26 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_options(args: argparse.Namespace, resolution: int) -> TrainOptions:
+def resolve_options(args: argparse.Namespace, resolution: int, base: dict | None = None,
+                    log=print) -> TrainOptions:
     """Defaults < the recipe's < --cpu-smoke's < what was given; then fill in every AUTO.
 
-    ``resolution`` is the data's.
+    ``resolution`` is the data's. ``base``: the options a resumed run was trained with (from its
+    snapshot); they replace the defaults, recipe and smoke settings, so a resumed run goes on with its
+    own recipe unless an option is given again (every change is logged).
     """
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)
-             if getattr(args, f.name) is not None}
-    values = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
-    values.update(RECIPES[given.get("recipe", values["recipe"])])
-    if args.cpu_smoke:
-        values.update(CPU_SMOKE_ARGS, device="cpu")
+    fields = {f.name: f for f in dataclasses.fields(TrainOptions)}
+    given = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    if base is not None:
+        values = {k: base.get(k, f.default) for k, f in fields.items()}
+        for k, v in given.items():
+            if k not in ("resume", "outdir", "data") and base.get(k, fields[k].default) != v:
+                log(f"resume: {k} {base.get(k)!r} -> {v!r} (given on the command line)")
+    else:
+        values = {k: f.default for k, f in fields.items()}
+        values.update(RECIPES[given.get("recipe", values["recipe"])])
+        if args.cpu_smoke:
+            values.update(CPU_SMOKE_ARGS, device="cpu")
     values.update(given)
     device = values["device"] or default_device()
     if values["precision"] is None:
@@ -205,9 +214,19 @@ def resolve_options(args: argparse.Namespace, resolution: int) -> TrainOptions:
         values["precision"] = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     aug = values["aug"]
     if aug.startswith("fixed:"):
-        values["aug"], values["aug_p"] = "fixed", float(aug.split(":", 1)[1])
-    elif aug not in ("noaug", "ada", "diffaug"):
+        try:
+            values["aug"], values["aug_p"] = "fixed", float(aug.split(":", 1)[1])
+        except ValueError:
+            raise SystemExit(f"--aug {aug!r}: P must be a number in [0, 1], e.g. fixed:0.2") from None
+    elif aug not in ("noaug", "ada", "diffaug", "fixed"):  # 'fixed' (as options.json stores it) uses --aug-p
         raise SystemExit(f"--aug {aug!r}: use noaug, ada, fixed:P or diffaug")
+    if not 0 <= values["aug_p"] <= 1:
+        raise SystemExit(f"augmentation probability {values['aug_p']} is not in [0, 1]")
+    if values["proj_res"] is not None and (values["proj_res"] % 32 or values["proj_res"] < 32):
+        raise SystemExit(f"--proj-res {values['proj_res']}: use a multiple of 32 (128 or more keeps 4x4 maps "
+                         f"at MobileNetV2's coarsest tap)")
+    if values["quality_source"] and values["cond"]:
+        raise SystemExit("the quality measure samples an unconditional G: drop --quality-source with --cond")
     if values["gamma"] is None:
         values["gamma"] = 0.0 if values["loss"] == "hinge" else 0.0002 * resolution**2 / values["batch"]
     if values["ema_kimg"] is None:
@@ -632,7 +651,7 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
                 fh.write(json.dumps(record) + "\n")
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
-    done = cur_nimg >= total_nimg
+    done = cur_nimg >= total_nimg or (opts.minutes > 0 and train_time >= opts.minutes * 60)  # (a resumed run)
     while not done:
         t_step = time.time()
         real_img, real_c = next(batches)
@@ -689,11 +708,15 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
             ada_acc.zero_()
         train_time += time.time() - t_step  # training only: logging, snapshots, evaluations excluded
 
-        done = cur_nimg >= total_nimg or (opts.minutes > 0 and train_time >= opts.minutes * 60)
-        if info.world_size > 1 and opts.minutes > 0:  # every rank stops at the same step
-            flag = torch.tensor(float(done), device=device)
-            dist.all_reduce(flag)
-            done = bool(flag > 0)
+        out_of_time = opts.minutes > 0 and train_time >= opts.minutes * 60
+        if info.world_size > 1 and opts.minutes > 0:
+            # Ranks' clocks differ: agree on the clock every 16 steps only (one sync), so all stop together.
+            out_of_time = False
+            if batch_idx % 16 == 0:
+                flag = torch.tensor(float(train_time >= opts.minutes * 60), device=device)
+                dist.all_reduce(flag)
+                out_of_time = bool(flag > 0)
+        done = cur_nimg >= total_nimg or out_of_time
         if cur_nimg >= next_log or done:
             now = time.time()
             last = {k: torch.stack(v).float().mean().item() for k, v in stats_acc.items()}
@@ -709,18 +732,6 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
             stats_acc.clear()
             t_log, nimg_log = time.time(), cur_nimg
             next_log = (cur_nimg // log_nimg + 1) * log_nimg
-
-        if quality is not None and (cur_nimg >= next_quality or done):
-            t0 = time.time()
-            record = {"kimg": cur_nimg / 1000, "train_time_s": round(train_time, 3)}
-            for psi in quality_psis:
-                tag = "" if psi == 1 else f"_psi{psi:g}"
-                record.update({f"Quality/{k}{tag}": v for k, v in quality.evaluate(G_ema, psi).items()
-                               if k in ("fd_dlib", "hog_share") or psi == quality_psis[0]})
-            record["Quality/eval_s"] = round(time.time() - t0, 1)
-            write_stats(record)
-            next_quality = (cur_nimg // quality_nimg + 1) * quality_nimg
-            t_log += time.time() - t0  # evaluation time is not training speed
 
         if cur_nimg >= next_snap or done:
             t_snap = time.time()
@@ -747,6 +758,18 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
                     prune_snapshots(outdir, opts.keep_snaps)
             next_snap = (cur_nimg // snap_nimg + 1) * snap_nimg
             t_log += time.time() - t_snap  # nor is writing snapshots
+
+        if quality is not None and (cur_nimg >= next_quality or done):
+            t0 = time.time()
+            record = {"kimg": cur_nimg / 1000, "train_time_s": round(train_time, 3)}
+            for psi in quality_psis:
+                tag = "" if psi == 1 else f"_psi{psi:g}"
+                for k, v in quality.evaluate(G_ema, psi).items():  # the real side's figures carry no tag
+                    record[f"Quality/{k}{tag}" if k in ("fd_dlib", "hog_share") else f"Quality/{k}"] = v
+            record["Quality/eval_s"] = round(time.time() - t0, 1)
+            write_stats(record)
+            next_quality = (cur_nimg // quality_nimg + 1) * quality_nimg
+            t_log += time.time() - t0  # evaluation time is not training speed
 
     if info.world_size > 1:
         check_ranks_in_sync([G, D, G_ema], info.world_size)
@@ -806,7 +829,13 @@ def main(argv: list[str] | None = None) -> dict | None:
                 time.sleep(0.1)
 
     resolution = ImageArchive(args.data).resolution
-    opts = resolve_options(args, resolution)
+    base = None
+    if args.resume:  # go on with the run's own options; what is given again overrides them
+        from faceapp.stylegan.checkpoint import read_header
+
+        base = read_header(find_resume(args.resume)[0])["extra"].get("training_options")
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    opts = resolve_options(args, resolution, base=base, log=print if rank0 else (lambda *a: None))
     if args.dry_run:
         data = ImageArchive(opts.data, use_labels=opts.cond, xflip=opts.mirror)
         G, D, _ = initial_networks(opts, data, find_resume(opts.resume)[0] if opts.resume else opts.init)
