@@ -101,6 +101,8 @@ def test_demo64_matches_reference(batch, noise_mode):
     with torch.inference_mode():
         fast = G.synthesis(ws, noise_mode=noise_mode)
     assert (fast - ref).abs().max().item() <= TOL
+    # The shared-weight layers ran oneDNN's prepacked convs, not the F.conv2d fallback.
+    assert layers._PREPACK_OK == torch.backends.mkldnn.is_available()
 
 
 @pytest.mark.parametrize("fused", [None, True, False])
@@ -160,8 +162,21 @@ def test_cached_weights_follow_parameter_updates():
         # In-place change (an optimiser step, an EMA copy).
         G.synthesis.b16.conv0.weight.mul_(1.5)
         G.synthesis.b32.conv1.weight.add_(0.3)
+        G.synthesis.b8.conv1.affine.bias.add_(0.5)  # the style affines cache their scaled weights too
+        G.synthesis.b32.torgb.affine.weight.mul_(-1)
     ref, fast = both_paths(G, ws)
     assert (fast - ref).abs().max().item() <= TOL
+
+    # The mapping network's layers (cached scaled weights) after an in-place change.
+    z = torch.randn(2, 32)
+    with torch.no_grad():
+        G.mapping(z, None)
+        G.mapping.fc3.weight.mul_(0.5)
+        G.mapping.fc7.bias.add_(1.0)
+        with reference_path():
+            ws_ref = G.mapping(z, None)
+        ws_fast = G.mapping(z, None)
+    assert (ws_fast - ws_ref).abs().max().item() <= 1e-6
 
     # load_state_dict from another network, and a deep copy trained further.
     other = configf_tiny(res=32, base=512, cmax=16)

@@ -319,14 +319,46 @@ def _derived(cache: dict | None, name: str, src: torch.Tensor, extra, fn):
     return value
 
 
+def _prepacked_conv(x, w, bias, padding, cache, src, extra, up: int = 1):
+    """Shared-weight conv (up = 1) or stride-`up` transposed conv with the weight reordered once
+    into oneDNN's blocked layout (what torch.compile's freezing does): F.conv2d reorders it on
+    every call, and for small inputs falls back to a slower im2col path. None where oneDNN's
+    (private) ops are unavailable or the padding is not symmetric."""
+    global _PREPACK_OK
+    px0, px1, py0, py1 = padding
+    if not _PREPACK_OK or cache is None or px0 != px1 or py0 != py1 or px0 < 0 or py0 < 0:
+        return None
+    pad, stride, one, size = [py0, px0], [up, up], [1, 1], list(x.shape)
+    ops = torch.ops.mkldnn
+
+    def pack():
+        if up == 1:
+            return ops._reorder_convolution_weight(w, pad, one, one, 1, size)
+        return ops._reorder_convolution_transpose_weight(w, pad, [0, 0], stride, one, 1, size)
+
+    try:
+        packed = _derived(cache, f"packed{up}", src, (extra, tuple(size)), pack)
+        if up == 1:
+            return ops._convolution_pointwise(x, packed, bias, pad, one, one, 1, "none", [], None)
+        return ops._convolution_transpose_pointwise(x, packed, bias, pad, [0, 0], stride, one, 1, "none", [], None)
+    except (AttributeError, RuntimeError, NotImplementedError):  # private ops: absent or changed
+        _PREPACK_OK = False
+        return None
+
+
+_PREPACK_OK = torch.backends.mkldnn.is_available()
+
+
 def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1, padding: int = 0,
                           resample_filter=None, demodulate: bool = True, flip_weight: bool = True,
                           fused_modconv: bool | None = None, gain: float = 1,
-                          cache: dict | None = None) -> torch.Tensor:
-    """Inference-only modulated_conv2d (autograd off): `(modulated_conv2d(x, ...) + bias) * gain`,
-    with `noise` (already multiplied by gain) added. Works in the layout of `x` (channels_last
-    for speed); fused_modconv=None picks the cheaper of the fused and shared-weight forms.
-    `cache` (a dict owned by the caller) keeps the weight-derived tensors between calls."""
+                          cache: dict | None = None, act: str = "linear", act_gain: float = 1,
+                          clamp: float | None = None) -> torch.Tensor:
+    """Inference-only modulated_conv2d (autograd off) with its layer's epilogue:
+    `clamp(act((modulated_conv2d(x, ...) + bias) * gain + noise) * act_gain)`, `noise` already
+    multiplied by gain. Works in the layout of `x` (channels_last for speed); fused_modconv=None
+    picks the cheaper of the fused and shared-weight forms. `cache` (a dict owned by the
+    caller) keeps the weight-derived tensors between calls."""
     n, in_ch, h, w_in = x.shape
     out_ch, _, kh, kw = weight.shape
     check_shape(styles, [n, in_ch], "styles")
@@ -379,7 +411,11 @@ def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1,
     conv_bias = b if (fused_modconv or not demodulate) else None
 
     if up == 1:
-        y = _padded_conv2d(x, w, conv_bias, _padding4(padding), groups)
+        y = None
+        if not fused_modconv and dt == torch.float32 and fmt == torch.channels_last:
+            y = _prepacked_conv(x, w, conv_bias, _padding4(padding), cache, src, (fmt, gain))
+        if y is None:
+            y = _padded_conv2d(x, w, conv_bias, _padding4(padding), groups)
     else:
         # conv2d_resample's up path: a stride-`up` transposed conv, then the FIR filter.
         fw, fh = _filter_size(resample_filter)
@@ -389,36 +425,56 @@ def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1,
         py0 += (fh + up - 1) // 2 - (kh - 1)
         py1 += (fh - up) // 2 - (kh - up)
         pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
-        y = F.conv_transpose2d(x, w, stride=up, padding=[pyt, pxt], groups=groups)
-        fir = _fir_depthwise(resample_filter, int(y.shape[1]), up**2, y.dtype)
+        y = None
+        if not fused_modconv and dt == torch.float32 and fmt == torch.channels_last:
+            y = _prepacked_conv(x, w, None, [pxt, pxt, pyt, pyt], cache, src, (fmt, gain), up=up)
+        if y is None:
+            y = F.conv_transpose2d(x, w, stride=up, padding=[pyt, pxt], groups=groups)
+        c = int(y.shape[1])
+        fir = _derived(cache, "fir", resample_filter, (c, up, y.dtype),
+                       lambda: _fir_depthwise(resample_filter, c, up**2, y.dtype))
         y = _padded_conv2d(y, fir, conv_bias, [px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], int(y.shape[1]))
 
     if groups > 1:  # undo the batch folding (a reshape even of an unchanged shape can restride
         y = y.reshape(n, out_ch, *y.shape[2:])  # size-1 dims and turn oneDNN off channels_last)
-    if demodulate and not fused_modconv:
-        d = dcoefs.reshape(n, out_ch, 1, 1)
-        if b is not None:
-            torch.addcmul(b.reshape(1, out_ch, 1, 1), y, d, out=y)
-        else:
-            y.mul_(d)
+    d = dcoefs.reshape(n, out_ch, 1, 1) if demodulate and not fused_modconv else None
+    b = b.reshape(1, out_ch, 1, 1) if b is not None and conv_bias is None else None
     if noise is not None:
-        y.add_(noise.to(y.dtype))
+        noise = noise.to(y.dtype)
+    # The epilogue makes several in-place passes: over row bands small enough to stay in the
+    # core's cache they cost about one pass over memory instead of several.
+    rows = y.shape[2]
+    if y.is_contiguous(memory_format=torch.channels_last):
+        rows = max(1, _EPILOGUE_BYTES // max(1, y[:, :, :1].numel() * y.element_size()))
+    for r0 in range(0, y.shape[2], rows):
+        band = y[:, :, r0:r0 + rows] if rows < y.shape[2] else y
+        if d is not None and b is not None:
+            torch.addcmul(b, band, d, out=band)
+        elif d is not None:
+            band.mul_(d)
+        elif b is not None:
+            band.add_(b)
+        if noise is not None:
+            band.add_(noise[..., r0:r0 + rows, :] if rows < y.shape[2] else noise)
+        _activation_(band, act, act_gain, clamp)
     return y
 
 
-def _activation_(x: torch.Tensor, act: str, gain: float, clamp: float | None) -> torch.Tensor:
+_EPILOGUE_BYTES = 1 << 21  # row band of the in-place epilogue: about a core's L2
+
+
+def _activation_(x: torch.Tensor, act: str, gain: float, clamp: float | None) -> None:
     """bias_act's activation, gain and clamp, in place on a tensor nobody else holds."""
     if act == "lrelu":
         F.leaky_relu_(x, bias_act.activation_funcs["lrelu"].def_alpha)
     elif act == "relu":
         x.relu_()
     elif act != "linear":
-        x = bias_act.activation_funcs[act].func(x, bias_act.activation_funcs[act].def_alpha)
+        x.copy_(bias_act.activation_funcs[act].func(x, bias_act.activation_funcs[act].def_alpha))
     if gain != 1:
         x.mul_(gain)
     if clamp is not None:
         x.clamp_(-clamp, clamp)
-    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,16 +503,25 @@ class FullyConnectedLayer(torch.nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
+        if use_fast_path(x):  # the scaled weight and bias, kept until the parameters change
+            cache = self.__dict__.setdefault("_fast_cache", {})
+            w, b = _derived(cache, "wb", self.weight, (x.dtype, self.bias._version if self.bias is not None else -1),
+                            lambda: self._scaled(x.dtype))
+        else:
+            w, b = self._scaled(x.dtype)
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
         x = x.matmul(w.t())
         return bias_act.bias_act(x, b, act=self.activation)
+
+    def _scaled(self, dtype):
+        w = self.weight.to(dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        return w, b
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
@@ -595,12 +660,12 @@ class SynthesisLayer(torch.nn.Module):
                                 dtype=torch.float32) * (self.noise_strength * fold)
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * (self.noise_strength * fold)  # [R, R]
-        y = modulated_conv2d_fast(x, self.weight, styles, bias=self.bias, noise=noise, up=self.up,
+        return modulated_conv2d_fast(x, self.weight, styles, bias=self.bias, noise=noise, up=self.up,
                                   padding=self.padding, resample_filter=self.resample_filter,
                                   flip_weight=(self.up == 1), fused_modconv=fused_modconv, gain=fold,
-                                  cache=self.__dict__.setdefault("_fast_cache", {}))
-        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return _activation_(y, self.activation, act_gain / fold, act_clamp)
+                                  cache=self.__dict__.setdefault("_fast_cache", {}), act=self.activation,
+                                  act_gain=act_gain / fold,
+                                  clamp=self.conv_clamp * gain if self.conv_clamp is not None else None)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, resolution={self.resolution}, up={self.up}, "
