@@ -349,6 +349,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _rounded(net: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A float32 copy of ``net`` whose float tensors went through ``dtype`` (what loading a stored copy gives).
+
+    Rebuilt from its init_kwargs and state dict, as loading does (no inference caches carried over)."""
+    state = {k: (v.to(dtype).float() if v.dtype == torch.float32 else v) for k, v in net.state_dict().items()}
+    out = type(net)(**net.init_kwargs)
+    out.load_state_dict(state)
+    return out.to(next(net.parameters()).device).eval()
+
+
 def save_bundle(
     path: str | os.PathLike,
     *,
@@ -360,8 +370,12 @@ def save_bundle(
     card: str = "",
     meta: dict | None = None,
     force_directions: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write a bundle folder (see the module doc); returns its path. bundle.json is written last.
+
+    ``dtype=torch.float16`` stores the networks' float32 tensors in half precision (half the size;
+    loading casts them back to float32), as the demo bundle does to keep every file under 10 MB.
 
     The directions are checked against G (faceapp.edits.provenance.check_directions: refused with
     DirectionMismatchError when made for another generator, unless force_directions) and saved
@@ -369,6 +383,8 @@ def save_bundle(
     """
     from faceapp.stylegan.checkpoint import save_networks
 
+    if dtype is not None:  # fingerprint the weights as they will load: rounded to the storage dtype
+        G, encoder = (None if net is None else _rounded(net, dtype) for net in (G, encoder))
     if directions is not None and len(directions):
         from faceapp.edits.provenance import check_directions, generator_fingerprint, stamped
 
@@ -377,9 +393,9 @@ def save_bundle(
         directions = stamped(directions, fp, forced)
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    save_networks(root / "generator.safetensors", {"G_ema": G})
+    save_networks(root / "generator.safetensors", {"G_ema": G}, dtype=dtype)
     if encoder is not None:
-        save_networks(root / "encoder.safetensors", {"encoder": encoder})
+        save_networks(root / "encoder.safetensors", {"encoder": encoder}, dtype=dtype)
     if directions is not None and len(directions):
         if (root / "directions").exists():
             shutil.rmtree(root / "directions")

@@ -45,13 +45,18 @@ def train(data, outdir, steps, *extra):
 
 
 def test_translation_is_an_integer_shift_with_zero_fill():
-    x = torch.rand(6, 3, 16, 16) + 1  # strictly positive, so zero fill is visible
+    x = torch.rand(32, 3, 16, 16) + 1  # strictly positive, so zero fill is visible
     out = translation(x, ratio=0.125, generator=torch.Generator().manual_seed(3))
+    shifts = []
     for img, orig in zip(out, x):
         padded = torch.nn.functional.pad(orig, [2, 2, 2, 2])  # shifts of up to 2 px
         matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
                    if torch.equal(img, padded[:, 2 + dy:18 + dy, 2 + dx:18 + dx])]
         assert len(matches) == 1, matches
+        shifts += matches
+    dys, dxs = zip(*shifts)
+    assert {min(dys), max(dys), min(dxs), max(dxs)} == {-2, 2}  # the whole +-1/8 range is used
+    assert sum(s != (0, 0) for s in shifts) > 16  # mostly moved
 
 
 def test_cutout_zeroes_one_square_and_nothing_else():
@@ -64,6 +69,20 @@ def test_cutout_zeroes_one_square_and_nothing_else():
         box = zero[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         assert box.all() and box.shape[0] <= 8 and box.shape[1] <= 8  # one solid square, at most half the side
         assert torch.equal(img[:, ~zero], orig[:, ~zero])
+
+
+def test_colour_follows_the_papers_formulas():
+    from training.diffaug import color
+
+    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    g = torch.Generator().manual_seed(7)
+    r = torch.rand([3, 4, 1, 1, 1], generator=torch.Generator().manual_seed(7))  # the three draws, in order
+    y = x + (r[0] - 0.5)  # brightness
+    m = y.mean(1, keepdim=True)
+    y = (y - m) * (r[1] * 2) + m  # saturation
+    m = y.mean((1, 2, 3), keepdim=True)
+    y = (y - m) * (r[2] + 0.5) + m  # contrast
+    assert torch.allclose(color(x, generator=g), y, atol=1e-6)
 
 
 def test_diffaugment_is_differentiable_and_checks_its_policy():
@@ -94,8 +113,19 @@ def test_projected_D_taps_torchvision_mobilenet_and_keeps_it_frozen(mobilenet_we
     x = ((x + 1) / 2 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
         [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
-        f17 = ref.features[:18](x)
-        assert torch.allclose(maps[3], torch.nn.functional.conv2d(f17, D.ccm3), atol=1e-5)
+        taps, h = [], x
+        for i, block in enumerate(ref.features[:18]):
+            h = block(h)
+            if i in (3, 6, 13, 17):
+                taps.append(h)
+        # CCM per tap, then CSM top-down: each coarser mixed map upsampled, 1x1-projected, added.
+        conv, up = torch.nn.functional.conv2d, torch.nn.functional.interpolate
+        expect = [conv(t, getattr(D, f"ccm{i}")) for i, t in enumerate(taps)]
+        for i in (2, 1, 0):
+            expect[i] = expect[i] + conv(up(expect[i + 1], size=expect[i].shape[-2:], mode="bilinear",
+                                            align_corners=False), getattr(D, f"csm{i}"))
+        for got, want in zip(maps, expect):
+            assert torch.allclose(got, want, atol=1e-4)
 
     # Frozen: not a parameter, not in the state dict, unchanged by an optimiser step on D.
     names = [n for n, _ in D.named_parameters()]
@@ -126,6 +156,15 @@ def test_projected_D_gradients_reach_the_image_and_its_snapshot_round_trips(tmp_
     assert torch.equal(D2.ccm0, D.ccm0) and torch.equal(D2.csm2, D.csm2)  # the fixed projection is stored
     with torch.no_grad():
         assert torch.equal(D2(img), D(img))
+    # A compact (fp16) snapshot still gives the exact float32 projection the seed draws.
+    save_networks(tmp_path / "d16.safetensors", {"D": D}, dtype=torch.float16)
+    D16 = load_networks(tmp_path / "d16.safetensors")["D"]
+    assert torch.equal(D16.ccm3, D.ccm3) and D16.ccm3.dtype == torch.float32
+    # A stored projection that is not the seed's is refused.
+    bad = ProjectedDiscriminator(16, head_channels=8, seed=5)
+    state = {**bad.state_dict(), "ccm0": torch.zeros_like(bad.ccm0)}
+    with pytest.raises(RuntimeError, match="random projection"):
+        bad.load_state_dict(state)
     # Another seed draws another projection; the same seed the same one.
     assert not torch.equal(ProjectedDiscriminator(16, seed=6).ccm0, D.ccm0)
     assert torch.equal(ProjectedDiscriminator(16, seed=5).ccm0, D.ccm0)
@@ -175,6 +214,23 @@ def test_recipe_sets_defaults_and_explicit_options_win(blobs, tmp_path):
     ada = resolve_options(build_parser().parse_args(["--data", str(blobs), "--outdir", "x"]), 64)
     assert (ada.d_arch, ada.loss, ada.aug) == ("stylegan2", "logistic", "ada")
     assert ada.gamma == pytest.approx(0.0002 * 64**2 / 32)
+
+
+def test_resume_goes_on_with_the_runs_own_options(blobs, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(blobs, out, 2, "--aug", "fixed:0.25", "--d-arch", "stylegan2")  # a fast-recipe run with ADA's pipe
+    # resumed without --recipe fast, --aug or --d-arch: the snapshot's options still apply
+    res = main(["--data", str(blobs), "--outdir", str(out), "--resume", str(out), "--kimg", "0.012"])
+    opts = json.loads((out / "options.json").read_text())
+    assert (opts["recipe"], opts["loss"], opts["d_arch"], opts["aug"], opts["aug_p"]) == (
+        "fast", "hinge", "stylegan2", "fixed", 0.25)
+    assert res["cur_nimg"] == 12 and "resume: kimg 0.008 -> 0.012" in capsys.readouterr().out
+    # 'fixed' as options.json stores it parses again; a bad P is refused
+    args = build_parser().parse_args(["--data", str(blobs), "--outdir", "x", "--aug", "fixed", "--aug-p", "0.3"])
+    assert resolve_options(args, 16).aug_p == 0.3
+    for bad in ("fixed:abc", "fixed:7"):
+        with pytest.raises(SystemExit):
+            resolve_options(build_parser().parse_args(["--data", str(blobs), "--outdir", "x", "--aug", bad]), 16)
 
 
 def test_fast_recipe_trains_and_snapshots_hold_only_trainable_parts(blobs, tmp_path):
@@ -245,6 +301,20 @@ def test_resume_pack_round_trip(blobs, tmp_path):
     assert diff < 0.05  # the same run, up to fp16 weights and bf16 moments
 
 
+def test_pack_refuses_to_overwrite_the_run_or_other_folders(blobs, tmp_path):
+    from training.resume_pack import pack
+
+    train(blobs, tmp_path / "run", 1)
+    with pytest.raises(SystemExit, match="holds the run"):
+        pack(tmp_path / "run", tmp_path)
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep")
+    with pytest.raises(SystemExit, match="not a resume pack"):
+        pack(tmp_path / "run", tmp_path / "precious")
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep"
+    assert (tmp_path / "run" / "network-snapshot-000000004.safetensors").exists()
+
+
 def test_minutes_limit_and_snapshot_pruning(blobs, tmp_path):
     out = tmp_path / "run"
     res = train(blobs, out, 1000, "--minutes", "0.01", "--snap-kimg", "0.004", "--keep-snaps", "2")
@@ -253,6 +323,9 @@ def test_minutes_limit_and_snapshot_pruning(blobs, tmp_path):
     kept = sorted(out.glob("network-snapshot-*.safetensors"))
     assert len(kept) == min(2, steps) and kept[-1].name == f"network-snapshot-{4 * steps:09d}.safetensors"
     assert len(list(out.glob("training-state-*.pt"))) == len(kept)
+    # Resuming a run that has used up its minutes trains no further step.
+    again = main(["--data", str(blobs), "--outdir", str(out), "--resume", str(out)])
+    assert again["batch_idx"] == steps and again["snapshots"] == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +340,19 @@ def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
     assert fd == pytest.approx(np.square(mu1 - mu2).sum() + np.square(s1 - s2).sum(), rel=1e-6)
     x = rng.normal(size=(500, 4))
     assert frechet_distance(*gaussian(x), *gaussian(x)) == pytest.approx(0, abs=1e-6)
+
+
+def test_face_quality_refuses_held_out_photos_inside_the_training_archive(tmp_path):
+    src = tmp_path / "src.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        for n in ("a.jpg", "b.jpg"):
+            buf = __import__("io").BytesIO()
+            Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(buf, format="PNG")
+            zf.writestr(n, buf.getvalue())
+    prep.main(["--source", str(src), "--dest", str(tmp_path / "train.zip"), "--resolution", "16", "--aligned"])
+    (tmp_path / "held.txt").write_text("b.jpg\n")
+    with pytest.raises(ValueError, match="--exclude"):
+        FaceQuality.for_archive(ImageArchive(tmp_path / "train.zip"), src, tmp_path / "held.txt", num_fake=1)
 
 
 def test_face_quality_on_real_faces_and_noise():
@@ -330,3 +416,40 @@ def test_prepare_aligned_resizes_without_detection_and_leaves_out_held_out_names
         original = Image.open(__import__("io").BytesIO(zf.read("UTKFace/" + names[0]))).convert("RGB")
     expected = np.asarray(original.resize((32, 32), Image.Resampling.BOX))
     assert np.array_equal(ds[0][0].permute(1, 2, 0).numpy(), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shipping a run as the demo bundle.
+
+
+def test_export_demo_writes_a_loadable_fp16_bundle_with_its_measured_card(blobs, tmp_path):
+    from safetensors import safe_open
+
+    from faceapp.bundle import load_bundle
+    from training.export_demo import export
+
+    run = tmp_path / "run"
+    summary = train(blobs, run, 2)
+    src = tmp_path / "photos.zip"  # stands in for UTKFace's zip: the held-out photos live there
+    rng = np.random.default_rng(1)
+    with zipfile.ZipFile(src, "w") as zf:
+        for i in range(4):
+            buf = __import__("io").BytesIO()
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buf, format="PNG")
+            zf.writestr(f"held{i}.png", buf.getvalue())
+    (tmp_path / "held.txt").write_text("".join(f"held{i}.png\n" for i in range(4)))
+    figs = export(str(run), str(tmp_path / "demo"), str(src), str(tmp_path / "img"), str(tmp_path / "held.txt"),
+                  data=str(blobs), num_fake=4)
+    bundle = load_bundle(tmp_path / "demo")
+    assert bundle.resolution == 16 and bundle.align_spec.kind == "template" and bundle.encoder is None
+    with safe_open(tmp_path / "demo" / "generator.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    z = torch.randn(2, bundle.G.z_dim)
+    with torch.no_grad():
+        assert (bundle.G(z, None) - summary["G_ema"](z, None)).abs().max() < 0.02
+    card = (tmp_path / "demo" / "MODEL_CARD.md").read_text()
+    assert "Non-commercial research use only" in card and "--recipe fast" in card
+    assert f"{figs['fd_dlib']:.4f}" in card and f"{figs['fd_floor']:.4f}" in card and "4 held-out" in card
+    assert Image.open(tmp_path / "img" / "demo-samples.png").size == (128, 128)  # 8 x 8 samples of 16 px
+    assert Image.open(tmp_path / "img" / "demo-truncation.png").size == (80, 128)  # 5 psi x 8 seeds
+    assert json.loads((tmp_path / "demo" / "figures.json").read_text())["kimg"] == figs["kimg"] == 0.008

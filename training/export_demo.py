@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -80,12 +81,12 @@ note.
 | network | faceapp StyleGAN2 `Generator` (mapping -> W/W+ -> modulated convs): z = w = {z_dim}, \
 {map_layers} mapping layers, channels min({cbase} / r, {cmax}), {num_ws} style layers, {params:.2f} M parameters, \
 stored as fp16 |
-| data | UTKFace aligned & cropped, {num_images:,} photos (23,707 minus the 2,050 held out in \
-`training/labels/utkface-heldout-*.txt`), resized to {res} px with an area filter, plus mirror images; no labels |
+| data | UTKFace aligned & cropped: {num_images:,} photos (all but the held-out ones listed in \
+`training/labels/utkface-heldout-*.txt`), resized to {res} px with an area filter{mirror}; no labels |
 | alignment | UTKFace's crop: five landmarks onto `faceapp.align.UTKFACE_TEMPLATE` (`utkface_spec({res})`) |
 | recipe | `training/train_generator.py --recipe {recipe}`: {recipe_text} |
-| training | {kimg:.0f} kimg, {hours:.1f} h of training time (evaluations excluded) on a 2-core x86-64 CPU, no GPU |
-| render time | {ms:.1f} ms per image (batch 1, one CPU thread, {cpu}) |
+| training | {kimg:.0f} kimg, {hours:.1f} h of training time (evaluations excluded), {threads} |
+| render time | {ms:.1f} ms per image (batch 1, one CPU thread; measured on {cpu}) |
 
 ## Quality (training/quality.py: nothing shared with the discriminator)
 
@@ -96,7 +97,7 @@ Fixed seeds, {num_fake} samples against {num_real} held-out real faces, both at 
 | dlib descriptor Fréchet distance | {fd1:.4f} | {fd07:.4f} | {floor:.4f} (floor: {num_fake} training faces) |
 | dlib HOG finds a face | {hog1:.1%} | {hog07:.1%} | {hog_real:.1%} |
 
-Sample grid (psi 0.7) and truncation sweep: `docs/img/demo-samples.png`, `docs/img/demo-truncation.png`.
+Sample grid (psi 0.7) and truncation sweep: `{grid_dir}/demo-samples.png`, `{grid_dir}/demo-truncation.png`.
 
 ## Limitations
 
@@ -105,12 +106,23 @@ mix; mostly frontal, studio-like and web photos). The app returns edits as a dif
 photo, so the result keeps the photo's resolution; the model's own renders are blurry at full size.
 """
 
-RECIPE_TEXT = {
-    "fast": "projected discriminator on frozen ImageNet MobileNetV2 features (fixed random cross-channel and "
-            "cross-scale mixing, trainable heads at 4 scales), DiffAugment (colour, translation, cutout), hinge "
-            "loss, no R1 / path length, Adam (0, 0.99), style mixing 0.5, G_ema",
-    "ada": "StyleGAN2-ADA: StyleGAN2 discriminator, non-saturating logistic loss, lazy R1 and path length, ADA",
-}
+def recipe_text(o: dict) -> str:
+    """One line saying what the run's options made of its parts (from its training_options)."""
+    d = {"projected": "projected discriminator on frozen ImageNet MobileNetV2 features (fixed random cross-channel "
+                      "and cross-scale mixing, trainable heads at 4 scales)",
+         "stylegan2": "StyleGAN2 discriminator"}[o["d_arch"]]
+    loss = {"hinge": "hinge loss, no R1 / path length",
+            "logistic": f"non-saturating logistic loss, R1 gamma {o['gamma']:g}, path length {o['pl_weight']:g}"}
+    aug = {"diffaug": f"DiffAugment ({o['diffaug_policy']})", "ada": "ADA", "fixed": f"augmentation p {o['aug_p']}",
+           "noaug": "no augmentation"}[o["aug"]]
+    return (f"{d}; {aug}; {loss[o['loss']]}; Adam ({o['beta1']:g}, {o['beta2']:g}), G lr {o['glr']:g}, "
+            f"D lr {o['dlr']:g}, batch {o['batch']}, style mixing {o['style_mixing']:g}, G_ema half-life "
+            f"{o['ema_kimg']:g} kimg")
+
+
+def threads_text(o: dict) -> str:
+    dev = o.get("device", "cpu")
+    return f"{o['threads']} CPU threads, no GPU" if dev == "cpu" and o.get("threads") else f"device {dev}"
 
 
 def export(run: str, out: str, quality_source: str, grid_dir: str, heldout: str, data: str | None = None,
@@ -123,9 +135,9 @@ def export(run: str, out: str, quality_source: str, grid_dir: str, heldout: str,
     header = read_header(snap)
     opts = header["extra"]["training_options"]
     G = load_networks(snap, names=["G_ema"])["G_ema"].float().eval()
-    archive = ImageArchive(data or opts["data"])
+    archive = ImageArchive(data or opts["data"], xflip=opts["mirror"])  # as trained: the floor's reference
     quality = FaceQuality.for_archive(archive, quality_source, heldout, num_fake=num_fake,
-                                      cache=Path(run) / "quality-reference.npz")
+                                      cache=snap.parent / "quality-reference.npz")
     q1, q07 = quality.evaluate(G, 1.0), quality.evaluate(G, 0.7)
     ms = render_ms(G)
     figs = {
@@ -138,10 +150,11 @@ def export(run: str, out: str, quality_source: str, grid_dir: str, heldout: str,
     res = G.img_resolution
     card = CARD.format(
         res=res, z_dim=G.z_dim, map_layers=opts["map_layers"], cbase=opts["cbase"], cmax=opts["cmax"],
-        num_ws=G.num_ws, params=figs["params"] / 1e6, num_images=len(archive), recipe=opts["recipe"],
-        recipe_text=RECIPE_TEXT.get(opts["recipe"], opts["recipe"]), kimg=figs["kimg"],
-        hours=(figs["train_time_s"] or 0) / 3600, ms=ms, cpu=platform.processor() or platform.machine(),
-        num_fake=num_fake, num_real=len(quality.reference.get("names", [])) or 2000, fd1=figs["fd_dlib"],
+        num_ws=G.num_ws, params=figs["params"] / 1e6, num_images=len(archive) // (2 if opts["mirror"] else 1),
+        mirror=", plus mirror images" if opts["mirror"] else "", recipe=opts["recipe"], recipe_text=recipe_text(opts),
+        kimg=figs["kimg"], hours=(figs["train_time_s"] or 0) / 3600, threads=threads_text(opts), ms=ms,
+        cpu=f"{platform.machine()}, {os.cpu_count()} cores", num_fake=num_fake, num_real=quality.num_real,
+        fd1=figs["fd_dlib"], grid_dir=grid_dir,
         fd07=figs["fd_dlib_psi0.7"], floor=figs["fd_floor"], hog1=figs["hog_share"],
         hog07=figs["hog_share_psi0.7"], hog_real=figs["hog_real"],
     )

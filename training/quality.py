@@ -37,7 +37,11 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^1/2) for Gaussians N(mu, sigma) (the FID formula)."""
     import scipy.linalg
 
-    covmean = np.real(scipy.linalg.sqrtm(sigma1 @ sigma2))
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():  # near-singular product: offset both covariances slightly (as FID code does)
+        offset = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = np.real(covmean)
     return float(np.square(mu1 - mu2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
@@ -78,10 +82,12 @@ class FaceQuality:
             train = torch.stack([to_resolution(x, resolution) for x in real_train[:num_fake]])
             mu, sigma = gaussian(self.descriptors(real))
             reference = {"real_mu": mu, "real_sigma": sigma, "hog_real": self.hog_share(real),
-                         "fd_floor": frechet_distance(*gaussian(self.descriptors(train)), mu, sigma)}
+                         "fd_floor": frechet_distance(*gaussian(self.descriptors(train)), mu, sigma),
+                         "num_real": len(real)}
         self.reference = reference
         self.real_mu, self.real_sigma = reference["real_mu"], reference["real_sigma"]
         self.fd_floor, self.hog_real = float(reference["fd_floor"]), float(reference["hog_real"])
+        self.num_real = int(reference.get("num_real", 0))
 
     @classmethod
     def for_archive(cls, archive, source_zip: str | Path, heldout_file: str | Path, num_fake: int = 1000,
@@ -90,7 +96,12 @@ class FaceQuality:
         ``source_zip``) against ``num_fake`` samples; the floor from ``num_fake`` of the archive's images.
         The real side is cached in ``cache`` (.npz), keyed by resolution, held-out names and num_fake."""
         names = [n for n in Path(heldout_file).read_text().splitlines() if n]
-        key = f"{archive.resolution}|{num_fake}|{len(archive)}|" + "|".join(names)
+        sources = {Path(str(a.get("source", ""))).name for a in getattr(archive, "attributes", {}).values()}
+        leaked = sources.intersection(names)
+        if leaked:
+            raise ValueError(f"{len(leaked)} of the held-out photos in {heldout_file} are in the training archive "
+                             f"(e.g. {sorted(leaked)[0]}): prepare it with --exclude {heldout_file}")
+        key = f"{archive.resolution}|{num_fake}|{len(archive)}|{Path(source_zip).name}|" + "|".join(names)
         import hashlib
 
         key = hashlib.sha256(key.encode()).hexdigest()
@@ -98,7 +109,7 @@ class FaceQuality:
             with np.load(cache) as f:
                 if str(f["key"]) == key:
                     return cls(archive.resolution, None, None, num_fake=num_fake,
-                               reference={k: f[k] for k in ("real_mu", "real_sigma", "fd_floor", "hog_real")})
+                               reference={k: f[k] for k in f.files if k != "key"})
         q = cls(archive.resolution, read_named_images(source_zip, names), read_archive_images(archive, num_fake),
                 num_fake=num_fake)
         if cache is not None:

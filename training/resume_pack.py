@@ -7,9 +7,10 @@ every file at most 10 MB (a Hugging Face Space repo takes that without LFS).
 
     python training/resume_pack.py pack runs/demo64 training/resume/demo64
     python training/resume_pack.py unpack training/resume/demo64 runs/demo64
-    python training/train_generator.py <the run's options, as in pack.json> --resume runs/demo64
+    python training/train_generator.py --resume runs/demo64 --outdir runs/demo64 --data data/utkface-64.zip
 
-Unpacking writes a network snapshot and a training state that ``--resume`` reads. The resumed run is
+Unpacking writes a network snapshot and a training state that ``--resume`` reads (the run goes on with
+the options stored in the snapshot; give an option again to change it). The resumed run is
 close to, not bit-identical with, an uninterrupted one (fp16 weights, bf16 moments).
 """
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -44,30 +46,41 @@ def pack(run: str | Path, out: str | Path) -> dict:
 
     register()
     snap, state_path = find_resume(str(run))
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    extra = read_header(snap)["extra"]
-    nets = load_networks(snap)
-    for name, net in nets.items():
-        save_networks(out / f"{name}.safetensors", {name: net}, extra=extra, dtype=torch.float16)
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    small = {k: v for k, v in state.items() if k not in ("opt_G", "opt_D")}
-    for net in ("G", "D"):
-        opt = state[f"opt_{net}"]
-        for key in ("exp_avg", "exp_avg_sq"):
-            save_file(_moments(opt, key), out / f"opt_{net}.{key}.safetensors")
-        small[f"opt_{net}"] = {"param_groups": opt["param_groups"],
-                               "step": {i: s["step"] for i, s in opt["state"].items()}}
-    torch.save(small, out / "state.pt")
-    options = extra.get("training_options", {})
-    doc = {"format": PACK_FORMAT, "version": 1, "snapshot": snap.name, "kimg": state["cur_nimg"] / 1000,
-           "train_time_s": state.get("train_time_s"), "options": options}
-    (out / "pack.json").write_text(json.dumps(doc, indent=2) + "\n")
+    final = Path(out).resolve()
+    if final == snap.parent.resolve() or final in snap.parent.resolve().parents:
+        raise SystemExit(f"{out} holds the run itself: pack into another folder")
+    if final.exists() and not (final / "pack.json").is_file():
+        raise SystemExit(f"{out} exists and is not a resume pack: not replacing it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))  # swapped in when complete
+    try:
+        extra = read_header(snap)["extra"]
+        nets = load_networks(snap)
+        for name, net in nets.items():
+            save_networks(out / f"{name}.safetensors", {name: net}, extra=extra, dtype=torch.float16)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        small = {k: v for k, v in state.items() if k not in ("opt_G", "opt_D")}
+        for net in ("G", "D"):
+            opt = state[f"opt_{net}"]
+            for key in ("exp_avg", "exp_avg_sq"):
+                save_file(_moments(opt, key), out / f"opt_{net}.{key}.safetensors")
+            small[f"opt_{net}"] = {"param_groups": opt["param_groups"],
+                                   "step": {i: s["step"] for i, s in opt["state"].items()}}
+        torch.save(small, out / "state.pt")
+        options = extra.get("training_options", {})
+        doc = {"format": PACK_FORMAT, "version": 1, "snapshot": snap.name, "kimg": state["cur_nimg"] / 1000,
+               "train_time_s": state.get("train_time_s"), "options": options}
+        (out / "pack.json").write_text(json.dumps(doc, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     big = [p.name for p in out.iterdir() if p.stat().st_size > MAX_FILE_BYTES]
     if big:
+        shutil.rmtree(out)
         raise SystemExit(f"pack files over 10 MB: {big}; use a smaller network or shard further")
+    if final.exists():
+        shutil.rmtree(final)
+    out.rename(final)
     return doc
 
 
