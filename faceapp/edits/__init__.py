@@ -10,9 +10,22 @@ Strength 1 = one standard deviation of the training latents' projections on a di
 lives in training/learn_directions.py. A set records the generator it was made for
 (faceapp.edits.provenance); `check_directions` refuses a set made for another one. This package never
 imports faceapp.inversion.
+
+The age direction may carry a years calibration (faceapp.edits.calibration):
+`years_to_strength(directions, "age", 30)` is the strength that reads as 30 years older.
 """
 
 from faceapp.edits.apply import apply_edits, conditional_direction, edit_delta, project_out, timeline
+from faceapp.edits.calibration import (
+    YearsCalibration,
+    YearsUnavailableError,
+    fit_years_calibration,
+    has_years,
+    strength_to_years,
+    with_calibration,
+    years_per_strength,
+    years_to_strength,
+)
 from faceapp.edits.directions import Direction, DirectionSet, direction_scale, normalized
 from faceapp.edits.formats import (
     from_e4e_pt,
@@ -32,6 +45,8 @@ from faceapp.edits.provenance import (
 
 __all__ = [
     "Direction",
+    "YearsCalibration",
+    "YearsUnavailableError",
     "DirectionMismatchError",
     "DirectionSet",
     "apply_edits",
@@ -39,16 +54,22 @@ __all__ = [
     "conditional_direction",
     "direction_scale",
     "edit_delta",
+    "fit_years_calibration",
     "from_e4e_pt",
     "from_ganspace",
     "from_interfacegan_npy",
     "generator_fingerprint",
+    "has_years",
     "interfacegan_name",
     "made_for_source",
     "normalized",
     "project_out",
     "read_direction_file",
+    "strength_to_years",
     "timeline",
     "to_e4e_pt",
     "to_interfacegan_npy",
+    "with_calibration",
+    "years_per_strength",
+    "years_to_strength",
 ]

@@ -10,6 +10,8 @@ unit Frobenius norm), plus what an app needs to put it on a slider:
   measures it.
 - `layers`: (start, stop) of the W+ layers the edit touches (None: all of them).
 - `strength_range`: what the UI slider offers (default -3..+3).
+- `calibration`: optional, the strength in real units (years for age), fitted on held-out photos
+  (faceapp.edits.calibration; `years_to_strength`).
 
 On disk a set is a folder (the bundle's ``directions/``) holding
 
@@ -17,7 +19,11 @@ On disk a set is a folder (the bundle's ``directions/``) holding
     directions.json          {"format": "faceapp.directions", "format_version": 1,
                               "w_dim": ..., "meta": {...},
                               "directions": {name: {"layers", "strength_range", "scale",
-                                                    "description", "source", "metrics"}}}
+                                                    "description", "source", "metrics",
+                                                    "calibration" (only when there is one)}}}
+
+Sets written before calibrations existed load unchanged, and a set with a calibration loads in
+a faceapp that does not know the key (it is ignored there), so the format version stays 1.
 
 The JSON is meant to be read and tuned by hand (strength ranges, descriptions).
 """
@@ -34,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceapp.edits.calibration import YearsCalibration
 from faceapp.errors import CheckpointError, FaceAppError
 
 __all__ = [
@@ -104,6 +111,8 @@ class Direction:
     description:    what positive strengths do, e.g. 'older (+) / younger (-)'.
     source:         provenance, e.g. 'interfacegan:stylegan_ffhq_age_w_boundary.npy'.
     metrics:        JSON-able facts from learning it (held-out accuracy, sample counts, ...).
+    calibration:    None, or a years calibration as a JSON object (`YearsCalibration.to_dict()`):
+                    how many years older a strength reads (see faceapp.edits.calibration).
     """
 
     name: str
@@ -114,6 +123,7 @@ class Direction:
     description: str = ""
     source: str = ""
     metrics: dict = field(default_factory=dict, repr=False)
+    calibration: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -141,6 +151,18 @@ class Direction:
             raise FaceAppError(f"direction {self.name!r}: scale must be a positive number, got {self.scale!r}")
         object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "metrics", dict(self.metrics))
+        if self.calibration is not None:
+            cal = self.calibration
+            try:
+                cal = (cal if isinstance(cal, YearsCalibration) else YearsCalibration.from_dict(cal)).to_dict()
+            except (FaceAppError, TypeError) as e:
+                raise FaceAppError(f"direction {self.name!r}: {e}") from e
+            object.__setattr__(self, "calibration", cal)
+
+    @property
+    def years(self) -> YearsCalibration | None:
+        """The years calibration (faceapp.edits.calibration), or None."""
+        return None if self.calibration is None else YearsCalibration.from_dict(self.calibration)
 
     @property
     def w_dim(self) -> int:
@@ -182,7 +204,7 @@ class Direction:
         return full
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "shape": list(self.vector.shape),
             "layers": None if self.layers is None else list(self.layers),
             "strength_range": list(self.strength_range),
@@ -191,6 +213,9 @@ class Direction:
             "source": self.source,
             "metrics": self.metrics,
         }
+        if self.calibration is not None:  # absent otherwise: files without one stay as before
+            out["calibration"] = self.calibration
+        return out
 
 
 class DirectionSet(Mapping):
@@ -343,6 +368,7 @@ class DirectionSet(Mapping):
                         description=str(e.get("description", "")),
                         source=str(e.get("source", "")),
                         metrics=e.get("metrics") or {},
+                        calibration=e.get("calibration"),
                     )
                 )
             except (FaceAppError, TypeError, ValueError) as err:

@@ -1,0 +1,279 @@
+"""Edits in real units: how many years older a strength of the age direction makes a face look.
+
+A direction's strength is in its own units (1 = one std of the training latents along it, see
+faceapp.edits.directions). For the age slider people want years, so a direction can carry a
+*years calibration*: the age change that an age labeler reads on edited faces, fitted against
+strength on held-out photos (training/calibrate_years.py). It is stored with the direction
+(`Direction.calibration`, a JSON object in directions.json) as
+
+    {"unit": "years",
+     "per_strength": 6.1,            # years per strength unit: robust line through the origin, all faces
+     "per_strength_pos": 6.8,        # the same fitted on strengths > 0 only (None: not fitted)
+     "per_strength_neg": 5.2,        # ... and on strengths < 0 (ageing and rejuvenating saturate differently)
+     "intercept": 0.4,               # years at strength 0 of a free (not through-origin) fit: a linearity check
+     "spread": 1.9,                  # std of the per-face slopes (years per strength)
+     "residual_years": 3.5,          # robust std of the pooled fit's residuals (years)
+     "n": 50, "fitted_on": "...", "hold": ["gender"], "scale": 4.2,
+     "curve": {"strengths": [...], "median": [...], "p25": [...], "p75": [...], ...}}
+
+`scale` is the direction's `scale` (W units per strength) when it was fitted, so the calibration
+is really "years per W unit along the direction" and survives a re-measured scale
+(`DirectionSet.calibrated`). The line goes through the origin because strength 0 is the
+unedited face (an age change of exactly 0).
+
+    from faceapp.edits import years_to_strength, strength_to_years
+    s = years_to_strength(directions, "age", 30)     # strength that reads as 30 years older
+    years = strength_to_years(directions, "age", s)  # == 30
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from faceapp.errors import FaceAppError
+
+__all__ = [
+    "YEARS",
+    "YearsCalibration",
+    "YearsUnavailableError",
+    "fit_years_calibration",
+    "has_years",
+    "strength_to_years",
+    "with_calibration",
+    "years_per_strength",
+    "years_to_strength",
+]
+
+YEARS = "years"
+_MIN_SLOPE = 1e-6  # |years per strength| below this: the direction does not move the labeler's age
+
+
+class YearsUnavailableError(FaceAppError):
+    """An edit asked for in years on a direction that has no years calibration."""
+
+
+def _finite(x, what: str) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise FaceAppError(f"years calibration: {what} must be a number, got {x!r}") from None
+    if not math.isfinite(v):
+        raise FaceAppError(f"years calibration: {what} must be finite, got {v}")
+    return v
+
+
+@dataclass(frozen=True)
+class YearsCalibration:
+    """Years of apparent age per strength unit of one direction (see the module doc for each field)."""
+
+    per_strength: float
+    scale: float
+    per_strength_pos: float | None = None
+    per_strength_neg: float | None = None
+    intercept: float = 0.0
+    spread: float = 0.0
+    residual_years: float = 0.0
+    n: int = 0
+    fitted_on: str = ""
+    hold: tuple[str, ...] = ()
+    curve: dict = field(default_factory=dict, repr=False)
+    unit: str = YEARS
+
+    def __post_init__(self):
+        if self.unit != YEARS:
+            raise FaceAppError(f"years calibration: unit must be {YEARS!r}, got {self.unit!r}")
+        slope = _finite(self.per_strength, "per_strength")
+        if abs(slope) < _MIN_SLOPE:
+            raise FaceAppError("years calibration: per_strength is 0, so no strength makes any age change")
+        object.__setattr__(self, "per_strength", slope)
+        scale = _finite(self.scale, "scale")
+        if scale <= 0:
+            raise FaceAppError(f"years calibration: scale must be positive, got {scale}")
+        object.__setattr__(self, "scale", scale)
+        for side in ("per_strength_pos", "per_strength_neg"):
+            v = getattr(self, side)
+            if v is not None:
+                v = _finite(v, side)
+                # A side slope of the other sign (or ~0) cannot be inverted sensibly: the pooled one is used.
+                object.__setattr__(self, side, v if v * slope > 0 and abs(v) >= _MIN_SLOPE else None)
+        for name in ("intercept", "spread", "residual_years"):
+            object.__setattr__(self, name, _finite(getattr(self, name), name))
+        object.__setattr__(self, "n", int(self.n))
+        object.__setattr__(self, "fitted_on", str(self.fitted_on))
+        object.__setattr__(self, "hold", tuple(str(h) for h in self.hold))
+        object.__setattr__(self, "curve", dict(self.curve or {}))
+
+    def slope(self, sign: float = 0.0) -> float:
+        """Years per strength unit (at the fitted scale) for strengths of this sign (0: the pooled slope)."""
+        if sign > 0 and self.per_strength_pos is not None:
+            return self.per_strength_pos
+        if sign < 0 and self.per_strength_neg is not None:
+            return self.per_strength_neg
+        return self.per_strength
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hold"] = list(self.hold)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> YearsCalibration:
+        if not isinstance(d, Mapping):
+            raise FaceAppError(f"a years calibration is a JSON object, not {type(d).__name__}")
+        known = {f for f in cls.__dataclass_fields__}
+        missing = [k for k in ("per_strength", "scale") if k not in d]
+        if missing:
+            raise FaceAppError(f"years calibration lacks {', '.join(missing)}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _calibration(directions, name: str) -> tuple[object, YearsCalibration]:
+    if name not in directions:
+        raise FaceAppError(f"no {name!r} direction; this set has: {', '.join(directions) or 'none'}")
+    d = directions[name]
+    cal = getattr(d, "years", None)
+    if cal is None:
+        raise YearsUnavailableError(
+            f"the {name!r} direction has no years calibration, so edits in years are not available; give a strength "
+            f"instead (e.g. --{name} 2 / --strengths -2,2), or calibrate the model: "
+            "python training/calibrate_years.py --bundle MODEL_DIR"
+        )
+    return d, cal
+
+
+def has_years(directions, name: str = "age") -> bool:
+    """Whether `directions[name]` exists and carries a years calibration."""
+    return name in directions and getattr(directions[name], "years", None) is not None
+
+
+def years_per_strength(directions, name: str = "age", sign: float = 0.0) -> float:
+    """Years per strength unit of `directions[name]` at its current scale (strengths of `sign`; 0 = pooled)."""
+    d, cal = _calibration(directions, name)
+    return cal.slope(sign) * d.scale / cal.scale
+
+
+def years_to_strength(directions, name: str, years: float) -> float:
+    """The strength of `directions[name]` whose edit reads as `years` older (negative: younger).
+
+    Raises YearsUnavailableError when the direction has no calibration. Not clipped to the
+    direction's strength_range (callers say so when it is outside).
+    """
+    years = _finite(years, "years")
+    _, cal = _calibration(directions, name)
+    if years == 0:
+        return 0.0
+    # The strength's sign is the age change's sign times the slope's (positive for an 'older (+)' direction).
+    return years / years_per_strength(directions, name, sign=years * np.sign(cal.per_strength))
+
+
+def strength_to_years(directions, name: str, strength: float) -> float:
+    """The inverse of `years_to_strength`: how many years older `strength` of `directions[name]` reads."""
+    strength = _finite(strength, "strength")
+    _calibration(directions, name)
+    if strength == 0:
+        return 0.0
+    return strength * years_per_strength(directions, name, sign=strength)
+
+
+def with_calibration(directions, name: str, calibration: YearsCalibration | Mapping | None):
+    """A copy of the DirectionSet `directions` whose `name` direction carries `calibration` (None: removed)."""
+    from faceapp.edits.directions import DirectionSet
+
+    if name not in directions:
+        raise FaceAppError(f"no {name!r} direction to calibrate; this set has: {', '.join(directions) or 'none'}")
+    if isinstance(calibration, YearsCalibration):
+        calibration = calibration.to_dict()
+    return DirectionSet(
+        [d.replace(calibration=calibration) if d.name == name else d for d in directions.values()],
+        directions.meta,
+    )
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def _huber_slope(x: np.ndarray, y: np.ndarray, intercept: bool = False, epsilon: float = 1.35):
+    """Robust fit y ~ a x (+ b) with scikit-learn's HuberRegressor (no L2 penalty); returns (a, b)."""
+    from sklearn.linear_model import HuberRegressor
+
+    m = HuberRegressor(epsilon=epsilon, alpha=0.0, fit_intercept=intercept, max_iter=1000)
+    m.fit(x.reshape(-1, 1), y)
+    return float(m.coef_[0]), float(m.intercept_) if intercept else 0.0
+
+
+def fit_years_calibration(
+    strengths: Sequence[float] | np.ndarray,
+    delta_years,
+    *,
+    scale: float,
+    fitted_on: str = "",
+    hold: Iterable[str] = (),
+    epsilon: float = 1.35,
+    min_points: int = 2,
+) -> YearsCalibration:
+    """Fit years-vs-strength from labeler ages of edited faces.
+
+    strengths:   [S] the strength grid every face was edited at, or [F, S] per face.
+    delta_years: [F, S] labeler age of each edited face minus that of the unedited face (NaN: not measured,
+                 e.g. no landmarks found).
+    scale:       the direction's `scale` when the edits were made.
+
+    Per face: a robust (Huber) line through the origin on its nonzero strengths (faces with fewer than
+    `min_points` finite ones are skipped); `spread` = the std of those slopes. Pooled: the same over every
+    (strength, change) pair (`per_strength`), on each side of 0 (`per_strength_pos` / `_neg`), and a
+    free fit for `intercept`. `curve` holds per-strength quantiles of the changes, for a plot.
+    """
+    dy = np.asarray(delta_years, dtype=np.float64)
+    if dy.ndim == 1:
+        dy = dy[None]
+    s = np.asarray(strengths, dtype=np.float64)
+    if s.ndim == 1 and s.shape[0] == dy.shape[1]:
+        s = np.broadcast_to(s, dy.shape)
+    if s.shape != dy.shape:
+        raise FaceAppError(f"strengths {s.shape} and age changes {dy.shape} do not match")
+    ok = np.isfinite(dy) & np.isfinite(s)
+    face_slopes = []
+    for f in range(dy.shape[0]):
+        m = ok[f] & (s[f] != 0)
+        if m.sum() >= min_points:
+            face_slopes.append(_huber_slope(s[f][m], dy[f][m], epsilon=epsilon)[0])
+    if not face_slopes:
+        raise FaceAppError(
+            f"no face has {min_points} measured edits: cannot fit a years calibration (were landmarks found?)"
+        )
+    x, y = s[ok], dy[ok]
+    nz = x != 0
+    slope, _ = _huber_slope(x[nz], y[nz], epsilon=epsilon)
+    if abs(slope) < _MIN_SLOPE:
+        raise FaceAppError("the labeler's age does not change along this direction: nothing to calibrate")
+    _, intercept = _huber_slope(x, y, intercept=True, epsilon=epsilon)
+    sides = {}
+    for key, m in (("per_strength_pos", x > 0), ("per_strength_neg", x < 0)):
+        sides[key] = _huber_slope(x[m], y[m], epsilon=epsilon)[0] if m.sum() >= min_points else None
+    resid = y - slope * x
+    robust_std = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+    grid = np.unique(x)
+    q = {k: [] for k in ("p10", "p25", "median", "p75", "p90", "mean", "count")}
+    for v in grid:
+        ys = y[x == v]
+        for k, p in (("p10", 10), ("p25", 25), ("median", 50), ("p75", 75), ("p90", 90)):
+            q[k].append(round(float(np.percentile(ys, p)), 3))
+        q["mean"].append(round(float(ys.mean()), 3))
+        q["count"].append(int(len(ys)))
+    return YearsCalibration(
+        per_strength=slope,
+        scale=scale,
+        intercept=intercept,
+        spread=float(np.std(face_slopes)),
+        residual_years=robust_std,
+        n=len(face_slopes),
+        fitted_on=fitted_on,
+        hold=tuple(hold),
+        curve={"strengths": [round(float(v), 4) for v in grid], **q,
+               "face_slopes": [round(v, 3) for v in face_slopes]},
+        **sides,
+    )
