@@ -126,7 +126,8 @@ def _names(text: str) -> tuple[str, ...]:
 def expand_inputs(items: Sequence[str], exclude_dir=None) -> tuple[list, list[tuple[str, str]]]:
     """Files, folders (their image files, sorted) and globs -> (photo paths, [(item, why) that matched nothing]).
 
-    Results of `age` inside `exclude_dir` (the output folder: `*_age+2.png`, `*_aging.gif`) are skipped, so a run
+    Results of `age` inside `exclude_dir` (the output folder: `*_age+2.png`, `*_age+30y.png`, `*_aging.gif`) are
+    skipped, so a run
     whose output folder is also an input never takes its own results as new photos.
     """
     import glob
@@ -138,7 +139,7 @@ def expand_inputs(items: Sequence[str], exclude_dir=None) -> tuple[list, list[tu
 
     def add(p: Path):
         key = p.resolve()
-        if skip is not None and key.is_relative_to(skip) and re.search(r"_age[+-][\d.]+\.png$|_aging\.gif$", p.name):
+        if skip is not None and key.is_relative_to(skip) and re.search(r"_age[+-][\d.]+y?\.png$|_aging\.gif$", p.name):
             return
         if key not in seen:
             seen.add(key)
@@ -247,8 +248,13 @@ def _cmd_age(args: argparse.Namespace) -> int:
     editor = _editor(args)
     if "age" not in editor.bundle.directions:
         raise FaceAppError(f"model {editor.bundle.name!r} has no age direction")
+    # (label, strength) per output: --years are converted with the model's calibration (refused without one)
+    if args.years is not None:
+        steps = [(f"{y:+g}y", s) for y, s in zip(args.years, _years_strengths(editor, args.years))]
+    else:
+        steps = [(f"{s:+g}", s) for s in args.strengths]
     options = {
-        "strengths": None if args.timeline is not None else args.strengths,
+        "strengths": None if args.timeline is not None else [s for _, s in steps],
         "timeline": args.timeline,
         "mode": args.mode,
         "faces": args.faces,
@@ -256,6 +262,8 @@ def _cmd_age(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "model": editor.bundle.model_id,
     }
+    if args.years is not None:  # only then: older manifests' signatures stay valid
+        options["years"] = args.years
     signature = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
     run_options = {**options, "model_source": str(args.model), "inputs": list(args.inputs), "signature": signature}
     with atomic_path(out / "options.json") as tmp:
@@ -274,7 +282,6 @@ def _cmd_age(args: argparse.Namespace) -> int:
     for item, why in missing:
         _append_manifest(manifest, {"input": item, "status": "failed", "error": why, "signature": signature})
         failed += 1
-    strengths = args.strengths
     timeline = None
     if args.timeline is not None:
         import numpy as np
@@ -296,8 +303,8 @@ def _cmd_age(args: argparse.Namespace) -> int:
             outputs = []
             stem = stems[photo_path]
             if timeline is None:
-                for s in strengths:
-                    name = f"{stem}_age{s:+g}.png"
+                for label, s in steps:
+                    name = f"{stem}_age{label}.png"
                     _atomic_save(editor.compose(photo, prepared, {"age": s}, hold=args.hold), out / name)
                     outputs.append(name)
             else:
@@ -319,6 +326,24 @@ def _cmd_age(args: argparse.Namespace) -> int:
     bar.close()
     print(f"{made} photo(s) done, {skipped} already done, {failed} failed; manifest: {manifest}")
     return 1 if failed else 0
+
+
+def _years_strengths(editor, years) -> list[float]:
+    """Age strengths for `years` (each N years older; < 0 younger) from the model's calibration.
+
+    Raises YearsUnavailableError (a FaceAppError) when the age direction has no years calibration; notes on
+    stderr when a strength lies outside the direction's slider range (the calibration is extrapolated there).
+    """
+    from faceapp.edits import years_to_strength
+
+    directions = editor.bundle.directions
+    out = [years_to_strength(directions, "age", y) for y in years]
+    lo, hi = directions["age"].strength_range
+    for y, s in zip(years, out):
+        if not lo <= s <= hi:
+            print(f"note: {y:+g} years is age strength {s:+.2f}, outside the model's range {lo:g}..{hi:g}: "
+                  "the calibration is extrapolated there", file=sys.stderr)
+    return out
 
 
 def _around_face(frame, aligned, side: int = 512):
@@ -378,6 +403,9 @@ def _add_age(subparsers) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--strengths", type=_float_list, default=[-2.0, 2.0],
                    help="comma-separated age strengths, e.g. -2,0,2 (default: -2,2); + is older")
+    g.add_argument("--years", type=_float_list, default=None, metavar="N,N,...",
+                   help="instead: ages in years, e.g. 10,20,30 or -10 (younger), converted with the model's years "
+                   "calibration (refused when it has none); outputs <stem>_age+10y.png")
     g.add_argument("--timeline", type=_frame_count, metavar="N", default=None,
                    help="instead: an N-frame aging GIF per face, young to old")
     _add_model_args(p)
@@ -396,11 +424,17 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         if value:
             strengths[name] = value
     editor = _editor(args)
+    shown = [f"{k} {v:+g}" for k, v in strengths.items() if not (k == "age" and args.years)]
+    if args.years:
+        if "age" not in editor.bundle.directions:
+            raise FaceAppError(f"model {editor.bundle.name!r} has no age direction")
+        strengths["age"] = _years_strengths(editor, [args.years])[0]
+        shown.insert(0, f"age {args.years:+g} years (strength {strengths['age']:+.2f})")
     result = editor.edit_photo(args.photo, strengths, faces=args.faces, mode=args.mode, hold=args.hold)
     out = Path(args.out)
     with atomic_path(out) as tmp:
         result.save(tmp, format=_format_for(out))
-    shown = ", ".join(f"{k} {v:+g}" for k, v in strengths.items()) or "no edit (re-rendered)"
+    shown = ", ".join(shown) or "no edit (re-rendered)"
     print(f"wrote {out} ({shown})")
     return 0
 
@@ -431,8 +465,12 @@ def _add_edit(subparsers) -> None:
     )
     p.add_argument("photo", help="the photo")
     p.add_argument("--out", required=True, help="where to write the result (.png, .jpg, ...)")
-    for name, what in (("age", "older (+) / younger (-)"), ("smile", "smile"), ("glasses", "glasses"),
-                       ("gender", "gender")):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--age", type=float, default=0.0, help="older (+) / younger (-) strength (about -3..3)")
+    g.add_argument("--years", type=float, default=None, metavar="N",
+                   help="instead of --age: N years older (N < 0: younger), converted with the model's years "
+                   "calibration (refused when it has none)")
+    for name, what in (("smile", "smile"), ("glasses", "glasses"), ("gender", "gender")):
         p.add_argument(f"--{name}", type=float, default=0.0, help=f"{what} strength (about -3..3)")
     p.add_argument("--edit", dest="edits", action="append", type=_edit_pair, metavar="NAME=STRENGTH",
                    help="any other direction of the model (repeatable)")
@@ -586,13 +624,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _join_negative_lists(argv: list[str]) -> list[str]:
-    """`--strengths -2,0,2` -> `--strengths=-2,0,2` (argparse would take -2,0,2 for an option)."""
+    """`--strengths -2,0,2` -> `--strengths=-2,0,2` (argparse would take -2,0,2 for an option); also --years."""
     import re
 
     out, i = [], 0
     while i < len(argv):
-        if argv[i] == "--strengths" and i + 1 < len(argv) and re.match(r"^-[\d.]", argv[i + 1]):
-            out.append(f"--strengths={argv[i + 1]}")
+        if argv[i] in ("--strengths", "--years") and i + 1 < len(argv) and re.match(r"^-[\d.]", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
         else:
             out.append(argv[i])

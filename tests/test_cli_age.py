@@ -191,3 +191,73 @@ def test_unwritable_output_is_one_clear_line(model, tmp_path, capsys):
                    "--steps", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error:") and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- --years
+
+YEARS_PER_STRENGTH = 8.0  # the calibration's slope: 10 years = strength 1.25
+
+
+@pytest.fixture(scope="module")
+def calibrated_model(tmp_path_factory):
+    """The random bundle with a years calibration on its age direction (older side 8, younger 5 years/strength)."""
+    from faceapp.edits import DirectionSet, YearsCalibration, with_calibration
+
+    root = make_random_bundle(tmp_path_factory.mktemp("cal") / "bundle", resolution=32, seed=2)
+    ds = DirectionSet.load(root / "directions")
+    cal = YearsCalibration(per_strength=6.0, per_strength_pos=YEARS_PER_STRENGTH, per_strength_neg=5.0,
+                           scale=ds["age"].scale, n=3, fitted_on="test")
+    with_calibration(ds, "age", cal).save(root / "directions")
+    return str(root)
+
+
+def test_age_years_are_the_strengths_the_calibration_says(calibrated_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = cli.main(["age", str(DATA / "astronaut.jpg"), "--out", str(out), "--model", calibrated_model,
+                   "--years", "-10,10,30", *FAST])
+    assert rc == 0
+    (rec,) = _manifest(out)
+    assert rec["outputs"] == ["astronaut_age-10y.png", "astronaut_age+10y.png", "astronaut_age+30y.png"]
+    options = json.loads((out / "options.json").read_text())
+    assert options["years"] == [-10.0, 10.0, 30.0]
+    assert options["strengths"] == pytest.approx([-10 / 5.0, 10 / YEARS_PER_STRENGTH, 30 / YEARS_PER_STRENGTH])
+    # +10 years is exactly the result of that strength given directly
+    ref = tmp_path / "ref"
+    assert cli.main(["age", str(DATA / "astronaut.jpg"), "--out", str(ref), "--model", calibrated_model,
+                     "--strengths", "1.25", *FAST]) == 0
+    a = np.asarray(Image.open(out / "astronaut_age+10y.png"))
+    b = np.asarray(Image.open(ref / "astronaut_age+1.25.png"))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, np.asarray(Image.open(out / "astronaut_age+30y.png")))
+    # +30 years = strength 3.75 is outside the -3..3 slider range: said, not refused
+    assert "outside the model's range" in capsys.readouterr().err
+
+
+def test_edit_years_and_its_refusals(calibrated_model, model, tmp_path, capsys):
+    out = tmp_path / "x.png"
+    assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--years", "-10", "--out", str(out),
+                     "--model", calibrated_model, "--steps", "1"]) == 0
+    assert "age -10 years (strength -2.00)" in capsys.readouterr().out
+    ref = tmp_path / "ref.png"
+    assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--age", "-2", "--out", str(ref),
+                     "--model", calibrated_model, "--steps", "1"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(ref)))
+    # a model whose age direction has no calibration: one clear line, nothing written
+    missing = tmp_path / "none.png"
+    assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--years", "10", "--out", str(missing),
+                     "--model", model, "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no years calibration" in err and "calibrate_years.py" in err and not missing.exists()
+    assert cli.main(["age", str(DATA / "astronaut.jpg"), "--out", str(tmp_path / "o"), "--model", model,
+                     "--years", "10", *FAST]) == 2
+    assert "no years calibration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["age", "--years", "10", "--strengths", "1"], ["age", "--years", "10",
+                                  "--timeline", "3"], ["edit", "--years", "10", "--age", "1"]])
+def test_years_and_strengths_are_mutually_exclusive(calibrated_model, tmp_path, argv, capsys):
+    cmd, *opts = argv
+    with pytest.raises(SystemExit) as e:
+        cli.main([cmd, str(DATA / "astronaut.jpg"), "--out", str(tmp_path / "o.png"), "--model", calibrated_model,
+                  *opts])
+    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
