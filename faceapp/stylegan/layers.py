@@ -442,9 +442,11 @@ def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1,
     if noise is not None:
         noise = noise.to(y.dtype)
     # The epilogue makes several in-place passes: over row bands small enough to stay in the
-    # core's cache they cost about one pass over memory instead of several.
+    # core's cache they cost about one pass over memory instead of several. Single-threaded
+    # only: with more threads every band would be an OpenMP region of its own, and each one
+    # waits for a thread that another process may hold (a loaded 2-core box ran 10x slower).
     rows = y.shape[2]
-    if y.is_contiguous(memory_format=torch.channels_last):
+    if y.is_contiguous(memory_format=torch.channels_last) and torch.get_num_threads() == 1:
         rows = max(1, _EPILOGUE_BYTES // max(1, y[:, :, :1].numel() * y.element_size()))
     for r0 in range(0, y.shape[2], rows):
         band = y[:, :, r0:r0 + rows] if rows < y.shape[2] else y
