@@ -147,3 +147,157 @@ def test_cli_on_a_tiny_generator_and_on_labelled_codes(tmp_path):
     assert rc == 0
     assert DirectionSet.load(tmp_path / "c")["age"].vector @ true[0] > 0.9
     assert main(["--codes", str(tmp_path / "codes.npz"), "--out", str(tmp_path / "d"), "--attributes", "smile"]) == 2
+
+
+# ------------------------------------------------------------------ true labels of real faces, conditional check
+
+
+def _archive(path, n=200, size=16, seed=0, sources=None):
+    """A training archive like prepare_dataset.py's: PNGs whose red level is the age and green the gender."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ages, genders = rng.integers(1, 90, n), rng.integers(0, 2, n)
+    rows = []
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(n):
+            img = np.zeros((size, size, 3), np.uint8)
+            img[..., 0] = int(ages[i] * 2.5)
+            img[..., 1] = 60 + 120 * genders[i] + rng.integers(0, 20)
+            img[..., 2] = rng.integers(0, 255)
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="PNG")
+            member = f"00000/img{i:08d}.png"
+            z.writestr(member, buf.getvalue())
+            src = sources[i] if sources and i < len(sources) else f"{ages[i]}_{genders[i]}_0_2017{i:05d}.jpg.chip.jpg"
+            rows.append([member, {"source": src, "age": int(ages[i]), "gender": int(genders[i]), "race": 0}])
+        z.writestr("dataset.json", json.dumps({"labels": None, "attributes": rows}))
+    return ages, genders
+
+
+def test_age_and_gender_from_true_labels_of_encoded_faces(tmp_path):
+    from training.learn_directions import encode_archive, read_archive_labels
+
+    ages, genders = _archive(tmp_path / "a.zip")
+    rng = np.random.default_rng(3)
+    a_true, g_true = np.linalg.qr(rng.normal(size=(24, 2)))[0].T  # orthonormal hidden age / gender axes
+
+    def encode(x):  # a stand-in encoder: the code moves along the hidden axes with the image's red / green
+        r, g = x[:, 0].mean((1, 2)).numpy(), x[:, 1].mean((1, 2)).numpy()
+        w = 3 * r[:, None] * a_true + 3 * g[:, None] * g_true + 0.1 * rng.normal(size=(len(r), 24))
+        return torch.as_tensor(w, dtype=torch.float32)[:, None].repeat(1, 4, 1)  # [B, num_ws=4, 24]
+
+    members, labels, sources = read_archive_labels(tmp_path / "a.zip", ("age", "gender"))
+    np.testing.assert_array_equal(labels["age"], ages)
+    ws = encode_archive(tmp_path / "a.zip", members, encode, batch=64, progress=None)
+    assert ws.shape == (200, 4, 24)
+    opts = LearnOptions(generator=None, out="unused")
+    ds = learn_directions(ws.mean(1), labels, opts)
+    assert ds["age"].vector @ a_true > 0.9 and ds["gender"].vector @ g_true > 0.9  # older / more female
+    assert ds["gender"].metrics["positives"] == int(genders.sum())  # every code used, by its 0/1 label
+    assert ds["gender"].metrics["val_accuracy"] > 0.9 and ds["age"].metrics["val_accuracy"] > 0.9
+
+
+def test_archive_with_held_out_photos_or_without_labels_is_refused(tmp_path):
+    from faceapp.errors import FaceAppError
+    from training.labelers import HELDOUT_LISTS, read_name_list
+    from training.learn_directions import read_archive_labels
+
+    held = read_name_list(HELDOUT_LISTS[0])
+    _archive(tmp_path / "a.zip", n=20, sources=[held[3]])
+    with pytest.raises(FaceAppError, match="holds 1 held-out photos.*stay out of training"):
+        read_archive_labels(tmp_path / "a.zip", ("age",), heldout=held)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "b.zip", "w") as z:
+        z.writestr("dataset.json", json.dumps({"labels": None}))
+    with pytest.raises(FaceAppError, match="no 'attributes'"):
+        read_archive_labels(tmp_path / "b.zip", ("age",))
+
+
+def test_conditional_check_age_holding_gender_leaves_the_gender_score():
+    """A gender 'labeler' that reads the true gender axis: aging along a direction correlated with gender moves
+    it, aging with gender held does not (and still ages)."""
+    from training.learn_directions import conditional_check
+
+    w, scores, true = labelled_codes(3000, w_dim=24)
+    opts = LearnOptions(generator=None, out="unused")
+    ds = learn_directions(w, {"age": scores[:, 0], "gender": scores[:, 1]}, opts)
+
+    def score(ws):
+        x = ws[:, 0].double().numpy()
+        return {"age": x @ true[0], "gender": 1 / (1 + np.exp(-(x @ true[1])))}
+
+    ws = torch.as_tensor(w[:64, None].repeat(4, axis=1), dtype=torch.float32)
+    rep = conditional_check(score, ds, ws, strength=2.0)
+    age = rep["age|gender"]
+    assert age["drift_free"] > 0.05  # the test means something: free aging changes the gender score
+    # the learned gender direction is only close to the true axis, so a little drift is left
+    assert age["drift_held"] < 0.1 * age["drift_free"]
+    assert age["edited_change_held"] > 0.5  # and still ages
+    assert rep["gender|age"]["drift_held"] < 0.1 * rep["gender|age"]["drift_free"]
+    # scored along the learned gender direction itself (a linear classifier of it), holding is exact
+    g = ds["gender"].vector.astype(np.float64)
+    exact = conditional_check(lambda ws: {"age": ws[:, 0].double().numpy() @ true[0],
+                                          "gender": ws[:, 0].double().numpy() @ g}, ds, ws)
+    assert exact["age|gender"]["drift_held"] < 1e-5 < exact["age|gender"]["drift_free"]
+
+
+def test_cli_real_labels_with_a_tiny_encoder(tmp_path):
+    from faceapp.inversion.encoder import Encoder4Editing
+    from faceapp.stylegan import Generator
+    from faceapp.stylegan.checkpoint import save_networks
+
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16))
+    E = Encoder4Editing(num_ws=G.num_ws, w_dim=16, img_resolution=32, blocks=(1, 1, 1, 1), channels=(8, 8, 8, 8),
+                        head_channels=8)
+    save_networks(tmp_path / "G.safetensors", {"G_ema": G})
+    save_networks(tmp_path / "E.safetensors", {"encoder": E})
+    _archive(tmp_path / "a.zip", n=60)
+    out = tmp_path / "dirs"
+    rc = main(["--generator", str(tmp_path / "G.safetensors"), "--encoder", str(tmp_path / "E.safetensors"),
+               "--real-labels", str(tmp_path / "a.zip"), "--attributes", "age,gender,smile", "--num-samples", "40",
+               "--chosen-ratio", "0.25", "--out", str(out), "--threads", "1", "--no-grids"])
+    assert rc == 0
+    ds = DirectionSet.load(out)
+    assert list(ds) == ["age", "gender", "smile"]
+    assert ds["age"].source == "learned:true-labels:a.zip" and ds["age"].metrics["real_faces"] == 60
+    assert ds["smile"].source == "learned:interfacegan-svm"
+    with np.load(out / "real_codes.npz") as f:
+        assert f["ws"].shape == (60, G.num_ws, 16) and len(f["age"]) == 60
+
+
+def test_age_labeler_leaves_held_out_photos_out_and_says_so(tmp_path):
+    """read_utkface(exclude=) never yields them; the fitted model records the lists; a leaked photo is ~0 away."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from training.labelers import AgeGenderModel, name_list_digest, read_utkface
+
+    names = [f"{20 + i}_{i % 2}_0_2017{i:04d}.jpg.chip.jpg" for i in range(6)]
+    with zipfile.ZipFile(tmp_path / "u.zip", "w") as z:
+        for n in names:
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (100, 50, 20)).save(buf, format="JPEG")
+            z.writestr(f"UTKFace/{n}", buf.getvalue())
+    held = names[1:3]
+    got = [n.split("/")[-1] for n, *_ in read_utkface(tmp_path / "u.zip", exclude=held)]
+    assert sorted(got) == sorted(set(names) - set(held))
+    assert name_list_digest(held) == name_list_digest(["x/" + held[1], held[0]])  # order and folders do not matter
+
+    rng = np.random.default_rng(0)
+    desc = rng.normal(size=(50, 128)) * 0.2
+    m = AgeGenderModel.fit(desc, rng.uniform(1, 90, 50), rng.integers(0, 2, 50))
+    m = AgeGenderModel(**{**m.__dict__, "metrics": {"excluded": {"h.txt": {"count": 2,
+                                                                            "digest": name_list_digest(held)}}}})
+    m.save(tmp_path / "ag.safetensors")
+    back = AgeGenderModel.load(tmp_path / "ag.safetensors")
+    assert back.excludes(held) and not back.excludes(names[:2])
+    near = back.nearest_distance(np.concatenate([desc[:2], desc[:2] + 0.5]))
+    assert near[:2].max() < 1e-6 and near[2:].min() > 0.1

@@ -53,6 +53,9 @@ __all__ = [
     "find_landmarks",
     "glasses_features",
     "glasses_score",
+    "HELDOUT_LISTS",
+    "name_list_digest",
+    "read_name_list",
     "read_utkface",
     "smile_features",
     "smile_score",
@@ -82,17 +85,44 @@ GLASSES_HOG_CELL = 8
 
 UTKFACE_NAME = re.compile(r"(?:^|/)(\d+)_([01])_(\d)_")
 
+#: Photos kept out of every fit and every tuning (training/labels/): the FD reference set and the 50 faces the
+#: issue's figures and the years calibration are measured on. fit-age-gender leaves them out by default.
+LABELS_DIR = Path(__file__).resolve().parent / "labels"
+HELDOUT_LISTS = (LABELS_DIR / "utkface-heldout-eval.txt", LABELS_DIR / "utkface-heldout-fd.txt")
+
 
 # ----------------------------------------------------------------------------- data
 
 
-def read_utkface(zip_path: str | os.PathLike, num: int | None = None, seed: int = 0, skip: int = 0):
+def read_name_list(path: str | os.PathLike) -> list[str]:
+    """UTKFace file names, one a line ('#' comments and blank lines skipped), as in training/labels/*.txt."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [t for t in (line.split("#", 1)[0].strip() for line in lines) if t]
+
+
+def name_list_digest(names) -> str:
+    """16 hex digits of sha256 over the sorted base names: identifies a held-out list whatever its order."""
+    import hashlib
+
+    text = "\n".join(sorted({os.path.basename(n) for n in names}))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_utkface(
+    zip_path: str | os.PathLike, num: int | None = None, seed: int = 0, skip: int = 0, exclude=None
+):
     """Yield (name, RGB uint8 [H,W,3], age, gender) from UTKFace's zip, in a seeded random order.
 
     skip: leave out the first `skip` of that order (disjoint train / evaluation draws with one seed).
+    exclude: file names (base names) never yielded, removed before the order is drawn (held-out photos).
     """
+    drop = {os.path.basename(n) for n in exclude} if exclude else set()
     with zipfile.ZipFile(zip_path) as z:
-        names = sorted(n for n in z.namelist() if UTKFACE_NAME.search(n) and n.lower().endswith(".jpg"))
+        names = sorted(
+            n
+            for n in z.namelist()
+            if UTKFACE_NAME.search(n) and n.lower().endswith(".jpg") and os.path.basename(n) not in drop
+        )
         order = np.random.default_rng(seed).permutation(len(names))[skip:]
         if num is not None:
             order = order[:num]
@@ -354,6 +384,18 @@ class AgeGenderModel:
         wts = 1.0 / (np.take_along_axis(dist, idx, 1) + 1e-6)
         return (wts * self.ref_age[idx]).sum(1) / wts.sum(1)
 
+    def nearest_distance(self, desc: np.ndarray) -> np.ndarray:
+        """[N] distance from each descriptor to its nearest training descriptor: ~0 means that very photo was
+        fitted on (a held-out photo leaked into the labeler); different photos of one person are ~0.3+ apart."""
+        d = np.asarray(desc, np.float64)
+        d2 = (d**2).sum(1)[:, None] - 2 * d @ self.ref_desc.T + (self.ref_desc**2).sum(1)[None]
+        return np.sqrt(np.maximum(d2, 0.0)).min(1)
+
+    def excludes(self, names) -> bool:
+        """Whether this model was fitted with the held-out list `names` left out (recorded by fit-age-gender)."""
+        digests = {e.get("digest") for e in (self.metrics.get("excluded") or {}).values() if isinstance(e, dict)}
+        return name_list_digest(names) in digests
+
     def p_female(self, desc: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(((desc - self.mean) / self.std) @ self.gender_coef + self.gender_intercept)))
 
@@ -463,10 +505,10 @@ THRESHOLDS = {"age": 40.0, "gender": 0.5, "smile": SMILE_THRESHOLD, "glasses": G
 # ----------------------------------------------------------------------------- CLI
 
 
-def _descriptors_of(zip_path, num, seed, skip, net):
+def _descriptors_of(zip_path, num, seed, skip, net, exclude=None):
     names, ages, genders, descs = [], [], [], []
     buf_i, buf_l = [], []
-    for name, img, age, gender in read_utkface(zip_path, num, seed, skip):
+    for name, img, age, gender in read_utkface(zip_path, num, seed, skip, exclude=exclude):
         lm, _ = find_landmarks(img)
         names.append(name), ages.append(age), genders.append(gender)
         buf_i.append(img), buf_l.append(lm)
@@ -483,16 +525,21 @@ def _cmd_fit_age_gender(args) -> int:
     from faceapp.inversion.dlib_resnet import load_dlib_face_resnet
 
     torch.set_num_threads(args.threads)
+    lists = [] if args.no_exclude else [Path(p) for p in (args.exclude or HELDOUT_LISTS)]
+    excluded = {p.name: read_name_list(p) for p in lists}
+    drop = [n for names in excluded.values() for n in names]
     net = load_dlib_face_resnet()
     _predictor()
-    if args.cache and os.path.isfile(args.cache):
+    cache_key = name_list_digest(drop) if drop else "none"
+    if args.cache and os.path.isfile(args.cache) and str(np.load(args.cache).get("excluded", "none")) == cache_key:
         c = np.load(args.cache)
         ages, genders, desc, t_ages, t_genders, t_desc = (c[k] for k in ("a", "g", "d", "ta", "tg", "td"))
     else:
-        _, ages, genders, desc = _descriptors_of(args.utkface, args.num_train, args.seed, 0, net)
-        _, t_ages, t_genders, t_desc = _descriptors_of(args.utkface, args.num_test, args.seed, args.num_train, net)
+        _, ages, genders, desc = _descriptors_of(args.utkface, args.num_train, args.seed, 0, net, drop)
+        _, t_ages, t_genders, t_desc = _descriptors_of(args.utkface, args.num_test, args.seed, args.num_train, net,
+                                                       drop)
         if args.cache:
-            np.savez(args.cache, a=ages, g=genders, d=desc, ta=t_ages, tg=t_genders, td=t_desc)
+            np.savez(args.cache, a=ages, g=genders, d=desc, ta=t_ages, tg=t_genders, td=t_desc, excluded=cache_key)
     model = AgeGenderModel.fit(desc, ages, genders)
     pred_age, p_f = model.age(t_desc), model.p_female(t_desc)
     metrics = {
@@ -503,6 +550,8 @@ def _cmd_fit_age_gender(args) -> int:
         "gender_accuracy": float(((p_f > 0.5) == (t_genders == 1)).mean()),
         "utkface": os.path.basename(args.utkface),
         "seed": args.seed,
+        # the held-out lists none of the fitted or tested photos came from (checked by AgeGenderModel.excludes)
+        "excluded": {k: {"count": len(v), "digest": name_list_digest(v)} for k, v in excluded.items()},
     }
     model = AgeGenderModel(**{**model.__dict__, "metrics": metrics})
     model.save(args.out)
@@ -618,6 +667,10 @@ def main(argv=None) -> int:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=2)
     f.add_argument("--cache", default=None, help="descriptors .npz: written once, reused on later runs")
+    f.add_argument("--exclude", action="append", default=None, metavar="LIST.txt",
+                   help="photo names never fitted or tested on (repeatable; default: both "
+                   "training/labels/utkface-heldout-*.txt lists)")
+    f.add_argument("--no-exclude", action="store_true", help="leave no photos out (not for calibration)")
     f.set_defaults(fn=_cmd_fit_age_gender)
     g = sub.add_parser("fit-glasses", help="fit the HOG glasses classifier on photos labelled by eye")
     g.add_argument("--utkface", default="../shared/data/utkface/utkface-200px.zip")

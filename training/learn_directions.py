@@ -40,7 +40,19 @@ if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` 
 from faceapp.edits import Direction, DirectionSet, apply_edits, direction_scale  # noqa: E402
 from faceapp.errors import FaceAppError  # noqa: E402
 
-__all__ = ["LearnOptions", "fit_direction", "grid_image", "learn_directions", "main", "render", "sample_w"]
+__all__ = [
+    "LearnOptions",
+    "conditional_check",
+    "encode_archive",
+    "fit_direction",
+    "fit_direction_binary",
+    "grid_image",
+    "learn_directions",
+    "main",
+    "read_archive_labels",
+    "render",
+    "sample_w",
+]
 
 DESCRIPTIONS = {
     "age": "older (+) / younger (-)",
@@ -68,6 +80,15 @@ class LearnOptions:
     glasses_model: str | None = "runs/labelers/glasses.safetensors"
     grids: bool = True
     threads: int = 0
+    bundle: str | None = None  # take G (and the encoder) from this bundle folder
+    real_labels: str | None = None  # training archive with dataset.json attributes (age, gender, race)
+    real_attributes: tuple[str, ...] = ("age", "gender")
+    encoder: str | None = None
+    real_num: int | None = None
+    real_steps: int | None = None  # optimisation steps per face when there is no encoder
+    real_batch: int = 32
+    check_codes: int = 32
+    heldout_lists: tuple[str, ...] | None = None  # None: training/labels/utkface-heldout-*.txt
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -148,26 +169,83 @@ def fit_direction(
     return normal, metrics
 
 
-def learn_directions(w: np.ndarray, labels: dict[str, np.ndarray], opts: LearnOptions, valid=None) -> DirectionSet:
-    """A DirectionSet with one direction per attribute in `labels` ({name: scores [N]}), scales measured on w."""
+def fit_direction_binary(
+    w: np.ndarray, labels: np.ndarray, *, val_ratio: float = 0.3, C: float = 1.0, seed: int = 0
+) -> tuple[np.ndarray, dict]:
+    """Linear SVM on every code by its 0/1 label (true labels need no top/bottom selection).
+
+    w: [N, D]; labels: [N] in {0, 1}. Returns (unit normal [D] pointing to label 1, metrics).
+    """
+    from sklearn.model_selection import train_test_split
+    from sklearn.svm import LinearSVC
+
+    w = np.asarray(w, dtype=np.float64)
+    y = np.asarray(labels)
+    keep = np.isfinite(y.astype(np.float64))
+    w, y = w[keep], y[keep].astype(int)
+    if set(np.unique(y)) != {0, 1} or min((y == 0).sum(), (y == 1).sum()) < 4:
+        raise FaceAppError(f"binary labels need at least 4 codes of each class (got {np.bincount(y, minlength=2)})")
+    tr, va = train_test_split(np.arange(len(y)), test_size=val_ratio, random_state=seed, stratify=y)
+    svm = LinearSVC(C=C, max_iter=20000).fit(w[tr], y[tr])
+    normal = svm.coef_[0] / np.linalg.norm(svm.coef_[0])
+    return normal, {
+        "usable_codes": int(len(y)),
+        "train_codes": int(len(tr)),
+        "val_codes": int(len(va)),
+        "positives": int(y.sum()),
+        "train_accuracy": float((svm.predict(w[tr]) == y[tr]).mean()),
+        "val_accuracy": float((svm.predict(w[va]) == y[va]).mean()),
+        "majority_baseline": float(max(y.mean(), 1 - y.mean())),
+    }
+
+
+def _is_binary(scores) -> bool:
+    v = np.asarray(scores, dtype=np.float64)
+    return bool(np.isin(v[np.isfinite(v)], (0.0, 1.0)).all())
+
+
+def learn_directions(
+    w: np.ndarray,
+    labels: dict[str, np.ndarray],
+    opts: LearnOptions,
+    valid=None,
+    *,
+    scale_codes: np.ndarray | None = None,
+    source: str = "learned:interfacegan-svm",
+) -> DirectionSet:
+    """A DirectionSet with one direction per attribute in `labels` ({name: scores [N]}).
+
+    w: [N, w_dim] (a W direction) or [N, num_ws, w_dim] (a per-layer W+ direction). 0/1 labels (true
+    labels such as gender) are fitted on every code (`fit_direction_binary`), scores on their extremes
+    (`fit_direction`). Scales are measured on `scale_codes` (default: w), e.g. G's samples, so that strength
+    1 means the same for directions learned from real codes and from samples.
+    """
     dirs = []
+    w = np.asarray(w, dtype=np.float64)
+    flat = w.reshape(len(w), -1)  # [N, D]
     for name, scores in labels.items():
-        normal, metrics = fit_direction(
-            w,
-            scores,
-            chosen_ratio=opts.chosen_ratio,
-            val_ratio=opts.val_ratio,
-            C=opts.svm_C,
-            seed=opts.seed,
-            valid=valid,
-        )
+        if _is_binary(scores):
+            keep = np.ones(len(flat), bool) if valid is None else np.asarray(valid, bool)
+            normal, metrics = fit_direction_binary(flat[keep], np.asarray(scores)[keep], val_ratio=opts.val_ratio,
+                                                   C=opts.svm_C, seed=opts.seed)
+        else:
+            normal, metrics = fit_direction(
+                flat,
+                scores,
+                chosen_ratio=opts.chosen_ratio,
+                val_ratio=opts.val_ratio,
+                C=opts.svm_C,
+                seed=opts.seed,
+                valid=valid,
+            )
+        normal = normal.reshape(w.shape[1:])
         dirs.append(
             Direction(
                 name,
                 normal,
-                scale=direction_scale(normal, w),
+                scale=direction_scale(normal, w if scale_codes is None else scale_codes),
                 description=DESCRIPTIONS.get(name, ""),
-                source="learned:interfacegan-svm",
+                source=source,
                 metrics=metrics,
             )
         )
@@ -176,6 +254,114 @@ def learn_directions(w: np.ndarray, labels: dict[str, np.ndarray], opts: LearnOp
             f"(remaining {metrics.get('remaining_accuracy', float('nan')):.3f}), scale {dirs[-1].scale:.3f}"
         )
     return DirectionSet(dirs)
+
+
+def conditional_check(
+    score, directions: DirectionSet, ws, pairs=(("age", "gender"), ("gender", "age")), strength: float = 2.0
+) -> dict:
+    """How far a held attribute drifts when another is edited, with and without holding it.
+
+    score: callable(ws [N, num_ws, w_dim]) -> {attribute: [N] scores} (e.g. render + labelers).
+    ws:    [N, num_ws, w_dim] codes to edit. For each (edited, held) pair present in `directions`:
+    {'edited', 'held', 'strength', 'drift_free', 'drift_held' (mean |score change| of `held` at +-strength),
+    'edited_change_held' (mean signed change of `edited`'s own score at +strength, holding)}.
+    """
+    ws = torch.as_tensor(np.asarray(ws), dtype=torch.float32)
+    base = score(ws)
+    out = {}
+    for edited, held in pairs:
+        if edited not in directions or held not in directions:
+            continue
+        row = {"edited": edited, "held": held, "strength": strength}
+        for key, hold in (("free", ()), ("held", (held,))):
+            drift, own = [], []
+            for sign in (-1.0, 1.0):
+                s = score(apply_edits(ws, directions, {edited: sign * strength}, hold=hold))
+                drift.append(np.abs(np.asarray(s[held]) - np.asarray(base[held])))
+                if sign > 0 and edited in s:
+                    own.append(np.asarray(s[edited]) - np.asarray(base[edited]))
+            row[f"drift_{key}"] = float(np.mean(drift))
+            if own:
+                row[f"edited_change_{key}"] = float(np.mean(own))
+        out[f"{edited}|{held}"] = row
+    return out
+
+
+def read_archive_labels(archive, attributes, heldout=None) -> tuple[list[str], dict[str, np.ndarray], list[str]]:
+    """(image members, {attribute: float [N]}, source names) of a training archive's labelled images.
+
+    archive: prepare_dataset.py's zip (dataset.json `attributes`: [[member, {age, gender, race, source}], ...]).
+    Images lacking any of `attributes` are skipped. heldout: photo names that must not be in it (refused).
+    """
+    import zipfile
+
+    with zipfile.ZipFile(archive) as z:
+        try:
+            meta = json.loads(z.read("dataset.json"))
+        except KeyError:
+            raise FaceAppError(f"{archive} has no dataset.json: make it with training/prepare_dataset.py") from None
+    rows = meta.get("attributes") or []
+    if not rows:
+        raise FaceAppError(f"{archive}: dataset.json has no 'attributes' (true labels) to learn from")
+    members, sources, values = [], [], {a: [] for a in attributes}
+    for member, attrs in rows:
+        if not isinstance(attrs, dict) or any(attrs.get(a) is None for a in attributes):
+            continue
+        members.append(member)
+        sources.append(os.path.basename(str(attrs.get("source", member))))
+        for a in attributes:
+            values[a].append(float(attrs[a]))
+    if not members:
+        raise FaceAppError(f"{archive}: no image has all of {', '.join(attributes)}")
+    if heldout:
+        leaked = sorted(set(sources) & {os.path.basename(n) for n in heldout})
+        if leaked:
+            raise FaceAppError(f"{archive} holds {len(leaked)} held-out photos (e.g. {leaked[0]}): they must stay "
+                               "out of training and tuning; rebuild it with prepare_dataset.py --exclude")
+    return members, {a: np.asarray(v) for a, v in values.items()}, sources
+
+
+def encode_archive(archive, members, encode, *, batch: int = 32, progress=print) -> np.ndarray:
+    """Codes ws [N, num_ws, w_dim] (float32) of the archive's `members`.
+
+    encode: callable(img [B, 3, H, W] float in [-1, 1]) -> ws [B, num_ws, w_dim] (an encoder, or an inversion).
+    """
+    import io
+    import time
+    import zipfile
+
+    from PIL import Image
+
+    out = []
+    t0 = time.perf_counter()
+    with zipfile.ZipFile(archive) as z:
+        for i in range(0, len(members), batch):
+            imgs = [np.asarray(Image.open(io.BytesIO(z.read(m))).convert("RGB")) for m in members[i : i + batch]]
+            x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1  # [B, 3, H, W]
+            with torch.no_grad():
+                out.append(encode(x).float().cpu().numpy())
+            done = min(i + batch, len(members))
+            if progress and (done == len(members) or (i // batch) % 20 == 0):
+                progress(f"  encoded {done}/{len(members)} ({time.perf_counter() - t0:.0f} s)")
+    return np.concatenate(out)
+
+
+def _real_encoder(G, encoder, opts: LearnOptions):
+    """encode(img) for encode_archive: the encoder, or one fast-mode inversion per face without one."""
+    if encoder is not None:
+        encoder = encoder.eval()
+        return lambda x: encoder(x.to(opts.device))
+    from faceapp.inversion import InvertConfig, invert
+
+    cfg = InvertConfig() if opts.real_steps is None else InvertConfig(fast_steps_no_encoder=opts.real_steps)
+    cfg = dataclasses.replace(cfg, perceptual_weight=0.0)  # pixel loss only: the fallback is for a first look
+
+    def encode(x):
+        with torch.enable_grad():
+            return torch.cat([invert(G, xi[None].to(opts.device), mode="fast", config=cfg).ws.detach()
+                              for xi in x])
+
+    return encode
 
 
 @torch.no_grad()
@@ -221,8 +407,102 @@ def run(opts: LearnOptions) -> DirectionSet:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "options.json").write_text(json.dumps(dataclasses.asdict(opts), indent=2) + "\n")
-    G = load_generator(opts.generator, device=opts.device) if opts.generator else None
+    encoder = None
+    if opts.bundle:
+        from faceapp.bundle import load_bundle
+
+        b = load_bundle(opts.bundle, device=opts.device)
+        G, encoder = b.G, b.encoder
+    else:
+        G = load_generator(opts.generator, device=opts.device) if opts.generator else None
+    if opts.encoder:
+        from faceapp.inversion import load_encoder
+
+        encoder = load_encoder(opts.encoder, device=opts.device)
     t0 = time.time()
+    real_attrs = tuple(a for a in opts.attributes if a in opts.real_attributes) if opts.real_labels else ()
+    sample_attrs = tuple(a for a in opts.attributes if a not in real_attrs)
+    real_set = None
+    if real_attrs:
+        real_set = _learn_from_real(G, encoder, real_attrs, opts, out)
+    if not sample_attrs:
+        directions = real_set
+    else:
+        directions = _learn_from_samples(G, dataclasses.replace(opts, attributes=sample_attrs), out, t0)
+        if real_set is not None:
+            for d in real_set.values():
+                directions = directions.with_direction(d)
+    directions = DirectionSet([directions[a] for a in opts.attributes], directions.meta)
+    directions.meta.update(
+        {
+            "generator": os.path.basename(opts.generator or opts.bundle or "") or None,
+            "learned_with": "training/learn_directions.py",
+            "truncation_psi": opts.truncation_psi,
+            "strength_unit": "1 = one std of the sampled codes' projections",
+            "real_labels": {a: os.path.basename(opts.real_labels) for a in real_attrs} or None,
+        }
+    )
+    directions.save(out)
+    report = {name: d.metrics | {"scale": d.scale, "source": d.source} for name, d in directions.items()}
+    if G is not None and opts.check_codes and {"age", "gender"} <= set(directions):
+        try:
+            labeler = _labeler(dataclasses.replace(opts, attributes=("age", "gender")))
+        except FaceAppError as e:
+            print(f"note: no conditional check ({e})", file=sys.stderr)
+        else:
+            ws = torch.as_tensor(sample_w(G, opts.check_codes, opts.seed + 7, opts.truncation_psi, device=opts.device))
+            ws = ws.unsqueeze(1).repeat(1, G.num_ws, 1)
+
+            def score(codes):
+                return labeler(list(render(G, codes, opts.batch, opts.device)))
+
+            report["conditional"] = conditional_check(score, directions, ws)
+            for row in report["conditional"].values():
+                print(f"conditional: {row['edited']} +-{row['strength']:g}: {row['held']} score drifts "
+                      f"{row['drift_free']:.3f} free, {row['drift_held']:.3f} holding it")
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if opts.grids and G is not None:
+        (out / "grids").mkdir(exist_ok=True)
+        with torch.no_grad():
+            pick = sample_w(G, 8, opts.seed + 1, opts.truncation_psi, device=opts.device)
+        for name in directions:
+            hold = [h for h in directions if h != name]
+            grid_image(G, directions, name, pick, hold=hold, device=opts.device).save(out / "grids" / f"{name}.png")
+    print(f"wrote {len(directions)} directions to {out} ({time.time() - t0:.0f} s)")
+    return directions
+
+
+def _learn_from_real(G, encoder, attrs, opts: LearnOptions, out: Path) -> DirectionSet:
+    """Directions for `attrs` from the archive's true labels of its faces' codes (see the module doc)."""
+    from training.labelers import HELDOUT_LISTS, read_name_list
+
+    lists = HELDOUT_LISTS if opts.heldout_lists is None else opts.heldout_lists
+    heldout = [n for p in lists for n in read_name_list(p)]
+    members, labels, sources = read_archive_labels(opts.real_labels, attrs, heldout)
+    if opts.real_num is not None and opts.real_num < len(members):
+        pick = np.sort(np.random.default_rng(opts.seed).choice(len(members), opts.real_num, replace=False))
+        members, sources = [members[i] for i in pick], [sources[i] for i in pick]
+        labels = {a: v[pick] for a, v in labels.items()}
+    if G is None and encoder is None:
+        raise FaceAppError("--real-labels needs --encoder or --bundle (or --generator to invert the faces)")
+    how = "the encoder" if encoder is not None else "fast-mode optimisation (no encoder: slow)"
+    print(f"encoding {len(members)} labelled faces of {opts.real_labels} with {how}")
+    ws = encode_archive(opts.real_labels, members, _real_encoder(G, encoder, opts), batch=opts.real_batch)
+    np.savez_compressed(out / "real_codes.npz", ws=ws, sources=np.array(sources), **labels)
+    scale_codes = None
+    if G is not None:  # strength 1 = one std of G's own samples, like the directions learned from samples
+        scale_codes = sample_w(G, 4096, opts.seed + 3, opts.truncation_psi, device=opts.device)
+    codes = ws.mean(1)  # [N, w_dim]: one W code per face (the encoder's layers differ a little)
+    ds = learn_directions(codes, labels, opts, scale_codes=scale_codes,
+                          source=f"learned:true-labels:{os.path.basename(opts.real_labels)}")
+    for d in ds.values():
+        d.metrics["real_faces"] = int(len(members))
+        d.metrics["encoded_with"] = "encoder" if encoder is not None else "fast-optimisation"
+    return ds
+
+
+def _learn_from_samples(G, opts: LearnOptions, out: Path, t0: float) -> DirectionSet:
+    """Directions for opts.attributes from sampled codes scored by the labelers (or from --codes)."""
     if opts.codes:
         with np.load(opts.codes, allow_pickle=False) as f:
             w = f["w"] if "w" in f.files else f["ws"][:, 0]
@@ -252,25 +532,7 @@ def run(opts: LearnOptions) -> DirectionSet:
         labels = {a: np.array(scores[a]) for a in opts.attributes}
     np.savez_compressed(out / "samples.npz", w=w, **labels)
     directions = learn_directions(w, labels, opts, valid=valid)
-    directions.meta.update(
-        {
-            "generator": os.path.basename(opts.generator) if opts.generator else None,
-            "learned_with": "training/learn_directions.py",
-            "num_codes": int(len(w)),
-            "truncation_psi": opts.truncation_psi,
-            "strength_unit": "1 = one std of the sampled codes' projections",
-        }
-    )
-    directions.save(out)
-    report = {name: d.metrics | {"scale": d.scale} for name, d in directions.items()}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if opts.grids and G is not None:
-        (out / "grids").mkdir(exist_ok=True)
-        pick = w[np.random.default_rng(opts.seed + 1).choice(len(w), min(8, len(w)), replace=False)]
-        for name in directions:
-            hold = [h for h in directions if h != name]
-            grid_image(G, directions, name, pick, hold=hold, device=opts.device).save(out / "grids" / f"{name}.png")
-    print(f"wrote {len(directions)} directions to {out} ({time.time() - t0:.0f} s)")
+    directions.meta["num_codes"] = int(len(w))
     return directions
 
 
@@ -294,6 +556,15 @@ def parse_args(argv=None) -> LearnOptions:
     p.add_argument("--glasses-model", default="runs/labelers/glasses.safetensors")
     p.add_argument("--no-grids", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--bundle", help="bundle folder: its generator and encoder (instead of --generator)")
+    p.add_argument("--real-labels", metavar="ARCHIVE",
+                   help="training archive whose dataset.json attributes hold true labels (UTKFace age, gender)")
+    p.add_argument("--real-attributes", default="age,gender", help="attributes learned from the true labels")
+    p.add_argument("--encoder", help="encoder checkpoint that encodes the archive's faces (default: the bundle's)")
+    p.add_argument("--real-num", type=int, default=None, help="use this many of the archive's faces (random)")
+    p.add_argument("--real-steps", type=int, default=None, help="optimisation steps per face without an encoder")
+    p.add_argument("--real-batch", type=int, default=32)
+    p.add_argument("--check-codes", type=int, default=32, help="sampled codes for the conditional-edit check (0: none)")
     a = p.parse_args(argv)
     attrs = tuple(x.strip() for x in a.attributes.split(",") if x.strip())
     return LearnOptions(
@@ -313,6 +584,14 @@ def parse_args(argv=None) -> LearnOptions:
         glasses_model=a.glasses_model,
         grids=not a.no_grids,
         threads=a.threads,
+        bundle=a.bundle,
+        real_labels=a.real_labels,
+        real_attributes=tuple(x.strip() for x in a.real_attributes.split(",") if x.strip()),
+        encoder=a.encoder,
+        real_num=a.real_num,
+        real_steps=a.real_steps,
+        real_batch=a.real_batch,
+        check_codes=a.check_codes,
     )
 
 

@@ -14,7 +14,8 @@ strength on held-out photos (training/calibrate_years.py). It is stored with the
      "spread": 1.9,                  # std of the per-face slopes (years per strength)
      "residual_years": 3.5,          # robust std of the pooled fit's residuals (years)
      "n": 50, "fitted_on": "...", "hold": ["gender"], "scale": 4.2,
-     "curve": {"strengths": [...], "median": [...], "p25": [...], "p75": [...], ...}}
+     "curve": {"strengths": [...], "median": [...], "p25": [...], "p75": [...], ...},
+     "checks": {...}}                # e.g. how well half the faces predict the other half
 
 `scale` is the direction's `scale` (W units per strength) when it was fitted, so the calibration
 is really "years per W unit along the direction" and survives a re-measured scale
@@ -81,6 +82,7 @@ class YearsCalibration:
     fitted_on: str = ""
     hold: tuple[str, ...] = ()
     curve: dict = field(default_factory=dict, repr=False)
+    checks: dict = field(default_factory=dict, repr=False)
     unit: str = YEARS
 
     def __post_init__(self):
@@ -106,6 +108,7 @@ class YearsCalibration:
         object.__setattr__(self, "fitted_on", str(self.fitted_on))
         object.__setattr__(self, "hold", tuple(str(h) for h in self.hold))
         object.__setattr__(self, "curve", dict(self.curve or {}))
+        object.__setattr__(self, "checks", dict(self.checks or {}))
 
     def slope(self, sign: float = 0.0) -> float:
         """Years per strength unit (at the fitted scale) for strengths of this sign (0: the pooled slope)."""

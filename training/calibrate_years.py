@@ -1,0 +1,393 @@
+"""Calibrate a bundle's age direction in years, on held-out photos, as the project's age labeler reads them.
+
+    python training/calibrate_years.py --bundle models/demo --age-gender-model runs/labelers/age_gender.safetensors
+    python training/calibrate_years.py --bundle B --num 4 --steps 5 --dry-run     # a quick end-to-end check
+
+For each of the held-out faces (default: the 50 of training/labels/utkface-heldout-eval.txt, read from
+../shared/data/utkface/utkface-200px.zip at run time; nothing derived from them is committed):
+
+1. the photo goes through FaceEditor as a user's would: detect, align, invert (`--mode`, default fast: the
+   encoder when the bundle has one, else the short optimisation), age at each strength of `--strengths`,
+   render, and the difference paste-back onto the photo (what the user gets back);
+2. the labeler views the face of the photo and of each result through the same UTKFace-style crop (the
+   crop of the face found in the photo, cut from both), and estimates its age (training/labelers.py: dlib
+   descriptor -> k nearest UTKFace training photos);
+3. per face, the change in estimated age against strength is fitted by a robust line through the origin
+   (scikit-learn's HuberRegressor), then the same pooled over faces, on each side of 0, and free (intercept);
+   the spread is the std of the faces' slopes (faceapp.edits.fit_years_calibration); a 2-fold check across
+   faces says how far a slope fitted on half the faces misses the other half's median changes.
+
+The calibration is written into the bundle's directions/ (the age direction's `calibration`; --dry-run
+leaves the bundle alone), and into --out: calibration.json (the numbers, per-face rows), calibration.png
+(the curve), options.json, and the markdown table docs/EDITS.md quotes.
+
+The labeler must never have been fitted on these faces: its recorded held-out lists are checked
+(fit-age-gender leaves both training/labels/utkface-heldout-*.txt out by default), and each face's own
+descriptor must not be among its training descriptors (a distance of ~0 means that photo was fitted on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from faceapp.errors import FaceAppError  # noqa: E402
+from training.labelers import LABELS_DIR  # noqa: E402
+
+__all__ = [
+    "CalibrateOptions",
+    "PhotoMeter",
+    "age_series",
+    "calibrate",
+    "heldout_photos",
+    "main",
+    "markdown_table",
+    "plot_calibration",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+UTKFACE_ZIP = ROOT.parent / "shared" / "data" / "utkface" / "utkface-200px.zip"
+EVAL_FACES = LABELS_DIR / "utkface-heldout-eval.txt"
+LEAK_DISTANCE = 1e-3  # a held-out photo this close to a labeler training descriptor is that very photo
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    bundle: str
+    out: str = "scratch/calibration"
+    age_gender_model: str = "runs/labelers/age_gender.safetensors"
+    faces: str = str(EVAL_FACES)
+    zip: str = str(UTKFACE_ZIP)
+    num: int | None = None
+    strengths: tuple[float, ...] = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+    mode: str = "fast"
+    steps: int | None = None
+    hold: tuple[str, ...] = ()
+    write: bool = True
+    allow_unchecked_labeler: bool = False
+    threads: int = 1
+    device: str = "cpu"
+
+
+# ----------------------------------------------------------------------------- photos and measuring
+
+
+def heldout_photos(zip_path, names):
+    """Yield (name, PIL RGB photo) for each file name in `names` from the UTKFace zip (FaceAppError if absent)."""
+    from PIL import Image
+
+    with zipfile.ZipFile(zip_path) as z:
+        members = {Path(n).name: n for n in z.namelist()}
+        missing = [n for n in names if Path(n).name not in members]
+        if missing:
+            raise FaceAppError(f"{len(missing)} held-out photos are not in {zip_path}, e.g. {missing[0]}")
+        for n in names:
+            yield n, Image.open(io.BytesIO(z.read(members[Path(n).name]))).convert("RGB")
+
+
+class PhotoMeter:
+    """What the project's labelers read on a face in a photo and in the results made from it.
+
+    Each image is seen through the same UTKFace-style crop (`utkface_spec(size)`) of the face found in the
+    original photo, so photo and results are compared at the same place; on it the 68 landmarks are found in
+    the aligned box (as the labeler was fitted on UTKFace crops), then dlib's descriptor gives the age (kNN),
+    P(female) and the identity distance (euclidean between descriptors; < 0.6 = the same person to dlib).
+    """
+
+    def __init__(self, age_gender, face_net=None, size: int = 200):
+        from faceapp.align import utkface_spec
+
+        if face_net is None:
+            from faceapp.inversion.dlib_resnet import load_dlib_face_resnet
+
+            face_net = load_dlib_face_resnet()
+        self.age_gender, self.face_net, self.spec = age_gender, face_net, utkface_spec(size)
+
+    def views(self, face, images) -> list[np.ndarray]:
+        """RGB uint8 [size, size, 3] crops of `face` (a faceapp.align.Face of the photo) from each image."""
+        from faceapp.align import align_face
+
+        return [np.asarray(align_face(im, face, self.spec).image) for im in images]
+
+    def measure(self, crops) -> dict[str, np.ndarray]:
+        """{'age': [N], 'p_female': [N], 'desc': [N, 128]} of labeler-view crops."""
+        from training.labelers import face_descriptors, find_landmarks
+
+        lms = [find_landmarks(c)[0] for c in crops]
+        desc = face_descriptors(list(crops), lms, self.face_net)
+        return {"age": self.age_gender.age(desc), "p_female": self.age_gender.p_female(desc), "desc": desc}
+
+    def raw(self, images) -> dict[str, np.ndarray]:
+        """The same for whole images that already are UTKFace crops (as the labeler was fitted on them)."""
+        return self.measure([np.asarray(im) for im in images])
+
+
+def age_series(editor, photo, strengths, *, mode: str = "fast", hold=(), extra: dict | None = None):
+    """(Face, [PIL results]) of `photo`'s largest face aged by each strength, as the user gets them back.
+
+    Strength 0 (with no `extra` edits) is the photo itself: the difference paste-back adds nothing.
+    """
+    faces = editor.detect(photo)
+    prepared = editor.prepare(photo, faces="largest", mode=mode, detected=faces)
+    out = []
+    for s in strengths:
+        edits = {**(extra or {}), "age": float(s)}
+        out.append(editor.compose(photo, prepared, {k: v for k, v in edits.items() if v}, hold=hold))
+    return faces[0], out
+
+
+def check_labeler(age_gender, names, meter=None, photos=None, allow_unchecked: bool = False) -> list[str]:
+    """Refuse an age labeler that may have been fitted on the held-out `names`; returns notes.
+
+    Two checks: the labeler's record of the lists it left out (fit-age-gender writes it), and, with `photos`
+    (PIL UTKFace crops), that no photo's own descriptor is among the labeler's training descriptors.
+    """
+    notes = []
+    if not age_gender.excludes(names):
+        msg = ("the age labeler does not record leaving these held-out faces out; fit it again with "
+               "python training/labelers.py fit-age-gender (it leaves training/labels/utkface-heldout-*.txt out)")
+        if not allow_unchecked:
+            raise FaceAppError(msg + ", or pass --allow-unchecked-labeler")
+        notes.append("unchecked labeler: " + msg)
+    if meter is not None and photos:
+        near = age_gender.nearest_distance(meter.raw(photos)["desc"])
+        leaked = [n for n, d in zip(names, near) if d < LEAK_DISTANCE]
+        if leaked:
+            raise FaceAppError(f"the age labeler was fitted on {len(leaked)} of the held-out photos "
+                               f"(e.g. {leaked[0]}); fit it again without them")
+    return notes
+
+
+# ----------------------------------------------------------------------------- the calibration
+
+
+def calibrate(editor, meter, photos, strengths, *, mode="fast", hold=(), fitted_on="", progress=print):
+    """(YearsCalibration, rows) from photos [(name, PIL)], measured on what the user gets back.
+
+    rows: per face {name, age0 (labeler on the photo), delta_years [S], identity [S] (descriptor distance of
+    each result to the photo), or error}.
+    """
+    from faceapp.edits import fit_years_calibration
+
+    strengths = np.asarray(strengths, dtype=np.float64)
+    rows, deltas = [], []
+    t0 = time.perf_counter()
+    for i, (name, photo) in enumerate(photos):
+        try:
+            face, results = age_series(editor, photo, strengths, mode=mode, hold=hold)
+        except FaceAppError as e:
+            rows.append({"name": name, "error": str(e)})
+            continue
+        m = meter.measure(meter.views(face, [photo, *results]))
+        age0, ages = float(m["age"][0]), m["age"][1:]
+        dist = np.linalg.norm(m["desc"][1:] - m["desc"][0], axis=1)
+        deltas.append(ages - age0)
+        rows.append({"name": name, "age0": round(age0, 2), "delta_years": np.round(ages - age0, 2).tolist(),
+                     "identity": np.round(dist, 3).tolist()})
+        progress(f"  {i + 1}: {name}: labeler age {age0:.0f}, change at {strengths.max():+g}: "
+                 f"{(ages - age0)[-1]:+.1f} years ({time.perf_counter() - t0:.0f} s)")
+    if not deltas:
+        raise FaceAppError("no held-out face could be measured (no face found in any photo)")
+    dy = np.stack(deltas)  # [F, S]
+    d = editor.bundle.directions["age"]
+    cal = fit_years_calibration(strengths, dy, scale=d.scale, fitted_on=fitted_on, hold=hold)
+    cal = dataclasses.replace(cal, checks={**cal.checks, **two_fold_check(strengths, dy, scale=d.scale)})
+    return cal, rows
+
+
+def two_fold_check(strengths, dy, *, scale) -> dict:
+    """How well a slope fitted on half the faces predicts the other half's median age change (years, 2 folds)."""
+    from faceapp.edits import fit_years_calibration
+
+    F = dy.shape[0]
+    if F < 4:
+        return {}
+    rng = np.random.default_rng(0)
+    order = rng.permutation(F)
+    folds = (order[: F // 2], order[F // 2 :])
+    errs = []
+    for a, b in (folds, folds[::-1]):
+        try:
+            cal = fit_years_calibration(strengths, dy[a], scale=scale)
+        except FaceAppError:
+            continue
+        pred = np.array([s * cal.slope(np.sign(s)) for s in strengths])
+        errs.append(np.abs(pred - np.nanmedian(dy[b], axis=0)))
+    if not errs:
+        return {}
+    return {"two_fold_median_error_years": round(float(np.mean(errs)), 3),
+            "two_fold_max_error_years": round(float(np.max(errs)), 3)}
+
+
+def plot_calibration(cal, dy, strengths, path, title: str = "") -> Path:
+    """PNG of the age changes (one dot per face and strength), their median and quartiles, and the fitted lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = np.asarray(strengths, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    jitter = np.random.default_rng(0).uniform(-0.08, 0.08, size=dy.shape)
+    ax.scatter((s[None] + jitter).ravel(), dy.ravel(), s=8, alpha=0.35, color="tab:gray", label="one face")
+    c = cal.curve
+    ax.fill_between(c["strengths"], c["p25"], c["p75"], alpha=0.25, color="tab:blue", label="quartiles")
+    ax.plot(c["strengths"], c["median"], "o-", color="tab:blue", label="median")
+    xs = np.linspace(s.min(), s.max(), 50)
+    ax.plot(xs, [x * cal.slope(np.sign(x)) for x in xs], "-", color="tab:red",
+            label=f"fit: +{cal.slope(1):.1f} / {cal.slope(-1):.1f} years per strength")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel("age strength")
+    ax.set_ylabel("labeler's age change (years)")
+    ax.set_title(title or f"years calibration, {cal.n} held-out faces (spread of slopes {cal.spread:.1f})",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def markdown_table(cal) -> str:
+    """The calibration's numbers as the markdown docs/EDITS.md quotes."""
+    c = cal.curve
+    lines = ["| strength | median change (years) | quartiles | faces |", "| --- | --- | --- | --- |"]
+    for s, med, lo, hi, n in zip(c["strengths"], c["median"], c["p25"], c["p75"], c["count"]):
+        lines.append(f"| {s:+g} | {med:+.1f} | {lo:+.1f} .. {hi:+.1f} | {n} |")
+    lines.append("")
+    lines.append(f"years per strength: {cal.per_strength:.2f} pooled, {cal.slope(1):.2f} older side, "
+                 f"{cal.slope(-1):.2f} younger side; spread of the faces' slopes {cal.spread:.2f} "
+                 f"(so +30 years reads as +30 +- {30 * cal.spread / abs(cal.slope(1)):.0f} years across faces); "
+                 f"residual {cal.residual_years:.1f} years; free-fit intercept {cal.intercept:+.2f}; "
+                 f"{cal.n} faces; held {', '.join(cal.hold) or 'nothing'}")
+    if cal.checks:
+        ch = cal.checks
+        lines.append(f"2-fold check across faces: median change missed by {ch.get('two_fold_median_error_years')} "
+                     f"years on average (max {ch.get('two_fold_max_error_years')})")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def run(opts: CalibrateOptions):
+    from faceapp.bundle import load_bundle
+    from faceapp.edits import DirectionSet, with_calibration
+    from faceapp.pipeline import FaceEditor
+    from training.labelers import AgeGenderModel, read_name_list
+
+    torch.set_num_threads(opts.threads)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "options.json").write_text(json.dumps(dataclasses.asdict(opts), indent=2) + "\n")
+    bundle = load_bundle(opts.bundle, device=opts.device)
+    if "age" not in bundle.directions:
+        raise FaceAppError(f"bundle {opts.bundle} has no age direction to calibrate")
+    if bundle.root is None or not (Path(bundle.root) / "directions").is_dir():
+        raise FaceAppError(f"{opts.bundle} is not a bundle folder with directions/ (nothing to write the "
+                           "calibration into)")
+    names = read_name_list(opts.faces)
+    if opts.num is not None:
+        names = names[: opts.num]
+    ag = AgeGenderModel.load(opts.age_gender_model)
+    meter = PhotoMeter(ag)
+    photos = list(heldout_photos(opts.zip, names))
+    notes = check_labeler(ag, read_name_list(opts.faces), meter, [p for _, p in photos],
+                          allow_unchecked=opts.allow_unchecked_labeler)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    kwargs = {}
+    if opts.steps is not None:
+        from faceapp.inversion import InvertConfig
+
+        n = opts.steps
+        kwargs["config"] = InvertConfig(fast_steps_no_encoder=n, balanced_steps=n, balanced_w_steps_no_encoder=n,
+                                        balanced_wplus_steps_no_encoder=n, pti_steps=n)
+    editor = FaceEditor(bundle, device=opts.device, cache_size=0, invert_kwargs=kwargs)
+    how = "encoder" if bundle.encoder is not None else "optimisation"
+    print(f"calibrating {bundle.name!r} ({bundle.resolution} px, fast mode = {how}) on {len(photos)} held-out "
+          f"faces from {Path(opts.faces).name}, strengths {list(opts.strengths)}, hold {list(opts.hold) or 'none'}")
+    cal, rows = calibrate(editor, meter, photos, opts.strengths, mode=opts.mode, hold=opts.hold,
+                          fitted_on=f"{Path(opts.faces).name} ({len(photos)} faces, mode {opts.mode}, "
+                          f"labeler {Path(opts.age_gender_model).name})")
+    dy = np.array([r["delta_years"] for r in rows if "delta_years" in r])
+    failed = [r for r in rows if "error" in r]
+    doc = {"bundle": str(opts.bundle), "calibration": cal.to_dict(), "notes": notes,
+           "failed": len(failed), "faces": rows}
+    (out / "calibration.json").write_text(json.dumps(doc, indent=2) + "\n")
+    plot_calibration(cal, dy, opts.strengths, out / "calibration.png")
+    table = markdown_table(cal)
+    (out / "calibration.md").write_text(table + "\n")
+    print(table)
+    if failed:
+        print(f"{len(failed)} face(s) not measured, e.g. {failed[0]['name']}: {failed[0]['error']}")
+    if cal.per_strength <= 0:
+        print("warning: positive strengths make faces look YOUNGER to the labeler: is this an age direction "
+              "pointing older?", file=sys.stderr)
+    if opts.write:
+        folder = Path(bundle.root) / "directions"
+        with_calibration(DirectionSet.load(folder), "age", cal).save(folder)
+        print(f"wrote the calibration into {folder}")
+    print(f"wrote {out / 'calibration.json'}, {out / 'calibration.png'}")
+    return cal
+
+
+def parse_args(argv=None) -> CalibrateOptions:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--bundle", required=True, help="bundle folder with an age direction (its directions/ is updated)")
+    p.add_argument("--out", default="scratch/calibration", help="folder for calibration.json/.png/.md (not git)")
+    p.add_argument("--age-gender-model", default="runs/labelers/age_gender.safetensors")
+    p.add_argument("--faces", default=str(EVAL_FACES), help="held-out face names, one a line")
+    p.add_argument("--zip", default=str(UTKFACE_ZIP), help="UTKFace 200 px zip")
+    p.add_argument("--num", type=int, default=None, help="only the first N faces of the list (quick checks)")
+    p.add_argument("--strengths", default="-3,-2,-1,0,1,2,3", help="age strengths to measure (include 0)")
+    p.add_argument("--mode", default="fast", help="inversion mode: fast | balanced | best")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps per stage (default: the mode's)")
+    p.add_argument("--hold", default="", help="directions held fixed while aging, e.g. gender,glasses")
+    p.add_argument("--dry-run", action="store_true", help="measure and report; leave the bundle as it is")
+    p.add_argument("--allow-unchecked-labeler", action="store_true",
+                   help="accept a labeler that does not record leaving the held-out faces out")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args(argv)
+    try:
+        strengths = tuple(float(x) for x in a.strengths.split(",") if x.strip())
+    except ValueError:
+        p.error(f"--strengths takes numbers like -3,-1,0,1,3; got {a.strengths!r}")
+    if 0.0 not in strengths or len(strengths) < 3:
+        p.error("--strengths needs 0 (the unedited face) and at least two others")
+    return CalibrateOptions(
+        bundle=a.bundle, out=a.out, age_gender_model=a.age_gender_model, faces=a.faces, zip=a.zip, num=a.num,
+        strengths=strengths, mode=a.mode, steps=a.steps, hold=tuple(h for h in a.hold.split(",") if h.strip()),
+        write=not a.dry_run, allow_unchecked_labeler=a.allow_unchecked_labeler, threads=a.threads,
+        device=a.device,
+    )
+
+
+def main(argv=None) -> int:
+    try:
+        run(parse_args(argv))
+    except FaceAppError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
