@@ -1,9 +1,9 @@
-"""The CPU inference fast path (autograd off) computes what the reference path computes.
+"""The CPU inference fast path (torch.inference_mode) computes what the reference path computes.
 
-faceapp.stylegan.layers takes a faster path for the synthesis layers when autograd is off on
+faceapp.stylegan.layers takes a faster path for the synthesis layers under inference_mode on
 the CPU (channels_last, folded gains, in-place epilogues, cached weight-derived tensors). The
-reference path is the one training runs (autograd on) and the one FAST_CPU_INFERENCE = False
-selects under no_grad: every test renders the same weights and inputs both ways.
+reference path is the one training (autograd on) and plain no_grad run, and the one
+FAST_CPU_INFERENCE = False selects: every test renders the same weights and inputs both ways.
 """
 
 from __future__ import annotations
@@ -65,12 +65,14 @@ def both_paths(G, ws, **kwargs):
     return ref, fast
 
 
-def test_fast_path_is_taken_only_without_autograd_on_cpu():
+def test_fast_path_is_taken_only_under_inference_mode_on_cpu():
     x = torch.zeros(1)
-    with torch.no_grad():
+    with torch.inference_mode():
         assert layers.use_fast_path(x)
         with reference_path():
             assert not layers.use_fast_path(x)
+    with torch.no_grad():  # bit-identical to what autograd sees (the projector fits such renders)
+        assert not layers.use_fast_path(x)
     assert not layers.use_fast_path(x)  # autograd on: training runs the reference path
     G = configf_tiny(res=32)
     img = G(torch.randn(2, 32), None)
@@ -148,7 +150,7 @@ def test_synthesis_layer_variants_match_reference(activation, up, kernel):
         for gain in (1.0, 0.5**0.5):
             with reference_path(), torch.no_grad():
                 ref = layer(x, w, noise_mode="const", fused_modconv=fused, gain=gain)
-            with torch.no_grad():
+            with torch.inference_mode():
                 fast = layer(x, w, noise_mode="const", fused_modconv=fused, gain=gain)
             assert (ref.abs() >= 0.3 * gain - 1e-6).any()  # the clamp was active
             assert (fast - ref).abs().max().item() <= 1e-5
@@ -157,9 +159,9 @@ def test_synthesis_layer_variants_match_reference(activation, up, kernel):
 def test_cached_weights_follow_parameter_updates():
     G = configf_tiny(res=32, base=512, cmax=16)
     ws = G.mapping(torch.randn(1, 32), None)
-    with torch.no_grad():
+    with torch.inference_mode():
         G.synthesis(ws)  # fills the caches
-        # In-place change (an optimiser step, an EMA copy).
+    with torch.no_grad():  # in-place changes (an optimiser step, an EMA copy)
         G.synthesis.b16.conv0.weight.mul_(1.5)
         G.synthesis.b32.conv1.weight.add_(0.3)
         G.synthesis.b8.conv1.affine.bias.add_(0.5)  # the style affines cache their scaled weights too
@@ -169,12 +171,13 @@ def test_cached_weights_follow_parameter_updates():
 
     # The mapping network's layers (cached scaled weights) after an in-place change.
     z = torch.randn(2, 32)
-    with torch.no_grad():
+    with torch.inference_mode():
         G.mapping(z, None)
+    with torch.no_grad():
         G.mapping.fc3.weight.mul_(0.5)
         G.mapping.fc7.bias.add_(1.0)
-        with reference_path():
-            ws_ref = G.mapping(z, None)
+        ws_ref = G.mapping(z, None)
+    with torch.inference_mode():
         ws_fast = G.mapping(z, None)
     assert (ws_fast - ws_ref).abs().max().item() <= 1e-6
 

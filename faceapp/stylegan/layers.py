@@ -267,14 +267,16 @@ def modulated_conv2d(
 # ---------------------------------------------------------------------------------------------
 # Inference fast path.
 #
-# With autograd off on CPU (torch.no_grad / torch.inference_mode: the app, the bench), the
-# synthesis layers compute the same function with fewer passes over memory: channels_last
+# Under torch.inference_mode on the CPU (the app's renders, the bench), the synthesis layers
+# compute the same function (to float rounding) with fewer passes over memory: channels_last
 # activations (oneDNN's native layout: no reorder around each conv, and depthwise FIR convs
 # 2-3x faster), the bias and the activation gain folded into the conv, noise / activation /
 # clamp applied in place to the conv's fresh output, toRGB as one batched matmul, and the
 # shared-weight (non-fused) modulated conv where modulating the weights would cost more than
-# scaling the activations. Training (autograd on) and CUDA run the reference path above;
-# tests set FAST_CPU_INFERENCE = False to get it under no_grad too.
+# scaling the activations. Training (autograd on), plain torch.no_grad and CUDA run the
+# reference path above, so that code which renders a target under no_grad and then fits it
+# with autograd on (the projector's tests) sees bit-identical images. Tests set
+# FAST_CPU_INFERENCE = False to get the reference path under inference_mode too.
 
 FAST_CPU_INFERENCE = True
 
@@ -284,7 +286,7 @@ _HOMOGENEOUS_ACTS = ("linear", "relu", "lrelu")
 
 def use_fast_path(x: torch.Tensor) -> bool:
     """Whether the layers take the inference fast path for input `x`."""
-    return (FAST_CPU_INFERENCE and x.device.type == "cpu" and not torch.is_grad_enabled()
+    return (FAST_CPU_INFERENCE and x.device.type == "cpu" and torch.is_inference_mode_enabled()
             and x.dtype in (torch.float32, torch.float64))
 
 
@@ -354,7 +356,7 @@ def modulated_conv2d_fast(x, weight, styles, bias=None, noise=None, up: int = 1,
                           fused_modconv: bool | None = None, gain: float = 1,
                           cache: dict | None = None, act: str = "linear", act_gain: float = 1,
                           clamp: float | None = None) -> torch.Tensor:
-    """Inference-only modulated_conv2d (autograd off) with its layer's epilogue:
+    """Inference-only modulated_conv2d (autograd off, in place) with its layer's epilogue:
     `clamp(act((modulated_conv2d(x, ...) + bias) * gain + noise) * act_gain)`, `noise` already
     multiplied by gain. Works in the layout of `x` (channels_last for speed); fused_modconv=None
     picks the cheaper of the fused and shared-weight forms. `cache` (a dict owned by the
