@@ -1,0 +1,133 @@
+"""training/calibrate_years.py: the measuring loop against a labeler of known slope, the labeler checks, end to end."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceapp.edits import DirectionSet, has_years, years_to_strength
+from faceapp.errors import FaceAppError
+from training.calibrate_years import calibrate, check_labeler
+
+SLOPE = 4.0  # years per strength the stub editor's results read as
+
+
+class StubEditor:
+    """A FaceEditor stand-in: the 'result' of age strength s is a grey image of level 100 + SLOPE * s * k_face."""
+
+    def __init__(self, directions):
+        self.bundle = type("B", (), {"directions": directions})()
+
+    def detect(self, photo):
+        return [photo.info["k"]]
+
+    def prepare(self, photo, faces, mode, detected):
+        return [detected[0]]
+
+    def compose(self, photo, prepared, strengths, hold=()):
+        level = 100 + SLOPE * strengths.get("age", 0.0) * prepared[0]
+        im = Image.new("RGB", (8, 8), (int(round(level)),) * 3)
+        return im
+
+
+class StubMeter:
+    """Reads 'age' as the image's grey level; one face in eight is misread by 30 years (the fit must shrug)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def views(self, face, images):
+        return [np.asarray(im, np.float64) for im in images]
+
+    def measure(self, crops):
+        self.calls += 1
+        age = np.array([c.mean() for c in crops])
+        if self.calls % 8 == 0:
+            age[-1] += 30
+        return {"age": age, "p_female": np.zeros(len(crops)), "desc": np.zeros((len(crops), 128))}
+
+
+def _directions():
+    from faceapp.edits import Direction
+
+    return DirectionSet([Direction("age", np.ones(8), scale=2.0)])
+
+
+def _photo(k):
+    im = Image.new("RGB", (8, 8), (100, 100, 100))
+    im.info["k"] = k
+    return im
+
+
+def test_calibrate_recovers_the_slope_the_results_read_as():
+    ks = np.random.default_rng(0).uniform(0.8, 1.2, 16)
+    photos = [(f"f{i}.jpg", _photo(k)) for i, k in enumerate(ks)]
+    cal, rows = calibrate(StubEditor(_directions()), StubMeter(), photos, [-2, -1, 0, 1, 2], progress=lambda m: None)
+    assert cal.per_strength == pytest.approx(SLOPE * ks.mean(), rel=0.06)
+    assert cal.n == 16 and cal.scale == 2.0
+    assert cal.spread == pytest.approx(SLOPE * ks.std(), rel=0.5)
+    assert rows[0]["delta_years"][2] == 0.0 and rows[0]["age0"] == 100.0
+    assert cal.checks["two_fold_median_error_years"] < 1.0
+
+
+def test_the_labeler_must_have_left_the_held_out_faces_out():
+    class Labeler:
+        def __init__(self, excludes, near):
+            self._ex, self._near = excludes, near
+
+        def excludes(self, names):
+            return self._ex
+
+        def nearest_distance(self, desc):
+            return np.full(len(desc), self._near)
+
+    class Meter:
+        def raw(self, images):
+            return {"desc": np.zeros((len(images), 128))}
+
+    names, photos = ["a.jpg", "b.jpg"], [None, None]
+    with pytest.raises(FaceAppError, match="does not record leaving.*fit-age-gender"):
+        check_labeler(Labeler(False, 0.5), names)
+    assert "unchecked" in check_labeler(Labeler(False, 0.5), names, allow_unchecked=True)[0]
+    with pytest.raises(FaceAppError, match="fitted on 2 of the held-out photos"):
+        check_labeler(Labeler(True, 0.0), names, Meter(), photos)
+    assert check_labeler(Labeler(True, 0.4), names, Meter(), photos) == []
+
+
+@pytest.mark.slow
+def test_end_to_end_on_a_tiny_bundle_writes_a_calibration_the_cli_uses(tmp_path):
+    """Real FaceEditor, real dlib descriptors and landmarks, a kNN 'labeler' on random references: the numbers
+    mean nothing, but every step runs and the bundle comes out calibrated."""
+    from faceapp.align import align_face, detect_faces, load_image, utkface_spec
+    from faceapp.bundle import make_random_bundle
+    from training.calibrate_years import main
+    from training.labelers import AgeGenderModel, name_list_digest
+
+    photo = load_image("tests/data/astronaut.jpg")
+    crop = align_face(photo, detect_faces(photo, backend="dlib")[0], utkface_spec(200)).image
+    names = [f"{30 + i}_1_0_2017000{i}.jpg.chip.jpg" for i in range(2)]
+    with zipfile.ZipFile(tmp_path / "u.zip", "w") as z:
+        for n in names:
+            buf = io.BytesIO()
+            crop.save(buf, format="JPEG", quality=95)
+            z.writestr(f"UTKFace/{n}", buf.getvalue())
+    (tmp_path / "faces.txt").write_text("\n".join(names) + "\n")
+    rng = np.random.default_rng(0)
+    ag = AgeGenderModel.fit(rng.normal(size=(60, 128)) * 0.1, rng.uniform(1, 90, 60), rng.integers(0, 2, 60))
+    ag = AgeGenderModel(**{**ag.__dict__, "metrics": {"excluded": {"faces.txt": {"digest": name_list_digest(names)}}}})
+    ag.save(tmp_path / "ag.safetensors")
+    bundle = make_random_bundle(tmp_path / "bundle", resolution=32, seed=1)
+    rc = main(["--bundle", str(bundle), "--age-gender-model", str(tmp_path / "ag.safetensors"), "--faces",
+               str(tmp_path / "faces.txt"), "--zip", str(tmp_path / "u.zip"), "--strengths=-3,0,3", "--steps",
+               "1", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    doc = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert len(doc["faces"]) == 2 and doc["calibration"]["n"] == 2
+    assert (tmp_path / "out" / "calibration.png").stat().st_size > 1000
+    ds = DirectionSet.load(bundle / "directions")
+    assert has_years(ds, "age") and ds["age"].years.per_strength == pytest.approx(doc["calibration"]["per_strength"])
+    assert years_to_strength(ds, "age", 10) == pytest.approx(10 / ds["age"].years.slope(np.sign(
+        ds["age"].years.per_strength)))
