@@ -9,6 +9,9 @@ FAST_CPU_INFERENCE = False selects: every test renders the same weights and inpu
 from __future__ import annotations
 
 import contextlib
+import copy
+import io
+import pickle
 
 import pytest
 import torch
@@ -192,3 +195,20 @@ def test_cached_weights_follow_parameter_updates():
         expect = other.synthesis(ws)
     assert (ref - expect).abs().max().item() == 0
     assert (fast - ref).abs().max().item() <= TOL
+
+
+def test_deep_copies_and_pickles_of_a_used_generator_render_the_same():
+    # The caches hold opaque oneDNN tensors: copies must start without them (PTI deep-copies G).
+    G = configf_tiny(res=32, base=512, cmax=16)
+    ws = G.mapping(torch.randn(2, 32), None)
+    with torch.inference_mode():
+        before = G.synthesis(ws)
+    buf = io.BytesIO()
+    pickle.dump(G, buf)
+    for H in (copy.deepcopy(G), pickle.loads(buf.getvalue())):
+        with torch.inference_mode():
+            assert torch.equal(H.synthesis(ws), before)
+        with torch.no_grad():
+            H.synthesis.b16.conv1.weight.mul_(2)  # the copy's caches are its own
+        with torch.inference_mode():
+            assert torch.equal(G.synthesis(ws), before)

@@ -307,6 +307,24 @@ def _padded_conv2d(x, w, bias, padding, groups):
     return F.conv2d(x, w, bias, padding=(sy, sx), groups=groups)
 
 
+class _FastCache(dict):
+    """A module's memo of derived tensors. Copies and pickles start empty: the contents are
+    derived data, and oneDNN's prepacked weights are opaque tensors that cannot be copied."""
+
+    def __deepcopy__(self, memo):
+        return _FastCache()
+
+    def __reduce__(self):
+        return _FastCache, ()
+
+
+def _fast_cache(module: torch.nn.Module) -> _FastCache:
+    cache = module.__dict__.get("_fast_cache")
+    if not isinstance(cache, _FastCache):
+        cache = module.__dict__["_fast_cache"] = _FastCache()
+    return cache
+
+
 def _derived(cache: dict | None, name: str, src: torch.Tensor, extra, fn):
     """fn(), memoised in `cache` until `src` (a parameter) changes: in-place updates (optimiser
     steps, load_state_dict, EMA copies) bump its _version, .to() / new storage its data_ptr."""
@@ -508,7 +526,7 @@ class FullyConnectedLayer(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_fast_path(x):  # the scaled weight and bias, kept until the parameters change
-            cache = self.__dict__.setdefault("_fast_cache", {})
+            cache = _fast_cache(self)
             w, b = _derived(cache, "wb", self.weight, (x.dtype, self.bias._version if self.bias is not None else -1),
                             lambda: self._scaled(x.dtype))
         else:
@@ -667,7 +685,7 @@ class SynthesisLayer(torch.nn.Module):
         return modulated_conv2d_fast(x, self.weight, styles, bias=self.bias, noise=noise, up=self.up,
                                   padding=self.padding, resample_filter=self.resample_filter,
                                   flip_weight=(self.up == 1), fused_modconv=fused_modconv, gain=fold,
-                                  cache=self.__dict__.setdefault("_fast_cache", {}), act=self.activation,
+                                  cache=_fast_cache(self), act=self.activation,
                                   act_gain=act_gain / fold,
                                   clamp=self.conv_clamp * gain if self.conv_clamp is not None else None)
 
