@@ -21,6 +21,7 @@ function per tab (`edit_tab`, `generate_tab`) that also wires its events, and `b
 import argparse
 import functools
 import hashlib
+import math
 import os
 import random
 import shutil
@@ -360,12 +361,20 @@ def faces_overlay(photo, faces, side: int = 640):
     return im
 
 
+#: The age presets in years, when the model's age direction has a years calibration.
+PRESET_YEARS = {"+30 years": 30.0, "Younger": -20.0}
+
+
 def presets(bundle) -> dict[str, dict[str, float]]:
     """One-click edits for the directions this model has: label -> {direction: strength}.
 
-    Strengths are fractions of each direction's slider range ("+30 years" is the age slider at three
-    quarters of its older end: how many years that is depends on the model's direction).
+    With a years calibration of the age direction (faceapp.edits.calibration) "+30 years" is the strength
+    that reads as 30 years older and "Younger" as 20 years younger; without one they are fractions of the
+    slider range (three quarters of its older end: how many years that is depends on the model's direction).
+    Other strengths are fractions of each direction's slider range.
     """
+    from faceapp.edits import has_years, years_to_strength
+
     have = bundle.directions
     out = {}
 
@@ -373,7 +382,9 @@ def presets(bundle) -> dict[str, dict[str, float]]:
         lo, hi = have[name].strength_range
         return round(frac * (hi if frac > 0 else -lo), 2)
 
-    if "age" in have:
+    if "age" in have and has_years(have, "age"):
+        out.update({label: {"age": years_to_strength(have, "age", y)} for label, y in PRESET_YEARS.items()})
+    elif "age" in have:
         out["+30 years"] = {"age": at("age", 0.75)}
         out["Younger"] = {"age": at("age", -0.6)}
     if "smile" in have:
@@ -381,6 +392,25 @@ def presets(bundle) -> dict[str, dict[str, float]]:
     if "glasses" in have:
         out["Glasses"] = {"glasses": at("glasses", 0.8)}
     return out
+
+
+def slider_spec(bundle, name: str) -> dict:
+    """The slider of direction `name`: {minimum, maximum, step, label, info, years}.
+
+    The age slider is in years when the age direction has a years calibration (its strength range
+    converted, widened to hold the year presets, whole years); every other slider is in strength units.
+    """
+    from faceapp.edits import has_years, strength_to_years
+
+    d = bundle.directions[name]
+    lo, hi = d.strength_range
+    if name == "age" and has_years(bundle.directions, "age"):
+        ends = sorted(strength_to_years(bundle.directions, "age", s) for s in (lo, hi))
+        lo_y = math.floor(min(ends[0], *PRESET_YEARS.values()))
+        hi_y = math.ceil(max(ends[1], *PRESET_YEARS.values()))
+        return dict(minimum=lo_y, maximum=hi_y, step=1, label="Age (years)", years=True,
+                    info="years older (+) / younger (-), as an age estimator reads held-out faces")
+    return dict(minimum=lo, maximum=hi, step=0.25, label=name.capitalize(), info=d.description or None, years=False)
 
 
 def _pixels_digest(photo) -> str:
@@ -445,6 +475,8 @@ class Handlers:
         self.bundle = editor.bundle
         self.names = editor.direction_names
         self.presets = presets(self.bundle)
+        # sliders whose value is in years (the calibrated age slider): converted to strengths and back here
+        self.in_years = {n for n in self.names if slider_spec(self.bundle, n)["years"]}
 
     # ---- sessions
 
@@ -453,10 +485,27 @@ class Handlers:
         return session if isinstance(session, Session) else _new_session(request)
 
     def strengths(self, values) -> dict[str, float]:
-        return {n: float(v or 0.0) for n, v in zip(self.names, values)}
+        """The sliders' values as direction strengths (a years slider converted with its calibration)."""
+        from faceapp.edits import years_to_strength
+
+        out = {n: float(v or 0.0) for n, v in zip(self.names, values)}
+        for n in self.in_years & set(out):
+            out[n] = years_to_strength(self.bundle.directions, n, out[n])
+        return out
 
     def _slider_values(self, strengths: dict) -> list:
-        return [float(strengths.get(n, 0.0)) for n in self.names]
+        """Direction strengths as the sliders show them (years for a calibrated age slider)."""
+        from faceapp.edits import strength_to_years
+
+        return [round(strength_to_years(self.bundle.directions, n, float(strengths.get(n, 0.0))), 1)
+                if n in self.in_years else float(strengths.get(n, 0.0)) for n in self.names]
+
+    def shown(self, strengths: dict) -> str:
+        """'age +30 years, smile +1' for the status line."""
+        values = dict(zip(self.names, self._slider_values(strengths)))
+        parts = [f"{n} {values[n]:+g} years" if n in self.in_years else f"{n} {v:+g}"
+                 for n, v in strengths.items() if v and n in values]
+        return ", ".join(parts) or "no edit"
 
     # ---- photo tab
 
@@ -594,7 +643,7 @@ class Handlers:
         pair, faith = self._faithfulness(session, faces, mode)
         recon = self._session_file(session, "faceapp-recon", ".png", pair, compress_level=1)
         latent = self._latent_file(session, faces[0].ws, face=faces[0].index, mode=mode)
-        shown = ", ".join(f"{n} {v:+g}" for n, v in strengths.items() if v) or "no edit"
+        shown = self.shown(strengths)
         who = "all faces" if len(chosen) > 1 else (f"face {chosen[0] + 1}" if len(session.faces) > 1 else "")
         status = f"Done: {shown}" + (f" ({who})" if who else "") + f".{note}"
         return (session, (session.before, str(path)), gr.update(value=str(path), interactive=True), status,
@@ -652,7 +701,7 @@ class Handlers:
         result = _enlarged(self.editor.render(ws), GENERATED_SIDE)
         path = self._save_result(session, result)
         latent = self._latent_file(session, session.latent)
-        shown = ", ".join(f"{n} {v:+g}" for n, v in strengths.items() if v) or "no edit"
+        shown = self.shown(strengths)
         what = session.latent_info.get("what", "this face")
         return (session, (session.before, str(path)), gr.update(value=str(path), interactive=True),
                 f"Done: {shown} ({what}).", None, "Exact latent code: no inversion, nothing lost.",
@@ -854,10 +903,9 @@ def edit_tab(h: Handlers, session, heavy: dict):
                 reset = gr.Button("Reset", size="sm", variant="secondary", elem_id="reset")
             sliders = []
             for n in h.names:
-                d = bundle.directions[n]
-                lo, hi = d.strength_range
-                sliders.append(gr.Slider(lo, hi, value=0.0, step=0.25, label=n.capitalize(),
-                                         info=d.description or None, elem_id=f"slider-{n}"))
+                spec = slider_spec(bundle, n)
+                sliders.append(gr.Slider(spec["minimum"], spec["maximum"], value=0.0, step=spec["step"],
+                                         label=spec["label"], info=spec["info"], elem_id=f"slider-{n}"))
             if not h.names:
                 gr.Markdown("This model has no edit directions; results re-render the inverted face.")
     with gr.Accordion("How faithful is the inversion?", open=False):

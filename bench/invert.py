@@ -19,6 +19,20 @@ crop (UTKFace crops are dlib-aligned already). With --random the generator is un
 time the modes but say nothing of quality; every line says so.
 
 --out DIR writes results.json and options.json there.
+
+--pipeline (with --bundle): the issue's figures, on the photo the user gets back. Faces: the 50 of
+training/labels/utkface-heldout-eval.txt (kept out of every fit and tuning; --faces N takes the first N)
+and the public-domain test photos (tests/data, unedited). Each photo goes through FaceEditor (detect,
+align, invert, render, the difference paste-back); per mode: seconds per face for the inversion alone
+and for photo -> result, and the share of faces whose dlib descriptor distance between photo and result
+at zero edit is < 0.6 (the same person), for the returned photo (difference paste-back: at zero edit it
+returns the photo itself, so this share is 100 % by construction) and for the rendering pasted over
+the face (paste='render': the inversion's own faithfulness, the figure that tells fast from best).
+Distances are taken on the same UTKFace-style crop of the face in photo and result
+(training/calibrate_years.PhotoMeter).
+
+    python bench/invert.py --bundle models/demo --pipeline --modes fast,best --threads 1 \
+        --age-gender-model runs/labelers/age_gender.safetensors
 """
 
 from __future__ import annotations
@@ -88,6 +102,94 @@ def load_models(args, device):
     return None
 
 
+SAME_PERSON = 0.6  # dlib's threshold: descriptor distances under it are the same person
+
+
+def pipeline_figures(bundle, modes, photos, meter, *, steps=None, progress=print) -> dict:
+    """The issue's inversion figures on what the user gets back (see the module doc).
+
+    photos: {set name: [(name, PIL photo)]}. Returns {mode: {set: {...figures...}}}.
+    """
+    from faceapp.errors import FaceAppError
+    from faceapp.pipeline import EditableFace, FaceEditor
+
+    kwargs = {}
+    if steps is not None:
+        kwargs["config"] = InvertConfig(fast_steps_no_encoder=steps, balanced_steps=steps,
+                                        balanced_w_steps_no_encoder=steps, balanced_wplus_steps_no_encoder=steps,
+                                        pti_steps=steps)
+    editor = FaceEditor(bundle, cache_size=0, invert_kwargs=kwargs)
+    out = {}
+    for mode in modes:
+        out[mode] = {}
+        warm = next(iter(photos.values()))[0][1]
+        editor.prepare(warm, mode=mode)  # warm-up, not timed
+        for set_name, items in photos.items():
+            inv_s, total_s, d_diff, d_render, failed = [], [], [], [], []
+            for name, photo in items:
+                try:
+                    t0 = time.perf_counter()
+                    faces = editor.detect(photo)
+                    aligned = editor.align(photo, faces[0])
+                    t1 = time.perf_counter()
+                    inv = editor.invert(aligned, mode)
+                    t2 = time.perf_counter()
+                    prepared = [EditableFace(0, aligned, inv)]
+                    returned = editor.compose(photo, prepared, {})
+                    t3 = time.perf_counter()
+                    rendered = editor.compose(photo, prepared, {}, paste="render")
+                except FaceAppError as e:
+                    failed.append(f"{name}: {e}")
+                    continue
+                inv_s.append(t2 - t1)
+                total_s.append(t3 - t0)
+                m = meter.measure(meter.views(faces[0], [photo, returned, rendered]))
+                d_diff.append(float(np.linalg.norm(m["desc"][1] - m["desc"][0])))
+                d_render.append(float(np.linalg.norm(m["desc"][2] - m["desc"][0])))
+            n = len(inv_s)
+            row = {
+                "faces": n, "failed": failed,
+                "invert_sec_per_face": statistics.fmean(inv_s) if n else None,
+                "photo_to_result_sec_per_face": statistics.fmean(total_s) if n else None,
+                "same_person_returned": float(np.mean(np.array(d_diff) < SAME_PERSON)) if n else None,
+                "same_person_render": float(np.mean(np.array(d_render) < SAME_PERSON)) if n else None,
+                "distance_render_median": float(np.median(d_render)) if n else None,
+            }
+            out[mode][set_name] = row
+            if n:
+                progress(f"{mode:8s} {set_name:22s} {n:3d} faces  invert {row['invert_sec_per_face']:.3f} s/face  "
+                         f"photo->result {row['photo_to_result_sec_per_face']:.3f} s  same person (< 0.6) at zero "
+                         f"edit: returned photo {100 * row['same_person_returned']:.0f} %, rendered face "
+                         f"{100 * row['same_person_render']:.0f} % (median distance "
+                         f"{row['distance_render_median']:.2f})" + (f"  [{len(failed)} failed]" if failed else ""))
+            else:
+                progress(f"{mode:8s} {set_name:22s} no face measured ({len(failed)} failed)")
+    return out
+
+
+def _run_pipeline(args, modes) -> int:
+    from faceapp.bundle import load_bundle
+    from training.calibrate_years import EVAL_FACES, PhotoMeter, heldout_photos, public_photos
+    from training.labelers import AgeGenderModel, read_name_list
+
+    bundle = load_bundle(args.bundle)
+    names = read_name_list(EVAL_FACES)[: args.faces]
+    photos = {"utkface-heldout-eval": list(heldout_photos(args.zip, names)), "public-domain": public_photos()}
+    # the meter's age model is not used for these figures (descriptors only); any fitted one will do
+    meter = PhotoMeter(AgeGenderModel.load(args.age_gender_model) if args.age_gender_model else None)
+    print(f"bundle {args.bundle}: {bundle.resolution} px, encoder {'yes' if bundle.encoder is not None else 'no'}; "
+          f"threads {torch.get_num_threads()}; {len(names)} held-out UTKFace faces + "
+          f"{len(photos['public-domain'])} public-domain photos")
+    res = pipeline_figures(bundle, modes, photos, meter, steps=args.steps)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "pipeline.json").write_text(json.dumps(res, indent=2))
+        (out / "options.json").write_text(json.dumps(vars(args), indent=2, default=str))
+        print(f"wrote {out / 'pipeline.json'}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -104,6 +206,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-identity", action="store_true", help="skip the dlib identity distance")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for results.json and options.json")
+    p.add_argument("--pipeline", action="store_true",
+                   help="the issue's figures on the photo the user gets back (needs --bundle)")
+    p.add_argument("--steps", type=int, default=None, help="with --pipeline: optimisation steps per stage")
+    p.add_argument("--age-gender-model", default=None, help="with --pipeline: an age/gender labeler (optional)")
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
@@ -123,6 +229,10 @@ def main(argv=None) -> int:
     if not zip_path.is_file():
         print(f"skipped: no face set at {zip_path} (the shared UTKFace zip); nothing to benchmark")
         return 0
+    if args.pipeline:
+        if not args.bundle:
+            p.error("--pipeline needs --bundle")
+        return _run_pipeline(args, modes)
     models = load_models(args, device)
     if models is None:
         print("no generator: pass --generator G.safetensors (or --bundle DIR), or --random for an untrained "

@@ -457,3 +457,49 @@ def test_space_without_the_nodeps_package_still_edits(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# ------------------------------------------------------------------ the age slider in years
+
+
+@pytest.fixture(scope="module")
+def calibrated_bundle(tmp_path_factory):
+    from faceapp.edits import DirectionSet, YearsCalibration, with_calibration
+
+    root = make_random_bundle(tmp_path_factory.mktemp("cal") / "bundle", resolution=32, seed=5)
+    ds = DirectionSet.load(root / "directions")
+    cal = YearsCalibration(per_strength=6.0, per_strength_pos=8.0, per_strength_neg=5.0, scale=ds["age"].scale)
+    with_calibration(ds, "age", cal).save(root / "directions")
+    return load_bundle(root)
+
+
+def test_age_slider_and_presets_in_years_when_calibrated(calibrated_bundle, bundle):
+    h = app.Handlers(FaceEditor(calibrated_bundle, cache_size=0))
+    spec = app.slider_spec(calibrated_bundle, "age")
+    # strength range -3..3 = -15..+24 years, widened to hold the +30 / -20 presets, whole years
+    assert spec["years"] and spec["label"] == "Age (years)" and (spec["minimum"], spec["maximum"]) == (-20, 30)
+    assert spec["step"] == 1
+    assert not app.slider_spec(calibrated_bundle, "smile")["years"]
+    assert h.presets["+30 years"] == {"age": pytest.approx(30 / 8.0)}
+    assert h.presets["Younger"] == {"age": pytest.approx(-20 / 5.0)}
+    i_age, i_smile = h.names.index("age"), h.names.index("smile")
+    values = [0.0] * len(h.names)
+    values[i_age], values[i_smile] = 30, 1.5
+    st = h.strengths(values)  # the slider's years -> the strength edits use
+    assert st["age"] == pytest.approx(3.75) and st["smile"] == 1.5
+    assert h._slider_values(st) == pytest.approx(values)  # and back (presets, per-face edits, latent files)
+    assert h._slider_values(h.presets["+30 years"])[i_age] == 30
+    assert h.shown(st) == "age +30 years, smile +1.5"
+    # without a calibration: the strength slider and range-fraction presets, as before
+    plain = app.Handlers(FaceEditor(bundle, cache_size=0))
+    assert not app.slider_spec(bundle, "age")["years"] and plain.in_years == set()
+    assert plain.presets["+30 years"] == {"age": 2.25} and plain.strengths(values)["age"] == 30.0
+
+
+def test_the_page_shows_the_years_slider(calibrated_bundle):
+    editor = FaceEditor(calibrated_bundle, cache_size=0, invert_kwargs={"config": TINY})
+    demo = app.build_demo(editor)
+    sliders = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", "") or ""}
+    age = sliders["slider-age"]
+    assert (age.minimum, age.maximum, age.step, age.label) == (-20, 30, 1, "Age (years)")
+    assert sliders["slider-smile"].label == "Smile"

@@ -53,6 +53,7 @@ __all__ = [
     "age_series",
     "calibrate",
     "heldout_photos",
+    "public_photos",
     "main",
     "markdown_table",
     "plot_calibration",
@@ -85,6 +86,20 @@ class CalibrateOptions:
 # ----------------------------------------------------------------------------- photos and measuring
 
 
+#: Public-domain test photos (tests/data/SOURCES.md). The White House ones ask not to be altered: they are
+#: measured unedited only (zero-edit identity); edits are measured and shown on the astronaut alone.
+PUBLIC_PHOTOS = ("astronaut.jpg", "obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
+PUBLIC_EDITABLE = ("astronaut.jpg",)
+
+
+def public_photos(editable_only: bool = False):
+    """[(name, PIL photo)] of the public-domain test photos (the editable one only, with `editable_only`)."""
+    from faceapp.imageio import load_image
+
+    names = PUBLIC_EDITABLE if editable_only else PUBLIC_PHOTOS
+    return [(n, load_image(ROOT / "tests" / "data" / n)) for n in names if (ROOT / "tests" / "data" / n).is_file()]
+
+
 def heldout_photos(zip_path, names):
     """Yield (name, PIL RGB photo) for each file name in `names` from the UTKFace zip (FaceAppError if absent)."""
     from PIL import Image
@@ -107,7 +122,7 @@ class PhotoMeter:
     P(female) and the identity distance (euclidean between descriptors; < 0.6 = the same person to dlib).
     """
 
-    def __init__(self, age_gender, face_net=None, size: int = 200):
+    def __init__(self, age_gender=None, face_net=None, size: int = 200):
         from faceapp.align import utkface_spec
 
         if face_net is None:
@@ -128,6 +143,9 @@ class PhotoMeter:
 
         lms = [find_landmarks(c)[0] for c in crops]
         desc = face_descriptors(list(crops), lms, self.face_net)
+        if self.age_gender is None:  # identity only
+            nan = np.full(len(desc), np.nan)
+            return {"age": nan, "p_female": nan, "desc": desc}
         return {"age": self.age_gender.age(desc), "p_female": self.age_gender.p_female(desc), "desc": desc}
 
     def raw(self, images) -> dict[str, np.ndarray]:
