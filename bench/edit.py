@@ -12,6 +12,19 @@ Timed (median of --iters runs under torch.inference_mode, after warm-up), wall a
 - apply: apply_edits(ws [1, num_ws, w_dim], {age, smile}, hold=[gender, glasses]);
 - edit: apply + G.synthesis of the one edited code (what a slider move costs);
 - timeline: faceapp.edits.timeline (12 codes) + rendering them in one batch.
+
+--figures (with --bundle): the issue's edit figures, on the photo the user gets back. The 50 held-out
+faces of training/labels/utkface-heldout-eval.txt (--faces N: the first N) and the public-domain
+astronaut (the White House test photos ask not to be altered, so they are never edited here) go
+through FaceEditor (fast mode unless --mode) and are aged by --years (default 30, converted with the
+bundle's years calibration; refused without one unless --strength S is given instead); on the same
+UTKFace-style crop of photo and result (training/calibrate_years.PhotoMeter) the project's age labeler
+(--age-gender-model) gives the age change and dlib's descriptors the identity distance. Printed: the
+share of faces whose labeler age went up by >= 20 years and the share still the same person (< 0.6).
+Grids go to --grids (default scratch/bench-edit; UTKFace-derived: never commit them): each direction at
+- and + on 16 held-out faces, and an aging timeline; --docs-img DIR also writes the astronaut's.
+
+    python bench/edit.py --bundle models/demo --figures --age-gender-model runs/labelers/age_gender.safetensors
 """
 
 from __future__ import annotations
@@ -66,6 +79,146 @@ def timed(fn, iters: int, warmup: int = 2) -> tuple[float, float]:
     return float(np.median(wall)), float(np.median(cpu))
 
 
+SAME_PERSON = 0.6
+
+
+def _sheet(rows, pad: int = 2):
+    """PIL image of equally sized uint8 crops: rows of columns."""
+    from PIL import Image
+
+    h, w = rows[0][0].shape[:2]
+    sheet = np.full((len(rows) * (h + pad), len(rows[0]) * (w + pad), 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for c, im in enumerate(row):
+            sheet[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = im
+    return Image.fromarray(sheet)
+
+
+def edit_figures(editor, meter, photos, age_strength, *, mode="fast", progress=print) -> dict:
+    """Share of faces whose labeler age rose >= 20 years and that stay the same person, at `age_strength`.
+
+    photos: {set: [(name, PIL)]}. Returns {set: {faces, age_up_20, same_person, median_age_change, ...}}.
+    """
+    from faceapp.errors import FaceAppError
+    from training.calibrate_years import age_series
+
+    out = {}
+    for set_name, items in photos.items():
+        changes, dists, failed = [], [], []
+        for name, photo in items:
+            try:
+                face, (result,) = age_series(editor, photo, [age_strength], mode=mode)
+            except FaceAppError as e:
+                failed.append(f"{name}: {e}")
+                continue
+            m = meter.measure(meter.views(face, [photo, result]))
+            changes.append(float(m["age"][1] - m["age"][0]))
+            dists.append(float(np.linalg.norm(m["desc"][1] - m["desc"][0])))
+        n = len(changes)
+        row = {"faces": n, "failed": failed, "age_strength": age_strength}
+        if n:
+            row.update(age_up_20=float(np.mean(np.array(changes) >= 20)),
+                       same_person=float(np.mean(np.array(dists) < SAME_PERSON)),
+                       median_age_change=float(np.median(changes)), median_distance=float(np.median(dists)))
+            progress(f"{set_name:22s} {n:3d} faces: labeler age up >= 20 years {100 * row['age_up_20']:.0f} %, "
+                     f"still the same person (< 0.6) {100 * row['same_person']:.0f} %; median change "
+                     f"{row['median_age_change']:+.1f} years, median distance {row['median_distance']:.2f}"
+                     + (f"  [{len(failed)} failed]" if failed else ""))
+        out[set_name] = row
+    return out
+
+
+def edit_grids(editor, meter, photos, edits: dict, timeline_edits: list, folder, *, mode="fast") -> list:
+    """Contact sheets in `folder`: per direction one row per face of [-, photo, +], and an aging timeline.
+
+    edits: {name: (minus strength, plus strength)}; timeline_edits: age strengths for the timeline's columns.
+    """
+    from faceapp.errors import FaceAppError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = {n: [] for n in edits}
+    tl_rows = []
+    for _name, photo in photos:
+        try:
+            faces = editor.detect(photo)
+            prepared = editor.prepare(photo, faces="largest", mode=mode, detected=faces)
+        except FaceAppError:
+            continue
+        for n, (lo, hi) in edits.items():
+            ims = [editor.compose(photo, prepared, {n: lo}), photo, editor.compose(photo, prepared, {n: hi})]
+            rows[n].append(meter.views(faces[0], ims))
+        if len(tl_rows) < 4:
+            ims = [editor.compose(photo, prepared, {"age": s} if s else {}) for s in timeline_edits]
+            tl_rows.append(meter.views(faces[0], ims))
+    written = []
+    for n, r in rows.items():
+        if r:
+            _sheet(r).save(folder / f"grid-{n}.png")
+            written.append(folder / f"grid-{n}.png")
+    if tl_rows:
+        _sheet(tl_rows).save(folder / "timeline-age.png")
+        written.append(folder / "timeline-age.png")
+    return written
+
+
+def _run_figures(args) -> int:
+    import json
+
+    from faceapp.bundle import load_bundle
+    from faceapp.edits import has_years, years_to_strength
+    from faceapp.errors import FaceAppError
+    from faceapp.pipeline import FaceEditor
+    from training.calibrate_years import EVAL_FACES, UTKFACE_ZIP, PhotoMeter, heldout_photos, public_photos
+    from training.labelers import AgeGenderModel, read_name_list
+
+    if not UTKFACE_ZIP.is_file():
+        print(f"skipped: no UTKFace zip at {UTKFACE_ZIP}")
+        return 0
+    try:
+        bundle = load_bundle(args.bundle)
+        dirs = bundle.directions
+        if "age" not in dirs:
+            raise FaceAppError(f"bundle {args.bundle} has no age direction")
+        if args.strength is not None:
+            age_s, what = args.strength, f"age strength {args.strength:+g}"
+        else:
+            age_s, what = years_to_strength(dirs, "age", args.years), f"{args.years:+g} years"
+        meter = PhotoMeter(AgeGenderModel.load(args.age_gender_model))
+    except FaceAppError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    kwargs = {}
+    if args.steps is not None:
+        from faceapp.inversion import InvertConfig
+
+        n = args.steps
+        kwargs["config"] = InvertConfig(fast_steps_no_encoder=n, balanced_steps=n, balanced_w_steps_no_encoder=n,
+                                        balanced_wplus_steps_no_encoder=n, pti_steps=n)
+    editor = FaceEditor(bundle, cache_size=0, invert_kwargs=kwargs)
+    held = list(heldout_photos(UTKFACE_ZIP, read_name_list(EVAL_FACES)[: args.faces]))
+    photos = {"utkface-heldout-eval": held, "public-domain (astronaut)": public_photos(editable_only=True)}
+    print(f"bundle {args.bundle}: {what} = age strength {age_s:+.2f}; mode {args.mode}; "
+          f"{len(held)} held-out faces + the astronaut")
+    res = edit_figures(editor, meter, photos, age_s, mode=args.mode)
+    calibrated = has_years(dirs, "age")
+    edits = {n: (-2.0, 2.0) for n in dirs}
+    if calibrated:
+        edits["age"] = (years_to_strength(dirs, "age", -20), years_to_strength(dirs, "age", 30))
+        tl = [years_to_strength(dirs, "age", y) for y in (-20, -10, 0, 10, 20, 30, 40)]
+    else:
+        tl = list(np.linspace(*dirs["age"].strength_range, 7))
+    written = edit_grids(editor, meter, held[:16], edits, tl, args.grids, mode=args.mode)
+    if args.docs_img:
+        written += edit_grids(editor, meter, public_photos(editable_only=True), edits, tl, args.docs_img,
+                              mode=args.mode)
+    print("grids (look at them; UTKFace-derived ones stay out of git): " + ", ".join(str(w) for w in written))
+    Path(args.grids).mkdir(parents=True, exist_ok=True)
+    (Path(args.grids) / "figures.json").write_text(json.dumps({"what": what, "age_strength": age_s, **res},
+                                                              indent=2))
+    return 0
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", help="bundle folder / checkpoint / repo id (faceapp.bundle.load_bundle)")
@@ -73,8 +226,21 @@ def main(argv=None) -> None:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--frames", type=int, default=12)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--figures", action="store_true", help="the issue's edit figures and grids (needs --bundle)")
+    p.add_argument("--years", type=float, default=30.0, help="with --figures: the age edit in years")
+    p.add_argument("--strength", type=float, default=None, help="with --figures: an age strength instead of years")
+    p.add_argument("--faces", type=int, default=50, help="with --figures: the first N held-out faces")
+    p.add_argument("--mode", default="fast", help="with --figures: inversion mode")
+    p.add_argument("--steps", type=int, default=None, help="with --figures: optimisation steps per stage")
+    p.add_argument("--age-gender-model", default="runs/labelers/age_gender.safetensors")
+    p.add_argument("--grids", default="scratch/bench-edit", help="with --figures: folder for the grids")
+    p.add_argument("--docs-img", default=None, help="with --figures: also the astronaut's grids here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.figures:
+        if not args.bundle:
+            p.error("--figures needs --bundle")
+        raise SystemExit(_run_figures(args))
 
     if args.bundle:
         from faceapp.bundle import load_bundle
