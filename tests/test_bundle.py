@@ -202,3 +202,21 @@ def test_saved_directions_record_their_generator_and_another_is_refused(tmp_path
                 force_directions=True)
     mixed = load_bundle(tmp_path / "mixed")  # accepted once, on purpose: recorded, and loads after
     assert mixed.directions.meta["forced"] and mixed.directions.meta["generator"] == generator_fingerprint(other.G)
+
+
+def test_fp16_bundle_halves_the_files(tmp_path, bundle_dir):
+    from faceapp.edits import DirectionMismatchError
+
+    b = load_bundle(bundle_dir)
+    save_bundle(tmp_path / "full", G=b.G, align_spec=b.align_spec)
+    save_bundle(tmp_path / "half", G=b.G, align_spec=b.align_spec, dtype=torch.float16)
+    full, half = (tmp_path / d / "generator.safetensors" for d in ("full", "half"))
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_bundle(tmp_path / "half")
+    assert next(loaded.G.parameters()).dtype == torch.float32
+    # Directions are checked against the weights as stored: ones made on the float32 G are not theirs.
+    with pytest.raises(DirectionMismatchError):
+        save_bundle(tmp_path / "half2", G=b.G, directions=b.directions, align_spec=b.align_spec,
+                    dtype=torch.float16)
+    assert (_render(loaded.G) - _render(b.G)).abs().max() < 0.02
+    assert torch.equal(next(b.G.parameters()), next(load_bundle(bundle_dir).G.parameters()))  # b.G untouched
