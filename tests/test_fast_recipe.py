@@ -225,6 +225,10 @@ def test_resume_goes_on_with_the_runs_own_options(blobs, tmp_path, capsys):
     assert (opts["recipe"], opts["loss"], opts["d_arch"], opts["aug"], opts["aug_p"]) == (
         "fast", "hinge", "stylegan2", "fixed", 0.25)
     assert res["cur_nimg"] == 12 and "resume: kimg 0.008 -> 0.012" in capsys.readouterr().out
+    # a learning rate given again at resume replaces the one stored with Adam's state
+    main(["--data", str(blobs), "--outdir", str(out), "--resume", str(out), "--kimg", "0.016", "--glr", "0.01"])
+    state = torch.load(out / "training-state-000000016.pt", weights_only=True)
+    assert state["opt_G"]["param_groups"][0]["lr"] == 0.01
     # 'fixed' as options.json stores it parses again; a bad P is refused
     args = build_parser().parse_args(["--data", str(blobs), "--outdir", "x", "--aug", "fixed", "--aug-p", "0.3"])
     assert resolve_options(args, 16).aug_p == 0.3
@@ -453,3 +457,30 @@ def test_export_demo_writes_a_loadable_fp16_bundle_with_its_measured_card(blobs,
     assert Image.open(tmp_path / "img" / "demo-samples.png").size == (128, 128)  # 8 x 8 samples of 16 px
     assert Image.open(tmp_path / "img" / "demo-truncation.png").size == (80, 128)  # 5 psi x 8 seeds
     assert json.loads((tmp_path / "demo" / "figures.json").read_text())["kimg"] == figs["kimg"] == 0.008
+
+
+def test_quality_measure_during_training_and_its_plot(blobs, tmp_path):
+    from training.plot_stats import main as plot_main
+    from training.plot_stats import read_quality
+
+    src = tmp_path / "photos.zip"
+    rng = np.random.default_rng(2)
+    with zipfile.ZipFile(src, "w") as zf:
+        for i in range(4):
+            buf = __import__("io").BytesIO()
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buf, format="PNG")
+            zf.writestr(f"held{i}.png", buf.getvalue())
+    (tmp_path / "held.txt").write_text("".join(f"held{i}.png\n" for i in range(4)))
+    out = tmp_path / "run"
+    train(blobs, out, 4, "--quality-source", src, "--quality-heldout", tmp_path / "held.txt", "--quality-num", "4",
+          "--quality-kimg", "0.008", "--quality-psi", "0.7,1")
+    recs = read_quality(out)
+    assert [r["kimg"] for r in recs] == [0.008, 0.016]
+    for r in recs:  # both psi values, the real side untagged whatever the order
+        assert {"Quality/fd_dlib", "Quality/fd_dlib_psi0.7", "Quality/hog_share_psi0.7", "Quality/spread",
+                "Quality/mean_dist", "Quality/fd_floor", "Quality/hog_real"} <= r.keys()
+        assert r["Quality/fd_dlib"] >= 0 and 0 <= r["Quality/hog_share"] <= 1 and r["train_time_s"] > 0
+    assert (out / "quality-reference.npz").is_file()
+    plot_main([str(out), "--out", str(tmp_path / "plot.png")])
+    plot_main([str(out / "stats.jsonl"), "--psi", "0.7", "--out", str(tmp_path / "plot07.png")])
+    assert Image.open(tmp_path / "plot.png").size[0] > 500 and (tmp_path / "plot07.png").is_file()

@@ -153,11 +153,16 @@ class FaceQuality:
         return img
 
     def evaluate(self, G, truncation_psi: float = 1.0) -> dict:
-        """-> {'fd_dlib', 'fd_floor', 'hog_share', 'hog_real'} for G's samples at ``truncation_psi``."""
+        """-> {'fd_dlib', 'fd_floor', 'hog_share', 'hog_real', 'mean_dist', 'spread'} for G's samples at
+        ``truncation_psi`` ('spread': trace of their descriptor covariance over the real faces')."""
         img = self.samples(G, truncation_psi)
-        fd = frechet_distance(*gaussian(self.descriptors(img)), self.real_mu, self.real_sigma)
+        mu, sigma = gaussian(self.descriptors(img))
+        fd = frechet_distance(mu, sigma, self.real_mu, self.real_sigma)
+        # Two parts of the distance that tell why it is high: how far the samples' mean identity lies from the
+        # real one, and how much of the real faces' spread of identities they cover (1 = as varied as real).
         return {"fd_dlib": fd, "fd_floor": self.fd_floor, "hog_share": self.hog_share(img),
-                "hog_real": self.hog_real}
+                "hog_real": self.hog_real, "mean_dist": float(np.square(mu - self.real_mu).sum()),
+                "spread": float(np.trace(sigma) / np.trace(self.real_sigma))}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -595,8 +595,12 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
     ada_acc = torch.zeros(2, device=device)  # [sum of sign(D(real)), count] since the last ADA update
     if opts.resume:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        opts_by_net["G"].load_state_dict(state["opt_G"])  # casts bf16 moments back to the params' dtype
-        opts_by_net["D"].load_state_dict(state["opt_D"])
+        for net in ("G", "D"):
+            opt = opts_by_net[net]
+            wanted = [(g["lr"], g["betas"]) for g in opt.param_groups]  # from the options, lazy-reg rescaled
+            opt.load_state_dict(state[f"opt_{net}"])  # casts bf16 moments back to the params' dtype
+            for g, (lr, betas) in zip(opt.param_groups, wanted):  # a changed --glr/--dlr/--beta* takes effect
+                g["lr"], g["betas"] = lr, betas
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         cur_nimg, batch_idx = state["cur_nimg"], state["batch_idx"]
@@ -765,7 +769,7 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
             for psi in quality_psis:
                 tag = "" if psi == 1 else f"_psi{psi:g}"
                 for k, v in quality.evaluate(G_ema, psi).items():  # the real side's figures carry no tag
-                    record[f"Quality/{k}{tag}" if k in ("fd_dlib", "hog_share") else f"Quality/{k}"] = v
+                    record[f"Quality/{k}" if k in ("fd_floor", "hog_real") else f"Quality/{k}{tag}"] = v
             record["Quality/eval_s"] = round(time.time() - t0, 1)
             write_stats(record)
             next_quality = (cur_nimg // quality_nimg + 1) * quality_nimg
