@@ -54,10 +54,10 @@ GENERATED_SIDE = 512
 STANDIN_NOTICE = (
     "⚠️ **Untrained stand-in model.** No trained model bundle is installed in `models/demo/`, so this page runs "
     "a tiny generator with *random* weights: results are coloured blobs, not faces. It shows that every step "
-    "works (detect, align, invert, edit, paste back). For real results, convert official FFHQ weights with "
-    "`python -m faceapp convert ffhq.pkl ffhq.safetensors` and start `python app.py --model ffhq.safetensors` "
-    "(or put a trained bundle in `models/demo/`, or pass a Hugging Face Hub repo id: "
-    "`python app.py --model user/repo`)."
+    "works (detect, align, invert, edit, paste back). For real results, fetch the official FFHQ model "
+    "(`python -m faceapp fetch ffhq`, then `python app.py --model ffhq`), build a bundle from files you have "
+    "(`python -m faceapp bundle --generator ffhq.pkl --out my-model`), put a trained bundle in `models/demo/`, "
+    "or pass a Hugging Face Hub repo id: `python app.py --model user/repo`."
 )
 
 

@@ -79,7 +79,7 @@ def test_standin_when_no_demo_bundle(monkeypatch, tmp_path):
     bundle = app.resolve_model(None)
     assert bundle.untrained and (tmp_path / "cache" / "standin-64" / "bundle.json").is_file()
     notice = app.model_notice(bundle)
-    assert "Untrained stand-in" in notice and "python -m faceapp convert ffhq.pkl" in notice
+    assert "Untrained stand-in" in notice and "python -m faceapp fetch ffhq" in notice
     assert "user/repo" in notice
     # once a real bundle appears in models/demo/, `python app.py` uses it
     make_random_bundle(tmp_path / "models" / "demo", resolution=16, seed=1)
@@ -229,7 +229,7 @@ def test_python_app_py_starts(tmp_path):
         if (app.DEMO_BUNDLE / "bundle.json").is_file():  # the real demo bundle is installed: it is served
             assert load_bundle(app.DEMO_BUNDLE).name in page and "Untrained stand-in" not in page
         else:
-            assert "Untrained stand-in" in page and "python -m faceapp convert" in page
+            assert "Untrained stand-in" in page and "python -m faceapp fetch ffhq" in page
         # analytics are off unless asked for
         out = subprocess.run([sys.executable, "-c", "import app, os; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)

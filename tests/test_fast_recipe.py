@@ -1,6 +1,7 @@
 """The CPU training recipe: projected discriminator, DiffAugment, hinge loss, recipe options, the quality
 measure, and prepare_dataset's already-aligned path. Tiny networks, a few steps."""
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -33,6 +34,19 @@ def mobilenet_weights():
     from faceapp.inversion.losses import load_mobilenet_v2_weights
 
     return load_mobilenet_v2_weights()
+
+
+def _held_out_photos(tmp_path, seed: int, n: int = 4) -> Path:
+    """A zip standing in for UTKFace's, with n random 40 px 'held-out photos' named in tmp_path/held.txt."""
+    src = tmp_path / "photos.zip"
+    rng = np.random.default_rng(seed)
+    with zipfile.ZipFile(src, "w") as zf:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buf, format="PNG")
+            zf.writestr(f"held{i}.png", buf.getvalue())
+    (tmp_path / "held.txt").write_text("".join(f"held{i}.png\n" for i in range(n)))
+    return src
 
 
 def train(data, outdir, steps, *extra):
@@ -350,7 +364,7 @@ def test_face_quality_refuses_held_out_photos_inside_the_training_archive(tmp_pa
     src = tmp_path / "src.zip"
     with zipfile.ZipFile(src, "w") as zf:
         for n in ("a.jpg", "b.jpg"):
-            buf = __import__("io").BytesIO()
+            buf = io.BytesIO()
             Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(buf, format="PNG")
             zf.writestr(n, buf.getvalue())
     prep.main(["--source", str(src), "--dest", str(tmp_path / "train.zip"), "--resolution", "16", "--aligned"])
@@ -401,7 +415,7 @@ def test_prepare_aligned_resizes_without_detection_and_leaves_out_held_out_names
     names = ["20_0_0_1.jpg.chip.jpg", "30_1_2_2.jpg.chip.jpg", "40_0_1_3 x.jpg.chip.jpg"]
     with zipfile.ZipFile(src, "w") as zf:
         for n in names:
-            buf = __import__("io").BytesIO()
+            buf = io.BytesIO()
             Image.fromarray(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(buf, format="PNG")
             zf.writestr("UTKFace/" + n, buf.getvalue())
     held = tmp_path / "held.txt"
@@ -434,14 +448,7 @@ def test_export_demo_writes_a_loadable_fp16_bundle_with_its_measured_card(blobs,
 
     run = tmp_path / "run"
     summary = train(blobs, run, 2)
-    src = tmp_path / "photos.zip"  # stands in for UTKFace's zip: the held-out photos live there
-    rng = np.random.default_rng(1)
-    with zipfile.ZipFile(src, "w") as zf:
-        for i in range(4):
-            buf = __import__("io").BytesIO()
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buf, format="PNG")
-            zf.writestr(f"held{i}.png", buf.getvalue())
-    (tmp_path / "held.txt").write_text("".join(f"held{i}.png\n" for i in range(4)))
+    src = _held_out_photos(tmp_path, seed=1)
     figs = export(str(run), str(tmp_path / "demo"), str(src), str(tmp_path / "img"), str(tmp_path / "held.txt"),
                   data=str(blobs), num_fake=4)
     bundle = load_bundle(tmp_path / "demo")
@@ -463,14 +470,7 @@ def test_quality_measure_during_training_and_its_plot(blobs, tmp_path):
     from training.plot_stats import main as plot_main
     from training.plot_stats import read_quality
 
-    src = tmp_path / "photos.zip"
-    rng = np.random.default_rng(2)
-    with zipfile.ZipFile(src, "w") as zf:
-        for i in range(4):
-            buf = __import__("io").BytesIO()
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buf, format="PNG")
-            zf.writestr(f"held{i}.png", buf.getvalue())
-    (tmp_path / "held.txt").write_text("".join(f"held{i}.png\n" for i in range(4)))
+    src = _held_out_photos(tmp_path, seed=2)
     out = tmp_path / "run"
     train(blobs, out, 4, "--quality-source", src, "--quality-heldout", tmp_path / "held.txt", "--quality-num", "4",
           "--quality-kimg", "0.008", "--quality-psi", "0.7,1")
