@@ -126,7 +126,7 @@ def threads_text(o: dict) -> str:
 
 
 def export(run: str, out: str, quality_source: str, grid_dir: str, heldout: str, data: str | None = None,
-           num_fake: int = 1000) -> dict:
+           num_fake: int = 1000, notes: str = "") -> dict:
     """Measure the latest snapshot of ``run`` and write the demo bundle ``out``; returns the figures."""
     from faceapp.bundle import save_bundle
 
@@ -158,6 +158,8 @@ def export(run: str, out: str, quality_source: str, grid_dir: str, heldout: str,
         fd07=figs["fd_dlib_psi0.7"], floor=figs["fd_floor"], hog1=figs["hog_share"],
         hog07=figs["hog_share_psi0.7"], hog_real=figs["hog_real"],
     )
+    if notes:
+        card += f"\n## Training history\n\n{notes.strip()}\n"
     root = save_bundle(out, G=G, align_spec=utkface_spec(res), name=f"faceapp-demo-utkface-{res}", card=card,
                        meta={"figures": {k: v for k, v in figs.items() if isinstance(v, (int, float))}},
                        dtype=torch.float16)
@@ -177,8 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=None, help="the training archive (default: the one the run used)")
     p.add_argument("--grids", default="docs/img", help="folder for the sample grid and truncation sweep")
     p.add_argument("--num-fake", type=int, default=1000)
+    p.add_argument("--notes", default="", help="a file whose text goes into the card as its training history")
     a = p.parse_args(argv)
-    figs = export(a.run, a.out, a.quality_source, a.grids, a.heldout, a.data, a.num_fake)
+    notes = Path(a.notes).read_text() if a.notes else ""
+    figs = export(a.run, a.out, a.quality_source, a.grids, a.heldout, a.data, a.num_fake, notes)
     print(json.dumps(figs, indent=2))
 
 

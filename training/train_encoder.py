@@ -54,6 +54,7 @@ from training.train_generator import (  # noqa: E402
     DistInfo,
     ResumableSampler,
     count_params,
+    exit_after_torchrun,
     gather_rng_states,
     infinite_batches,
     reduce_gradients,
@@ -551,3 +552,4 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 if __name__ == "__main__":
     main()
+    exit_after_torchrun()

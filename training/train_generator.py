@@ -471,7 +471,10 @@ def run_distributed(opts, loop, **kwargs):
         Path(opts.outdir).mkdir(parents=True, exist_ok=True)
         (Path(opts.outdir) / "options.json").write_text(json.dumps(dataclasses.asdict(opts), indent=2) + "\n")
     try:
-        return loop(opts, info, log=print if info.rank == 0 else (lambda *a: None), **kwargs)
+        result = loop(opts, info, log=print if info.rank == 0 else (lambda *a: None), **kwargs)
+        if info.world_size > 1:
+            dist.barrier()  # nobody tears gloo down while another rank still talks to it (it aborted at exit)
+        return result
     finally:
         if info.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -854,5 +857,16 @@ def main(argv: list[str] | None = None) -> dict | None:
     return run_distributed(opts, training_loop)
 
 
+def exit_after_torchrun() -> None:
+    """Under torchrun, once main() has returned (every rank done and out of the process group), exit without
+    running C++ static destructors: gloo's threads sometimes abort the process there ("terminate called
+    without an active exception", exit -6) after all work is done and written. No-op in one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 if __name__ == "__main__":
     main()
+    exit_after_torchrun()
