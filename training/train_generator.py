@@ -168,11 +168,14 @@ def _arg_type(f: dataclasses.Field):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one flag per TrainOptions field (every default None = 'not given')."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter,
+        epilog="[defaults] are the ada recipe's; --recipe fast changes some (RECIPES in this file; --dry-run shows "
+               "what a command resolves to).")
     for f in dataclasses.fields(TrainOptions):
         meta = dict(f.metadata)
         flag = "--" + f.name.replace("_", "-")
-        help_ = meta.pop("help") + ("" if f.default in (None, False) else f" [{f.default}]")
+        help_ = meta.pop("help") + ("" if f.default is None or f.default is False else f" [{f.default}]")
         if str(f.type) == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:
