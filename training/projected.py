@@ -51,9 +51,16 @@ def _random_conv(generator: torch.Generator, cout: int, cin: int, k: int = 1) ->
 
 
 class Head(nn.Module):
-    """Trainable per-scale discriminator: [N, C, r, r] -> patch logits [N, 1] (mean of nothing: one 1x1 logit)."""
+    """Trainable per-scale discriminator: [N, C, r, r] -> logits [N, 1] (one logit per image).
 
-    def __init__(self, in_channels: int, resolution: int, channels: int) -> None:
+    With ``mbstd_group`` > 1 the logit also reads, through a linear map that starts at zero, the per-channel
+    standard deviation of the head's last 4x4 features over groups of that many images (StyleGAN's
+    minibatch-std feature, one value per channel): a head that sees each image alone cannot tell a batch of
+    look-alikes from a varied one, this one can. Starting at zero, it leaves a head trained without it
+    unchanged when an older snapshot is loaded (its missing weight keeps the zero).
+    """
+
+    def __init__(self, in_channels: int, resolution: int, channels: int, mbstd_group: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c, r = in_channels, resolution
@@ -65,9 +72,36 @@ class Head(nn.Module):
             c = channels
         layers.append(spectral_norm(nn.Conv2d(c, 1, r if r < 4 else 4)))
         self.net = nn.Sequential(*layers)
+        self.mbstd_group = int(mbstd_group)
+        if self.mbstd_group > 1:
+            self.mbstd_fc = nn.Linear(c, 1, bias=False)
+            nn.init.zeros_(self.mbstd_fc.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(1)  # [N, 1]
+        if self.mbstd_group <= 1:
+            return self.net(x).flatten(1)  # [N, 1]
+        h = self.net[:-1](x)  # [N, C, 4, 4] (or [N, C, r, r] for a coarse tap)
+        return self.net[-1](h).flatten(1) + self.mbstd_fc(minibatch_std(h, self.mbstd_group))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "mbstd_fc.weight"
+        if self.mbstd_group > 1 and key not in state_dict:  # a head trained without the feature: start it at 0
+            state_dict[key] = torch.zeros_like(self.mbstd_fc.weight)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
+    """h [N, C, H, W] -> [N, C]: each channel's standard deviation over a group of images (image i is in group
+    i mod N/g, as in StyleGAN), averaged over positions. g = the largest divisor of N that is <= ``group``."""
+    n = h.shape[0]
+    g = min(group, n)
+    while n % g:
+        g -= 1
+    y = h.float().reshape(g, n // g, *h.shape[1:])  # [g, N/g, C, H, W]
+    std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(2, 3))  # [N/g, C]
+    return std.repeat(g, 1).to(h.dtype)  # [N, C]: row i is group i mod N/g
 
 
 class ProjectedDiscriminator(nn.Module):
@@ -82,11 +116,14 @@ class ProjectedDiscriminator(nn.Module):
         proj_channels:  CCM output channels per tap (fine to coarse).
         head_channels:  width of each trainable head.
         seed:           draws the fixed random CCM / CSM weights.
+        mbstd_group:    > 1: each head also reads the minibatch standard deviation of its features over
+                        groups of this many images (see :class:`Head`); 0: off (as snapshots before it).
     """
 
     def __init__(self, img_resolution: int, img_channels: int = 3, c_dim: int = 0,
                  feature_resolution: int | None = None, proj_channels: tuple[int, ...] = (64, 128, 256, 512),
-                 head_channels: int = 64, seed: int = 0, _feature_weights: dict | None = None) -> None:
+                 head_channels: int = 64, seed: int = 0, mbstd_group: int = 0,
+                 _feature_weights: dict | None = None) -> None:
         super().__init__()
         if img_channels != 3:
             raise ValueError(f"ProjectedDiscriminator needs RGB images, got {img_channels} channels")
@@ -99,6 +136,8 @@ class ProjectedDiscriminator(nn.Module):
         self.init_kwargs = dict(img_resolution=img_resolution, img_channels=img_channels, c_dim=c_dim,
                                 feature_resolution=feature_resolution, proj_channels=list(proj_channels),
                                 head_channels=head_channels, seed=seed)
+        if mbstd_group:  # only when on, so snapshots made before the option keep their kwargs
+            self.init_kwargs["mbstd_group"] = int(mbstd_group)
         self.img_resolution, self.img_channels, self.c_dim = img_resolution, img_channels, c_dim
         self.feature_resolution = feature_resolution
         # The frozen network lives outside nn.Module's registries: no parameters, no state-dict entries.
@@ -112,7 +151,8 @@ class ProjectedDiscriminator(nn.Module):
         for i in range(len(TAPS) - 1):  # coarser i+1 -> finer i
             self.register_buffer(f"csm{i}", _random_conv(g, proj_channels[i], proj_channels[i + 1]))
         self.heads = nn.ModuleList(
-            Head(c, max(feature_resolution // s, 1), head_channels) for c, s in zip(proj_channels, TAP_STRIDES)
+            Head(c, max(feature_resolution // s, 1), head_channels, mbstd_group)
+            for c, s in zip(proj_channels, TAP_STRIDES)
         )
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,

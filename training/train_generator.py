@@ -95,6 +95,8 @@ class TrainOptions:
     mbstd_group: int = opt(4, "minibatch-std group size in the StyleGAN2 D")
     proj_res: int = opt(AUTO, "projected D: images resized to this for the feature network (default 2x, <= 256)")
     proj_heads: int = opt(64, "projected D: width of each trainable head")
+    proj_mbstd: int = opt(0, "projected D: minibatch-std group size in each head (0: off); resuming a run "
+                          "made without it adds it, starting at zero")
     # Optimisation.
     batch: int = opt(32, "total batch over all processes")
     kimg: float = opt(5000.0, "train for this many thousand real images")
@@ -137,6 +139,8 @@ class TrainOptions:
     quality_kimg: float = opt(20.0, "evaluate the quality measure every this many kimg (and at the end)")
     quality_num: int = opt(1000, "samples per evaluation")
     quality_psi: str = opt("1.0,0.7", "truncation psi values to evaluate at, comma-separated")
+    quality_labeler: str = opt(None, "age/gender labeler (training/labelers.py fit-age-gender): also log the "
+                               "samples' female / 60+ / under-15 shares, beside the held-out faces'")
 
 
 # Defaults per recipe (over the dataclass's, which are StyleGAN2-ADA's). `fast` is sized for 2 CPU cores:
@@ -145,8 +149,8 @@ RECIPES: dict[str, dict] = {
     "ada": {},
     "fast": dict(
         d_arch="projected", loss="hinge", aug="diffaug", z_dim=256, w_dim=256, map_layers=4, cbase=2048,
-        cmax=256, batch=32, glr=0.0025, dlr=0.002, style_mixing=0.5, ema_kimg=10.0, mirror=True, workers=1,
-        log_kimg=2.0, snap_kimg=20.0,
+        cmax=256, batch=32, glr=0.0025, dlr=0.002, proj_mbstd=4, style_mixing=0.5, ema_kimg=10.0, mirror=True,
+        workers=1, log_kimg=2.0, snap_kimg=20.0,
     ),
 }
 
@@ -265,7 +269,7 @@ def build_discriminator(opts: TrainOptions, resolution: int, channels: int, c_di
             raise SystemExit("--d-arch projected is unconditional: drop --cond or use --d-arch stylegan2")
         return ProjectedDiscriminator(img_resolution=resolution, img_channels=channels,
                                       feature_resolution=opts.proj_res, head_channels=opts.proj_heads,
-                                      seed=opts.seed)
+                                      seed=opts.seed, mbstd_group=opts.proj_mbstd)
     conv_clamp = 256 if opts.precision == "fp16" else None
     return Discriminator(
         c_dim=c_dim, img_resolution=resolution, img_channels=channels, channel_base=opts.cbase,
@@ -329,12 +333,23 @@ def initial_networks(opts: TrainOptions, dataset: ImageArchive, path: str | os.P
     D = nets.get("D")
     if D is None or type(D) is not type(fresh_D):
         D = fresh_D
+    elif _upgradable(D, fresh_D):  # e.g. --proj-mbstd given to a run made without it: same weights, new parts
+        fresh_D.load_state_dict(D.state_dict())
+        D = fresh_D
     for net in (G, D):
         net.float()  # compact (fp16) snapshots train on in float32
     G_ema = nets["G_ema"].float() if "G_ema" in nets else copy.deepcopy(G)
     return G, D, G_ema
 
 
+
+
+def _upgradable(D, fresh_D) -> bool:
+    """Whether a loaded projected D differs from the one the options ask for only in parts that start
+    neutral (its heads' minibatch-std feature), so its weights carry over into the new one."""
+    old, new = dict(getattr(D, "init_kwargs", {})), dict(getattr(fresh_D, "init_kwargs", {}))
+    return type(D).__name__ == "ProjectedDiscriminator" and old != new and \
+        {k: v for k, v in old.items() if k != "mbstd_group"} == {k: v for k, v in new.items() if k != "mbstd_group"}
 
 
 @dataclass(frozen=True)
@@ -542,8 +557,14 @@ def make_quality(opts: TrainOptions, dataset: ImageArchive, outdir: Path, log):
     from training.quality import FaceQuality
 
     t0 = time.time()
+    labeler = None
+    if opts.quality_labeler:
+        from training.labelers import AgeGenderModel
+
+        labeler = AgeGenderModel.load(opts.quality_labeler)
     quality = FaceQuality.for_archive(dataset, opts.quality_source, opts.quality_heldout,
-                                      num_fake=opts.quality_num, cache=outdir / "quality-reference.npz")
+                                      num_fake=opts.quality_num, cache=outdir / "quality-reference.npz",
+                                      labeler=labeler)
     log(f"quality measure ready in {time.time() - t0:.0f} s: real floor FD {quality.fd_floor:.4f}, "
         f"HOG finds {quality.hog_real:.1%} of real crops at {dataset.resolution} px")
     return quality
@@ -604,7 +625,13 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
         for net in ("G", "D"):
             opt = opts_by_net[net]
             wanted = [(g["lr"], g["betas"]) for g in opt.param_groups]  # from the options, lazy-reg rescaled
-            opt.load_state_dict(state[f"opt_{net}"])  # casts bf16 moments back to the params' dtype
+            try:
+                opt.load_state_dict(state[f"opt_{net}"])  # casts bf16 moments back to the params' dtype
+            except ValueError as e:  # the network gained parameters (an upgraded D): its moments start afresh
+                if net != "D":
+                    raise
+                if rank0:
+                    log(f"resume: D's optimiser state starts afresh ({e})")
             for g, (lr, betas) in zip(opt.param_groups, wanted):  # a changed --glr/--dlr/--beta* takes effect
                 g["lr"], g["betas"] = lr, betas
         if scaler is not None and state.get("scaler"):
@@ -775,7 +802,8 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
             for psi in quality_psis:
                 tag = "" if psi == 1 else f"_psi{psi:g}"
                 for k, v in quality.evaluate(G_ema, psi).items():  # the real side's figures carry no tag
-                    record[f"Quality/{k}" if k in ("fd_floor", "hog_real") else f"Quality/{k}{tag}"] = v
+                    real_side = k == "fd_floor" or k.endswith("_real")
+                    record[f"Quality/{k}" if real_side else f"Quality/{k}{tag}"] = v
             record["Quality/eval_s"] = round(time.time() - t0, 1)
             write_stats(record)
             next_quality = (cur_nimg // quality_nimg + 1) * quality_nimg
