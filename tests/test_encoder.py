@@ -444,6 +444,18 @@ def test_resume_reproduces_the_next_steps_and_snapshots_load(smoke_gen, blobs32,
         assert torch.equal(E(img), a["E"].eval()(img))
 
 
+def test_minutes_limit_stops_at_a_snapshot_and_resume_adds_up_the_time(smoke_gen, tmp_path):
+    out = tmp_path / "timed"
+    res = train_enc(smoke_gen, out, 100000, "--minutes", "0.0005", "--snap-every", "1000")  # 30 ms of training
+    assert 0 < res["step"] < 100000  # stopped by the clock, with a snapshot of where it stopped
+    assert res["snapshots"] == [str(out / f"encoder-snapshot-{res['step']:07d}.safetensors")]
+    t1 = read_header(res["snapshots"][0])["extra"]["train_time_s"]
+    assert t1 >= 0.03
+    res2 = train_enc(smoke_gen, out, 100000, "--minutes", "0.001", "--snap-every", "1000", "--resume", out)
+    assert res2["step"] > res["step"]
+    assert read_header(res2["snapshots"][-1])["extra"]["train_time_s"] >= max(t1, 0.06)  # summed over resumes
+
+
 @pytest.mark.slow
 def test_two_process_gloo_run(smoke_gen, tmp_path):
     repo = Path(__file__).resolve().parents[1]

@@ -467,6 +467,45 @@ def test_export_demo_writes_a_loadable_fp16_bundle_with_its_measured_card(blobs,
     assert json.loads((tmp_path / "demo" / "figures.json").read_text())["kimg"] == figs["kimg"] == 0.008
 
 
+def test_export_demo_ships_an_encoder_and_directions_made_for_its_generator(blobs, tmp_path):
+    from safetensors import safe_open
+
+    from faceapp.bundle import load_bundle
+    from faceapp.edits import Direction, DirectionSet
+    from training.export_demo import export
+    from training.train_encoder import main as train_encoder
+
+    run = tmp_path / "run"
+    summary = train(blobs, run, 2)
+    snap = sorted(run.glob("network-snapshot-*.safetensors"))[-1]
+    enc = train_encoder(["--cpu-smoke", "--generator", str(snap), "--outdir", str(tmp_path / "enc"), "--steps", "3",
+                         "--enc-resolution", "32"])
+    G = summary["G_ema"]
+    rng = np.random.default_rng(0)
+    age = rng.normal(size=G.w_dim).astype(np.float32)
+    smile = rng.normal(size=G.w_dim).astype(np.float32)
+    DirectionSet([Direction("age", age / np.linalg.norm(age), scale=2.0, source="learned:true-labels:utk.zip"),
+                  Direction("smile", smile / np.linalg.norm(smile), source="learned:interfacegan-svm")]
+                 ).save(tmp_path / "dirs")
+    src = _held_out_photos(tmp_path, seed=1)
+    export(str(run), str(tmp_path / "demo"), str(src), str(tmp_path / "img"), str(tmp_path / "held.txt"),
+           data=str(blobs), num_fake=4, encoder=enc["snapshots"][-1], directions=str(tmp_path / "dirs"))
+    bundle = load_bundle(tmp_path / "demo")
+    assert bundle.encoder is not None and list(bundle.directions) == ["age", "smile"]
+    files = {p.name for p in (tmp_path / "demo").rglob("*.safetensors")}
+    assert "encoder.safetensors" in files
+    with safe_open(tmp_path / "demo" / "encoder.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():  # the shipped encoder is the trained one, up to fp16
+        assert (bundle.encoder(img) - enc["E"].eval()(img)).abs().max() < 0.05
+    assert np.allclose(bundle.directions["age"].vector, age / np.linalg.norm(age), atol=1e-3)
+    card = (tmp_path / "demo" / "MODEL_CARD.md").read_text()
+    assert "| encoder | e4e-style encoder" in card and "3 steps of batch 4" in card
+    assert "age: true UTKFace labels of encoded real faces; smile: labelers on the generator's samples" in card
+    assert card.index("| edit directions |") < card.index("## Quality")
+
+
 def test_quality_measure_during_training_and_its_plot(blobs, tmp_path):
     from training.plot_stats import main as plot_main
     from training.plot_stats import read_quality

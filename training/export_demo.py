@@ -9,6 +9,10 @@ thread. Writes ``<grids>/demo-samples.png`` (64 samples at psi 0.7), ``<grids>/d
 (8 seeds x psi 0, 0.25, 0.5, 0.7, 1) — images the model made, which carry its non-commercial note —
 and the bundle folder with generator.safetensors, bundle.json (align spec: UTKFace's template at the
 model's resolution) and MODEL_CARD.md. Every file stays under 10 MB.
+
+With ``--encoder`` (an encoder snapshot from training/train_encoder.py, trained on this generator) and
+``--directions`` (a direction set folder from training/learn_directions.py, made for this generator; refused
+otherwise) the bundle also holds them, in fp16 too, and the card says how they were made.
 """
 
 from __future__ import annotations
@@ -125,10 +129,35 @@ def threads_text(o: dict) -> str:
     return f"{o['threads']} CPU threads, no GPU" if dev == "cpu" and o.get("threads") else f"device {dev}"
 
 
+def encoder_text(path: str, E) -> str:
+    """The card's line on the encoder: its size and the run that trained it (from the snapshot's header)."""
+    extra = read_header(path).get("extra", {})
+    o = extra.get("training_options", {})
+    run = (f"`training/train_encoder.py --preset {o.get('preset', '?')}`, {extra.get('step', '?')} steps of batch "
+           f"{o.get('batch', '?')}" + (f", {extra['train_time_s'] / 3600:.1f} h" if extra.get("train_time_s") else ""))
+    return (f"| encoder | e4e-style encoder ({sum(p.numel() for p in E.parameters()) / 1e6:.2f} M parameters, "
+            f"{E.img_resolution} px input, stored as fp16): {run} |\n")
+
+
+def directions_text(ds) -> str:
+    """The card's line on the edit directions: each one's name and how it was learned (its source)."""
+    def how(d) -> str:
+        src = str(getattr(d, "source", "") or "")
+        if src.startswith("learned:true-labels"):
+            return "true UTKFace labels of encoded real faces"
+        if src.startswith("learned:"):
+            return "labelers on the generator's samples"
+        return src or "?"
+    return "| edit directions | " + "; ".join(f"{name}: {how(d)}" for name, d in ds.items()) + " |\n"
+
+
 def export(run: str, out: str, quality_source: str, grid_dir: str, heldout: str, data: str | None = None,
-           num_fake: int = 1000, notes: str = "") -> dict:
-    """Measure the latest snapshot of ``run`` and write the demo bundle ``out``; returns the figures."""
+           num_fake: int = 1000, notes: str = "", encoder: str | None = None, directions: str | None = None) -> dict:
+    """Measure the latest snapshot of ``run`` and write the demo bundle ``out``; returns the figures.
+    ``encoder`` / ``directions``: an encoder snapshot and a direction set folder to ship with it."""
     from faceapp.bundle import save_bundle
+    from faceapp.edits.directions import DirectionSet
+    from faceapp.inversion.encoder import load_encoder
 
     register()
     snap, _ = find_resume(run)
@@ -158,9 +187,16 @@ def export(run: str, out: str, quality_source: str, grid_dir: str, heldout: str,
         fd07=figs["fd_dlib_psi0.7"], floor=figs["fd_floor"], hog1=figs["hog_share"],
         hog07=figs["hog_share_psi0.7"], hog_real=figs["hog_real"],
     )
+    E = load_encoder(encoder) if encoder else None
+    ds = DirectionSet.load(directions) if directions else None
+    if E is not None or ds is not None:  # one more table row each, after the render time
+        rows = (encoder_text(encoder, E) if E is not None else "") + (directions_text(ds) if ds is not None else "")
+        marker = "\n\n## Quality"
+        card = card.replace(marker, "\n" + rows.rstrip("\n") + marker, 1)
     if notes:
         card += f"\n## Training history\n\n{notes.strip()}\n"
-    root = save_bundle(out, G=G, align_spec=utkface_spec(res), name=f"faceapp-demo-utkface-{res}", card=card,
+    root = save_bundle(out, G=G, encoder=E, directions=ds, align_spec=utkface_spec(res),
+                       name=f"faceapp-demo-utkface-{res}", card=card,
                        meta={"figures": {k: v for k, v in figs.items() if isinstance(v, (int, float))}},
                        dtype=torch.float16)
     big = [p.name for p in Path(root).rglob("*") if p.is_file() and p.stat().st_size > MAX_FILE_BYTES]
@@ -180,9 +216,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--grids", default="docs/img", help="folder for the sample grid and truncation sweep")
     p.add_argument("--num-fake", type=int, default=1000)
     p.add_argument("--notes", default="", help="a file whose text goes into the card as its training history")
+    p.add_argument("--encoder", default=None, help="an encoder snapshot (train_encoder.py) to ship with it")
+    p.add_argument("--directions", default=None, help="a direction set folder (learn_directions.py) to ship with it")
     a = p.parse_args(argv)
     notes = Path(a.notes).read_text() if a.notes else ""
-    figs = export(a.run, a.out, a.quality_source, a.grids, a.heldout, a.data, a.num_fake, notes)
+    figs = export(a.run, a.out, a.quality_source, a.grids, a.heldout, a.data, a.num_fake, notes,
+                  encoder=a.encoder, directions=a.directions)
     print(json.dumps(figs, indent=2))
 
 

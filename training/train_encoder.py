@@ -94,6 +94,7 @@ class EncoderTrainOptions:
     # Optimisation.
     batch: int = 8  # total over all processes
     steps: int = 100_000
+    minutes: float = 0.0  # also stop after this many minutes of training time (snapshots excluded; 0: no limit)
     lr: float = 1e-4
     # Losses (e4e's weights for FFHQ, except id).
     l2_lambda: float = 1.0
@@ -152,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="faceapp checkpoint whose 'encoder' starts the run")
     p.add_argument("--batch", type=int, default=d["batch"], help="total batch over all processes")
     p.add_argument("--steps", type=int, default=d["steps"])
+    p.add_argument("--minutes", type=float, default=d["minutes"],
+                   help="also stop after this many minutes of training time, summed over resumes (0: no limit)")
     p.add_argument("--lr", type=float, default=d["lr"])
     for name in ("l2_lambda", "lpips_lambda", "id_lambda", "delta_lambda", "w_lambda", "adv_lambda", "d_lr",
                  "r1_gamma"):
@@ -349,7 +352,7 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
 
     opt_E = torch.optim.Adam(E.parameters(), lr=opts.lr, betas=(0.9, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=opts.d_lr, betas=(0.9, 0.999))
-    step = 0
+    step, train_time = 0, 0.0
     if opts.resume:
         snap_path, state_path = find_resume(opts.resume)
         E = load_encoder(snap_path, device=device).train()
@@ -359,6 +362,7 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
         opt_E.load_state_dict(state["opt_E"])
         opt_D.load_state_dict(state["opt_D"])
         step = int(state["step"])
+        train_time = float(state.get("train_time_s", 0.0))
         position.update(state["data_position"])
         rng = state["rng"]
         if len(rng) == info.world_size:
@@ -389,6 +393,7 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
     t_start = t_log = time.time()
     step_log = step
     while step < opts.steps:
+        t_step = time.time()
         stage = progressive_stage(step, G.num_ws, opts.progressive_start, opts.progressive_every)
         if E.progressive_stage != (None if stage == G.num_ws - 1 else stage):
             E.set_progressive_stage(stage)
@@ -464,12 +469,19 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
         for k, v in st.items():
             stats_acc.setdefault(k, []).append(v)
         step += 1
-        done = step >= opts.steps
+        train_time += time.time() - t_step
+        out_of_time = opts.minutes > 0 and train_time >= 60 * opts.minutes
+        if info.world_size > 1:  # every rank stops at the same step
+            flag = torch.tensor([float(out_of_time)], device=device)
+            dist.all_reduce(flag)
+            out_of_time = bool(flag.item() > 0)
+        done = step >= opts.steps or out_of_time
 
         if step % opts.log_every == 0 or done:
             now = time.time()
             last = {k: float(np.mean(v)) for k, v in stats_acc.items()}
             record = {"step": step, "stage": stage, "time_s": round(now - t_start, 3),
+                      "train_time_s": round(train_time, 3),
                       "sec_per_step": (now - t_log) / max(step - step_log, 1), **last}
             if device.type == "cuda":
                 record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -487,13 +499,19 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
                 snap = outdir / f"{SNAPSHOT_PREFIX}{tag}.safetensors"
                 save_networks(snap, {"encoder": E}, extra={
                     "step": step, "progressive_stage": stage, "generator": opts.generator,
+                    "train_time_s": round(train_time, 3),
                     "generator_kwargs": G.init_kwargs, "training_options": dataclasses.asdict(opts),
                 })
                 torch.save({"D": D.state_dict(), "opt_E": opt_E.state_dict(), "opt_D": opt_D.state_dict(),
-                            "step": step, "data_position": dict(position), "rng": rng},
+                            "step": step, "data_position": dict(position), "rng": rng,
+                            "train_time_s": train_time},
                            outdir / f"{STATE_PREFIX}{tag}.pt")
                 save_grid(sample_pairs(E, G, grid_img), outdir / f"samples-{tag}.png", nrow=8)
                 snapshots.append(str(snap))
+        if done:
+            break
+    if rank0 and opts.minutes > 0 and step < opts.steps:
+        log(f"stopped at step {step}: --minutes {opts.minutes:g} of training time reached")
     return {"step": step, "stats": last, "snapshots": snapshots, "E": E, "D": D, "G": G}
 
 
