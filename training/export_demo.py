@@ -39,7 +39,7 @@ from training.quality import FaceQuality  # noqa: E402
 from training.train_generator import find_resume, save_grid  # noqa: E402
 
 TRUNCATION_SWEEP = (0.0, 0.25, 0.5, 0.7, 1.0)
-MAX_FILE_BYTES = 10 * 2**20
+MAX_FILE_BYTES = 10_000_000  # "10 MB" as Hugging Face counts it for files without LFS
 
 
 @torch.no_grad()
