@@ -521,6 +521,36 @@ def _descriptors_of(zip_path, num, seed, skip, net, exclude=None):
     return names, np.array(ages, float), np.array(genders, int), np.concatenate(descs)
 
 
+# UTKFace holds some photos twice under different names; a training photo this close (descriptor distance) to a
+# held-out one is taken for that photo and left out too (re-encodings of one photo: ~0; two photos of one person:
+# ~0.3 and more).
+DUPLICATE_DISTANCE = 0.05
+
+
+def _named_descriptors(zip_path, names, net) -> np.ndarray:
+    """dlib descriptors [N, 128] of the UTKFace photos called `names` (base names) in the zip."""
+    want = {os.path.basename(n) for n in names}
+    with zipfile.ZipFile(zip_path) as z:
+        members = [n for n in z.namelist() if os.path.basename(n) in want]
+    out, imgs, lms = [], [], []
+    for img in _utkface_images(zip_path, members):
+        imgs.append(img), lms.append(find_landmarks(img)[0])
+        if len(imgs) == 64:
+            out.append(face_descriptors(imgs, lms, net))
+            imgs, lms = [], []
+    if imgs:
+        out.append(face_descriptors(imgs, lms, net))
+    return np.concatenate(out) if out else np.zeros((0, 128))
+
+
+def _far_from(desc: np.ndarray, others: np.ndarray, distance: float = DUPLICATE_DISTANCE) -> np.ndarray:
+    """bool [N]: which rows of desc [N, 128] are farther than `distance` from every row of others [M, 128]."""
+    if not len(others):
+        return np.ones(len(desc), bool)
+    d2 = (desc**2).sum(1)[:, None] - 2 * desc @ others.T + (others**2).sum(1)[None]
+    return np.sqrt(np.maximum(d2, 0.0)).min(1) > distance
+
+
 def _cmd_fit_age_gender(args) -> int:
     from faceapp.inversion.dlib_resnet import load_dlib_face_resnet
 
@@ -540,6 +570,20 @@ def _cmd_fit_age_gender(args) -> int:
                                                        drop)
         if args.cache:
             np.savez(args.cache, a=ages, g=genders, d=desc, ta=t_ages, tg=t_genders, td=t_desc, excluded=cache_key)
+    duplicates = 0
+    if drop:  # the held-out photos' twins under other names go too
+        cached = np.load(args.cache) if args.cache and os.path.isfile(args.cache) else None
+        if cached is not None and "hd" in cached.files and str(cached["excluded"]) == cache_key:
+            held = cached["hd"]
+        else:
+            held = _named_descriptors(args.utkface, drop, net)
+            if args.cache:
+                np.savez(args.cache, a=ages, g=genders, d=desc, ta=t_ages, tg=t_genders, td=t_desc, hd=held,
+                         excluded=cache_key)
+        keep, keep_t = _far_from(desc, held), _far_from(t_desc, held)
+        duplicates = int((~keep).sum() + (~keep_t).sum())
+        ages, genders, desc = ages[keep], genders[keep], desc[keep]
+        t_ages, t_genders, t_desc = t_ages[keep_t], t_genders[keep_t], t_desc[keep_t]
     model = AgeGenderModel.fit(desc, ages, genders)
     pred_age, p_f = model.age(t_desc), model.p_female(t_desc)
     metrics = {
@@ -552,6 +596,7 @@ def _cmd_fit_age_gender(args) -> int:
         "seed": args.seed,
         # the held-out lists none of the fitted or tested photos came from (checked by AgeGenderModel.excludes)
         "excluded": {k: {"count": len(v), "digest": name_list_digest(v)} for k, v in excluded.items()},
+        "excluded_duplicates": duplicates,  # photos under other names whose descriptor is a held-out photo's
     }
     model = AgeGenderModel(**{**model.__dict__, "metrics": metrics})
     model.save(args.out)
