@@ -301,3 +301,17 @@ def test_age_labeler_leaves_held_out_photos_out_and_says_so(tmp_path):
     assert back.excludes(held) and not back.excludes(names[:2])
     near = back.nearest_distance(np.concatenate([desc[:2], desc[:2] + 0.5]))
     assert near[:2].max() < 1e-6 and near[2:].min() > 0.1
+
+
+def test_held_out_photos_twins_under_other_names_are_found():
+    """fit-age-gender drops training photos whose descriptor is a held-out photo's (UTKFace has duplicates)."""
+    from training.labelers import DUPLICATE_DISTANCE, _far_from
+
+    rng = np.random.default_rng(0)
+    held = rng.normal(size=(5, 128)) * 0.05
+    train = np.concatenate([rng.normal(size=(20, 128)) * 0.05,  # other people: ~0.8 away
+                            held[[1, 3]] + 1e-4,  # the same photos re-encoded
+                            held[[2]] + DUPLICATE_DISTANCE * 2 / np.sqrt(128)])  # just beyond the threshold
+    keep = _far_from(train, held)
+    assert keep[:20].all() and not keep[20] and not keep[21] and keep[22]
+    assert _far_from(train, np.zeros((0, 128))).all()  # nothing held out: all kept
