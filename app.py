@@ -369,8 +369,8 @@ def presets(bundle) -> dict[str, dict[str, float]]:
     """One-click edits for the directions this model has: label -> {direction: strength}.
 
     With a years calibration of the age direction (faceapp.edits.calibration) "+30 years" is the strength
-    that reads as 30 years older and "Younger" as 20 years younger; without one they are fractions of the
-    slider range (three quarters of its older end: how many years that is depends on the model's direction).
+    that reads as 30 years older and "Younger" as 20 years younger; without one they are "Older" and
+    "Younger", fractions of the slider range (how many years that is, nobody has measured: no years label).
     Other strengths are fractions of each direction's slider range.
     """
     from faceapp.edits import has_years, years_to_strength
@@ -385,7 +385,7 @@ def presets(bundle) -> dict[str, dict[str, float]]:
     if "age" in have and has_years(have, "age"):
         out.update({label: {"age": years_to_strength(have, "age", y)} for label, y in PRESET_YEARS.items()})
     elif "age" in have:
-        out["+30 years"] = {"age": at("age", 0.75)}
+        out["Older"] = {"age": at("age", 0.75)}
         out["Younger"] = {"age": at("age", -0.6)}
     if "smile" in have:
         out["Smile"] = {"smile": at("smile", 0.6)}

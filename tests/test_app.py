@@ -493,7 +493,8 @@ def test_age_slider_and_presets_in_years_when_calibrated(calibrated_bundle, bund
     # without a calibration: the strength slider and range-fraction presets, as before
     plain = app.Handlers(FaceEditor(bundle, cache_size=0))
     assert not app.slider_spec(bundle, "age")["years"] and plain.in_years == set()
-    assert plain.presets["+30 years"] == {"age": 2.25} and plain.strengths(values)["age"] == 30.0
+    assert plain.presets["Older"] == {"age": 2.25} and plain.strengths(values)["age"] == 30.0
+    assert "+30 years" not in plain.presets  # no years on a button unless they were measured
 
 
 def test_the_page_shows_the_years_slider(calibrated_bundle):
