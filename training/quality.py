@@ -97,6 +97,7 @@ class FaceQuality:
         self.fd_floor, self.hog_real = float(reference["fd_floor"]), float(reference["hog_real"])
         self.num_real = int(reference.get("num_real", 0))
         self.labeler = labeler
+        self._real_attributes = None  # the labeler on the held-out faces: computed once, on first use
 
     @classmethod
     def for_archive(cls, archive, source_zip: str | Path, heldout_file: str | Path, num_fake: int = 1000,
@@ -182,8 +183,10 @@ class FaceQuality:
                "spread": float(np.trace(sigma) / np.trace(self.real_sigma))}
         if self.labeler is not None:
             out.update(self.attributes(desc))
-            if "real_desc" in self.reference:
-                out.update({f"{k}_real": v for k, v in self.attributes(self.reference["real_desc"]).items()})
+            if self._real_attributes is None and "real_desc" in self.reference:
+                self._real_attributes = {f"{k}_real": v
+                                         for k, v in self.attributes(self.reference["real_desc"]).items()}
+            out.update(self._real_attributes or {})
         return out
 
 
