@@ -636,3 +636,88 @@ def test_quality_reports_age_and_gender_shares_beside_the_real_ones(blobs, tmp_p
     old_women[:, 0], old_women[:, 1] = 0.9, 0.3
     assert q.attributes(old_women)["age60"] == 1.0 and q.attributes(old_women)["female"] == 1.0
     assert q.attributes(-old_women)["female"] == 0.0 and q.attributes(-old_women)["age_u15"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Age-balanced sampling (--balance-age).
+def _with_ages(src: Path, dst: Path, ages) -> Path:
+    """A copy of archive `src` whose dataset.json gives image i the age ages[i] (None: no age)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        names = sorted(n for n in zin.namelist() if n.endswith(".png"))
+        for n in names:
+            zout.writestr(n, zin.read(n))
+        attrs = [[n, {} if a is None else {"age": a}] for n, a in zip(names, ages)]
+        zout.writestr("dataset.json", json.dumps({"labels": None, "attributes": attrs}))
+    return dst
+
+
+def test_age_balance_weights_draw_bins_in_proportion_to_count_to_the_one_minus_alpha():
+    from training.dataset import AGE_BINS, age_balance_weights
+
+    rng = np.random.default_rng(0)
+    ages = np.concatenate([rng.integers(20, 30, 600), rng.integers(60, 70, 100), rng.integers(0, 3, 50)])
+    ages = ages.astype(float)
+    assert np.allclose(age_balance_weights(ages, 0.0), 1.0)
+    for alpha in (0.5, 1.0):
+        w = age_balance_weights(ages, alpha)
+        assert w.mean() == pytest.approx(1.0)
+        counts = np.array([600, 100, 50], dtype=float)
+        want = counts ** (1 - alpha) / (counts ** (1 - alpha)).sum()
+        got = np.array([w[ages < 3].sum(), w[(ages >= 20) & (ages < 30)].sum(), w[ages >= 60].sum()])
+        got = got[[1, 2, 0]] / w.sum()
+        assert np.allclose(got, want)
+    assert len(AGE_BINS) == 9
+    # Items without an age keep their share; an archive with no ages at all is refused.
+    with_nan = np.concatenate([ages, [np.nan] * 250])
+    w = age_balance_weights(with_nan, 1.0)
+    assert w[np.isnan(with_nan)].sum() / w.sum() == pytest.approx(0.25)
+    from training.dataset import DatasetError
+
+    with pytest.raises(DatasetError, match="no image has an age"):
+        age_balance_weights(np.full(5, np.nan), 0.5)
+
+
+def test_weighted_sampler_follows_the_weights_and_resumes_mid_epoch(blobs, tmp_path):
+    from training.dataset import age_balance_weights
+    from training.train_generator import ResumableSampler
+
+    ages = [70] * 4 + [25] * 28  # 4 old images among 32
+    data = ImageArchive(_with_ages(blobs, tmp_path / "aged.zip", ages), xflip=True)
+    got = data.ages()
+    assert got.shape == (64,) and np.array_equal(got[:32], got[32:])  # mirrored copies share the age
+    w = age_balance_weights(got, 1.0)
+    s = ResumableSampler(data, num_replicas=1, rank=0, seed=3, weights=w)
+    draws = []
+    for epoch in range(40):
+        s.set_epoch(epoch)
+        draws += list(s)
+    draws = np.array(draws)
+    old = np.isin(draws % 32, np.arange(4))
+    assert abs(old.mean() - 0.5) < 0.05  # balanced: half old, against 1/8 in the data
+    s.set_epoch(7)
+    epoch7 = list(s)
+    s.skip = 10
+    assert list(s) == epoch7[10:] and len(s) == len(epoch7) - 10
+    s.skip = 0
+    s.set_epoch(8)
+    assert list(s) != epoch7
+    # Two ranks split one epoch's draws between them.
+    r0, r1 = (ResumableSampler(data, num_replicas=2, rank=r, seed=3, weights=w) for r in (0, 1))
+    for r in (r0, r1):
+        r.set_epoch(7)
+    assert sorted(list(r0) + list(r1)) == sorted(epoch7)
+
+
+def test_balance_age_trains_resumes_exactly_and_needs_ages(blobs, tmp_path):
+    aged = _with_ages(blobs, tmp_path / "aged.zip", [70] * 4 + [None] * 2 + [25] * 26)
+    a = train(aged, tmp_path / "straight", 4, "--balance-age", 0.5)
+    train(aged, tmp_path / "resumed", 2, "--balance-age", 0.5)
+    b = train(aged, tmp_path / "resumed", 4, "--resume", tmp_path / "resumed")
+    assert json.loads((tmp_path / "resumed" / "options.json").read_text())["balance_age"] == 0.5
+    for name in ("G", "D"):
+        sa, sb = a[name].state_dict(), b[name].state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+    plain = train(aged, tmp_path / "plain", 4)
+    assert not all(torch.equal(plain["G"].state_dict()[k], v) for k, v in a["G"].state_dict().items())
+    with pytest.raises(Exception, match="no image has an age"):
+        train(blobs, tmp_path / "no-ages", 2, "--balance-age", 0.5)

@@ -155,6 +155,33 @@ class ImageArchive(torch.utils.data.Dataset):
         """Label float32 [label_dim] of item ``idx`` without decoding the image."""
         return torch.from_numpy(self._labels[idx % len(self.names)])
 
+    def ages(self) -> np.ndarray:
+        """float64 [len(self)]: each item's age from dataset.json's attributes (NaN where it has none)."""
+        raw = np.array([float(self.attributes.get(n, {}).get("age", np.nan)) for n in self.names])
+        return np.tile(raw, 2) if self.xflip else raw
+
+
+AGE_BINS = (0, 3, 10, 20, 30, 40, 50, 60, 70)  # lower edges: babies, children, teens, then decades, 70+
+
+
+def age_balance_weights(ages: np.ndarray, alpha: float, bins=AGE_BINS) -> np.ndarray:
+    """Sampling weights float64 [N] (mean 1) that draw age bin b in proportion to count_b ** (1 - alpha).
+
+    alpha 0 keeps the data's own mix, 1 draws every bin equally; items without an age (NaN) get weight 1
+    before normalising, so they keep their share. Raises DatasetError when no item has an age.
+    """
+    ages = np.asarray(ages, dtype=np.float64)
+    known = np.isfinite(ages)
+    if not known.any():
+        raise DatasetError("no image has an age in dataset.json; prepare the archive from UTKFace names "
+                           "(prepare_dataset.py keeps them) or train without --balance-age")
+    which = np.digitize(ages[known], bins) - 1  # bin index of each known age
+    counts = np.bincount(which, minlength=len(bins)).astype(np.float64)
+    w = np.ones_like(ages)
+    w[known] = counts[which] ** -alpha
+    w[known] *= known.sum() / w[known].sum()  # known items keep their total share
+    return w / w.mean()
+
 
 def write_synthetic_archive(path: str | os.PathLike, num_images: int = 64, resolution: int = 16, seed: int = 0,
                             labels: bool = False) -> Path:
