@@ -315,3 +315,49 @@ def test_held_out_photos_twins_under_other_names_are_found():
     keep = _far_from(train, held)
     assert keep[:20].all() and not keep[20] and not keep[21] and keep[22]
     assert _far_from(train, np.zeros((0, 128))).all()  # nothing held out: all kept
+
+
+# ------------------------------------------------------------------ ridge fits, adults only, stored conditionals
+
+
+def test_ridge_fit_recovers_the_normal_and_finds_nothing_in_noise():
+    from training.learn_directions import fit_direction_ridge
+
+    w, scores, true = labelled_codes(2000)
+    normal, metrics = fit_direction_ridge(w, 30 + 10 * scores[:, 0])
+    assert normal @ true[0] > 0.98 and metrics["val_r2"] > 0.8 and metrics["fit"] == "ridge"
+    assert metrics["score_per_unit_w"] == pytest.approx(10, rel=0.1)  # years per unit of w along the normal
+    _, noise = fit_direction_ridge(w, np.random.default_rng(5).normal(size=len(w)))
+    assert noise["val_r2"] < 0.05
+
+
+def test_age_min_fits_growing_old_not_growing_up_and_condition_stores_an_orthogonal_direction(tmp_path):
+    rng = np.random.default_rng(0)
+    axes = np.linalg.qr(rng.normal(size=(16, 3)))[0].T  # growing up, growing old, gender: orthonormal
+    w = rng.normal(size=(3000, 16))
+    t_up, t_old, t_g = w @ axes[0], w @ axes[1], w @ axes[2]
+    child = t_up < -0.5
+    age = np.where(child, 9 + 3 * t_up, 40 + 12 * t_old)  # children's age follows another axis
+    gender = (t_g + 0.5 * t_old > 0).astype(float)  # gender correlated with the old-age axis
+    np.savez(tmp_path / "codes.npz", w=w, age=age, gender=gender)
+    out = tmp_path / "dirs"
+    assert main(["--codes", str(tmp_path / "codes.npz"), "--out", str(out), "--attributes", "age,gender",
+                 "--regress", "age", "--age-min", "18", "--condition", "age:gender",
+                 "--strength-range", "age=-12:12", "--check-codes", "0"]) == 0
+    ds = DirectionSet.load(out)
+    age_dir, g_dir = ds["age"].vector.astype(np.float64), ds["gender"].vector.astype(np.float64)
+    assert abs(age_dir @ g_dir) < 1e-6  # stored conditional on gender
+    assert age_dir @ axes[1] > 0.8 and abs(age_dir @ axes[0]) < 0.1  # growing old, not growing up
+    assert ds["age"].strength_range == (-12.0, 12.0) and ds["gender"].strength_range == (-3.0, 3.0)
+    assert ds["age"].scale == pytest.approx((w @ age_dir).std(), rel=1e-5)
+    assert ds["age"].metrics["fit"] == "ridge" and ds["age"].metrics["conditional_on"] == "gender"
+    assert "holding gender" in ds["age"].source
+    # Without --age-min the children's axis pulls the direction off the old-age one.
+    assert main(["--codes", str(tmp_path / "codes.npz"), "--out", str(tmp_path / "all"), "--attributes", "age",
+                 "--regress", "age", "--check-codes", "0"]) == 0
+    assert abs(DirectionSet.load(tmp_path / "all")["age"].vector @ axes[0]) > 0.3
+    # Bad flags are refused with the form they take.
+    with pytest.raises(SystemExit):
+        main(["--codes", str(tmp_path / "codes.npz"), "--out", str(out), "--condition", "age"])
+    assert main(["--codes", str(tmp_path / "codes.npz"), "--out", str(out), "--attributes", "age",
+                 "--condition", "age:gender"]) == 2

@@ -14,6 +14,10 @@ Steps:
    positives / negatives, split off --val-ratio of them, fit a linear SVM (scikit-learn) on w, report the
    held-out accuracy and the accuracy on the remaining (middle) codes; the direction is the SVM's unit
    normal, pointing to more of the attribute (older, female, smiling, glasses);
+   With --regress ATTR the attribute is fitted instead by ridge regression of its score on every code (the
+   direction of steepest increase: it uses all codes, not only the extremes); --age-min N fits age on the
+   codes that score at least N years (growing up is not the same change as growing old); --condition
+   age:gender stores age's conditional direction (InterFaceGAN's projection: orthogonal to gender's);
 4. scale = std of all sampled codes' projections on it (so strength 1 = one std, see faceapp.edits);
 5. save the DirectionSet (directions.safetensors + directions.json) into --out, with options.json,
    report.json, samples.npz (codes and scores) and, unless --no-grids, grids/<name>.png: 8 faces x
@@ -46,6 +50,7 @@ __all__ = [
     "encode_archive",
     "fit_direction",
     "fit_direction_binary",
+    "fit_direction_ridge",
     "grid_image",
     "learn_directions",
     "main",
@@ -89,6 +94,11 @@ class LearnOptions:
     real_batch: int = 32
     check_codes: int = 32
     heldout_lists: tuple[str, ...] | None = None  # None: training/labels/utkface-heldout-*.txt
+    regress: tuple[str, ...] = ()  # attributes fitted by ridge regression on their scores (not the SVM)
+    ridge_alpha: float = 1.0
+    age_min: float | None = None  # age fits use only codes scored at least this old
+    condition: tuple[tuple[str, str], ...] = ()  # (edited, held): store edited orthogonal to held
+    strength_ranges: tuple[tuple[str, float, float], ...] = ()  # (name, lo, hi): the sliders' ranges
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -199,6 +209,48 @@ def fit_direction_binary(
     }
 
 
+def fit_direction_ridge(
+    w: np.ndarray,
+    scores: np.ndarray,
+    *,
+    val_ratio: float = 0.3,
+    alpha: float = 1.0,
+    seed: int = 0,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Ridge regression of the scores on the codes; its unit coefficient vector is the direction.
+
+    w: [N, D]; scores: [N] (e.g. years); valid: bool [N]. Where the SVM on the extremes finds what
+    separates the two ends, this is the direction along which the score grows fastest on average, over
+    every code. Returns (unit vector [D] pointing to higher scores, metrics: held-out R^2 and correlation,
+    units of score per unit of w along the direction, counts).
+    """
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import train_test_split
+
+    w = np.asarray(w, dtype=np.float64)
+    y = np.asarray(scores, dtype=np.float64)
+    keep = np.isfinite(y) & (np.ones(len(y), bool) if valid is None else np.asarray(valid, bool))
+    w, y = w[keep], y[keep]
+    if len(y) < 10 or np.ptp(y) == 0:
+        raise FaceAppError(f"ridge regression needs at least 10 codes with varied scores (got {len(y)})")
+    tr, va = train_test_split(np.arange(len(y)), test_size=val_ratio, random_state=seed)  # shuffled
+    model = Ridge(alpha=alpha).fit(w[tr], y[tr])
+    norm = float(np.linalg.norm(model.coef_))
+    if norm < 1e-12:
+        raise FaceAppError("the scores do not depend on the codes (ridge coefficients are zero)")
+    pred = model.predict(w[va])
+    return model.coef_ / norm, {
+        "usable_codes": int(len(y)),
+        "train_codes": int(len(tr)),
+        "val_codes": int(len(va)),
+        "fit": "ridge",
+        "val_r2": float(model.score(w[va], y[va])),
+        "val_corr": float(np.corrcoef(pred, y[va])[0, 1]),
+        "score_per_unit_w": norm,
+    }
+
+
 def _is_binary(scores) -> bool:
     v = np.asarray(scores, dtype=np.float64)
     return bool(np.isin(v[np.isfinite(v)], (0.0, 1.0)).all())
@@ -224,8 +276,17 @@ def learn_directions(
     w = np.asarray(w, dtype=np.float64)
     flat = w.reshape(len(w), -1)  # [N, D]
     for name, scores in labels.items():
-        if _is_binary(scores):
-            keep = np.ones(len(flat), bool) if valid is None else np.asarray(valid, bool)
+        scores = np.asarray(scores, dtype=np.float64)
+        use = np.ones(len(flat), bool) if valid is None else np.asarray(valid, bool)
+        if name == "age" and opts.age_min is not None:
+            use = use & (scores >= opts.age_min)
+        if name in opts.regress:
+            normal, metrics = fit_direction_ridge(flat, scores, val_ratio=opts.val_ratio, alpha=opts.ridge_alpha,
+                                                  seed=opts.seed, valid=use)
+            if name == "age" and opts.age_min is not None:
+                metrics["age_min"] = float(opts.age_min)
+        elif _is_binary(scores):
+            keep = use
             normal, metrics = fit_direction_binary(flat[keep], np.asarray(scores)[keep], val_ratio=opts.val_ratio,
                                                    C=opts.svm_C, seed=opts.seed)
         else:
@@ -236,7 +297,7 @@ def learn_directions(
                 val_ratio=opts.val_ratio,
                 C=opts.svm_C,
                 seed=opts.seed,
-                valid=valid,
+                valid=use,
             )
         normal = normal.reshape(w.shape[1:])
         dirs.append(
@@ -249,10 +310,12 @@ def learn_directions(
                 metrics=metrics,
             )
         )
-        print(
-            f"{name}: held-out accuracy {metrics['val_accuracy']:.3f} "
-            f"(remaining {metrics.get('remaining_accuracy', float('nan')):.3f}), scale {dirs[-1].scale:.3f}"
-        )
+        if "val_accuracy" in metrics:
+            print(f"{name}: held-out accuracy {metrics['val_accuracy']:.3f} "
+                  f"(remaining {metrics.get('remaining_accuracy', float('nan')):.3f}), scale {dirs[-1].scale:.3f}")
+        else:
+            print(f"{name}: ridge, held-out R^2 {metrics['val_r2']:.3f} (correlation {metrics['val_corr']:.3f}) "
+                  f"on {metrics['usable_codes']} codes, scale {dirs[-1].scale:.3f}")
     return DirectionSet(dirs)
 
 
@@ -433,6 +496,7 @@ def run(opts: LearnOptions) -> DirectionSet:
             for d in real_set.values():
                 directions = directions.with_direction(d)
     directions = DirectionSet([directions[a] for a in opts.attributes], directions.meta)
+    directions = _conditioned(directions, G, opts)
     directions.meta.update(
         {
             "generator": os.path.basename(opts.generator or opts.bundle or "") or None,
@@ -469,6 +533,34 @@ def run(opts: LearnOptions) -> DirectionSet:
             hold = [h for h in directions if h != name]
             grid_image(G, directions, name, pick, hold=hold, device=opts.device).save(out / "grids" / f"{name}.png")
     print(f"wrote {len(directions)} directions to {out} ({time.time() - t0:.0f} s)")
+    return directions
+
+
+def _conditioned(directions: DirectionSet, G, opts: LearnOptions) -> DirectionSet:
+    """`directions` with opts.condition's directions made conditional (rescaled on G's samples, or on
+    --codes) and opts.strength_ranges applied."""
+    from faceapp.edits import conditional_direction
+
+    for edited, held in opts.condition:
+        missing = [n for n in (edited, held) if n not in directions]
+        if missing:
+            raise FaceAppError(f"--condition {edited}:{held}: no {' or '.join(missing)} direction was learned")
+    scale_codes = None
+    if opts.condition:
+        if G is not None:
+            scale_codes = sample_w(G, 4096, opts.seed + 3, opts.truncation_psi, device=opts.device)
+        else:
+            with np.load(opts.codes, allow_pickle=False) as f:
+                scale_codes = f["w"] if "w" in f.files else f["ws"][:, 0]
+    for edited, held in opts.condition:
+        d = conditional_direction(directions[edited], [directions[held]])
+        d = d.replace(scale=direction_scale(d.vector, scale_codes),
+                      metrics=d.metrics | {"conditional_on": held})
+        directions = directions.with_direction(d)
+    for name, lo, hi in opts.strength_ranges:
+        if name not in directions:
+            raise FaceAppError(f"--strength-range {name}: no {name} direction was learned")
+        directions = directions.with_direction(directions[name].replace(strength_range=(lo, hi)))
     return directions
 
 
@@ -565,7 +657,29 @@ def parse_args(argv=None) -> LearnOptions:
     p.add_argument("--real-steps", type=int, default=None, help="optimisation steps per face without an encoder")
     p.add_argument("--real-batch", type=int, default=32)
     p.add_argument("--check-codes", type=int, default=32, help="sampled codes for the conditional-edit check (0: none)")
+    p.add_argument("--regress", default="", help="attributes fitted by ridge regression on their scores instead of "
+                   "the SVM on the extremes, e.g. age")
+    p.add_argument("--ridge-alpha", type=float, default=1.0)
+    p.add_argument("--age-min", type=float, default=None, help="fit age on codes scored at least this many years")
+    p.add_argument("--condition", action="append", default=[], metavar="EDITED:HELD",
+                   help="store EDITED's direction orthogonal to HELD's (e.g. age:gender); repeatable")
+    p.add_argument("--strength-range", action="append", default=[], metavar="NAME=LO:HI",
+                   help="the slider's range of a direction in strength units (e.g. age=-12:12); repeatable")
     a = p.parse_args(argv)
+    try:
+        condition = tuple(tuple(c.split(":")) for c in a.condition)
+        if any(len(c) != 2 or not all(c) for c in condition):
+            raise ValueError
+    except ValueError:
+        p.error("--condition takes EDITED:HELD, e.g. age:gender")
+    try:
+        ranges = []
+        for r in a.strength_range:
+            name, span = r.split("=")
+            lo, hi = (float(x) for x in span.split(":"))
+            ranges.append((name, lo, hi))
+    except ValueError:
+        p.error("--strength-range takes NAME=LO:HI, e.g. age=-12:12")
     attrs = tuple(x.strip() for x in a.attributes.split(",") if x.strip())
     return LearnOptions(
         generator=a.generator,
@@ -592,6 +706,11 @@ def parse_args(argv=None) -> LearnOptions:
         real_steps=a.real_steps,
         real_batch=a.real_batch,
         check_codes=a.check_codes,
+        regress=tuple(x.strip() for x in a.regress.split(",") if x.strip()),
+        ridge_alpha=a.ridge_alpha,
+        age_min=a.age_min,
+        condition=condition,
+        strength_ranges=tuple(ranges),
     )
 
 
