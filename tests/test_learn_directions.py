@@ -351,7 +351,7 @@ def test_age_min_fits_growing_old_not_growing_up_and_condition_stores_an_orthogo
     assert ds["age"].strength_range == (-12.0, 12.0) and ds["gender"].strength_range == (-3.0, 3.0)
     assert ds["age"].scale == pytest.approx((w @ age_dir).std(), rel=1e-5)
     assert ds["age"].metrics["fit"] == "ridge" and ds["age"].metrics["conditional_on"] == "gender"
-    assert "holding gender" in ds["age"].source
+    assert "holding gender" in ds["age"].source and ds["age"].source.startswith("learned:ridge")
     # Without --age-min the children's axis pulls the direction off the old-age one.
     assert main(["--codes", str(tmp_path / "codes.npz"), "--out", str(tmp_path / "all"), "--attributes", "age",
                  "--regress", "age", "--check-codes", "0"]) == 0

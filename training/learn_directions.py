@@ -306,7 +306,8 @@ def learn_directions(
                 normal,
                 scale=direction_scale(normal, w if scale_codes is None else scale_codes),
                 description=DESCRIPTIONS.get(name, ""),
-                source=source,
+                source=(source.replace("interfacegan-svm", "ridge") if "interfacegan-svm" in source else
+                        f"{source}:ridge") if name in opts.regress else source,
                 metrics=metrics,
             )
         )
