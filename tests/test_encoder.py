@@ -468,3 +468,22 @@ def test_two_process_gloo_run(smoke_gen, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "encoder-snapshot-0000003.safetensors").exists()
     assert [json.loads(line)["step"] for line in (out / "stats.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_balance_age_is_an_encoder_option_saved_with_the_run_and_needs_ages(smoke_gen, blobs32, tmp_path):
+    import zipfile
+
+    aged = tmp_path / "aged.zip"
+    with zipfile.ZipFile(blobs32) as zin, zipfile.ZipFile(aged, "w") as zout:
+        names = sorted(n for n in zin.namelist() if n.endswith(".png"))
+        for n in names:
+            zout.writestr(n, zin.read(n))
+        attrs = [[n, {"age": 70 if i < 2 else 25}] for i, n in enumerate(names)]
+        zout.writestr("dataset.json", json.dumps({"labels": None, "attributes": attrs}))
+    res = train_enc(smoke_gen, tmp_path / "b", 2, "--data", aged, "--synthetic-fraction", "0.5",
+                    "--balance-age", "1.0")
+    assert res["step"] == 2
+    assert json.loads((tmp_path / "b" / "options.json").read_text())["balance_age"] == 1.0
+    with pytest.raises(Exception, match="no image has an age"):
+        train_enc(smoke_gen, tmp_path / "c", 2, "--data", blobs32, "--synthetic-fraction", "0.5",
+                  "--balance-age", "0.5")

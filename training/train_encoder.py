@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` 
 
 from faceapp.inversion.encoder import Encoder4Editing, load_encoder  # noqa: E402
 from faceapp.stylegan.checkpoint import load_generator, save_networks  # noqa: E402
-from training.dataset import ImageArchive  # noqa: E402
+from training.dataset import ImageArchive, age_balance_weights  # noqa: E402
 from training.train_generator import (  # noqa: E402
     DistInfo,
     ResumableSampler,
@@ -82,6 +82,7 @@ class EncoderTrainOptions:
     synthetic_fraction: float = 0.5  # share of each batch rendered by G (with known ws); 1.0 without data
     gen_psi: float = 0.8  # truncation of G's samples (real faces are closer to w_avg than raw samples)
     mirror: bool = False
+    balance_age: float = 0.0  # draw real faces' age bins in proportion to count^(1-alpha) (0: off)
     workers: int = 2
     # Encoder.
     preset: str = "e4e"  # architecture preset the values below came from (see PRESETS)
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"share of each batch from G (default {d['synthetic_fraction']}; 1 without --data)")
     p.add_argument("--gen-psi", type=float, default=d["gen_psi"])
     p.add_argument("--mirror", action="store_true")
+    p.add_argument("--balance-age", type=float, default=d["balance_age"], metavar="ALPHA",
+                   help="draw the real faces' age bins in proportion to count^(1-ALPHA) (as train_generator.py's "
+                        "option: 0 = the data's mix, 0.5 gives old faces 1.5x their share)")
     p.add_argument("--workers", type=int, default=d["workers"])
     p.add_argument("--preset", choices=sorted(PRESETS), default=d["preset"],
                    help="e4e: the official IR-SE-50 encoder (267 M parameters with w_dim 512);\n"
@@ -334,7 +338,9 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
     position = {"epoch": 0, "batches": 0}
     if n_real > 0:
         dataset = ImageArchive(opts.data, xflip=opts.mirror)
-        sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=opts.seed)
+        weights = age_balance_weights(dataset.ages(), opts.balance_age) if opts.balance_age else None
+        sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=opts.seed,
+                                   weights=weights)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=n_real, sampler=sampler, num_workers=opts.workers, drop_last=True,
             pin_memory=device.type == "cuda", generator=torch.Generator(),
