@@ -97,32 +97,43 @@ def _sheet(rows, pad: int = 2):
 def edit_figures(editor, meter, photos, age_strength, *, mode="fast", progress=print) -> dict:
     """Share of faces whose labeler age rose >= 20 years and that stay the same person, at `age_strength`.
 
-    photos: {set: [(name, PIL)]}. Returns {set: {faces, age_up_20, same_person, median_age_change, ...}}.
+    photos: {set: [(name, PIL)]}. Returns {set: {faces, age_up_20, same_person, median_age_change,
+    median_render_age_change (the labeler on the model's own render, before the paste-back), ...}}.
     """
     from faceapp.errors import FaceAppError
-    from training.calibrate_years import age_series
+    from training.labelers import FaceLabeler
 
+    # The model's own renders (aligned crops) are read in their aligned box, as for G's samples.
+    render_labeler = FaceLabeler(("age",), age_gender=meter.age_gender, face_net=meter.face_net)
     out = {}
     for set_name, items in photos.items():
-        changes, dists, failed = [], [], []
+        changes, dists, render_changes, failed = [], [], [], []
         for name, photo in items:
             try:
-                face, (result,) = age_series(editor, photo, [age_strength], mode=mode)
+                faces = editor.detect(photo)
+                prepared = editor.prepare(photo, faces="largest", mode=mode, detected=faces)
+                result = editor.compose(photo, prepared, {"age": float(age_strength)})
             except FaceAppError as e:
                 failed.append(f"{name}: {e}")
                 continue
-            m = meter.measure(meter.views(face, [photo, result]))
+            m = meter.measure(meter.views(faces[0], [photo, result]))
             changes.append(float(m["age"][1] - m["age"][0]))
             dists.append(float(np.linalg.norm(m["desc"][1] - m["desc"][0])))
+            f = prepared[0]
+            renders = [editor.reconstruction(f), editor.render_many(editor.edit(f.ws, {"age": age_strength}), f.G)[0]]
+            a = render_labeler([np.asarray(r.convert("RGB")) for r in renders])["age"]
+            render_changes.append(float(a[1] - a[0]))
         n = len(changes)
         row = {"faces": n, "failed": failed, "age_strength": age_strength}
         if n:
             row.update(age_up_20=float(np.mean(np.array(changes) >= 20)),
                        same_person=float(np.mean(np.array(dists) < SAME_PERSON)),
-                       median_age_change=float(np.median(changes)), median_distance=float(np.median(dists)))
+                       median_age_change=float(np.median(changes)), median_distance=float(np.median(dists)),
+                       median_render_age_change=float(np.median(render_changes)))
             progress(f"{set_name:22s} {n:3d} faces: labeler age up >= 20 years {100 * row['age_up_20']:.0f} %, "
                      f"still the same person (< 0.6) {100 * row['same_person']:.0f} %; median change "
-                     f"{row['median_age_change']:+.1f} years, median distance {row['median_distance']:.2f}"
+                     f"{row['median_age_change']:+.1f} years (the model's own render: "
+                     f"{row['median_render_age_change']:+.1f}), median distance {row['median_distance']:.2f}"
                      + (f"  [{len(failed)} failed]" if failed else ""))
         out[set_name] = row
     return out
@@ -202,7 +213,7 @@ def _run_figures(args) -> int:
           f"{len(held)} held-out faces + the astronaut")
     res = edit_figures(editor, meter, photos, age_s, mode=args.mode)
     calibrated = has_years(dirs, "age")
-    edits = {n: (-2.0, 2.0) for n in dirs}
+    edits = {n: tuple(dirs[n].strength_range) for n in dirs}  # each slider's ends
     if calibrated:
         edits["age"] = (years_to_strength(dirs, "age", -20), years_to_strength(dirs, "age", 30))
         tl = [years_to_strength(dirs, "age", y) for y in (-20, -10, 0, 10, 20, 30, 40)]
