@@ -353,6 +353,15 @@ def test_age_min_fits_growing_old_not_growing_up_and_condition_stores_an_orthogo
     assert ds["age"].metrics["fit"] == "ridge" and ds["age"].metrics["conditional_on"] == "gender"
     assert "holding gender" in ds["age"].source and ds["age"].source.startswith("learned:ridge")
     # Without --age-min the children's axis pulls the direction off the old-age one.
+    # Two held at once: orthogonal to both (the joint projection, not one after the other).
+    smile = (w @ (axes[1] + axes[2]) > 0).astype(float)
+    np.savez(tmp_path / "codes3.npz", w=w, age=age, gender=gender, smile=smile)
+    assert main(["--codes", str(tmp_path / "codes3.npz"), "--out", str(tmp_path / "two"), "--attributes",
+                 "age,gender,smile", "--regress", "age", "--age-min", "18", "--condition", "age:gender,smile",
+                 "--check-codes", "0"]) == 0
+    two = DirectionSet.load(tmp_path / "two")
+    for h in ("gender", "smile"):
+        assert abs(two["age"].vector.astype(np.float64) @ two[h].vector.astype(np.float64)) < 1e-6
     assert main(["--codes", str(tmp_path / "codes.npz"), "--out", str(tmp_path / "all"), "--attributes", "age",
                  "--regress", "age", "--check-codes", "0"]) == 0
     assert abs(DirectionSet.load(tmp_path / "all")["age"].vector @ axes[0]) > 0.3

@@ -17,7 +17,8 @@ Steps:
    With --regress ATTR the attribute is fitted instead by ridge regression of its score on every code (the
    direction of steepest increase: it uses all codes, not only the extremes); --age-min N fits age on the
    codes that score at least N years (growing up is not the same change as growing old); --condition
-   age:gender stores age's conditional direction (InterFaceGAN's projection: orthogonal to gender's);
+   age:gender stores age's conditional direction (InterFaceGAN's projection: orthogonal to gender's;
+   age:gender,glasses to both);
 4. scale = std of all sampled codes' projections on it (so strength 1 = one std, see faceapp.edits);
 5. save the DirectionSet (directions.safetensors + directions.json) into --out, with options.json,
    report.json, samples.npz (codes and scores) and, unless --no-grids, grids/<name>.png: 8 faces x
@@ -543,7 +544,7 @@ def _conditioned(directions: DirectionSet, G, opts: LearnOptions) -> DirectionSe
     from faceapp.edits import conditional_direction
 
     for edited, held in opts.condition:
-        missing = [n for n in (edited, held) if n not in directions]
+        missing = [n for n in (edited, *held.split(",")) if n not in directions]
         if missing:
             raise FaceAppError(f"--condition {edited}:{held}: no {' or '.join(missing)} direction was learned")
     scale_codes = None
@@ -554,7 +555,7 @@ def _conditioned(directions: DirectionSet, G, opts: LearnOptions) -> DirectionSe
             with np.load(opts.codes, allow_pickle=False) as f:
                 scale_codes = f["w"] if "w" in f.files else f["ws"][:, 0]
     for edited, held in opts.condition:
-        d = conditional_direction(directions[edited], [directions[held]])
+        d = conditional_direction(directions[edited], [directions[h] for h in held.split(",")])
         d = d.replace(scale=direction_scale(d.vector, scale_codes),
                       metrics=d.metrics | {"conditional_on": held})
         directions = directions.with_direction(d)
@@ -663,7 +664,8 @@ def parse_args(argv=None) -> LearnOptions:
     p.add_argument("--ridge-alpha", type=float, default=1.0)
     p.add_argument("--age-min", type=float, default=None, help="fit age on codes scored at least this many years")
     p.add_argument("--condition", action="append", default=[], metavar="EDITED:HELD",
-                   help="store EDITED's direction orthogonal to HELD's (e.g. age:gender); repeatable")
+                   help="store EDITED's direction orthogonal to HELD's (e.g. age:gender, or age:gender,glasses for "
+                   "both at once); repeatable")
     p.add_argument("--strength-range", action="append", default=[], metavar="NAME=LO:HI",
                    help="the slider's range of a direction in strength units (e.g. age=-12:12); repeatable")
     a = p.parse_args(argv)
