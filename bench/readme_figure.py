@@ -5,8 +5,8 @@
 The photo (default tests/data/astronaut.jpg, NASA, public domain) goes through FaceEditor as an upload
 would (detect, align, invert in --mode, paste the edit back as the user gets it); the strip shows the same
 square around the face, cut from the photo and from each result: photo | older | younger | smiling |
-glasses. Age is in years when the bundle's age direction is calibrated, else in strengths. The image is
-what the model made of a public-domain photo: it carries the model's non-commercial note.
+glasses: the app's one-click presets. Age is in years when the bundle's age direction is calibrated, else
+in strengths. The image is what the model made of a public-domain photo: it carries the model's non-commercial note.
 """
 
 from __future__ import annotations
@@ -33,20 +33,23 @@ def face_square(box, size, scale: float = 1.9) -> tuple[int, int, int, int]:
     return left, top, left + int(side), top + int(side)
 
 
-def edits_for(directions) -> list[tuple[str, dict]]:
-    """[(label, edits)] for the strip: what the app's presets do, in years where it can."""
-    from faceapp.edits import has_years, years_to_strength
+def edits_for(bundle) -> list[tuple[str, dict]]:
+    """[(label, edits)] for the strip: the app's one-click presets (app.presets), in years where it can."""
+    import importlib.util
 
+    from faceapp.edits import has_years
+
+    # app.py by path: `import app` from bench/ would find bench/app.py (the app benchmark) first.
+    spec = importlib.util.spec_from_file_location("faceapp_app_presets", ROOT / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+
+    years = has_years(bundle.directions, "age")
     out: list[tuple[str, dict]] = [("photo", {})]
-    if "age" in directions:
-        if has_years(directions, "age"):
-            out += [("+30 years", {"age": years_to_strength(directions, "age", 30)}),
-                    ("-20 years", {"age": years_to_strength(directions, "age", -20)})]
-        else:
-            out += [("older (+3)", {"age": 3.0}), ("younger (-3)", {"age": -3.0})]
-    for name, label in (("smile", "smiling"), ("glasses", "glasses")):
-        if name in directions:
-            out.append((label, {name: 2.0}))
+    for name, edit in app.presets(bundle).items():
+        if "age" in edit:  # say how much: in years when calibrated, else the strength
+            name = {"Younger": "-20 years"}.get(name, name) if years else f"{name} ({edit['age']:+g})"
+        out.append((name.lower(), edit))
     return out
 
 
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
     prepared = editor.prepare(photo, faces="largest", mode=a.mode, detected=faces)
     square = face_square(max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).box, photo.size)
     panels = []
-    for label, edits in edits_for(bundle.directions):
+    for label, edits in edits_for(bundle):
         im = photo if not edits else editor.compose(photo, prepared, edits)
         panel = im.crop(square).resize((a.size, a.size), Image.Resampling.LANCZOS)
         band = Image.new("RGB", (a.size, 24), "white")
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
     strip = Image.fromarray(np.concatenate(panels, axis=1))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     strip.save(a.out)
-    print(f"wrote {a.out}: {', '.join(label for label, _ in edits_for(bundle.directions))} ({a.mode} mode)")
+    print(f"wrote {a.out}: {', '.join(label for label, _ in edits_for(bundle))} ({a.mode} mode)")
     return 0
 
 
