@@ -253,6 +253,7 @@ def _cmd_age(args: argparse.Namespace) -> int:
         steps = [(f"{y:+g}y", s) for y, s in zip(args.years, _years_strengths(editor, args.years))]
     else:
         steps = [(f"{s:+g}", s) for s in args.strengths]
+        _note_outside_range(editor.bundle.directions, "age", args.strengths)
     options = {
         "strengths": None if args.timeline is not None else [s for _, s in steps],
         "timeline": args.timeline,
@@ -326,6 +327,18 @@ def _cmd_age(args: argparse.Namespace) -> int:
     bar.close()
     print(f"{made} photo(s) done, {skipped} already done, {failed} failed; manifest: {manifest}")
     return 1 if failed else 0
+
+
+def _note_outside_range(directions, name: str, strengths) -> None:
+    """Say on stderr which of `strengths` of `directions[name]` lie past its slider range (done, not refused:
+    the model was not made for them, and faces may break up there)."""
+    if name not in directions:
+        return
+    lo, hi = directions[name].strength_range
+    for s in strengths:
+        if not lo <= s <= hi:
+            print(f"note: {name} {s:+g} is outside the model's range {lo:g}..{hi:g}: the face may not hold up there",
+                  file=sys.stderr)
 
 
 def _years_strengths(editor, years) -> list[float]:
@@ -425,6 +438,8 @@ def _cmd_edit(args: argparse.Namespace) -> int:
             strengths[name] = value
     editor = _editor(args)
     shown = [f"{k} {v:+g}" for k, v in strengths.items() if not (k == "age" and args.years)]
+    for name, value in strengths.items():
+        _note_outside_range(editor.bundle.directions, name, [value])
     if args.years:
         if "age" not in editor.bundle.directions:
             raise FaceAppError(f"model {editor.bundle.name!r} has no age direction")
@@ -466,12 +481,15 @@ def _add_edit(subparsers) -> None:
     p.add_argument("photo", help="the photo")
     p.add_argument("--out", required=True, help="where to write the result (.png, .jpg, ...)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--age", type=float, default=0.0, help="older (+) / younger (-) strength (about -3..3)")
+    g.add_argument("--age", type=float, default=0.0,
+                   help="older (+) / younger (-) strength, within the model's slider range (e.g. -3..3; "
+                   "the demo model: -12..12)")
     g.add_argument("--years", type=float, default=None, metavar="N",
                    help="instead of --age: N years older (N < 0: younger), converted with the model's years "
                    "calibration (refused when it has none)")
     for name, what in (("smile", "smile"), ("glasses", "glasses"), ("gender", "gender")):
-        p.add_argument(f"--{name}", type=float, default=0.0, help=f"{what} strength (about -3..3)")
+        p.add_argument(f"--{name}", type=float, default=0.0,
+                       help=f"{what} strength, within the model's slider range (e.g. -3..3)")
     p.add_argument("--edit", dest="edits", action="append", type=_edit_pair, metavar="NAME=STRENGTH",
                    help="any other direction of the model (repeatable)")
     _add_model_args(p)

@@ -261,3 +261,19 @@ def test_years_and_strengths_are_mutually_exclusive(calibrated_model, tmp_path, 
         cli.main([cmd, str(DATA / "astronaut.jpg"), "--out", str(tmp_path / "o.png"), "--model", calibrated_model,
                   *opts])
     assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_strengths_past_the_slider_range_are_done_and_said(model, tmp_path, capsys):
+    photo = str(DATA / "astronaut.jpg")
+    assert cli.main(["edit", photo, "--smile", "2", "--out", str(tmp_path / "in.png"), "--model", model,
+                     "--steps", "1"]) == 0
+    assert "outside the model's range" not in capsys.readouterr().err
+    assert cli.main(["edit", photo, "--smile", "5", "--age", "-1", "--out", str(tmp_path / "past.png"),
+                     "--model", model, "--steps", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "note: smile +5 is outside the model's range -3..3" in err and "age" not in err
+    assert (tmp_path / "past.png").is_file()
+    assert cli.main(["age", photo, "--out", str(tmp_path / "o"), "--model", model, "--strengths", "-4,1",
+                     *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "note: age -4 is outside the model's range -3..3" in err and "age +1" not in err
