@@ -470,8 +470,19 @@ def test_two_process_gloo_run(smoke_gen, tmp_path):
     assert [json.loads(line)["step"] for line in (out / "stats.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
-def test_balance_age_is_an_encoder_option_saved_with_the_run_and_needs_ages(smoke_gen, blobs32, tmp_path):
+def test_balance_age_reaches_the_encoders_sampler_and_needs_ages(smoke_gen, blobs32, tmp_path, monkeypatch):
     import zipfile
+
+    import training.train_encoder as te
+
+    seen = []
+
+    class Recording(te.ResumableSampler):
+        def __init__(self, *a, weights=None, **k):
+            super().__init__(*a, weights=weights, **k)
+            seen.append(self.weights)
+
+    monkeypatch.setattr(te, "ResumableSampler", Recording)
 
     aged = tmp_path / "aged.zip"
     with zipfile.ZipFile(blobs32) as zin, zipfile.ZipFile(aged, "w") as zout:
@@ -484,6 +495,11 @@ def test_balance_age_is_an_encoder_option_saved_with_the_run_and_needs_ages(smok
                     "--balance-age", "1.0")
     assert res["step"] == 2
     assert json.loads((tmp_path / "b" / "options.json").read_text())["balance_age"] == 1.0
+    (w,) = seen  # the 2 old faces (of 16) weigh 7x each young one: old and young bins drawn equally
+    assert w is not None and w[0] / w[5] == pytest.approx(7.0)
+    seen.clear()
+    train_enc(smoke_gen, tmp_path / "plain", 1, "--data", aged, "--synthetic-fraction", "0.5")
+    assert seen == [None]
     with pytest.raises(Exception, match="no image has an age"):
         train_enc(smoke_gen, tmp_path / "c", 2, "--data", blobs32, "--synthetic-fraction", "0.5",
                   "--balance-age", "0.5")

@@ -551,9 +551,12 @@ def _conditioned(directions: DirectionSet, G, opts: LearnOptions) -> DirectionSe
     if opts.condition:
         if G is not None:
             scale_codes = sample_w(G, 4096, opts.seed + 3, opts.truncation_psi, device=opts.device)
-        else:
+        elif opts.codes:
             with np.load(opts.codes, allow_pickle=False) as f:
                 scale_codes = f["w"] if "w" in f.files else f["ws"][:, 0]
+        else:
+            raise FaceAppError("--condition rescales the direction on G's samples: give --generator or --bundle "
+                               "(or --codes)")
     for edited, held in opts.condition:
         d = conditional_direction(directions[edited], [directions[h] for h in held.split(",")])
         d = d.replace(scale=direction_scale(d.vector, scale_codes),
