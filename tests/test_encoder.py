@@ -503,3 +503,38 @@ def test_balance_age_reaches_the_encoders_sampler_and_needs_ages(smoke_gen, blob
     with pytest.raises(Exception, match="no image has an age"):
         train_enc(smoke_gen, tmp_path / "c", 2, "--data", blobs32, "--synthetic-fraction", "0.5",
                   "--balance-age", "0.5")
+
+
+@pytest.mark.parametrize("num_ws", [10, 5])  # the last head reads p1 (10 layers) or p2 (5 < middle_ind)
+def test_grown_encoder_repeats_its_last_code_until_the_new_heads_learn(num_ws):
+    from faceapp.inversion.encoder import grow_encoder
+    from training.train_generator import extend_ws
+
+    E = randomise(small_encoder(num_ws=num_ws, w_dim=16, img_resolution=32), seed=5).eval()
+    big = grow_encoder(E, num_ws + 2).eval()
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        close(big(img), extend_ws(E(img), num_ws + 2))
+        big.styles[num_ws + 1].linear.bias.add_(1.0)  # the new heads are copies, not E's own head
+        out = big(img)
+        close(out[:, : num_ws + 1], extend_ws(E(img), num_ws + 1))
+        assert (out[:, -1] - E(img)[:, -1]).abs().min() > 0.5
+    assert big.init_kwargs["num_ws"] == num_ws + 2 and E.num_ws == num_ws
+    with pytest.raises(FaceAppError, match="cannot grow"):
+        grow_encoder(E, num_ws - 1)
+
+
+def test_train_encoder_init_grows_an_encoder_for_a_grown_generator(smoke_gen, tmp_path, capsys):
+    from faceapp.stylegan.checkpoint import load_generator
+    from training.train_generator import grow_generator
+
+    first = train_enc(smoke_gen, tmp_path / "small", 2)
+    enc = sorted((tmp_path / "small").glob("encoder-snapshot-*.safetensors"))[-1]
+    G = load_generator(smoke_gen)
+    big = grow_generator(G, 2 * G.img_resolution)
+    gen2 = tmp_path / "G2.safetensors"
+    save_networks(gen2, {"G_ema": big})
+    capsys.readouterr()
+    out = train_enc(gen2, tmp_path / "big", 1, "--init", enc)
+    assert "the new layers' heads start as copies" in capsys.readouterr().out
+    assert out["E"].num_ws == big.num_ws == first["E"].num_ws + 2

@@ -721,3 +721,60 @@ def test_balance_age_trains_resumes_exactly_and_needs_ages(blobs, tmp_path):
     assert not all(torch.equal(plain["G"].state_dict()[k], v) for k, v in a["G"].state_dict().items())
     with pytest.raises(Exception, match="no image has an age"):
         train(blobs, tmp_path / "no-ages", 2, "--balance-age", 0.5)
+
+
+def test_grown_generator_renders_the_small_ones_image_upsampled_then_learns_detail():
+    from faceapp.cuda import upfirdn2d
+    from faceapp.stylegan import Generator
+    from training.train_generator import extend_ws, grow_generator
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+                  synthesis_kwargs=dict(channel_base=256, channel_max=32)).eval()
+    big = grow_generator(G, 64).eval()
+    assert (big.img_resolution, big.num_ws) == (64, G.num_ws + 4)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(3, 16), None)  # [3, num_ws, 16]
+        small = G.synthesis(ws, noise_mode="const")  # [3, 3, 16, 16]
+        out = big.synthesis(extend_ws(ws, big.num_ws), noise_mode="const")  # [3, 3, 64, 64]
+    f = big.synthesis.b32.resample_filter
+    want = upfirdn2d.upsample2d(upfirdn2d.upsample2d(small, f), f)
+    assert out.shape == (3, 3, 64, 64) and torch.allclose(out, want, atol=1e-5)
+    # the shared layers are copies, not views: training the grown G leaves the small one alone
+    before = G.synthesis.b16.conv1.weight.clone()
+    big.synthesis.b16.conv1.weight.data.add_(1.0)
+    assert torch.equal(G.synthesis.b16.conv1.weight, before)
+    # and the new blocks take part once their toRGB moves off zero
+    big.synthesis.b64.torgb.weight.data.normal_()
+    with torch.no_grad():
+        assert not torch.allclose(big.synthesis(extend_ws(ws, big.num_ws), noise_mode="const"), want, atol=1e-3)
+    for bad in (24, 16, 8):
+        with pytest.raises(ValueError, match="cannot grow"):
+            grow_generator(G, bad)
+    with pytest.raises(ValueError, match="do not fit"):
+        extend_ws(torch.zeros(1, big.num_ws + 1, 16), big.num_ws)
+
+
+def test_init_from_a_smaller_run_grows_it_and_keeps_the_projected_D(blobs, tmp_path, capsys):
+    register()
+    small = tmp_path / "small"
+    common = ["--cpu-smoke", "--recipe", "fast", "--grid", "2", "--proj-res", "32"]
+    main([*common, "--data", str(blobs), "--outdir", str(small), "--kimg", "0.008"])
+    snap = small / "network-snapshot-000000008.safetensors"
+    nets = load_networks(snap)
+    data32 = write_synthetic_archive(tmp_path / "blobs32.zip", num_images=32, resolution=32, seed=1)
+    capsys.readouterr()
+    big = tmp_path / "big"
+    main([*common, "--data", str(data32), "--outdir", str(big), "--init", str(snap), "--kimg", "0.008"])
+    log = capsys.readouterr().out
+    assert "growing" in log and "b32" in log and "D: " in log
+    grown = load_networks(big / "network-snapshot-000000008.safetensors")
+    assert grown["G"].img_resolution == 32 and grown["G_ema"].num_ws == nets["G"].num_ws + 2
+    # the small run's D went on training (its heads moved from the small run's values, same shapes)
+    a, b = nets["D"].state_dict(), grown["D"].state_dict()
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+    # a checkpoint that does not divide the data's resolution is refused as before
+    data24 = write_synthetic_archive(tmp_path / "blobs24.zip", num_images=32, resolution=24, seed=1)
+    with pytest.raises(SystemExit, match="16px"):
+        main([*common, "--data", str(data24), "--outdir", str(tmp_path / "bad"), "--init", str(snap),
+              "--kimg", "0.008"])

@@ -279,6 +279,12 @@ def build_encoder(opts: EncoderTrainOptions, G) -> Encoder4Editing:
     """A fresh encoder for G (current torch RNG), or the 'encoder' of --init; w_avg = G's."""
     if opts.init:
         E = load_encoder(opts.init)
+        if E.w_dim == G.w_dim and E.num_ws < G.num_ws:  # G was grown to a higher resolution (train_generator)
+            from faceapp.inversion.encoder import grow_encoder
+
+            print(f"--init {opts.init}: its encoder makes {E.num_ws} codes, the generator takes {G.num_ws}: "
+                  f"the new layers' heads start as copies of its last one")
+            E = grow_encoder(E, G.num_ws)
         if (E.num_ws, E.w_dim) != (G.num_ws, G.w_dim):
             raise SystemExit(f"--init {opts.init}: its encoder makes {E.num_ws} codes of {E.w_dim}; "
                              f"the generator takes {G.num_ws} of {G.w_dim}")

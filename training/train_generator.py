@@ -329,6 +329,13 @@ def initial_networks(opts: TrainOptions, dataset: ImageArchive, path: str | os.P
     if G is None:
         raise SystemExit(f"{path} holds no generator (G or G_ema)")
     want = (dataset.resolution, dataset.num_channels, dataset.label_dim)
+    grown = _growable(G, want)
+    if grown:
+        print(f"growing {path}'s {G.img_resolution}px generator to the data's {want[0]}px: new blocks "
+              f"{', '.join(f'b{r}' for r in grown)} start by rendering its image, upsampled")
+        G = grow_generator(G, want[0])
+        if "G_ema" in nets:
+            nets["G_ema"] = grow_generator(nets["G_ema"], want[0])
     if (G.img_resolution, G.img_channels, G.c_dim) != want:
         raise SystemExit(f"{path} makes {G.img_resolution}px, {G.img_channels}-channel images with "
                          f"c_dim {G.c_dim}; the data is {want[0]}px, {want[1]} channels, label_dim {want[2]}")
@@ -336,15 +343,77 @@ def initial_networks(opts: TrainOptions, dataset: ImageArchive, path: str | os.P
     D = nets.get("D")
     if D is None or type(D) is not type(fresh_D):
         D = fresh_D
-    elif _upgradable(D, fresh_D):  # e.g. --proj-mbstd given to a run made without it: same weights, new parts
+    elif _upgradable(D, fresh_D) or (grown and _same_weights(D, fresh_D)):
+        # e.g. --proj-mbstd given to a run made without it (same weights, new parts), or a projected D
+        # (which judges images resized to its feature resolution) of a run being grown
         fresh_D.load_state_dict(D.state_dict())
         D = fresh_D
+        if grown:
+            print(f"D: {path}'s (it judges images resized to its own feature resolution)")
+    elif grown:
+        D = fresh_D  # a D built for the small images: start a fresh one
     for net in (G, D):
         net.float()  # compact (fp16) snapshots train on in float32
     G_ema = nets["G_ema"].float() if "G_ema" in nets else copy.deepcopy(G)
     return G, D, G_ema
 
 
+
+
+def _growable(G, want: tuple[int, int, int]) -> list[int]:
+    """The block resolutions growing G to the data's `want` = (resolution, channels, label_dim) adds; [] if none."""
+    res, ch, c_dim = want
+    if (G.img_channels, G.c_dim) != (ch, c_dim) or res <= G.img_resolution or res % G.img_resolution:
+        return []
+    ratio = res // G.img_resolution
+    if ratio & (ratio - 1):
+        return []
+    return [G.img_resolution * 2**k for k in range(1, ratio.bit_length())]
+
+
+def grow_generator(G: Generator, resolution: int) -> Generator:
+    """A copy of `G` at a higher `resolution` (a power-of-two multiple) that renders what G renders, upsampled.
+
+    Every block G has keeps its weights (a block's width depends only on its resolution and the channel
+    options); the new top blocks are fresh except their toRGB layers, which start at zero, so with the
+    skip architecture the image is G's image through the usual upsampling filter until they learn detail.
+    The grown G has more W+ layers (num_ws); G's codes extend to it by repeating their last layer
+    (`extend_ws`).
+    """
+    new = _growable(G, (resolution, G.img_channels, G.c_dim))
+    if not new:
+        raise ValueError(f"cannot grow a {G.img_resolution}px generator to {resolution}px")
+    if getattr(G.synthesis, f"b{G.img_resolution}").architecture != "skip":
+        raise ValueError("only skip-architecture generators (StyleGAN2's default) grow")
+    kwargs = copy.deepcopy(G.init_kwargs)
+    kwargs["img_resolution"] = resolution
+    big = Generator(**kwargs)
+    own = big.state_dict()
+    for k, v in G.state_dict().items():
+        if k not in own or own[k].shape != v.shape:
+            raise ValueError(f"{k}: {tuple(v.shape)} in the small generator, "
+                             f"{tuple(own[k].shape) if k in own else 'absent'} in the grown one")
+        own[k] = v.detach().clone().float()
+    for r in new:
+        own[f"synthesis.b{r}.torgb.weight"].zero_()
+        own[f"synthesis.b{r}.torgb.bias"].zero_()
+    big.load_state_dict(own)
+    return big
+
+
+def extend_ws(ws: torch.Tensor, num_ws: int) -> torch.Tensor:
+    """ws [N, L, w_dim] -> [N, num_ws, w_dim]: a smaller G's codes for a grown one (last layer repeated)."""
+    if ws.shape[1] > num_ws:
+        raise ValueError(f"{ws.shape[1]} W+ layers do not fit a generator with {num_ws}")
+    return torch.cat([ws, ws[:, -1:].expand(-1, num_ws - ws.shape[1], -1)], dim=1)
+
+
+def _same_weights(D, fresh_D) -> bool:
+    """Whether fresh_D (same class) has exactly D's parameter and buffer names and shapes."""
+    if type(D) is not type(fresh_D):
+        return False
+    a, b = D.state_dict(), fresh_D.state_dict()
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
 
 
 def _upgradable(D, fresh_D) -> bool:

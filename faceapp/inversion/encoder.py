@@ -35,6 +35,7 @@ __all__ = [
     "Encoder4Editing",
     "EqualLinear",
     "GradualStyleBlock",
+    "grow_encoder",
     "SEModule",
     "BottleneckIR",
     "BottleneckIRSE",
@@ -295,6 +296,36 @@ class Encoder4Editing(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_ws={self.num_ws}, w_dim={self.w_dim}, img_resolution={self.img_resolution}, "
                 f"progressive_stage={self.progressive_stage}")
+
+
+def grow_encoder(E: Encoder4Editing, num_ws: int) -> Encoder4Editing:
+    """A copy of E that predicts `num_ws` W+ layers (more than E does), for a generator grown to a higher resolution.
+
+    The new heads start as copies of E's last one, so at first the codes are E's with the last layer repeated
+    (what a grown generator takes for E's codes); they read the fine pyramid level like E's last head.
+    """
+    if num_ws < E.num_ws:
+        raise FaceAppError(f"an encoder of {E.num_ws} W+ layers cannot grow to {num_ws}")
+    kwargs = dict(E.init_kwargs)
+    kwargs.update(num_ws=num_ws, progressive_stage=None)
+    if E.middle_ind > E.num_ws - 1:  # E's last head read p2 or c3: so do the new ones
+        kwargs["middle_ind"] = max(kwargs["middle_ind"], num_ws)
+        if E.coarse_ind > E.num_ws - 1:
+            kwargs["coarse_ind"] = max(kwargs["coarse_ind"], num_ws)
+    big = Encoder4Editing(**kwargs)
+    own = big.state_dict()
+    for k, v in E.state_dict().items():
+        if k != "w_avg":
+            own[k] = v.detach().clone()
+    last = E.num_ws - 1
+    for i in range(E.num_ws, num_ws):
+        for k, v in E.styles[last].state_dict().items():
+            own[f"styles.{i}.{k}"] = v.detach().clone()
+    w_avg = E.w_avg.detach()
+    own["w_avg"] = torch.cat([w_avg, w_avg[-1:].expand(num_ws - E.num_ws, -1)], dim=0)
+    big.load_state_dict(own)
+    big.set_progressive_stage(E.progressive_stage)
+    return big.train(E.training)
 
 
 def register_encoder_class() -> None:
