@@ -778,3 +778,27 @@ def test_init_from_a_smaller_run_grows_it_and_keeps_the_projected_D(blobs, tmp_p
     with pytest.raises(SystemExit, match="16px"):
         main([*common, "--data", str(data24), "--outdir", str(tmp_path / "bad"), "--init", str(snap),
               "--kimg", "0.008"])
+
+
+def test_freeze_below_trains_only_the_new_blocks_and_keeps_the_small_gs_codes(blobs, tmp_path, capsys):
+    register()
+    small = tmp_path / "small"
+    common = ["--cpu-smoke", "--recipe", "fast", "--grid", "2", "--proj-res", "32"]
+    main([*common, "--data", str(blobs), "--outdir", str(small), "--kimg", "0.008"])
+    snap = small / "network-snapshot-000000008.safetensors"
+    before = load_networks(snap)["G_ema"]
+    data32 = write_synthetic_archive(tmp_path / "blobs32.zip", num_images=32, resolution=32, seed=1)
+    capsys.readouterr()
+    main([*common, "--data", str(data32), "--outdir", str(tmp_path / "big"), "--init", str(snap), "--kimg", "0.016",
+          "--freeze-below", "32", "--glr", "0.01"])
+    assert "frozen: G's mapping and blocks below 32 px" in capsys.readouterr().out
+    nets = load_networks(tmp_path / "big" / "network-snapshot-000000016.safetensors")
+    for key in ("G", "G_ema"):
+        after = dict(nets[key].named_parameters())
+        old = dict(before.named_parameters())  # (w_avg, a buffer, goes on tracking the frozen mapping's mean)
+        for name, v in old.items():
+            if name.startswith("mapping.") or name.startswith("synthesis.b16.") or name.startswith("synthesis.b4."):
+                assert torch.equal(after[name], v), (key, name)  # exactly the small G_ema's
+        assert after["synthesis.b32.torgb.weight"].abs().sum() > 0  # the new block learned (from zero)
+    with pytest.raises(SystemExit, match="--freeze-below 48"):
+        main([*common, "--data", str(data32), "--outdir", str(tmp_path / "bad"), "--freeze-below", "48"])

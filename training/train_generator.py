@@ -134,6 +134,9 @@ class TrainOptions:
     keep_snaps: int = opt(0, "keep only the newest N snapshots (0: all)")
     grid: int = opt(8, "sample grid is grid x grid images")
     resume: str = opt(None, "snapshot .safetensors or a run folder (its latest snapshot)")
+    freeze_below: int = opt(0, "keep G's mapping and its blocks below this resolution as they are (e.g. 128 when "
+                            "growing a 64 px run: only the new blocks learn, so the grown G keeps the small one's "
+                            "faces, codes and edit directions and adds detail; 0: train everything)")
     init: str = opt(None, "start from this faceapp checkpoint's G/D/G_ema (fine-tuning; convert official .pkl/.pt "
                     "files first with `python -m faceapp convert`)")
     # The quality measure (training/quality.py); off without --quality-source.
@@ -235,6 +238,9 @@ def resolve_options(args: argparse.Namespace, resolution: int, base: dict | None
     if values["proj_res"] is not None and (values["proj_res"] % 32 or values["proj_res"] < 32):
         raise SystemExit(f"--proj-res {values['proj_res']}: use a multiple of 32 (128 or more keeps 4x4 maps "
                          f"at MobileNetV2's coarsest tap)")
+    fb = values["freeze_below"]
+    if fb and (fb & (fb - 1) or not 8 <= fb <= resolution):
+        raise SystemExit(f"--freeze-below {fb}: use a block resolution from 8 to the data's {resolution} (0: none)")
     if values["quality_source"] and values["cond"]:
         raise SystemExit("the quality measure samples an unconditional G: drop --quality-source with --cond")
     if values["gamma"] is None:
@@ -406,6 +412,14 @@ def extend_ws(ws: torch.Tensor, num_ws: int) -> torch.Tensor:
     if ws.shape[1] > num_ws:
         raise ValueError(f"{ws.shape[1]} W+ layers do not fit a generator with {num_ws}")
     return torch.cat([ws, ws[:, -1:].expand(-1, num_ws - ws.shape[1], -1)], dim=1)
+
+
+def frozen_parameters(G, below: int) -> set[str]:
+    """Names of G's parameters that --freeze-below `below` keeps fixed: the mapping and blocks under `below` px."""
+    if not below:
+        return set()
+    keep = {f"synthesis.b{r}." for r in G.synthesis.block_resolutions if r < below}
+    return {n for n, _ in G.named_parameters() if n.startswith("mapping.") or any(n.startswith(k) for k in keep)}
 
 
 def _same_weights(D, fresh_D) -> bool:
@@ -687,6 +701,16 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
         G, D, G_ema = initial_networks(opts, dataset, opts.init)
     G, D = G.to(device).train().requires_grad_(False), D.to(device).train().requires_grad_(False)
     G_ema = G_ema.to(device).eval().requires_grad_(False)
+    frozen = frozen_parameters(G, opts.freeze_below)
+    if frozen:
+        # G starts with G_ema's values there, so the EMA (a lerp between equal values) keeps them exactly
+        ema = dict(G_ema.named_parameters())
+        with torch.no_grad():
+            for name, p in G.named_parameters():
+                if name in frozen:
+                    p.copy_(ema[name])
+        log(f"frozen: G's mapping and blocks below {opts.freeze_below} px ({len(frozen)} tensors); "
+            f"{sum(p.numel() for n, p in G.named_parameters() if n not in frozen):,} parameters train")
     augment_pipe = build_augment(opts)
     if augment_pipe is not None:
         augment_pipe = augment_pipe.to(device)
@@ -786,6 +810,10 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
             module, opt = modules[net], opts_by_net[net]
             opt.zero_grad(set_to_none=True)
             module.requires_grad_(True)
+            if net == "G":
+                for name, p in G.named_parameters():
+                    if name in frozen:
+                        p.requires_grad_(False)
             st = loss.accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain=float(interval),
                                            scaler=scaler)
             module.requires_grad_(False)
