@@ -440,3 +440,25 @@ def test_fingerprint_and_check_directions():
     with pytest.raises(DirectionMismatchError, match=f"width {2 * W_DIM}"):
         check_directions(wide, G)
     assert check_directions(stamped(sg1, fp, ["accepted"]), G) == []  # recorded for G: authoritative
+
+
+def test_directions_fit_a_generator_grown_from_theirs_but_not_a_shrunk_or_other_one():
+    from faceapp.edits import DirectionMismatchError, check_directions, generator_fingerprint
+    from faceapp.edits.provenance import stamped
+    from training.train_generator import grow_generator
+
+    G = _tiny_G(0)
+    big = grow_generator(G, 2 * G.img_resolution)
+    mine = stamped(DirectionSet(rand_dirs(["age"])), generator_fingerprint(G))
+    assert big.num_ws > G.num_ws and check_directions(mine, big) == []
+    # a set made on the grown one does not fit the small one (fewer layers than it was made for)
+    theirs = stamped(DirectionSet(rand_dirs(["age"])), generator_fingerprint(big))
+    with pytest.raises(DirectionMismatchError, match=f"made for {big.num_ws} ws"):
+        check_directions(theirs, G)
+    # another model grown to the same size does not fit: its mapping differs
+    with pytest.raises(DirectionMismatchError, match="do not belong"):
+        check_directions(mine, grow_generator(_tiny_G(1), 2 * G.img_resolution))
+    # nor do per-layer rows of the small G's W+
+    rows = DirectionSet([Direction("pose", np.ones((G.num_ws, W_DIM)))])
+    with pytest.raises(DirectionMismatchError, match="ws"):
+        check_directions(stamped(rows, generator_fingerprint(G)), big)

@@ -13,7 +13,9 @@ w_dim 512). So a direction set records the generator it was made for, in its met
 
 (`generator_fingerprint(G)`). `check_directions(directions, G)` compares it with a generator:
 family, w_dim, num_ws, and the mapping network (equal ids, or probes within 1e-3, so the same
-weights read from another file format still match). A set with no record (older bundles) is
+weights read from another file format still match). A generator grown from the set's one to a
+higher resolution (the same mapping, more W+ layers on top: training/train_generator.py --init)
+fits a set of W-space directions. A set with no record (older bundles) is
 judged by what its directions say about themselves: widths, per-layer row counts, and the model
 family implied by their `source` (`made_for_source`):
 
@@ -154,6 +156,16 @@ def _family_reason(family: str | None, fp: dict, what: str) -> str | None:
     return None
 
 
+def _grown_from(recorded: dict, fp: dict, directions) -> bool:
+    """Whether the generator is the set's one grown to a higher resolution (train_generator.py --init on a
+    higher-resolution archive): the same mapping, more W+ layers appended above the old ones, so directions in W
+    (not per-layer rows) still mean what they meant."""
+    more = isinstance(recorded.get("num_ws"), int) and recorded["num_ws"] < fp["num_ws"]
+    res = recorded.get("img_resolution"), fp.get("img_resolution")
+    return (more and all(isinstance(r, int) for r in res) and res[0] < res[1] and same_mapping(recorded, fp) is True
+            and not any(d.per_layer for d in directions.values()))
+
+
 def _reasons(directions, fp: dict) -> list[str]:
     out = []
     recorded = directions.meta.get("generator") if isinstance(getattr(directions, "meta", None), dict) else None
@@ -163,7 +175,8 @@ def _reasons(directions, fp: dict) -> list[str]:
             f"the set was made for w_dim {recorded['w_dim']}, the generator has {fp['w_dim']}"
             if recorded.get("w_dim") not in (None, fp["w_dim"]) else None,
             f"the set was made for {recorded['num_ws']} ws, the generator has {fp['num_ws']}"
-            if recorded.get("num_ws") not in (None, fp["num_ws"]) else None,
+            if recorded.get("num_ws") not in (None, fp["num_ws"]) and not _grown_from(recorded, fp, directions)
+            else None,
         ):
             if reason:
                 out.append(reason)
