@@ -16,11 +16,12 @@ Timed (median of --iters runs under torch.inference_mode, after warm-up), wall a
 --figures (with --bundle): the issue's edit figures, on the photo the user gets back. The 50 held-out
 faces of training/labels/utkface-heldout-eval.txt (--faces N: the first N) and the public-domain
 astronaut (the White House test photos ask not to be altered, so they are never edited here) go
-through FaceEditor (fast mode unless --mode) and are aged by --years (default 30, converted with the
-bundle's years calibration; refused without one unless --strength S is given instead); on the same
-UTKFace-style crop of photo and result (training/calibrate_years.PhotoMeter) the project's age labeler
-(--age-gender-model) gives the age change and dlib's descriptors the identity distance. Printed: the
-share of faces whose labeler age went up by >= 20 years and the share still the same person (< 0.6).
+through FaceEditor (fast mode unless --mode; the difference paste-back unless --paste render) and
+are aged by --years (default 30, converted with the bundle's years calibration; refused without one
+unless --strength S is given instead); on the same UTKFace-style crop of photo and result
+(training/calibrate_years.PhotoMeter) the project's age labeler (--age-gender-model) gives the age
+change and dlib's descriptors the identity distance. Printed: the share of faces whose labeler age
+went up by >= 20 years and the share still the same person (< 0.6).
 Grids go to --grids (default scratch/bench-edit; UTKFace-derived: never commit them): each direction at
 - and + on 16 held-out faces, and an aging timeline; --docs-img DIR also writes the astronaut's.
 
@@ -206,10 +207,10 @@ def _run_figures(args) -> int:
         n = args.steps
         kwargs["config"] = InvertConfig(fast_steps_no_encoder=n, balanced_steps=n, balanced_w_steps_no_encoder=n,
                                         balanced_wplus_steps_no_encoder=n, pti_steps=n)
-    editor = FaceEditor(bundle, cache_size=0, invert_kwargs=kwargs)
+    editor = FaceEditor(bundle, cache_size=0, invert_kwargs=kwargs, paste=args.paste)
     held = list(heldout_photos(UTKFACE_ZIP, read_name_list(EVAL_FACES)[: args.faces]))
     photos = {"utkface-heldout-eval": held, "public-domain (astronaut)": public_photos(editable_only=True)}
-    print(f"bundle {args.bundle}: {what} = age strength {age_s:+.2f}; mode {args.mode}; "
+    print(f"bundle {args.bundle}: {what} = age strength {age_s:+.2f}; mode {args.mode}; paste {args.paste}; "
           f"{len(held)} held-out faces + the astronaut")
     res = edit_figures(editor, meter, photos, age_s, mode=args.mode)
     calibrated = has_years(dirs, "age")
@@ -225,8 +226,8 @@ def _run_figures(args) -> int:
                               mode=args.mode)
     print("grids (look at them; UTKFace-derived ones stay out of git): " + ", ".join(str(w) for w in written))
     Path(args.grids).mkdir(parents=True, exist_ok=True)
-    (Path(args.grids) / "figures.json").write_text(json.dumps({"what": what, "age_strength": age_s, **res},
-                                                              indent=2))
+    record = {"what": what, "age_strength": age_s, "mode": args.mode, "paste": args.paste, **res}
+    (Path(args.grids) / "figures.json").write_text(json.dumps(record, indent=2))
     return 0
 
 
@@ -242,6 +243,8 @@ def main(argv=None) -> None:
     p.add_argument("--strength", type=float, default=None, help="with --figures: an age strength instead of years")
     p.add_argument("--faces", type=int, default=50, help="with --figures: the first N held-out faces")
     p.add_argument("--mode", default="fast", help="with --figures: inversion mode")
+    p.add_argument("--paste", default="difference", choices=["difference", "render"],
+                   help="with --figures: how results go back into the photo (FaceEditor's paste)")
     p.add_argument("--steps", type=int, default=None, help="with --figures: optimisation steps per stage")
     p.add_argument("--age-gender-model", default="runs/labelers/age_gender.safetensors")
     p.add_argument("--grids", default="scratch/bench-edit", help="with --figures: folder for the grids")
