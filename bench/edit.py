@@ -81,6 +81,7 @@ def timed(fn, iters: int, warmup: int = 2) -> tuple[float, float]:
 
 
 SAME_PERSON = 0.6
+GLASSES_MODEL = "runs/labelers/glasses.safetensors"
 
 
 def _sheet(rows, pad: int = 2):
@@ -137,6 +138,48 @@ def edit_figures(editor, meter, photos, age_strength, *, mode="fast", progress=p
                      f"{row['median_render_age_change']:+.1f}), median distance {row['median_distance']:.2f}"
                      + (f"  [{len(failed)} failed]" if failed else ""))
         out[set_name] = row
+    return out
+
+
+def attribute_figures(editor, meter, photos, name: str, strengths, *, mode="fast", progress=print) -> dict:
+    """Smile or glasses on the returned photo: the labeler's share at each strength, and who stays the same person.
+
+    photos: [(name, PIL)]. The smile labeler is the landmark one, glasses the HOG one (runs/labelers/glasses
+    .safetensors, from `training/labelers.py fit-glasses`). Returns {strength: {share, share_of_none, same_person}}
+    where share_of_none is the share among the faces the labeler says do not have it at strength 0.
+    """
+    from faceapp.errors import FaceAppError
+    from training.labelers import GlassesModel, find_landmarks, glasses_hog, smile_score
+
+    if name == "smile":
+        def score(crop, lm):
+            return smile_score(lm)
+    else:
+        gm = GlassesModel.load(GLASSES_MODEL)
+
+        def score(crop, lm):
+            return float(gm.logit(glasses_hog(crop, lm)[None])[0])
+    scores, dists = [], []
+    for _n, photo in photos:
+        try:
+            faces = editor.detect(photo)
+            prepared = editor.prepare(photo, faces="largest", mode=mode, detected=faces)
+        except FaceAppError:
+            continue
+        crops = meter.views(faces[0], [editor.compose(photo, prepared, {name: float(v)} if v else {})
+                                       for v in [0.0, *strengths]])
+        m = meter.measure(crops)
+        scores.append([score(c, find_landmarks(c)[0]) for c in crops])
+        dists.append([float(np.linalg.norm(d - m["desc"][0])) for d in m["desc"]])
+    sc, di = np.array(scores), np.array(dists)  # [faces, 1 + len(strengths)]
+    none = sc[:, 0] <= 0
+    out = {}
+    for j, v in enumerate([0.0, *strengths]):
+        row = {"share": float(np.mean(sc[:, j] > 0)), "share_of_none": float(np.mean(sc[none, j] > 0)),
+               "same_person": float(np.mean(di[:, j] < SAME_PERSON)), "faces": int(len(sc)), "none": int(none.sum())}
+        out[f"{v:g}"] = row
+        progress(f"{name} {v:+5.2f}: {100 * row['share']:.0f} % of {row['faces']} faces; of the {row['none']} "
+                 f"without it at 0: {100 * row['share_of_none']:.0f} %; same person {100 * row['same_person']:.0f} %")
     return out
 
 
@@ -213,6 +256,13 @@ def _run_figures(args) -> int:
     print(f"bundle {args.bundle}: {what} = age strength {age_s:+.2f}; mode {args.mode}; paste {args.paste}; "
           f"{len(held)} held-out faces + the astronaut")
     res = edit_figures(editor, meter, photos, age_s, mode=args.mode)
+    for spec in args.attribute:
+        name, _, vals = spec.partition("=")
+        if name not in ("smile", "glasses") or name not in dirs:
+            print(f"--attribute {spec}: smile or glasses, a direction of the bundle", file=sys.stderr)
+            return 2
+        res[f"attribute_{name}"] = attribute_figures(editor, meter, held, name,
+                                                     [float(v) for v in vals.split(",") if v], mode=args.mode)
     calibrated = has_years(dirs, "age")
     edits = {n: tuple(dirs[n].strength_range) for n in dirs}  # each slider's ends
     if calibrated:
@@ -243,6 +293,9 @@ def main(argv=None) -> None:
     p.add_argument("--strength", type=float, default=None, help="with --figures: an age strength instead of years")
     p.add_argument("--faces", type=int, default=50, help="with --figures: the first N held-out faces")
     p.add_argument("--mode", default="fast", help="with --figures: inversion mode")
+    p.add_argument("--attribute", action="append", default=[], metavar="NAME=S1,S2,...",
+                   help="with --figures: also smile or glasses at these strengths on the held-out faces, as "
+                        "their labelers read the returned photo, e.g. smile=1.8,3.6,6")
     p.add_argument("--paste", default="difference", choices=["difference", "render"],
                    help="with --figures: how results go back into the photo (FaceEditor's paste)")
     p.add_argument("--steps", type=int, default=None, help="with --figures: optimisation steps per stage")
