@@ -21,7 +21,9 @@ are aged by --years (default 30, converted with the bundle's years calibration; 
 unless --strength S is given instead); on the same UTKFace-style crop of photo and result
 (training/calibrate_years.PhotoMeter) the project's age labeler (--age-gender-model) gives the age
 change and dlib's descriptors the identity distance. Printed: the share of faces whose labeler age
-went up by >= 20 years and the share still the same person (< 0.6).
+went up by >= 20 years and the share still the same person (< 0.6). --attribute smile=1.8,3.6,6 (or
+glasses=...) adds, per strength, the share of faces its labeler reads as smiling (wearing glasses) on the
+returned photo, among all and among those it did not read so at strength 0.
 Grids go to --grids (default scratch/bench-edit; UTKFace-derived: never commit them): each direction at
 - and + on 16 held-out faces, and an aging timeline; --docs-img DIR also writes the astronaut's.
 
