@@ -505,7 +505,8 @@ def test_balance_age_reaches_the_encoders_sampler_and_needs_ages(smoke_gen, blob
                   "--balance-age", "0.5")
 
 
-@pytest.mark.parametrize("num_ws", [10, 5])  # the last head reads p1 (10 layers) or p2 (5 < middle_ind)
+# the last head reads p1 (10 layers), p2 (6: the new 7th would read p1 unless moved) or c3 (2: the new 4th, p2)
+@pytest.mark.parametrize("num_ws", [10, 6, 2])
 def test_grown_encoder_repeats_its_last_code_until_the_new_heads_learn(num_ws):
     from faceapp.inversion.encoder import grow_encoder
     from training.train_generator import extend_ws
