@@ -5,12 +5,15 @@ A bundle folder holds ``bundle.json`` and the files it names::
     bundle.json            {"format": "faceapp.bundle", "version": 1, "name": ...,
                             "generator": "generator.safetensors",
                             "encoder": "encoder.safetensors" | null,
+                            "detail": "detail.safetensors" (optional),
                             "directions": "directions/" | null,
                             "align": AlignSpec.to_dict(),
                             "card": "MODEL_CARD.md",
                             "untrained": false}
     generator.safetensors  our checkpoint format (G_ema, or G)
     encoder.safetensors    an Encoder4Editing, when the model has one
+    detail.safetensors     an optional detail stage (faceapp.stylegan.detail.DetailNet): G's render ->
+                           a sharper, larger face; bundles without one (official FFHQ) render as G does
     directions/            a DirectionSet (safetensors + JSON)
     MODEL_CARD.md          what the model is, what it was trained on, its terms
 
@@ -112,6 +115,7 @@ class ModelBundle:
     name: str = "model"
     meta: dict = field(default_factory=dict)
     model_id: str = ""
+    detail: torch.nn.Module | None = None  # the optional detail stage (faceapp.stylegan.detail.DetailNet)
 
     @property
     def untrained(self) -> bool:
@@ -286,6 +290,10 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
                 f"{root}: the encoder makes {encoder.num_ws} codes of {encoder.w_dim}, but the generator takes "
                 f"{G.num_ws} of {G.w_dim}; they do not belong together"
             )
+    detail = None
+    det_path = _member(root, meta.get("detail"), "detail")
+    if det_path is not None:
+        detail = _load_detail(det_path, G, device)
     dir_path = _member(root, meta.get("directions"), "directions")
     if dir_path is not None:
         from faceapp.edits.directions import DirectionSet
@@ -301,10 +309,11 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         raise CheckpointError(f"{root / 'bundle.json'}: bad or missing 'align' spec ({e})") from None
     card_path = _member(root, meta.get("card"), "card")
     card = card_path.read_text(encoding="utf-8") if card_path is not None else ""
-    files = [root / "bundle.json", gen_path] + ([enc_path] if enc_path else [])
+    files = [root / "bundle.json", gen_path] + ([enc_path] if enc_path else []) + ([det_path] if det_path else [])
     return ModelBundle(
         G=G,
         encoder=encoder,
+        detail=detail,
         directions=directions,
         align_spec=align,
         card=card,
@@ -313,6 +322,21 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         meta=meta,
         model_id=_hash_files(files),
     )
+
+
+def _load_detail(path: Path, G, device) -> torch.nn.Module:
+    """The bundle's detail stage; it must take G's renders."""
+    from faceapp.stylegan.checkpoint import load_networks
+    from faceapp.stylegan.detail import DetailNet
+
+    nets = load_networks(path, device=device)
+    net = nets.get("detail")
+    if not isinstance(net, DetailNet):
+        raise CheckpointError(f"{path} holds no detail network (it has: {', '.join(nets) or 'nothing'})")
+    if net.in_resolution != int(G.img_resolution):
+        raise CheckpointError(f"{path}: the detail stage takes {net.in_resolution} px renders, but the generator "
+                              f"renders {G.img_resolution} px; they do not belong together")
+    return net.float().eval().requires_grad_(False)
 
 
 def _load_checkpoint(path: Path, device) -> ModelBundle:
@@ -371,8 +395,11 @@ def save_bundle(
     meta: dict | None = None,
     force_directions: bool = False,
     dtype: torch.dtype | None = None,
+    detail: torch.nn.Module | None = None,
 ) -> Path:
     """Write a bundle folder (see the module doc); returns its path. bundle.json is written last.
+
+    ``detail``: an optional detail stage (`DetailNet` taking G's renders), stored as detail.safetensors.
 
     ``dtype=torch.float16`` stores the networks' float32 tensors in half precision (half the size;
     loading casts them back to float32), as the demo bundle does to keep every file under 10 MB.
@@ -396,6 +423,8 @@ def save_bundle(
     save_networks(root / "generator.safetensors", {"G_ema": G}, dtype=dtype)
     if encoder is not None:
         save_networks(root / "encoder.safetensors", {"encoder": encoder}, dtype=dtype)
+    if detail is not None:
+        save_networks(root / "detail.safetensors", {"detail": detail}, dtype=dtype)
     if directions is not None and len(directions):
         if (root / "directions").exists():
             shutil.rmtree(root / "directions")
@@ -407,6 +436,7 @@ def save_bundle(
         "name": name,
         "generator": "generator.safetensors",
         "encoder": "encoder.safetensors" if encoder is not None else None,
+        **({"detail": "detail.safetensors"} if detail is not None else {}),
         "directions": "directions/" if directions is not None and len(directions) else None,
         "align": align_spec.to_dict(),
         "card": "MODEL_CARD.md",

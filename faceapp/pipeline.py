@@ -249,7 +249,7 @@ class FaceEditor:
         paste: how edits go back into the photo: 'difference' (edited render - reconstruction added to
             the photo at its own resolution, see `faceapp.align.paste_difference`) or 'render' (the render
             pasted over the face, `faceapp.align.paste_back`).
-        paste_kwargs: extra keyword arguments for that function ('difference': region, feather;
+        paste_kwargs: extra keyword arguments for that function ('difference': region, feather, colour;
             'render': feather, blend).
     """
 
@@ -272,6 +272,8 @@ class FaceEditor:
         self.bundle = bundle
         self.device = torch.device(device)
         bundle.G.to(self.device).eval()
+        if bundle.detail is not None:
+            bundle.detail.to(self.device).eval()
         if bundle.encoder is not None:
             bundle.encoder.to(self.device).eval()
         self.detector_backend = detector_backend
@@ -295,6 +297,12 @@ class FaceEditor:
     @property
     def resolution(self) -> int:
         return int(self.G.img_resolution)
+
+    @property
+    def detail_resolution(self) -> int:
+        """The side of a full render: the detail stage's output, or G's own resolution without one."""
+        d = self.bundle.detail
+        return int(d.img_resolution) if d is not None else self.resolution
 
     @property
     def align_spec(self):
@@ -457,7 +465,8 @@ class FaceEditor:
     @torch.inference_mode()
     def render_many(self, ws: torch.Tensor, G: torch.nn.Module | None = None, *,
                     resolution: int | None = None) -> list[Image.Image]:
-        """Render ws [N, num_ws, w_dim] with G (default: the bundle's) as N PIL images.
+        """Render ws [N, num_ws, w_dim] with G (default: the bundle's) as N PIL images (through the bundle's
+        detail stage when it has one: then at `detail_resolution`).
 
         resolution: stop the synthesis at this block and return its skip image (a preview; see
         faceapp.stylegan.preview); None = the full render.
@@ -466,6 +475,8 @@ class FaceEditor:
         ws = ws.to(self.device)
         if resolution is None or resolution == self.resolution:
             imgs = G.synthesis(ws, noise_mode="const")  # [N, 3, H, W]
+            if self.bundle.detail is not None:  # the detail stage: [N, 3, H*scale, W*scale]
+                imgs = self.bundle.detail(imgs)
         else:
             from faceapp.stylegan.preview import synthesis_upto
 
@@ -509,7 +520,7 @@ class FaceEditor:
         return _paste_back(photo, aligned, edited_crop, **self._paste_kwargs("render"))
 
     def _paste_kwargs(self, method: str) -> dict:
-        keys = {"difference": ("region", "feather"), "render": ("feather", "forehead", "blend")}[method]
+        keys = {"difference": ("region", "feather", "colour"), "render": ("feather", "forehead", "blend")}[method]
         return {k: v for k, v in self.paste_kwargs.items() if k in keys}
 
     def _paste_all(self, photo, items, method: str) -> Image.Image:

@@ -102,7 +102,7 @@ def test_difference_paste_keeps_the_photo_sharp_and_adds_the_change(editor, phot
 
     recon = Image.new("RGB", (32, 32), (128, 128, 128))
     brighter = Image.new("RGB", (32, 32), (148, 148, 148))
-    out = np.asarray(paste_difference(photo, prepared[0].aligned, brighter, recon), dtype=np.int16)
+    out = np.asarray(paste_difference(photo, prepared[0].aligned, brighter, recon, colour="add"), dtype=np.int16)
     change = (out - orig)[inside]
     unclipped = orig[inside] < 230
     assert np.abs(change[unclipped] - 20).max() <= 1  # inside the face: the full change

@@ -114,15 +114,18 @@ def heldout_photos(zip_path, names):
 
 
 class PhotoMeter:
-    """What the project's labelers read on a face in a photo and in the results made from it.
+    """What the project's measures read on a face in a photo and in the results made from it.
 
     Each image is seen through the same UTKFace-style crop (`utkface_spec(size)`) of the face found in the
     original photo, so photo and results are compared at the same place; on it the 68 landmarks are found in
-    the aligned box (as the labeler was fitted on UTKFace crops), then dlib's descriptor gives the age (kNN),
-    P(female) and the identity distance (euclidean between descriptors; < 0.6 = the same person to dlib).
+    the aligned box. Then: the age estimator (training/age_estimator.py, MobileNetV2 on the pixels: the
+    project's age measure) gives 'age'; dlib's descriptor gives the identity distance (euclidean between
+    descriptors; < 0.6 = the same person to dlib) and, with `age_gender` (the kNN labeler, a second opinion),
+    'age_knn' and P(female); training/measures.py gives the skin tone (mean CIELAB of cheeks, nose, mouth)
+    and the face's chroma. Without an estimator, 'age' is the kNN's (as before).
     """
 
-    def __init__(self, age_gender=None, face_net=None, size: int = 200):
+    def __init__(self, age_gender=None, face_net=None, size: int = 200, age_estimator=None):
         from faceapp.align import utkface_spec
 
         if face_net is None:
@@ -130,6 +133,7 @@ class PhotoMeter:
 
             face_net = load_dlib_face_resnet()
         self.age_gender, self.face_net, self.spec = age_gender, face_net, utkface_spec(size)
+        self.age_estimator = age_estimator
 
     def views(self, face, images) -> list[np.ndarray]:
         """RGB uint8 [size, size, 3] crops of `face` (a faceapp.align.Face of the photo) from each image."""
@@ -138,15 +142,27 @@ class PhotoMeter:
         return [np.asarray(align_face(im, face, self.spec).image) for im in images]
 
     def measure(self, crops) -> dict[str, np.ndarray]:
-        """{'age': [N], 'p_female': [N], 'desc': [N, 128]} of labeler-view crops."""
+        """{'age': [N], 'age_knn': [N], 'p_female': [N], 'desc': [N, 128], 'skin_lab': [N, 3], 'chroma': [N],
+        'landmarks': [N, 68, 2]} of labeler-view crops (NaN where a measure has no model)."""
         from training.labelers import face_descriptors, find_landmarks
+        from training.measures import face_chroma, mean_skin_lab
 
         lms = [find_landmarks(c)[0] for c in crops]
         desc = face_descriptors(list(crops), lms, self.face_net)
-        if self.age_gender is None:  # identity only
-            nan = np.full(len(desc), np.nan)
-            return {"age": nan, "p_female": nan, "desc": desc}
-        return {"age": self.age_gender.age(desc), "p_female": self.age_gender.p_female(desc), "desc": desc}
+        nan = np.full(len(desc), np.nan)
+        out = {"desc": desc, "age_knn": nan, "p_female": nan, "landmarks": np.stack(lms),
+               "skin_lab": np.stack([mean_skin_lab(c, lm) for c, lm in zip(crops, lms)]),
+               "chroma": np.array([face_chroma(c, lm) for c, lm in zip(crops, lms)])}
+        if self.age_gender is not None:
+            out["age_knn"] = self.age_gender.age(desc)
+            out["p_female"] = self.age_gender.p_female(desc)
+        if self.age_estimator is not None:
+            from training.age_estimator import estimate_ages
+
+            out["age"] = estimate_ages(self.age_estimator, list(crops))
+        else:
+            out["age"] = out["age_knn"]
+        return out
 
     def raw(self, images) -> dict[str, np.ndarray]:
         """The same for whole images that already are UTKFace crops (as the labeler was fitted on them)."""

@@ -30,8 +30,10 @@ from faceapp.align.detect import BROWS, JAW
 
 __all__ = [
     "BLENDS",
+    "COLOURS",
     "PASTE_METHODS",
     "REGIONS",
+    "colour_safe_change",
     "edit_mask",
     "face_hull",
     "face_mask",
@@ -47,6 +49,8 @@ BLENDS = ("alpha", "poisson")
 PASTE_METHODS = ("difference", "render")
 #: What `edit_mask` covers: the face only, or the head (face + hair + neck where the edit changed them).
 REGIONS = ("face", "head")
+#: How `paste_difference` treats colour: 'keep' the photo's own (lightness detail and greying only) or 'add'.
+COLOURS = ("keep", "add")
 
 
 def face_hull(lm68: np.ndarray, *, forehead: float = 0.45) -> np.ndarray:
@@ -174,6 +178,7 @@ def paste_difference(
     region: str = "head",
     feather: float = 0.1,
     mask: np.ndarray | None = None,
+    colour: str = "keep",
 ) -> Image.Image:
     """`photo` plus the edit's change, at the photo's own resolution.
 
@@ -189,12 +194,17 @@ def paste_difference(
         edited_crop, reconstruction: the edited render and the render of the unedited code.
         region, feather: see `edit_mask`.
         mask: optional float [S, S] mask in the renders' pixels to use instead.
+        colour: 'keep' (default): the change goes back as lightness detail and desaturation only, and the
+            skin keeps its own tone (`colour_safe_change`): no tint, a greyscale photo stays greyscale, grey
+            hair still greys. 'add': the RGB difference as it is (colour shifts of the renders included).
 
     Returns:
         A new RGB image; `photo` is left untouched.
     """
     if photo.size != aligned.photo_size:
         raise ValueError(f"photo is {photo.size}, but the face was aligned in a {aligned.photo_size} photo")
+    if colour not in COLOURS:
+        raise ValueError(f"colour must be one of {COLOURS}, got {colour!r}")
     edited = np.asarray(edited_crop.convert("RGB"), np.float32)
     s = edited.shape[0]
     if edited.shape[1] != s:
@@ -213,6 +223,9 @@ def paste_difference(
     if roi_box is None:
         return photo.convert("RGB") if photo.mode != "RGB" else photo.copy()
     x0, y0, x1, y1 = roi_box
+    if colour == "keep":
+        # [S,S,2]: lightness change (the skin's own tone shift removed) and chroma factor - 1 (<= 0)
+        diff = colour_safe_change(edited, np.asarray(recon_img, np.float32), _apply(m, aligned.face.landmarks68))
     scale = np.sqrt(abs(np.linalg.det(np.linalg.inv(m)[:2, :2])))  # photo pixels per render pixel
     if scale < 0.75:  # the render is finer than the face in the photo: area-resize first (no aliasing)
         s2 = max(int(round(s * scale)), 2)
@@ -226,9 +239,56 @@ def paste_difference(
     alpha = cv2.warpAffine(mask, to_roi[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     result = photo.convert("RGB") if photo.mode != "RGB" else photo.copy()
     roi = np.asarray(result.crop((x0, y0, x1, y1)), np.float32)
-    roi += warped * alpha[..., None]
+    if colour == "keep":
+        grey = _is_grey(roi)
+        lab = cv2.cvtColor(roi / 255.0, cv2.COLOR_RGB2Lab)  # L 0..100, a/b about -128..127
+        edited_lab = lab.copy()
+        edited_lab[..., 0] += warped[..., 0] * alpha
+        edited_lab[..., 1:] *= 1.0 + warped[..., 1:2] * alpha[..., None]
+        # add the change, not the round trip: where nothing changed the photo stays exactly as it was
+        change = (cv2.cvtColor(edited_lab, cv2.COLOR_Lab2RGB) - cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)) * 255.0
+        if grey:
+            change = np.repeat(change.mean(-1, keepdims=True), 3, -1)  # float error must not tint a grey photo
+        roi += change
+    else:
+        roi += warped * alpha[..., None]
     result.paste(Image.fromarray(np.clip(np.rint(roi), 0, 255).astype(np.uint8)), (x0, y0))
     return result
+
+
+def _is_grey(rgb: np.ndarray, tol: float = 1.0) -> bool:
+    """True when an RGB array [H,W,3] (0..255) has (nearly) equal channels everywhere."""
+    return bool(np.abs(rgb - rgb.mean(-1, keepdims=True)).max() <= tol)
+
+
+def colour_safe_change(
+    edited: np.ndarray, reconstruction: np.ndarray, lm68: np.ndarray, *, skin_sigma: float = 1 / 16
+) -> np.ndarray:
+    """What an edit may change of a face's colour, float32 [S, S, 2]: (lightness change, chroma factor - 1).
+
+    edited, reconstruction: RGB float [S, S, 3] in 0..255, the two renders; lm68: landmarks in their pixels.
+    Channel 0: the CIELAB lightness change (edited - reconstruction); on the skin (the face hull) its local
+    mean over a Gaussian of `skin_sigma` x S is removed, so wrinkles, folds and shading stay but the skin's
+    tone does not shift (no tan, no pallor). Channel 1: the chroma factor C_edited / C_reconstruction,
+    capped at 1 (an edit may grey hair and brows, never colour a face) and held at 1 on the skin. The photo's
+    own a*/b* are multiplied by it, so a grey photo stays grey and a face keeps its hue. Both channels are 0
+    where the edit changed nothing (so they warp with a zero border).
+    """
+    s = edited.shape[0]
+    lab_e = cv2.cvtColor(np.ascontiguousarray(edited, np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    lab_r = cv2.cvtColor(np.ascontiguousarray(reconstruction, np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    d_light = lab_e[..., 0] - lab_r[..., 0]
+    sigma = max(skin_sigma * s, 0.5)
+    chroma_e = np.hypot(lab_e[..., 1], lab_e[..., 2])
+    chroma_r = np.hypot(lab_r[..., 1], lab_r[..., 2])
+    k = 4.0  # below a few units chroma is noise: a near-grey render pixel must not zero a coloured photo's
+    factor = cv2.GaussianBlur((chroma_e + k) / (chroma_r + k), (0, 0), sigma)
+    factor = np.minimum(factor, 1.0)
+    skin = _feathered_polygon(face_hull(lm68, forehead=0.25), s, 0.15)
+    d_light = d_light - skin * cv2.GaussianBlur(d_light, (0, 0), sigma)
+    factor = (1.0 - skin) * (factor - 1.0)
+    factor[np.abs(factor) < 1e-4] = 0.0  # float noise of an unchanged render is no change
+    return np.stack([d_light, factor], -1).astype(np.float32)
 
 
 def paste_difference_all(
@@ -237,11 +297,12 @@ def paste_difference_all(
     *,
     region: str = "head",
     feather: float = 0.1,
+    colour: str = "keep",
 ) -> Image.Image:
     """`paste_difference` for several faces; each item is (aligned, edited_crop, reconstruction)."""
     out = photo
     for aligned, edited, recon in items:
-        out = paste_difference(out, aligned, edited, recon, region=region, feather=feather)
+        out = paste_difference(out, aligned, edited, recon, region=region, feather=feather, colour=colour)
     return out if out is not photo else photo.copy()
 
 

