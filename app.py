@@ -361,37 +361,11 @@ def faces_overlay(photo, faces, side: int = 640):
     return im
 
 
-#: The age presets in years, when the model's age direction has a years calibration.
-PRESET_YEARS = {"+30 years": 30.0, "Younger": -20.0}
-
-
 def presets(bundle) -> dict[str, dict[str, float]]:
-    """One-click edits for the directions this model has: label -> {direction: strength}.
+    """One-click edits for `bundle`'s directions (faceapp.edits.presets)."""
+    from faceapp.edits.presets import presets as direction_presets
 
-    With a years calibration of the age direction (faceapp.edits.calibration) "+30 years" is the strength
-    that reads as 30 years older and "Younger" as 20 years younger; without one they are "Older" and
-    "Younger", fractions of the slider range (how many years that is, nobody has measured: no years label).
-    Other strengths are fractions of each direction's slider range.
-    """
-    from faceapp.edits import has_years, years_to_strength
-
-    have = bundle.directions
-    out = {}
-
-    def at(name, frac):
-        lo, hi = have[name].strength_range
-        return round(frac * (hi if frac > 0 else -lo), 2)
-
-    if "age" in have and has_years(have, "age"):
-        out.update({label: {"age": years_to_strength(have, "age", y)} for label, y in PRESET_YEARS.items()})
-    elif "age" in have:
-        out["Older"] = {"age": at("age", 0.75)}
-        out["Younger"] = {"age": at("age", -0.6)}
-    if "smile" in have:
-        out["Smile"] = {"smile": at("smile", 0.6)}
-    if "glasses" in have:
-        out["Glasses"] = {"glasses": at("glasses", 0.8)}
-    return out
+    return direction_presets(bundle.directions)
 
 
 def slider_spec(bundle, name: str) -> dict:
@@ -401,6 +375,7 @@ def slider_spec(bundle, name: str) -> dict:
     converted, widened to hold the year presets, whole years); every other slider is in strength units.
     """
     from faceapp.edits import has_years, strength_to_years
+    from faceapp.edits.presets import PRESET_YEARS
 
     d = bundle.directions[name]
     lo, hi = d.strength_range

@@ -98,48 +98,101 @@ def _sheet(rows, pad: int = 2):
     return Image.fromarray(sheet)
 
 
-def edit_figures(editor, meter, photos, age_strength, *, mode="fast", progress=print) -> dict:
-    """Share of faces whose labeler age rose >= 20 years and that stay the same person, at `age_strength`.
+def _true_age(name: str) -> int | None:
+    from training.labelers import UTKFACE_NAME
 
-    photos: {set: [(name, PIL)]}. Returns {set: {faces, age_up_20, same_person, median_age_change,
-    median_render_age_change (the labeler on the model's own render, before the paste-back), ...}}.
+    m = UTKFACE_NAME.search(name)
+    return int(m.group(1)) if m else None
+
+
+def photo_figures(editor, meter, photos, edits: dict, *, mode="fast", greyscale: int = 0, progress=print) -> dict:
+    """Each edit measured on the photo the user gets back, per face, by measures the edits were not made with.
+
+    photos: [(name, PIL)]; edits: {label: {direction: strength}}. Per face and edit: the age estimator's change
+    (and the kNN labeler's, when the meter has one), dlib's identity distance to the photo, the skin tone's
+    CIE76 ΔE (cheeks, nose, mouth), the detail energy of the change (training/measures.detail_energy), and the
+    face's chroma; plus the time a fast-mode "+30 years" takes per face (detect, align, invert, edit, render,
+    paste). `greyscale`: the first N photos also go through as greyscale photos (their faces' chroma after each
+    edit). Returns {'faces': [{name, true_age, age0, seconds, edits: {label: {...}}}], 'grey': [...]}.
     """
     from faceapp.errors import FaceAppError
-    from training.labelers import FaceLabeler
+    from training.measures import delta_e, detail_energy
 
-    # The model's own renders (aligned crops) are read in their aligned box, as for G's samples.
-    render_labeler = FaceLabeler(("age",), age_gender=meter.age_gender, face_net=meter.face_net)
-    out = {}
-    for set_name, items in photos.items():
-        changes, dists, render_changes, failed = [], [], [], []
-        for name, photo in items:
+    rows, grey_rows = [], []
+    t_all = time.perf_counter()
+    for i, (name, photo) in enumerate(photos):
+        variants = [("colour", photo)] + ([("grey", photo.convert("L").convert("RGB"))] if i < greyscale else [])
+        for kind, im in variants:
             try:
-                faces = editor.detect(photo)
-                prepared = editor.prepare(photo, faces="largest", mode=mode, detected=faces)
-                result = editor.compose(photo, prepared, {"age": float(age_strength)})
+                t0 = time.perf_counter()
+                faces = editor.detect(im)
+                prepared = editor.prepare(im, faces="largest", mode=mode, detected=faces)
+                first = next(iter(edits))
+                results = {first: editor.compose(im, prepared, edits[first])}
+                seconds = time.perf_counter() - t0
+                results.update({k: editor.compose(im, prepared, v) for k, v in edits.items() if k != first})
             except FaceAppError as e:
-                failed.append(f"{name}: {e}")
+                progress(f"  {name} ({kind}): {e}")
                 continue
-            m = meter.measure(meter.views(faces[0], [photo, result]))
-            changes.append(float(m["age"][1] - m["age"][0]))
-            dists.append(float(np.linalg.norm(m["desc"][1] - m["desc"][0])))
-            f = prepared[0]
-            renders = [editor.reconstruction(f), editor.render_many(editor.edit(f.ws, {"age": age_strength}), f.G)[0]]
-            a = render_labeler([np.asarray(r.convert("RGB")) for r in renders])["age"]
-            render_changes.append(float(a[1] - a[0]))
-        n = len(changes)
-        row = {"faces": n, "failed": failed, "age_strength": age_strength}
-        if n:
-            row.update(age_up_20=float(np.mean(np.array(changes) >= 20)),
-                       same_person=float(np.mean(np.array(dists) < SAME_PERSON)),
-                       median_age_change=float(np.median(changes)), median_distance=float(np.median(dists)),
-                       median_render_age_change=float(np.median(render_changes)))
-            progress(f"{set_name:22s} {n:3d} faces: labeler age up >= 20 years {100 * row['age_up_20']:.0f} %, "
-                     f"still the same person (< 0.6) {100 * row['same_person']:.0f} %; median change "
-                     f"{row['median_age_change']:+.1f} years (the model's own render: "
-                     f"{row['median_render_age_change']:+.1f}), median distance {row['median_distance']:.2f}"
-                     + (f"  [{len(failed)} failed]" if failed else ""))
-        out[set_name] = row
+            views = meter.views(faces[0], [im, *results.values()])
+            m = meter.measure(views)
+            if kind == "grey":
+                chroma = {k: float(m["chroma"][j + 1]) for j, k in enumerate(results)}
+                grey_rows.append({"name": name, "chroma": chroma})
+                continue
+            row = {"name": name, "true_age": _true_age(name), "age0": float(m["age"][0]), "seconds": seconds,
+                   "edits": {}}
+            for j, k in enumerate(results, start=1):
+                row["edits"][k] = {
+                    "age_change": float(m["age"][j] - m["age"][0]),
+                    "knn_age_change": float(m["age_knn"][j] - m["age_knn"][0]),
+                    "distance": float(np.linalg.norm(m["desc"][j] - m["desc"][0])),
+                    "skin_delta_e": delta_e(m["skin_lab"][0], m["skin_lab"][j]),
+                    "detail_energy": detail_energy(views[0], views[j], m["landmarks"][0]),
+                }
+            rows.append(row)
+        if (i + 1) % 10 == 0:
+            progress(f"  {i + 1}/{len(photos)} photos ({time.perf_counter() - t_all:.0f} s)")
+    return {"faces": rows, "grey": grey_rows}
+
+
+def summarise(fig: dict, edits: dict, *, older: str | None, younger: str | None, progress=print) -> dict:
+    """Print and return the issue's figures from `photo_figures`' output."""
+    rows = fig["faces"]
+    out = {"faces": len(rows), "seconds_per_face_median": float(np.median([r["seconds"] for r in rows]))}
+    progress(f"{len(rows)} faces; time per face (detect + align + invert + edit + render + paste): median "
+             f"{out['seconds_per_face_median']:.3f} s")
+    progress(f"{'edit':<16} {'faces':>5} {'age chg':>8} {'kNN chg':>8} {'>=+15':>6} {'>=+20':>6} {'same':>5} "
+             f"{'dE<5':>5} {'dE med':>6} {'detail':>7}")
+    for label in edits:
+        sel = rows
+        if label == younger:
+            sel = [r for r in rows if (r["true_age"] or 0) >= 40]  # rejuvenation is measured on 40+ faces
+        if not sel:
+            continue
+        e = [r["edits"][label] for r in sel]
+        a = np.array([x["age_change"] for x in e])
+        k = np.array([x["knn_age_change"] for x in e])
+        d = np.array([x["distance"] for x in e])
+        de = np.array([x["skin_delta_e"] for x in e])
+        hf = np.array([x["detail_energy"] for x in e])
+        row = {"faces": len(e), "median_age_change": float(np.median(a)),
+               "median_knn_age_change": float(np.nanmedian(k)) if np.isfinite(k).any() else None,
+               "age_up_15": float(np.mean(a >= 15)), "age_up_20": float(np.mean(a >= 20)),
+               "same_person": float(np.mean(d < SAME_PERSON)), "skin_delta_e_below_5": float(np.mean(de < 5)),
+               "median_skin_delta_e": float(np.median(de)), "median_detail_energy": float(np.median(hf)),
+               "subset": "true age >= 40" if label == younger else "all"}
+        out[label] = row
+        knn = "" if row["median_knn_age_change"] is None else f"{row['median_knn_age_change']:+.1f}"
+        progress(f"{label:<16} {len(e):>5} {row['median_age_change']:>+8.1f} {knn:>8} "
+                 f"{100 * row['age_up_15']:>5.0f}% {100 * row['age_up_20']:>5.0f}% {100 * row['same_person']:>4.0f}% "
+                 f"{100 * row['skin_delta_e_below_5']:>4.0f}% {row['median_skin_delta_e']:>6.1f} "
+                 f"{row['median_detail_energy']:>7.2f}")
+    if fig["grey"]:
+        worst = {lab: float(max(g["chroma"][lab] for g in fig["grey"])) for lab in edits}
+        out["greyscale_max_chroma"] = worst
+        progress(f"greyscale photos ({len(fig['grey'])}): face chroma after each edit, worst: "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in worst.items()))
     return out
 
 
@@ -219,6 +272,32 @@ def edit_grids(editor, meter, photos, edits: dict, timeline_edits: list, folder,
     return written
 
 
+def figure_edits(dirs, args) -> tuple[dict, str, str]:
+    """{label: {direction: strength}} the figures measure: "+30 years" / "−20 years" (or, without a years
+    calibration, --strength and the slider's low end), every direction at its slider's ends, the app's
+    presets; and the labels of the older and younger edits."""
+    from faceapp.edits import has_years, years_to_strength
+    from faceapp.edits.presets import presets
+
+    edits = {}
+    if has_years(dirs, "age") and args.strength is None:
+        older, younger = f"{args.years:+g} years", "\u221220 years"
+        edits[older] = {"age": years_to_strength(dirs, "age", args.years)}
+        edits[younger] = {"age": years_to_strength(dirs, "age", -20)}
+    else:
+        s = args.strength if args.strength is not None else dirs["age"].strength_range[1]
+        older, younger = f"age {s:+g}", f"age {dirs['age'].strength_range[0]:+g}"
+        edits[older] = {"age": s}
+        edits[younger] = {"age": dirs["age"].strength_range[0]}
+    for n in dirs:
+        for v in dirs[n].strength_range:
+            edits.setdefault(f"{n} {v:+g}", {n: v})
+    for label, st in presets(dirs).items():
+        if st not in edits.values():
+            edits[f"preset {label}"] = st
+    return edits, older, younger
+
+
 def _run_figures(args) -> int:
     import json
 
@@ -226,6 +305,7 @@ def _run_figures(args) -> int:
     from faceapp.edits import has_years, years_to_strength
     from faceapp.errors import FaceAppError
     from faceapp.pipeline import FaceEditor
+    from training.age_estimator import load_age_estimator
     from training.calibrate_years import EVAL_FACES, UTKFACE_ZIP, PhotoMeter, heldout_photos, public_photos
     from training.labelers import AgeGenderModel, read_name_list
 
@@ -234,14 +314,13 @@ def _run_figures(args) -> int:
         return 0
     try:
         bundle = load_bundle(args.bundle)
+        if args.no_detail:
+            bundle.detail = None
         dirs = bundle.directions
         if "age" not in dirs:
             raise FaceAppError(f"bundle {args.bundle} has no age direction")
-        if args.strength is not None:
-            age_s, what = args.strength, f"age strength {args.strength:+g}"
-        else:
-            age_s, what = years_to_strength(dirs, "age", args.years), f"{args.years:+g} years"
-        meter = PhotoMeter(AgeGenderModel.load(args.age_gender_model))
+        knn = AgeGenderModel.load(args.age_gender_model) if Path(args.age_gender_model).is_file() else None
+        meter = PhotoMeter(knn, age_estimator=load_age_estimator(args.age_model))
     except FaceAppError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -252,34 +331,43 @@ def _run_figures(args) -> int:
         n = args.steps
         kwargs["config"] = InvertConfig(fast_steps_no_encoder=n, balanced_steps=n, balanced_w_steps_no_encoder=n,
                                         balanced_wplus_steps_no_encoder=n, pti_steps=n)
-    editor = FaceEditor(bundle, cache_size=0, invert_kwargs=kwargs, paste=args.paste)
+    editor = FaceEditor(bundle, cache_size=0, invert_kwargs=kwargs, paste=args.paste,
+                        paste_kwargs={"colour": args.colour})
     held = list(heldout_photos(UTKFACE_ZIP, read_name_list(EVAL_FACES)[: args.faces]))
-    photos = {"utkface-heldout-eval": held, "public-domain (astronaut)": public_photos(editable_only=True)}
-    print(f"bundle {args.bundle}: {what} = age strength {age_s:+.2f}; mode {args.mode}; paste {args.paste}; "
-          f"{len(held)} held-out faces + the astronaut")
-    res = edit_figures(editor, meter, photos, age_s, mode=args.mode)
+    edits, older, younger = figure_edits(dirs, args)
+    stage = f"detail stage {editor.detail_resolution} px" if bundle.detail else "no detail stage"
+    print(f"bundle {args.bundle} ({stage}); "
+          f"mode {args.mode}; paste {args.paste}, colour {args.colour}; {len(held)} held-out faces + the astronaut; "
+          f"age measured by {args.age_model}" + (f", kNN second opinion {args.age_gender_model}" if knn else ""))
+    record = {"bundle": args.bundle, "detail": bundle.detail is not None, "mode": args.mode, "paste": args.paste,
+              "colour": args.colour, "edits": edits}
+    for set_name, photos, grey in (("utkface-heldout-eval", held, 16),
+                                   ("public-domain (astronaut)", public_photos(editable_only=True), 1)):
+        print(f"== {set_name}")
+        fig = photo_figures(editor, meter, photos, edits, mode=args.mode, greyscale=grey)
+        record[set_name] = {"summary": summarise(fig, edits, older=older, younger=younger), "per_face": fig}
     for spec in args.attribute:
         name, _, vals = spec.partition("=")
         if name not in ("smile", "glasses") or name not in dirs:
             print(f"--attribute {spec}: smile or glasses, a direction of the bundle", file=sys.stderr)
             return 2
-        res[f"attribute_{name}"] = attribute_figures(editor, meter, held, name,
-                                                     [float(v) for v in vals.split(",") if v], mode=args.mode)
-    calibrated = has_years(dirs, "age")
-    edits = {n: tuple(dirs[n].strength_range) for n in dirs}  # each slider's ends
-    if calibrated:
-        edits["age"] = (years_to_strength(dirs, "age", -20), years_to_strength(dirs, "age", 30))
-        tl = [years_to_strength(dirs, "age", y) for y in (-20, -10, 0, 10, 20, 30, 40)]
-    else:
-        tl = list(np.linspace(*dirs["age"].strength_range, 7))
-    written = edit_grids(editor, meter, held[:16], edits, tl, args.grids, mode=args.mode)
-    if args.docs_img:
-        written += edit_grids(editor, meter, public_photos(editable_only=True), edits, tl, args.docs_img,
-                              mode=args.mode)
-    print("grids (look at them; UTKFace-derived ones stay out of git): " + ", ".join(str(w) for w in written))
+        record[f"attribute_{name}"] = attribute_figures(editor, meter, held, name,
+                                                        [float(v) for v in vals.split(",") if v], mode=args.mode)
+    if not args.no_grids:
+        grid_edits = {n: tuple(dirs[n].strength_range) for n in dirs}  # each slider's ends
+        if has_years(dirs, "age"):
+            grid_edits["age"] = (years_to_strength(dirs, "age", -20), years_to_strength(dirs, "age", 30))
+            tl = [years_to_strength(dirs, "age", y) for y in (-20, -10, 0, 10, 20, 30, 40)]
+        else:
+            tl = list(np.linspace(*dirs["age"].strength_range, 7))
+        written = edit_grids(editor, meter, held[:16], grid_edits, tl, args.grids, mode=args.mode)
+        if args.docs_img:
+            written += edit_grids(editor, meter, public_photos(editable_only=True), grid_edits, tl, args.docs_img,
+                                  mode=args.mode)
+        print("grids (look at them; UTKFace-derived ones stay out of git): " + ", ".join(str(w) for w in written))
     Path(args.grids).mkdir(parents=True, exist_ok=True)
-    record = {"what": what, "age_strength": age_s, "mode": args.mode, "paste": args.paste, **res}
     (Path(args.grids) / "figures.json").write_text(json.dumps(record, indent=2))
+    print(f"wrote {Path(args.grids) / 'figures.json'}")
     return 0
 
 
@@ -301,7 +389,14 @@ def main(argv=None) -> None:
     p.add_argument("--paste", default="difference", choices=["difference", "render"],
                    help="with --figures: how results go back into the photo (FaceEditor's paste)")
     p.add_argument("--steps", type=int, default=None, help="with --figures: optimisation steps per stage")
-    p.add_argument("--age-gender-model", default="runs/labelers/age_gender.safetensors")
+    p.add_argument("--age-model", default="models/age/age_estimator.safetensors",
+                   help="with --figures: the age estimator (training/age_estimator.py), the project's age measure")
+    p.add_argument("--age-gender-model", default="runs/labelers/age_gender.safetensors",
+                   help="with --figures: the kNN age labeler, a second opinion (skipped when the file is absent)")
+    p.add_argument("--colour", default="keep", choices=["keep", "add"],
+                   help="with --figures: the difference paste-back's colour handling (add: as before)")
+    p.add_argument("--no-detail", action="store_true", help="with --figures: leave the bundle's detail stage out")
+    p.add_argument("--no-grids", action="store_true", help="with --figures: figures only")
     p.add_argument("--grids", default="scratch/bench-edit", help="with --figures: folder for the grids")
     p.add_argument("--docs-img", default=None, help="with --figures: also the astronaut's grids here")
     args = p.parse_args(argv)

@@ -9,8 +9,16 @@ import torch
 
 from faceapp.errors import ModelUnavailableError
 from faceapp.stylegan.checkpoint import save_networks
-from training.age_estimator import (AgeEstimator, age_loss, augment, estimate_ages, load_age_estimator, main,
-                                    register, soft_targets)
+from training.age_estimator import (
+    AgeEstimator,
+    age_loss,
+    augment,
+    estimate_ages,
+    load_age_estimator,
+    main,
+    register,
+    soft_targets,
+)
 
 
 def test_soft_targets_and_expectation():

@@ -481,7 +481,7 @@ def test_age_slider_and_presets_in_years_when_calibrated(calibrated_bundle, bund
     assert spec["step"] == 1
     assert not app.slider_spec(calibrated_bundle, "smile")["years"]
     assert h.presets["+30 years"] == {"age": pytest.approx(30 / 8.0)}
-    assert h.presets["Younger"] == {"age": pytest.approx(-20 / 5.0)}
+    assert h.presets["\u221220 years"] == {"age": pytest.approx(-20 / 5.0)}
     i_age, i_smile = h.names.index("age"), h.names.index("smile")
     values = [0.0] * len(h.names)
     values[i_age], values[i_smile] = 30, 1.5

@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from faceapp.edits import DirectionSet, has_years, years_to_strength
@@ -120,7 +121,8 @@ def test_end_to_end_on_a_tiny_bundle_writes_a_calibration_the_cli_uses(tmp_path)
     ag = AgeGenderModel(**{**ag.__dict__, "metrics": {"excluded": {"faces.txt": {"digest": name_list_digest(names)}}}})
     ag.save(tmp_path / "ag.safetensors")
     bundle = make_random_bundle(tmp_path / "bundle", resolution=32, seed=1)
-    rc = main(["--bundle", str(bundle), "--age-gender-model", str(tmp_path / "ag.safetensors"), "--faces",
+    rc = main(["--bundle", str(bundle), "--age-gender-model", str(tmp_path / "ag.safetensors"), "--age-model", "",
+               "--faces",
                str(tmp_path / "faces.txt"), "--zip", str(tmp_path / "u.zip"), "--strengths=-3,0,3", "--steps",
                "1", "--out", str(tmp_path / "out")])
     assert rc == 0
@@ -131,3 +133,39 @@ def test_end_to_end_on_a_tiny_bundle_writes_a_calibration_the_cli_uses(tmp_path)
     assert has_years(ds, "age") and ds["age"].years.per_strength == pytest.approx(doc["calibration"]["per_strength"])
     assert years_to_strength(ds, "age", 10) == pytest.approx(10 / ds["age"].years.slope(np.sign(
         ds["age"].years.per_strength)))
+
+
+@pytest.mark.slow
+def test_the_age_estimator_is_the_measure_and_must_have_left_the_faces_out(tmp_path):
+    """With --age-model the calibration reads ages with the estimator (a tiny random one here), and refuses one
+    whose checkpoint does not record leaving the held-out faces out."""
+    from faceapp.align import align_face, detect_faces, load_image, utkface_spec
+    from faceapp.bundle import make_random_bundle
+    from faceapp.stylegan.checkpoint import save_networks
+    from training.age_estimator import AgeEstimator, register
+    from training.calibrate_years import main
+    from training.labelers import name_list_digest
+
+    photo = load_image("tests/data/astronaut.jpg")
+    crop = align_face(photo, detect_faces(photo, backend="dlib")[0], utkface_spec(200)).image
+    names = ["40_1_0_20170001.jpg.chip.jpg"]
+    with zipfile.ZipFile(tmp_path / "u.zip", "w") as z:
+        buf = io.BytesIO()
+        crop.save(buf, format="JPEG", quality=95)
+        z.writestr(f"UTKFace/{names[0]}", buf.getvalue())
+    (tmp_path / "faces.txt").write_text(names[0] + "\n")
+    register()
+    torch.manual_seed(0)
+    net = AgeEstimator(resolution=32, width_mult=0.25).eval()
+    torch.nn.init.normal_(net.head.weight, std=2.0)  # a random estimator whose reading moves with the pixels
+    save_networks(tmp_path / "good.safetensors", {"age": net},
+                  extra={"excluded_digests": {"faces.txt": name_list_digest(names)}})
+    save_networks(tmp_path / "bad.safetensors", {"age": net}, extra={"excluded_digests": {}})
+    bundle = make_random_bundle(tmp_path / "bundle", resolution=32, seed=1)
+    args = ["--bundle", str(bundle), "--age-gender-model", str(tmp_path / "none.safetensors"), "--faces",
+            str(tmp_path / "faces.txt"), "--zip", str(tmp_path / "u.zip"), "--strengths=-3,0,3", "--steps", "1",
+            "--out", str(tmp_path / "out"), "--dry-run"]
+    assert main([*args, "--age-model", str(tmp_path / "bad.safetensors")]) == 2
+    assert main([*args, "--age-model", str(tmp_path / "good.safetensors")]) == 0
+    doc = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert "good.safetensors" in doc["calibration"]["fitted_on"] and doc["faces"][0]["age0"] > 0

@@ -70,6 +70,7 @@ class CalibrateOptions:
     bundle: str
     out: str = "scratch/calibration"
     age_gender_model: str = "runs/labelers/age_gender.safetensors"
+    age_model: str = "models/age/age_estimator.safetensors"
     faces: str = str(EVAL_FACES)
     zip: str = str(UTKFACE_ZIP)
     num: int | None = None
@@ -205,6 +206,26 @@ def check_labeler(age_gender, names, meter=None, photos=None, allow_unchecked: b
     return notes
 
 
+def check_estimator(path, names) -> None:
+    """Refuse an age estimator whose checkpoint does not record leaving the held-out `names` out."""
+    from faceapp.stylegan.checkpoint import read_header
+    from training.labelers import name_list_digest
+
+    digests = (read_header(path).get("extra") or {}).get("excluded_digests") or {}
+    if name_list_digest(names) not in set(digests.values()):
+        # a sub-list (--num) of a recorded list is fine too: check against the whole eval list
+        if name_list_digest(read_name_list_default()) not in set(digests.values()):
+            raise FaceAppError(f"the age estimator {path} does not record leaving the held-out faces out; train it "
+                               "with python -m training.age_estimator train (it leaves training/labels/"
+                               "utkface-heldout-*.txt out)")
+
+
+def read_name_list_default() -> list[str]:
+    from training.labelers import read_name_list
+
+    return read_name_list(EVAL_FACES)
+
+
 # ----------------------------------------------------------------------------- the calibration
 
 
@@ -338,11 +359,21 @@ def run(opts: CalibrateOptions):
     names = read_name_list(opts.faces)
     if opts.num is not None:
         names = names[: opts.num]
-    ag = AgeGenderModel.load(opts.age_gender_model)
-    meter = PhotoMeter(ag)
+    estimator = None
+    if opts.age_model:
+        from training.age_estimator import load_age_estimator
+
+        check_estimator(opts.age_model, names)
+        estimator = load_age_estimator(opts.age_model)
+    # the kNN labeler: the age measure without an estimator, else a second opinion (when its file is there)
+    ag = AgeGenderModel.load(opts.age_gender_model) if (not estimator or Path(opts.age_gender_model).is_file()) \
+        else None
+    meter = PhotoMeter(ag, age_estimator=estimator)
     photos = list(heldout_photos(opts.zip, names))
-    notes = check_labeler(ag, read_name_list(opts.faces), meter, [p for _, p in photos],
-                          allow_unchecked=opts.allow_unchecked_labeler)
+    notes = []
+    if ag is not None:
+        notes = check_labeler(ag, read_name_list(opts.faces), meter, [p for _, p in photos],
+                              allow_unchecked=opts.allow_unchecked_labeler)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     kwargs = {}
@@ -358,7 +389,7 @@ def run(opts: CalibrateOptions):
           f"faces from {Path(opts.faces).name}, strengths {list(opts.strengths)}, hold {list(opts.hold) or 'none'}")
     cal, rows = calibrate(editor, meter, photos, opts.strengths, mode=opts.mode, hold=opts.hold,
                           fitted_on=f"{Path(opts.faces).name} ({len(photos)} faces, mode {opts.mode}, "
-                          f"labeler {Path(opts.age_gender_model).name})")
+                          f"age measured by {Path(opts.age_model or opts.age_gender_model).name})")
     dy = np.array([r["delta_years"] for r in rows if "delta_years" in r])
     failed = [r for r in rows if "error" in r]
     doc = {"bundle": str(opts.bundle), "calibration": cal.to_dict(), "notes": notes,
@@ -386,7 +417,10 @@ def parse_args(argv=None) -> CalibrateOptions:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--bundle", required=True, help="bundle folder with an age direction (its directions/ is updated)")
     p.add_argument("--out", default="scratch/calibration", help="folder for calibration.json/.png/.md (not git)")
-    p.add_argument("--age-gender-model", default="runs/labelers/age_gender.safetensors")
+    p.add_argument("--age-gender-model", default="runs/labelers/age_gender.safetensors",
+                   help="the kNN age labeler: the age measure with --age-model '', else a second opinion")
+    p.add_argument("--age-model", default="models/age/age_estimator.safetensors",
+                   help="the age estimator (training/age_estimator.py): the project's age measure")
     p.add_argument("--faces", default=str(EVAL_FACES), help="held-out face names, one a line")
     p.add_argument("--zip", default=str(UTKFACE_ZIP), help="UTKFace 200 px zip")
     p.add_argument("--num", type=int, default=None, help="only the first N faces of the list (quick checks)")
@@ -407,7 +441,8 @@ def parse_args(argv=None) -> CalibrateOptions:
     if 0.0 not in strengths or len(strengths) < 3:
         p.error("--strengths needs 0 (the unedited face) and at least two others")
     return CalibrateOptions(
-        bundle=a.bundle, out=a.out, age_gender_model=a.age_gender_model, faces=a.faces, zip=a.zip, num=a.num,
+        bundle=a.bundle, out=a.out, age_gender_model=a.age_gender_model, age_model=a.age_model, faces=a.faces,
+        zip=a.zip, num=a.num,
         strengths=strengths, mode=a.mode, steps=a.steps, hold=tuple(h for h in a.hold.split(",") if h.strip()),
         write=not a.dry_run, allow_unchecked_labeler=a.allow_unchecked_labeler, threads=a.threads,
         device=a.device,
