@@ -7,6 +7,11 @@ Times each part of the G and D phases separately (median of --iters after warm-u
 and random images (speed does not depend on them): data loading (from --data if given), G forward,
 augmentation, D (for the projected D: frozen features, projection, heads), backward, optimiser steps,
 and the regularisers of the ada recipe. Prints ms per image of each part and the s/kimg they add up to.
+
+--memory-format both (default) runs it with the frozen MobileNetV2 in the old contiguous layout and in
+channels_last (what training uses now) and prints the two s/kimg side by side; --part detail times a step
+of the detail stage (training/train_detail.py: DetailNet forward/backward + the MobileNetV2 perceptual loss)
+and --part perceptual the perceptual loss alone (the encoder's and projector's dominant cost).
 """
 
 from __future__ import annotations
@@ -43,7 +48,76 @@ def timed(fn, iters: int) -> float:
     return statistics.median(out)
 
 
+def _set_format(fmt: str) -> None:
+    import faceapp.inversion.losses as losses
+    import training.projected as projected
+
+    projected.CHANNELS_LAST = losses.CHANNELS_LAST = fmt == "channels_last"
+
+
+def detail_step(batch: int, iters: int, in_res: int = 64) -> float:
+    """Seconds of one detail-stage training step (forward, L1 + perceptual, backward, Adam)."""
+    from faceapp.inversion.losses import perceptual_loss
+    from faceapp.stylegan.detail import DetailNet
+
+    net = DetailNet(in_resolution=in_res).train()
+    percep = perceptual_loss("mobilenet").eval()
+    opt = torch.optim.Adam(net.parameters(), 1e-4)
+    x, y = torch.rand(batch, 3, in_res, in_res) * 2 - 1, torch.rand(batch, 3, 2 * in_res, 2 * in_res) * 2 - 1
+
+    def step():
+        fake = net(x)
+        with torch.no_grad():
+            fy = percep.features(y)
+        loss = (fake - y).abs().mean() + percep.distance(percep.features(fake), fy).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return timed(step, iters)
+
+
+def perceptual_step(batch: int, iters: int, res: int = 128) -> float:
+    """Seconds of the perceptual loss forward + backward to the image (batch at res px)."""
+    from faceapp.inversion.losses import perceptual_loss
+
+    percep = perceptual_loss("mobilenet").eval()
+    a, b = torch.rand(batch, 3, res, res) * 2 - 1, torch.rand(batch, 3, res, res) * 2 - 1
+    a.requires_grad_(True)
+
+    def step():
+        percep(a, b).sum().backward()
+
+    return timed(step, iters)
+
+
 def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--memory-format", default="both", choices=["both", "contiguous", "channels_last"])
+    p.add_argument("--part", default="generator", choices=["generator", "detail", "perceptual"])
+    p.add_argument("--batch", type=int, default=16, help="with --part detail / perceptual")
+    a, rest = p.parse_known_args(argv)
+    torch.set_num_threads(int(dict(zip(rest[::2], rest[1::2])).get("--threads", 2)))
+    formats = ["contiguous", "channels_last"] if a.memory_format == "both" else [a.memory_format]
+    totals = {}
+    for fmt in formats:
+        _set_format(fmt)
+        print(f"== frozen MobileNetV2 in {fmt} memory format")
+        if a.part == "generator":
+            totals[fmt] = generator_step(rest)
+        else:
+            iters = 5
+            t = detail_step(a.batch, iters) if a.part == "detail" else perceptual_step(a.batch, iters)
+            totals[fmt] = t / a.batch * 1000
+            print(f"{a.part} step, batch {a.batch}: {t * 1e3:.1f} ms -> {totals[fmt]:.1f} s/kimg")
+    if len(totals) == 2:
+        before, after = totals["contiguous"], totals["channels_last"]
+        print(f"{a.part}: {before:.1f} s/kimg before (contiguous), {after:.1f} s/kimg after (channels_last): "
+              f"{before / after:.2f}x")
+
+
+def generator_step(argv: list[str] | None = None) -> float:
+    """Time one step of a train_generator recipe by its parts; prints the table, returns s/kimg."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default="fast", choices=["fast", "ada"])
     p.add_argument("--resolution", type=int, default=64)
@@ -146,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:66s} {t * 1e3:9.1f} {t * 1e3 / B:8.2f} {t / total:6.0%}")
     print(f"{'total step':66s} {total * 1e3:9.1f} {total * 1e3 / B:8.2f}   -> {total / B * 1000:.1f} s/kimg")
     del img
+    return total / B * 1000
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ TAP_CHANNELS = (24, 32, 96, 320)
 TAP_STRIDES = (4, 8, 16, 32)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Run the frozen MobileNetV2 in channels_last memory format: the same numbers, its depthwise convolutions
+#: about twice as fast on a CPU (bench/train_step.py --memory-format contiguous measures the old way).
+CHANNELS_LAST = True
 
 
 def build_feature_network(weights: dict[str, torch.Tensor] | None = None) -> nn.Module:
@@ -185,12 +188,14 @@ class ProjectedDiscriminator(nn.Module):
         x = F.interpolate(img, size=(self.feature_resolution,) * 2, mode="bilinear", align_corners=False,
                           antialias=img.shape[-1] > self.feature_resolution)
         x = ((x + 1) / 2 - self.mean) / self.std
+        if CHANNELS_LAST:
+            x = x.contiguous(memory_format=torch.channels_last)
         taps = []
         for i, block in enumerate(self.features):
             x = block(x)
             if i in TAPS:
                 taps.append(x)
-        mixed = [F.conv2d(t, getattr(self, f"ccm{i}")) for i, t in enumerate(taps)]
+        mixed = [F.conv2d(t.contiguous(), getattr(self, f"ccm{i}")) for i, t in enumerate(taps)]
         for i in range(len(mixed) - 2, -1, -1):  # top-down: coarse context into finer maps
             up = F.interpolate(mixed[i + 1], size=mixed[i].shape[-2:], mode="bilinear", align_corners=False)
             mixed[i] = mixed[i] + F.conv2d(up, getattr(self, f"csm{i}"))

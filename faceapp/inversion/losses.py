@@ -51,6 +51,8 @@ __all__ = [
 
 PERCEPTUAL_KINDS = ("auto", "lpips-vgg", "lpips-alex", "mobilenet")
 FALLBACK_KIND = "mobilenet"
+#: Run the offline MobileNetV2 trunk in channels_last memory format (bench/train_step.py compares both).
+CHANNELS_LAST = True
 
 # torchvision's file names for the ImageNet backbones lpips builds (the torch hub cache holds them by these names)
 _TORCHVISION_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
@@ -187,6 +189,8 @@ class MobileNetPerceptualLoss(PerceptualLoss):
         return ((x + 1) / 2 - self.mean) / self.std
 
     def _trunk(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if CHANNELS_LAST:  # the same numbers, MobileNetV2's depthwise convolutions ~2x faster on a CPU
+            x = x.contiguous(memory_format=torch.channels_last)
         out = []
         for i, block in enumerate(self.features_net):
             x = block(x)
