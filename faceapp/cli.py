@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from faceapp.errors import FaceAppError
 
@@ -220,32 +221,123 @@ def _output_stems(photos) -> dict:
     """Output name stem per photo: the file stem, plus a short path hash where two inputs share a stem."""
     import hashlib
     from collections import Counter
+    from pathlib import PurePosixPath
+    from urllib.parse import urlsplit
 
-    counts = Counter(p.stem for p in photos)
+    def stem(p) -> str:  # a Path, or an object-store URL (a str)
+        return PurePosixPath(urlsplit(p).path).stem if isinstance(p, str) else p.stem
+
+    counts = Counter(stem(p) for p in photos)
     return {
-        p: p.stem if counts[p.stem] == 1 else f"{p.stem}-{hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:6]}"
+        p: stem(p) if counts[stem(p)] == 1 else f"{stem(p)}-{hashlib.sha256(_photo_key(p).encode()).hexdigest()[:6]}"
         for p in photos
     }
+
+
+@dataclass(frozen=True)
+class AgeJob:
+    """What every photo of one `age` run gets: where to write, which outputs, how to invert.
+
+    Plain data (picklable): the Ray engine ships it to its workers, so both engines age a photo with the
+    same `age_photo` call and write the same pixels.
+    """
+
+    out: str
+    steps: tuple[tuple[str, float], ...]  # (output label, age strength) per output image
+    timeline: tuple[float, ...] | None  # strengths of an aging GIF instead of `steps`
+    faces: str
+    mode: str
+    hold: tuple[str, ...]
+    signature: str  # of the options that change outputs: a rerun skips photos recorded with the same one
+    model_id: str
+
+
+def age_photo(editor, source, job: AgeJob, *, stem: str, name: str | None = None) -> dict:
+    """Age one photo into its outputs in `job.out` (atomic writes); returns its manifest record's result part.
+
+    source: a path or the photo's encoded bytes; name: its file name for messages (default: the path's).
+    The result is {status: ok, faces, outputs} or {status: failed, error}, plus seconds and times (seconds per
+    stage: load, detect, invert (align + inversion), edit (edit + render + paste-back), write). Never raises
+    for a bad photo: the error is recorded instead.
+    """
+    import time
+    from pathlib import Path
+
+    times = dict.fromkeys(("load", "detect", "invert", "edit", "write"), 0.0)
+    t0 = last = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        times[stage] += now - last
+        last = now
+
+    out = Path(job.out)
+    try:
+        photo = editor.load(source, name=name)
+        lap("load")
+        found = editor.detect(photo)
+        lap("detect")
+        prepared = editor.prepare(photo, faces=job.faces, mode=job.mode, detected=found)
+        lap("invert")
+        outputs = []
+        if job.timeline is None:
+            for label, s in job.steps:
+                image = editor.compose(photo, prepared, {"age": s}, hold=job.hold)
+                lap("edit")
+                _atomic_save(image, out / f"{stem}_age{label}.png")
+                lap("write")
+                outputs.append(f"{stem}_age{label}.png")
+        else:
+            for f in prepared:
+                frames = editor.timeline(photo, [f], name="age", strengths=job.timeline, hold=job.hold)
+                frames = [_around_face(fr, f.aligned) for fr in frames]
+                lap("edit")
+                _atomic_save(frames, out / f"{stem}_face{f.index + 1}_aging.gif", gif=True)
+                lap("write")
+                outputs.append(f"{stem}_face{f.index + 1}_aging.gif")
+        record = {"status": "ok", "faces": len(prepared), "outputs": outputs}
+    except FaceAppError as e:
+        record = {"status": "failed", "error": str(e)}
+    except Exception as e:  # an unforeseen bug must not stop a batch: record it and go on
+        record = {"status": "failed", "error": f"internal error: {type(e).__name__}: {e}"}
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    record["times"] = {k: round(v, 4) for k, v in times.items()}
+    return record
 
 
 def _cmd_age(args: argparse.Namespace) -> int:
     import hashlib
     import json
-    import time
     from pathlib import Path
 
     from tqdm import tqdm
 
     from faceapp.imageio import atomic_path
 
+    ray_engine = args.engine == "ray"
+    if not ray_engine and (args.address is not None or args.workers is not None):
+        raise FaceAppError("--address and --workers are for --engine ray")
+    if ray_engine:
+        from faceapp.batch_ray import require_ray
+
+        require_ray()  # before any work: one clear line when it is missing
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp-*"):  # left by a killed run
         stale.unlink(missing_ok=True)
-    photos, missing = expand_inputs(args.inputs, exclude_dir=args.out)
+    urls = [i for i in args.inputs if "://" in i] if ray_engine else []  # object-store inputs: Ray Data reads them
+    photos, missing = expand_inputs([i for i in args.inputs if i not in urls], exclude_dir=args.out)
+    if urls:
+        from faceapp.batch_ray import list_urls
+
+        found, not_found = list_urls(urls)
+        photos += found
+        missing += not_found
     if not photos and not missing:
         raise FaceAppError("no input photos given")
-    editor = _editor(args)
+    # The Ray driver reads the model only for its options (the workers age the photos): on the CPU.
+    editor = _editor(argparse.Namespace(**{**vars(args), "device": "cpu"}) if ray_engine else args)
     if "age" not in editor.bundle.directions:
         raise FaceAppError(f"model {editor.bundle.name!r} has no age direction")
     # (label, strength) per output: --years are converted with the model's calibration (refused without one)
@@ -266,7 +358,8 @@ def _cmd_age(args: argparse.Namespace) -> int:
     if args.years is not None:  # only then: older manifests' signatures stay valid
         options["years"] = args.years
     signature = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
-    run_options = {**options, "model_source": str(args.model), "inputs": list(args.inputs), "signature": signature}
+    run_options = {**options, "model_source": str(args.model), "inputs": list(args.inputs), "signature": signature,
+                   "engine": args.engine}
     with atomic_path(out / "options.json") as tmp:
         tmp.write_text(json.dumps(run_options, indent=2) + "\n")
 
@@ -288,45 +381,39 @@ def _cmd_age(args: argparse.Namespace) -> int:
         import numpy as np
 
         lo, hi = editor.bundle.directions["age"].strength_range
-        timeline = np.linspace(lo, hi, args.timeline)
-    bar = tqdm(photos, unit="photo", desc="aging", disable=args.quiet)
-    for photo_path in bar:
-        key = str(photo_path.resolve())
+        timeline = tuple(float(s) for s in np.linspace(lo, hi, args.timeline))
+    job = AgeJob(out=str(out.resolve()), steps=tuple(steps), timeline=timeline, faces=args.faces, mode=args.mode,
+                 hold=tuple(args.hold), signature=signature, model_id=editor.bundle.model_id)
+    todo = []
+    for photo_path in photos:
+        key = _photo_key(photo_path)
         if key in done:
             skipped += 1
-            continue
-        bar.set_postfix_str(photo_path.name)
-        t0 = time.perf_counter()
-        record = {"input": key, "signature": signature}
-        try:
-            photo = editor.load(photo_path)
-            prepared = editor.prepare(photo, faces=args.faces, mode=args.mode)
-            outputs = []
-            stem = stems[photo_path]
-            if timeline is None:
-                for label, s in steps:
-                    name = f"{stem}_age{label}.png"
-                    _atomic_save(editor.compose(photo, prepared, {"age": s}, hold=args.hold), out / name)
-                    outputs.append(name)
-            else:
-                for f in prepared:
-                    frames = editor.timeline(photo, [f], name="age", strengths=timeline, hold=args.hold)
-                    name = f"{stem}_face{f.index + 1}_aging.gif"
-                    _atomic_save([_around_face(fr, f.aligned) for fr in frames], out / name, gif=True)
-                    outputs.append(name)
-            record.update(status="ok", faces=len(prepared), outputs=outputs)
+        else:
+            todo.append((photo_path, key, stems[photo_path]))
+    if ray_engine:
+        from faceapp.batch_ray import age_on_ray
+
+        results = age_on_ray(todo, job, model=args.model, device=args.device, steps=args.steps,
+                             address=args.address, workers=args.workers)
+    else:
+        results = ((key, age_photo(editor, p, job, stem=stem)) for p, key, stem in todo)
+    bar = tqdm(results, total=len(todo), unit="photo", desc="aging", disable=args.quiet)
+    for key, result in bar:
+        bar.set_postfix_str(Path(key).name)
+        _append_manifest(manifest, {"input": key, "signature": signature, **result})
+        if result["status"] == "ok":
             made += 1
-        except FaceAppError as e:
-            record.update(status="failed", error=str(e))
+        else:
             failed += 1
-        except Exception as e:  # an unforeseen bug must not stop a batch: record it and go on
-            record.update(status="failed", error=f"internal error: {type(e).__name__}: {e}")
-            failed += 1
-        record["seconds"] = round(time.perf_counter() - t0, 3)
-        _append_manifest(manifest, record)
     bar.close()
     print(f"{made} photo(s) done, {skipped} already done, {failed} failed; manifest: {manifest}")
     return 1 if failed else 0
+
+
+def _photo_key(photo) -> str:
+    """A photo's manifest key: a local file's resolved path, an object-store URL as given."""
+    return photo if isinstance(photo, str) else str(photo.resolve())
 
 
 def _note_outside_range(directions, name: str, strengths) -> None:
@@ -409,7 +496,9 @@ def _add_age(subparsers) -> None:
         description="Age every face in every photo to the requested strengths (or make an aging timeline GIF "
         "per face), pasted back into the photo. Outputs go to --out as <stem>_age<+2>.png or "
         "<stem>_face<k>_aging.gif; manifest.jsonl records what was made and what failed and why. A rerun "
-        "skips photos already done with the same options. Exit code 1 when any photo failed.",
+        "skips photos already done with the same options. Exit code 1 when any photo failed. --engine ray "
+        "spreads the photos over Ray workers (this machine or a cluster); inputs may then also be object-store "
+        "URLs (s3://..., gs://...) that Ray Data reads.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files, folders of photos, or glob patterns")
     p.add_argument("--out", required=True, help="output folder (created)")
@@ -423,6 +512,15 @@ def _add_age(subparsers) -> None:
                    help="instead: an N-frame aging GIF per face, young to old")
     _add_model_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process, one photo after another (default); ray: a pool of Ray workers, "
+                   "on this machine or a cluster (pip install 'faceapp[ray]'), same outputs and manifest")
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="with --engine ray: the Ray cluster to join (HOST:PORT, or auto for the one started with "
+                   "`ray start` here); default: start a local Ray instance on this machine's cores")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --engine ray: N workers, each loads the model once and uses one CPU (one GPU with "
+                   "--device cuda); default: one per CPU (GPU) of the cluster")
     p.set_defaults(handler=_cmd_age)
 
 
