@@ -37,7 +37,11 @@ __all__ = ["skin_polygon", "render_skin_lab", "skin_tone_directions", "main"]
 
 def skin_polygon(spec, size: int) -> np.ndarray:
     """[K, 2] pixels of the cheeks/nose/mouth region in a crop of `spec` (a template AlignSpec) at `size` px."""
-    t = {k: np.asarray(p, np.float64) for k, p in zip(spec.template_keypoints, spec.template)}
+    from faceapp.align.crop import TEMPLATE_KEYPOINTS
+
+    if spec.kind != "template":
+        raise SystemExit(f"the skin region is drawn from a template crop; this bundle's crop is {spec.kind!r}")
+    t = {k: np.asarray(p, np.float64) for k, p in zip(TEMPLATE_KEYPOINTS, spec.template)}
     eye_l, eye_r, nose = t["eye_left"], t["eye_right"], t["nose_tip"]
     m_l, m_r = t["mouth_left"], t["mouth_right"]
     below = 0.35 * (nose[1] - eye_l[1])  # cheeks start a little under the eyes
@@ -144,7 +148,7 @@ def main(argv=None) -> int:
         new.append(d2)
     new_set = DirectionSet(new, b.directions.meta)
     base_lab, base_age = render_skin_lab(G, eval_ws, mask, age_model=age_model)
-    report = {"skin_r2": r2, "directions": {}}
+    report = {"skin_r2": r2, "skin_basis": q.T.round(7).tolist(), "directions": {}}
     for name in names:
         rows = {}
         for which, ds in (("before", b.directions), ("after", new_set)):

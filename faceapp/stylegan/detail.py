@@ -43,7 +43,7 @@ class DetailNet(nn.Module):
         up_channels: width after each x2 pixel-shuffle step.
     """
 
-    def __init__(self, in_resolution: int = 64, scale: int = 2, channels: int = 48, blocks: int = 6,
+    def __init__(self, in_resolution: int = 64, scale: int = 2, channels: int = 40, blocks: int = 4,
                  up_channels: int = 32):
         super().__init__()
         if scale < 2 or scale & (scale - 1):
