@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
@@ -34,8 +35,14 @@ MAX_BLOCKS = 10_000  # one photo per Ray Data block up to this many (a retry red
 LOG_HINT = "the Ray logs: /tmp/ray/session_latest/logs on the head node"
 
 
-def require_ray():
-    """The `ray` module; FaceAppError saying how to install it when Ray (with Ray Data) is missing."""
+def require_ray(*, local: bool = False):
+    """The `ray` module; FaceAppError saying how to install it when Ray (with Ray Data) is missing.
+
+    local: a local instance will be started; it then listens on 127.0.0.1 only (Ray binds the machine's network
+    address otherwise, opening its ports to the network). Takes effect only before Ray's first import.
+    """
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray's switch for a loopback-only node
     try:
         import ray
         import ray.data  # noqa: F401  (Ray Data is the [data] extra: check it too)
@@ -129,6 +136,15 @@ def _connect(ray, address: str | None) -> bool:
         return False
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                   configure_logging=True)
+    if address and address != "auto":  # fail in seconds where Ray would retry an unreachable address for minutes
+        import socket
+
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+        except (OSError, ValueError) as e:
+            raise FaceAppError(f"no Ray cluster answers at {address} ({e}): start one there with "
+                               "`ray start --head`, or leave out --address to start a local one") from e
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -171,7 +187,7 @@ def age_on_ray(
     """
     if not todo:
         return
-    ray = require_ray()
+    ray = require_ray(local=not address)
     import logging
 
     from ray.data import ActorPoolStrategy, DataContext

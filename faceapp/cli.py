@@ -321,7 +321,7 @@ def _cmd_age(args: argparse.Namespace) -> int:
     if ray_engine:
         from faceapp.batch_ray import require_ray
 
-        require_ray()  # before any work: one clear line when it is missing
+        require_ray(local=not args.address)  # before any work: one clear line when it is missing
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp-*"):  # left by a killed run

@@ -13,11 +13,14 @@ import time
 import zlib
 from pathlib import Path
 
-import pytest
-from PIL import Image
+# Before Ray's import: the test instance listens on 127.0.0.1 only (faceapp does the same for its local instances).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from faceapp import cli
-from faceapp.bundle import make_random_bundle
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from faceapp import cli  # noqa: E402
+from faceapp.bundle import make_random_bundle  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
@@ -83,6 +86,7 @@ def ray_session():
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     yield ray
     ray.shutdown()
 
@@ -116,6 +120,14 @@ def local_run(model, photos, tmp_path_factory):
 def reference(local_run):
     """The local engine's outputs for astronaut.jpg: {strength label: PNG bytes}."""
     return {label: (local_run / f"astronaut_age{label}.png").read_bytes() for label in ("-2", "+2")}
+
+
+def test_an_unreachable_cluster_is_one_clear_line(model, tmp_path, capsys):
+    pytest.importorskip("ray.data")
+    rc = cli.main(["age", str(DATA / "astronaut.jpg"), "--out", str(tmp_path / "o"), "--model", model,
+                   "--engine", "ray", "--address", "127.0.0.1:1", *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no Ray cluster answers at 127.0.0.1:1" in err and "Traceback" not in err
 
 
 def test_same_pixels_and_manifest_as_the_local_engine(ray_session, model, photos, local_run, reference, tmp_path,
