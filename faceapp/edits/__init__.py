@@ -22,11 +22,10 @@ from faceapp.edits.calibration import (
     fit_years_calibration,
     has_years,
     strength_to_years,
-    with_calibration,
     years_per_strength,
     years_to_strength,
 )
-from faceapp.edits.directions import Direction, DirectionSet, direction_scale, normalized
+from faceapp.edits.directions import Direction, DirectionSet, direction_scale, normalized, with_calibration
 from faceapp.edits.formats import (
     from_e4e_pt,
     from_ganspace,

@@ -25,6 +25,9 @@ unedited face (an age change of exactly 0).
     from faceapp.edits import years_to_strength, strength_to_years
     s = years_to_strength(directions, "age", 30)     # strength that reads as 30 years older
     years = strength_to_years(directions, "age", s)  # == 30
+
+This module reads directions only through their `years` and `scale` and imports no other part of
+faceapp.edits: `with_calibration` (a new DirectionSet) lives in faceapp.edits.directions, which imports this.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ __all__ = [
     "fit_years_calibration",
     "has_years",
     "strength_to_years",
-    "with_calibration",
     "years_per_strength",
     "years_to_strength",
 ]
@@ -180,20 +182,6 @@ def strength_to_years(directions, name: str, strength: float) -> float:
     if strength == 0:
         return 0.0
     return strength * years_per_strength(directions, name, sign=strength)
-
-
-def with_calibration(directions, name: str, calibration: YearsCalibration | Mapping | None):
-    """A copy of the DirectionSet `directions` whose `name` direction carries `calibration` (None: removed)."""
-    from faceapp.edits.directions import DirectionSet
-
-    if name not in directions:
-        raise FaceAppError(f"no {name!r} direction to calibrate; this set has: {', '.join(directions) or 'none'}")
-    if isinstance(calibration, YearsCalibration):
-        calibration = calibration.to_dict()
-    return DirectionSet(
-        [d.replace(calibration=calibration) if d.name == name else d for d in directions.values()],
-        directions.meta,
-    )
 
 
 # ----------------------------------------------------------------------------- fitting

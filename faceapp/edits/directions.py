@@ -50,6 +50,7 @@ __all__ = [
     "DirectionSet",
     "direction_scale",
     "normalized",
+    "with_calibration",
 ]
 
 FORMAT_NAME = "faceapp.directions"
@@ -374,3 +375,18 @@ class DirectionSet(Mapping):
             except (FaceAppError, TypeError, ValueError) as err:
                 raise CheckpointError(f"{folder}: direction {name!r}: {err}") from err
         return cls(out, meta=doc.get("meta") or {})
+
+
+def with_calibration(directions: DirectionSet, name: str, calibration: YearsCalibration | Mapping | None):
+    """A copy of the DirectionSet `directions` whose `name` direction carries `calibration` (None: removed).
+
+    Here rather than in faceapp.edits.calibration, which this module imports: that one stays a leaf.
+    """
+    if name not in directions:
+        raise FaceAppError(f"no {name!r} direction to calibrate; this set has: {', '.join(directions) or 'none'}")
+    if isinstance(calibration, YearsCalibration):
+        calibration = calibration.to_dict()
+    return DirectionSet(
+        [d.replace(calibration=calibration) if d.name == name else d for d in directions.values()],
+        directions.meta,
+    )
