@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -210,12 +209,3 @@ def read_archive_images(archive, count: int, seed: int = 0) -> np.ndarray:
     idx = np.random.default_rng(seed).permutation(len(archive))[:count]
     return np.stack([archive[int(i)][0].permute(1, 2, 0).numpy() for i in idx])
 
-
-@dataclass(frozen=True)
-class QualityConfig:
-    """Where the measure's real faces come from (stored in options.json)."""
-
-    source: str  # zip of the original photos (UTKFace's), holding the held-out ones
-    heldout: str  # text file of held-out base names (one per line), never in the training archive
-    num_real: int = 2000
-    num_fake: int = 1000

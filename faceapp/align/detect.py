@@ -45,7 +45,6 @@ BROWS = slice(17, 27)
 NOSE_TIP = 30
 EYE_LEFT = slice(36, 42)
 EYE_RIGHT = slice(42, 48)
-MOUTH_OUTER = slice(48, 60)
 MOUTH_LEFT, MOUTH_RIGHT = 48, 54
 
 

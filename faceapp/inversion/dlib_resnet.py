@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 INPUT_SIZE = 150  # dlib's aligned chip: get_face_chip(img, shape, size=150, padding=0.25)
-DESCRIPTOR_DIM = 128
 SAME_PERSON_DISTANCE = 0.6  # dlib's threshold on the euclidean distance of two descriptors
 
 # residual stages innermost-first as (channels, number of blocks, first block downsamples)

@@ -38,7 +38,6 @@ __all__ = [
     "grow_encoder",
     "SEModule",
     "BottleneckIR",
-    "BottleneckIRSE",
     "upsample_add",
     "load_encoder",
     "register_encoder_class",
@@ -112,13 +111,6 @@ class BottleneckIR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.res_layer(x) + self.shortcut_layer(x)
-
-
-class BottleneckIRSE(BottleneckIR):
-    """bottleneck_IR_SE: the IR unit with a squeeze-and-excitation module (reduction 16) at the end."""
-
-    def __init__(self, in_channel: int, depth: int, stride: int, se_reduction: int = 16):
-        super().__init__(in_channel, depth, stride, se_reduction=se_reduction)
 
 
 class GradualStyleBlock(nn.Module):
