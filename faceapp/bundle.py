@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ import torch
 
 from faceapp.align import FFHQ_SPEC, AlignSpec, utkface_spec
 from faceapp.errors import CheckpointError, ModelUnavailableError
+from faceapp.imageio import atomic_path
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -366,13 +366,6 @@ def _load_checkpoint(path: Path, device) -> ModelBundle:
     )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _rounded(net: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """A float32 copy of ``net`` whose float tensors went through ``dtype`` (what loading a stored copy gives).
 
@@ -429,7 +422,8 @@ def save_bundle(
         if (root / "directions").exists():
             shutil.rmtree(root / "directions")
         directions.save(root / "directions")
-    _atomic_write_text(root / "MODEL_CARD.md", card or f"# {name}\n")
+    with atomic_path(root / "MODEL_CARD.md") as tmp:
+        tmp.write_text(card or f"# {name}\n", encoding="utf-8")
     doc = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -442,7 +436,8 @@ def save_bundle(
         "card": "MODEL_CARD.md",
         **(meta or {}),
     }
-    _atomic_write_text(root / "bundle.json", json.dumps(doc, indent=2) + "\n")
+    with atomic_path(root / "bundle.json") as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return root
 
 

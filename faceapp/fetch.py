@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -35,6 +34,7 @@ from http.client import HTTPException
 from pathlib import Path
 
 from faceapp.errors import ModelUnavailableError
+from faceapp.imageio import atomic_path
 
 __all__ = [
     "BASE_URL_ENV",
@@ -250,7 +250,7 @@ def download(
             reasons.append(f"{text} ({type(why).__name__})" if isinstance(why, Exception) else text)
             continue
         problem = _problem(part, remote) if part.exists() else "nothing arrived"
-        if problem is None:
+        if problem is None:  # not atomic_path: the .part outlives a cut-off run, which the next one resumes
             os.replace(part, dest)
             return dest
         part.unlink(missing_ok=True)
@@ -329,13 +329,11 @@ def fetch_ffhq(
     if failed:
         raise ModelUnavailableError(_failure_message(failed, folder, encoder_failed=enc_file in [f for f, _ in failed]))
     say(f"converting with the safe importers and writing the bundle to {out} ...")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     names = ", ".join(Path(f.filename).stem for f in dir_files)
     card = FFHQ_CARD.format(
         encoder_note="" if not no_encoder else " (not included: built with --no-encoder)", directions=names
     )
-    try:
+    with atomic_path(out) as tmp:  # the bundle is built beside `out`, then replaces it whole
         build_bundle(
             tmp,
             generator=got[gen_file.filename],
@@ -347,12 +345,6 @@ def fetch_ffhq(
             extra_meta={"fetched": {f.filename: {"urls": list(_urls(f, base_url)), "sha256": f.sha256}
                                     for f in wanted if local.get(f.filename) is None}},
         )
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

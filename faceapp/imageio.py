@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import threading
 import warnings
 from collections.abc import Iterator
@@ -39,19 +40,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Write a file atomically: yields a temporary path beside `path` (same folder, same suffix) to write to;
     when the block ends without an error it is renamed onto `path`, otherwise removed.
 
-    A reader (or a killed run) never sees half a file. The folder is created when missing.
+    A reader (or a killed run) never sees half a file. The folder is created when missing. faceapp's one way
+    to write a file (images, checkpoints, bundles, direction sets, options).
 
         with atomic_path("out/result.png") as tmp:
             image.save(tmp)
+
+    The block may make a folder at `tmp` instead (a whole bundle): it then replaces the folder at `path`, which
+    is removed just before the rename (never half a new folder; for that instant, no folder).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{threading.get_ident()}{path.suffix}")
     try:
         yield tmp
+        if tmp.is_dir() and path.is_dir():  # os.replace cannot replace a folder that has files
+            shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def image_name(image: Image.Image, default: str = "the image") -> str:

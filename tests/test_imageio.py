@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from faceapp.errors import FaceAppError, ImageError
-from faceapp.imageio import load_image
+from faceapp.imageio import atomic_path, load_image
 
 DATA = Path(__file__).parent / "data"
 
@@ -166,3 +166,33 @@ def test_missing_file_and_bad_arrays(tmp_path):
     with pytest.raises(ImageError, match="array shape"):
         load_image(np.zeros((4, 4, 4, 4), np.uint8))
     assert issubclass(ImageError, FaceAppError)
+
+
+def test_atomic_path_writes_a_file_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "sub" / "a.json"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".json"  # same folder: the rename stays atomic
+        tmp.write_text("one")
+        assert not target.exists()  # nothing at the target until the block ends
+    assert target.read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError
+    assert target.read_text() == "one"
+    assert [p.name for p in target.parent.iterdir()] == ["a.json"]  # no temporary file left
+
+
+def test_atomic_path_replaces_a_folder_whole(tmp_path):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "new.txt").write_text("half")
+        raise RuntimeError
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"] and (out / "old.txt").read_text() == "old"
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+    assert [p.name for p in out.iterdir()] == ["new.txt"]

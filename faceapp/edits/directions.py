@@ -42,6 +42,7 @@ import numpy as np
 
 from faceapp.edits.calibration import YearsCalibration
 from faceapp.errors import CheckpointError, FaceAppError
+from faceapp.imageio import atomic_path
 
 __all__ = [
     "FORMAT_NAME",
@@ -294,18 +295,11 @@ class DirectionSet(Mapping):
         except TypeError as e:
             raise FaceAppError(f"cannot save directions: meta or metrics are not JSON-serialisable ({e})") from e
         tensors = {name: np.ascontiguousarray(d.vector, dtype=np.float32) for name, d in self._d.items()}
-        # tmp + rename: an interrupted save never leaves half a set behind.
-        for fname, write in (
-            (TENSORS_FILE, lambda p: save_file(tensors, p, metadata={"format": FORMAT_NAME})),
-            (JSON_FILE, lambda p: Path(p).write_text(text + "\n")),
-        ):
-            tmp = folder / f"{fname}.tmp-{os.getpid()}"
-            try:
-                write(str(tmp))
-                os.replace(tmp, folder / fname)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+        # each file atomically: an interrupted save never leaves half a set behind
+        with atomic_path(folder / TENSORS_FILE) as tmp:
+            save_file(tensors, os.fspath(tmp), metadata={"format": FORMAT_NAME})
+        with atomic_path(folder / JSON_FILE) as tmp:
+            tmp.write_text(text + "\n")
         return folder
 
     @classmethod

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from faceapp.errors import CheckpointError
+from faceapp.imageio import atomic_path
 
 __all__ = [
     "FORMAT_NAME",
@@ -197,15 +198,8 @@ def save_networks(
         }
     except TypeError as e:
         raise CheckpointError(f"cannot save: init_kwargs or extra are not JSON-serialisable ({e})") from e
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # Write then rename so an interrupted save never leaves a half-written checkpoint behind.
-    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:  # an interrupted save never leaves a half-written checkpoint behind
+        save_file(tensors, os.fspath(tmp), metadata=metadata)
 
 
 def _preview(keys: Iterable[str], n: int = 5) -> str:
