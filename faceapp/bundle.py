@@ -504,6 +504,7 @@ def build_bundle(
     calibrate: int = 0,
     device: torch.device | str = "cpu",
     extra_meta: dict | None = None,
+    detail: str | os.PathLike | None = None,
 ) -> Path:
     """Make a bundle folder at `out` from files in any supported format; returns `out`.
 
@@ -520,6 +521,8 @@ def build_bundle(
         force_directions: accept directions made for another generator (recorded in their meta).
         calibrate: when > 0, measure each direction's scale on that many G.mapping samples, so
             strength 1 = one std of the latents along it (default 0: the files' own units).
+        detail: an optional detail stage (a faceapp checkpoint holding a `DetailNet` trained on G's renders,
+            training/train_detail.py); it must take G's resolution.
 
     Raises:
         DirectionMismatchError: a direction file made for another generator (see faceapp.edits.provenance).
@@ -578,8 +581,13 @@ def build_bundle(
     spec = FFHQ_SPEC(res) if align == "ffhq" else utkface_spec(res)
     if card is None:
         card = _build_card(name, G, fp, sources, align, notes)
+    det = None
+    if detail is not None:
+        det = _load_detail(Path(detail), G, device)
+        sources["detail"] = {"file": Path(detail).name, "format": "faceapp"}
+        options["detail"] = os.fspath(detail)
     return save_bundle(out, G=G, align_spec=spec, encoder=E, directions=direction_set, name=name, card=card,
-                       meta=meta)
+                       meta=meta, detail=det)
 
 
 def _build_card(name: str, G, fp: dict, sources: dict, align: str, notes: list[str]) -> str:

@@ -656,7 +656,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
     path = build_bundle(args.out, generator=args.generator, encoder=args.encoder, directions=args.directions,
                         align=args.align, name=args.name, force_directions=args.force_directions,
-                        calibrate=args.calibrate)
+                        calibrate=args.calibrate, detail=args.detail)
     _print_bundle(path, force_directions=args.force_directions)
     print(f"use it: python app.py --model {path}")
     print(f"    or: python -m faceapp edit PHOTO --model {path} --age 2 --out OUT.png")
@@ -677,6 +677,8 @@ def _add_bundle(subparsers) -> None:
                    help="NVIDIA stylegan2-ada-pytorch .pkl, rosinality .pt or faceapp .safetensors")
     p.add_argument("--out", required=True, metavar="DIR", help="the bundle folder to write")
     p.add_argument("--encoder", metavar="FILE", help="e4e's e4e_ffhq_encode.pt or a faceapp encoder checkpoint")
+    p.add_argument("--detail", metavar="FILE", help="an optional detail stage for this generator "
+                   "(training/train_detail.py; its renders come back sharper and larger)")
     p.add_argument("--directions", nargs="+", action="extend", default=[], metavar="FILE",
                    help="direction files: e4e .pt, InterFaceGAN .npy, GANSpace .npz / ffhq_pca.pt, faceapp "
                    "direction set folders; NAME=FILE names a single direction")

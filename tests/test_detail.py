@@ -134,3 +134,18 @@ def test_train_detail_makes_pairs_trains_and_resumes(tmp_path, monkeypatch):
     assert train_detail.main(args) == 0
     assert torch.load(out / "state.pt", weights_only=True)["step"] == 6
     assert len([line for line in (out / "log.jsonl").read_text().splitlines() if line]) == len(log)
+
+
+def test_cli_bundle_takes_a_detail_stage(bundle_with_detail, tmp_path):
+    from faceapp.cli import main as cli
+
+    plain, _, detail = bundle_with_detail
+    save_networks(tmp_path / "G.safetensors", {"G_ema": plain.G})
+    save_networks(tmp_path / "detail.safetensors", {"detail": detail})
+    assert cli(["bundle", "--generator", str(tmp_path / "G.safetensors"), "--detail",
+                str(tmp_path / "detail.safetensors"), "--align", "utkface", "--out", str(tmp_path / "b")]) == 0
+    b = load_bundle(tmp_path / "b")
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(b.detail(x), detail(x), atol=1e-5)
+    assert b.meta["sources"]["detail"]["file"] == "detail.safetensors"

@@ -125,8 +125,10 @@ def estimate_ages(net: AgeEstimator, images, batch: int = 64) -> np.ndarray:
 # ----------------------------------------------------------------------------- data
 
 
-def load_utkface_arrays(zip_path, resolution: int, *, include=None, exclude=None, progress=print):
-    """(names, uint8 [N,R,R,3], ages int [N]) of UTKFace's zip, resized to `resolution` (Pillow, antialiased).
+def load_utkface_arrays(zip_path, resolution: int, *, include=None, exclude=None, progress=print,
+                        resample: str = "lanczos"):
+    """(names, uint8 [N,R,R,3], ages int [N]) of UTKFace's zip, resized to `resolution` (Pillow, antialiased;
+    resample 'box' as training/prepare_dataset.py makes the generator's training archive).
 
     include: only these base names; exclude: never these base names.
     """
@@ -145,7 +147,7 @@ def load_utkface_arrays(zip_path, resolution: int, *, include=None, exclude=None
         for i, n in enumerate(names):
             im = Image.open(io.BytesIO(z.read(n))).convert("RGB")
             if im.size != (resolution, resolution):
-                im = im.resize((resolution, resolution), Image.LANCZOS)
+                im = im.resize((resolution, resolution), Image.BOX if resample == "box" else Image.LANCZOS)
             imgs[i] = np.asarray(im)
             ages[i] = int(UTKFACE_NAME.search(n).group(1))
             if progress and i and i % 5000 == 0:

@@ -10,7 +10,15 @@ bundle's encoder at G's resolution and renders the code with G: the detail stage
 real face, artefacts and all, and its target is that real face at `--scale` times G's resolution. Stored:
 renders (uint8 [N,r,r,3]) and the photos' names (runs/, never committed: UTKFace-derived).
 
-`train` fits DetailNet with L1 + the offline MobileNetV2 perceptual distance (faceapp.inversion.losses; the
+`train` learns from `--input photo` pairs by default: the input is the real photo itself brought down to G's
+resolution exactly as G's training archive was made (Pillow's box filter), the target the same photo at the
+higher resolution. Measured first with `--input render` (G's render of the encoded photo as input): the
+encoder's reconstruction differs from the photo (another face, often younger), so the L1-optimal output
+hedges, and the network learned to blur its input, wrinkles included. From true pairs it learns to sharpen
+what the input holds, which on an edited render is the edit's folds and grey hair; the conditioning
+augmentation covers G's softer renders.
+
+It fits DetailNet with L1 + the offline MobileNetV2 perceptual distance (faceapp.inversion.losses; the
 target's features without gradient) and, with --adv-weight > 0, the projected discriminator's hinge loss
 (training/projected.py). The input is augmented (conditioning augmentation, as in cascaded diffusion): a
 random Gaussian blur and noise, so that the network learns to add detail to renders a little unlike the
@@ -102,10 +110,14 @@ def train(args) -> int:
     if set(names) & {Path(h).name for h in held}:
         raise SystemExit(f"{args.pairs} holds held-out photos: make the pairs again with this script")
     R = r * args.scale
-    print(f"{len(names)} pairs; reading the targets at {R} px")
+    print(f"{len(names)} pairs ({args.input} inputs); reading the targets at {R} px")
     tnames, targets, _ = load_utkface_arrays(args.zip, R, include=names, progress=None)
     order = {n: i for i, n in enumerate(tnames)}
     targets = targets[[order[n] for n in names]]  # same order as the renders
+    if args.input == "photo":  # the photo at G's resolution, made as G's training archive was
+        pnames, renders, _ = load_utkface_arrays(args.zip, r, include=names, progress=None, resample="box")
+        order = {n: i for i, n in enumerate(pnames)}
+        renders = renders[[order[n] for n in names]]
     n = len(names)
 
     torch.manual_seed(args.seed)
@@ -217,11 +229,13 @@ def main(argv=None) -> int:
     t.add_argument("--pairs", default="runs/detail/pairs.npz")
     t.add_argument("--zip", default=str(DEFAULT_ZIP))
     t.add_argument("--out", default="runs/detail")
+    t.add_argument("--input", default="photo", choices=["photo", "render"],
+                   help="photo: the real photo at G's resolution (default); render: G's render of its code")
     t.add_argument("--scale", type=int, default=2)
     t.add_argument("--channels", type=int, default=40)
     t.add_argument("--blocks", type=int, default=4)
     t.add_argument("--batch", type=int, default=16)
-    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--percep-weight", type=float, default=1.0)
     t.add_argument("--adv-weight", type=float, default=0.0)
