@@ -249,7 +249,7 @@ class FaceEditor:
         paste: how edits go back into the photo: 'difference' (edited render - reconstruction added to
             the photo at its own resolution, see `faceapp.align.paste_difference`) or 'render' (the render
             pasted over the face, `faceapp.align.paste_back`).
-        paste_kwargs: extra keyword arguments for that function ('difference': region, feather, colour;
+        paste_kwargs: extra keyword arguments for that function ('difference': region, feather, colour, skin_sigma;
             'render': feather, blend).
     """
 
@@ -520,7 +520,8 @@ class FaceEditor:
         return _paste_back(photo, aligned, edited_crop, **self._paste_kwargs("render"))
 
     def _paste_kwargs(self, method: str) -> dict:
-        keys = {"difference": ("region", "feather", "colour"), "render": ("feather", "forehead", "blend")}[method]
+        keys = {"difference": ("region", "feather", "colour", "skin_sigma"),
+                "render": ("feather", "forehead", "blend")}[method]
         return {k: v for k, v in self.paste_kwargs.items() if k in keys}
 
     def _paste_all(self, photo, items, method: str) -> Image.Image:

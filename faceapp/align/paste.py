@@ -179,6 +179,7 @@ def paste_difference(
     feather: float = 0.1,
     mask: np.ndarray | None = None,
     colour: str = "keep",
+    skin_sigma: float = 1 / 16,
 ) -> Image.Image:
     """`photo` plus the edit's change, at the photo's own resolution.
 
@@ -197,6 +198,8 @@ def paste_difference(
         colour: 'keep' (default): the change goes back as lightness detail and desaturation only, and the
             skin keeps its own tone (`colour_safe_change`): no tint, a greyscale photo stays greyscale, grey
             hair still greys. 'add': the RGB difference as it is (colour shifts of the renders included).
+        skin_sigma: with 'keep', the scale (fraction of the render's side) above which a lightness change
+            on the skin counts as a tone shift and is left out.
 
     Returns:
         A new RGB image; `photo` is left untouched.
@@ -225,7 +228,8 @@ def paste_difference(
     x0, y0, x1, y1 = roi_box
     if colour == "keep":
         # [S,S,2]: lightness change (the skin's own tone shift removed) and chroma factor - 1 (<= 0)
-        diff = colour_safe_change(edited, np.asarray(recon_img, np.float32), _apply(m, aligned.face.landmarks68))
+        diff = colour_safe_change(edited, np.asarray(recon_img, np.float32), _apply(m, aligned.face.landmarks68),
+                                  skin_sigma=skin_sigma)
     scale = np.sqrt(abs(np.linalg.det(np.linalg.inv(m)[:2, :2])))  # photo pixels per render pixel
     if scale < 0.75:  # the render is finer than the face in the photo: area-resize first (no aliasing)
         s2 = max(int(round(s * scale)), 2)
@@ -298,11 +302,13 @@ def paste_difference_all(
     region: str = "head",
     feather: float = 0.1,
     colour: str = "keep",
+    skin_sigma: float = 1 / 16,
 ) -> Image.Image:
     """`paste_difference` for several faces; each item is (aligned, edited_crop, reconstruction)."""
     out = photo
     for aligned, edited, recon in items:
-        out = paste_difference(out, aligned, edited, recon, region=region, feather=feather, colour=colour)
+        out = paste_difference(out, aligned, edited, recon, region=region, feather=feather, colour=colour,
+                               skin_sigma=skin_sigma)
     return out if out is not photo else photo.copy()
 
 
