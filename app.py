@@ -375,14 +375,14 @@ def slider_spec(bundle, name: str) -> dict:
     converted, widened to hold the year presets, whole years); every other slider is in strength units.
     """
     from faceapp.edits import has_years, strength_to_years
-    from faceapp.edits.presets import PRESET_YEARS
+    from faceapp.edits.presets import preset_years
 
     d = bundle.directions[name]
     lo, hi = d.strength_range
     if name == "age" and has_years(bundle.directions, "age"):
         ends = sorted(strength_to_years(bundle.directions, "age", s) for s in (lo, hi))
-        lo_y = math.floor(min(ends[0], *PRESET_YEARS.values()))
-        hi_y = math.ceil(max(ends[1], *PRESET_YEARS.values()))
+        lo_y = math.floor(min(ends[0], *preset_years(bundle.directions)))
+        hi_y = math.ceil(max(ends[1], *preset_years(bundle.directions)))
         return dict(minimum=lo_y, maximum=hi_y, step=1, label="Age (years)", years=True,
                     info="years older (+) / younger (-), as an age estimator reads held-out faces")
     return dict(minimum=lo, maximum=hi, step=0.25, label=name.capitalize(), info=d.description or None, years=False)

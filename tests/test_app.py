@@ -469,15 +469,33 @@ def calibrated_bundle(tmp_path_factory):
     root = make_random_bundle(tmp_path_factory.mktemp("cal") / "bundle", resolution=32, seed=5)
     ds = DirectionSet.load(root / "directions")
     cal = YearsCalibration(per_strength=6.0, per_strength_pos=8.0, per_strength_neg=5.0, scale=ds["age"].scale)
-    with_calibration(ds, "age", cal).save(root / "directions")
+    ds = with_calibration(ds, "age", cal)
+    DirectionSet([d.replace(strength_range=(-6.0, 6.0)) if d.name == "age" else d for d in ds.values()],
+                 ds.meta).save(root / "directions")
     return load_bundle(root)
+
+
+def test_presets_never_promise_years_past_the_slider(tmp_path):
+    """A calibration whose +30 years lies past the slider's end: the button says what the end measured."""
+    from faceapp.edits import DirectionSet, YearsCalibration, with_calibration
+
+    root = make_random_bundle(tmp_path / "bundle", resolution=32, seed=5)
+    ds = DirectionSet.load(root / "directions")  # age range -3..3
+    cal = YearsCalibration(per_strength=6.0, per_strength_pos=8.0, per_strength_neg=5.0, scale=ds["age"].scale)
+    with_calibration(ds, "age", cal).save(root / "directions")
+    b = load_bundle(root)
+    h = app.Handlers(FaceEditor(b, cache_size=0))
+    assert "+30 years" not in h.presets and "\u221220 years" not in h.presets
+    assert h.presets["Older (+24 years)"] == {"age": 3.0} and h.presets["Younger (\u221215 years)"] == {"age": -3.0}
+    spec = app.slider_spec(b, "age")
+    assert (spec["minimum"], spec["maximum"]) == (-15, 24)
 
 
 def test_age_slider_and_presets_in_years_when_calibrated(calibrated_bundle, bundle):
     h = app.Handlers(FaceEditor(calibrated_bundle, cache_size=0))
     spec = app.slider_spec(calibrated_bundle, "age")
-    # strength range -3..3 = -15..+24 years, widened to hold the +30 / -20 presets, whole years
-    assert spec["years"] and spec["label"] == "Age (years)" and (spec["minimum"], spec["maximum"]) == (-20, 30)
+    # strength range -6..6 = -30..+48 years (5 and 8 years per strength on each side), whole years
+    assert spec["years"] and spec["label"] == "Age (years)" and (spec["minimum"], spec["maximum"]) == (-30, 48)
     assert spec["step"] == 1
     assert not app.slider_spec(calibrated_bundle, "smile")["years"]
     assert h.presets["+30 years"] == {"age": pytest.approx(30 / 8.0)}
@@ -502,5 +520,5 @@ def test_the_page_shows_the_years_slider(calibrated_bundle):
     demo = app.build_demo(editor)
     sliders = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", "") or ""}
     age = sliders["slider-age"]
-    assert (age.minimum, age.maximum, age.step, age.label) == (-20, 30, 1, "Age (years)")
+    assert (age.minimum, age.maximum, age.step, age.label) == (-30, 48, 1, "Age (years)")
     assert sliders["slider-smile"].label == "Smile"
