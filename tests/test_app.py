@@ -106,7 +106,8 @@ def test_upload_edit_and_timeline_through_gradio_client(url, inversions):
     assert status == "Done: age +2."
     edited = np.asarray(Image.open(result).convert("RGB"), dtype=np.int16)
     orig = np.asarray(Image.open(DATA / "astronaut.jpg").convert("RGB"), dtype=np.int16)
-    assert edited.shape == orig.shape and np.abs(edited - orig)[150:250, 180:280].mean() > 2
+    # the colour-keeping paste adds lightness detail only: a smaller mean change than a tinted difference
+    assert edited.shape == orig.shape and np.abs(edited - orig)[150:250, 180:280].mean() > 0.5
     assert np.abs(edited - orig)[:, :60].mean() < 1  # away from the face: the photo as it was
     # before/after: the "before" side is the photo itself, at its own size
     assert np.abs(np.asarray(Image.open(before).convert("RGB"), dtype=np.int16) - orig).mean() < 3
