@@ -179,7 +179,7 @@ def paste_difference(
     feather: float = 0.1,
     mask: np.ndarray | None = None,
     colour: str = "keep",
-    skin_sigma: float = 1 / 16,
+    skin_sigma: float = 1 / 8,
 ) -> Image.Image:
     """`photo` plus the edit's change, at the photo's own resolution.
 
@@ -266,7 +266,7 @@ def _is_grey(rgb: np.ndarray, tol: float = 1.0) -> bool:
 
 
 def colour_safe_change(
-    edited: np.ndarray, reconstruction: np.ndarray, lm68: np.ndarray, *, skin_sigma: float = 1 / 16
+    edited: np.ndarray, reconstruction: np.ndarray, lm68: np.ndarray, *, skin_sigma: float = 1 / 8
 ) -> np.ndarray:
     """What an edit may change of a face's colour, float32 [S, S, 2]: (lightness change, chroma factor - 1).
 
@@ -302,7 +302,7 @@ def paste_difference_all(
     region: str = "head",
     feather: float = 0.1,
     colour: str = "keep",
-    skin_sigma: float = 1 / 16,
+    skin_sigma: float = 1 / 8,
 ) -> Image.Image:
     """`paste_difference` for several faces; each item is (aligned, edited_crop, reconstruction)."""
     out = photo
