@@ -4,6 +4,7 @@ Two steps, each resumable:
 
     python -m training.train_detail pairs --bundle models/demo --out runs/detail/pairs.npz
     python -m training.train_detail train --pairs runs/detail/pairs.npz --out runs/detail --minutes 40
+    python -m training.train_detail evaluate --model runs/detail/detail.safetensors   # against bicubic
 
 `pairs` encodes every UTKFace training photo (both held-out lists of training/labels/ left out) with the
 bundle's encoder at G's resolution and renders the code with G: the detail stage's input is what G makes of a
@@ -216,6 +217,44 @@ def train(args) -> int:
     return 0
 
 
+@torch.no_grad()
+def evaluate(args) -> int:
+    """The detail stage against bicubic upsampling on the held-out photos: L1 and the perceptual distance to the
+    real photo at the output resolution, the input being the photo at G's resolution (box-filtered)."""
+    from faceapp.inversion.losses import perceptual_loss
+    from faceapp.stylegan.checkpoint import load_networks
+    from training.labelers import HELDOUT_LISTS, read_name_list
+
+    torch.set_num_threads(args.threads)
+    net = load_networks(args.model)["detail"].float().eval()
+    percep = perceptual_loss("mobilenet").eval()
+    r, R = net.in_resolution, net.img_resolution
+    out = {}
+    for p in HELDOUT_LISTS:
+        names = read_name_list(p)[: args.num]
+        n1, low, _ = load_utkface_arrays(args.zip, r, include=names, progress=None, resample="box")
+        n2, high, _ = load_utkface_arrays(args.zip, R, include=names, progress=None)
+        assert n1 == n2
+        x = torch.from_numpy(low).permute(0, 3, 1, 2).float() / 127.5 - 1
+        y = torch.from_numpy(high).permute(0, 3, 1, 2).float() / 127.5 - 1
+        row = {}
+        for what, fn in (("bicubic", lambda t: F.interpolate(t, size=(R, R), mode="bicubic", align_corners=False)),
+                         ("detail", net)):
+            l1 = pd = 0.0
+            for i in range(0, len(x), 64):
+                o = fn(x[i:i + 64]).clamp(-1, 1)
+                l1 += float((o - y[i:i + 64]).abs().mean(dim=(1, 2, 3)).sum())
+                pd += float(percep(o, y[i:i + 64]).sum())
+            row[what] = {"l1": l1 / len(x), "perceptual": pd / len(x)}
+        out[p.name] = {"faces": len(x), **row}
+        print(f"{p.name} ({len(x)} faces): bicubic L1 {row['bicubic']['l1']:.4f} perceptual "
+              f"{row['bicubic']['perceptual']:.4f}; detail L1 {row['detail']['l1']:.4f} perceptual "
+              f"{row['detail']['perceptual']:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -244,7 +283,15 @@ def main(argv=None) -> int:
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--minutes", type=float, default=0)
     t.add_argument("--snapshot-minutes", type=float, default=5)
+    e = sub.add_parser("evaluate", help="the detail stage against bicubic upsampling on the held-out photos")
+    e.add_argument("--model", default="models/demo/detail.safetensors")
+    e.add_argument("--zip", default=str(DEFAULT_ZIP))
+    e.add_argument("--num", type=int, default=500, help="the first N of each held-out list")
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.cmd == "evaluate":
+        return evaluate(args)
     if args.cmd == "pairs":
         make_pairs(args.bundle, args.zip, args.out, threads=args.threads, limit=args.limit)
         return 0
