@@ -273,28 +273,30 @@ def edit_grids(editor, meter, photos, edits: dict, timeline_edits: list, folder,
 
 
 def figure_edits(dirs, args) -> tuple[dict, str, str]:
-    """{label: {direction: strength}} the figures measure: "+30 years" / "−20 years" (or, without a years
-    calibration, --strength and the slider's low end), every direction at its slider's ends, the app's
-    presets; and the labels of the older and younger edits."""
+    """{label: {direction: strength}} the figures measure: the app's presets (faceapp.edits.presets: "+30 years"
+    and "−20 years" when the calibrated model reaches them inside its slider, else "Older (+N years)" at the
+    slider's end), every direction at its slider's ends, and --strength when given; and the labels of the
+    older and younger age edits."""
     from faceapp.edits import has_years, years_to_strength
     from faceapp.edits.presets import presets
 
-    edits = {}
-    if has_years(dirs, "age") and args.strength is None:
-        older, younger = f"{args.years:+g} years", "\u221220 years"
-        edits[older] = {"age": years_to_strength(dirs, "age", args.years)}
-        edits[younger] = {"age": years_to_strength(dirs, "age", -20)}
-    else:
-        s = args.strength if args.strength is not None else dirs["age"].strength_range[1]
-        older, younger = f"age {s:+g}", f"age {dirs['age'].strength_range[0]:+g}"
-        edits[older] = {"age": s}
-        edits[younger] = {"age": dirs["age"].strength_range[0]}
+    edits = {f"preset {label}": st for label, st in presets(dirs).items()}
+    if args.strength is not None:
+        edits[f"age {args.strength:+g}"] = {"age": args.strength}
+    if has_years(dirs, "age"):
+        lo, hi = dirs["age"].strength_range
+        for y in (args.years, -20.0):
+            st = years_to_strength(dirs, "age", y)
+            if not lo <= st <= hi:
+                print(f"note: {y:+g} years needs age strength {st:+.1f}, past the slider's {lo:g}..{hi:g} (the "
+                      "renders break up there): measured at the slider's end instead")
     for n in dirs:
         for v in dirs[n].strength_range:
-            edits.setdefault(f"{n} {v:+g}", {n: v})
-    for label, st in presets(dirs).items():
-        if st not in edits.values():
-            edits[f"preset {label}"] = st
+            if {n: v} not in edits.values():
+                edits[f"{n} {v:+g}"] = {n: v}
+    ages = [(k, v["age"]) for k, v in edits.items() if set(v) == {"age"}]
+    older = next((k for k, v in ages if k.startswith("preset") and v > 0), max(ages, key=lambda kv: kv[1])[0])
+    younger = next((k for k, v in ages if k.startswith("preset") and v < 0), min(ages, key=lambda kv: kv[1])[0])
     return edits, older, younger
 
 
@@ -302,7 +304,6 @@ def _run_figures(args) -> int:
     import json
 
     from faceapp.bundle import load_bundle
-    from faceapp.edits import has_years, years_to_strength
     from faceapp.errors import FaceAppError
     from faceapp.pipeline import FaceEditor
     from training.age_estimator import load_age_estimator
@@ -315,7 +316,9 @@ def _run_figures(args) -> int:
     try:
         bundle = load_bundle(args.bundle)
         if args.no_detail:
-            bundle.detail = None
+            import dataclasses
+
+            bundle = dataclasses.replace(bundle, detail=None)
         dirs = bundle.directions
         if "age" not in dirs:
             raise FaceAppError(f"bundle {args.bundle} has no age direction")
@@ -355,11 +358,8 @@ def _run_figures(args) -> int:
                                                         [float(v) for v in vals.split(",") if v], mode=args.mode)
     if not args.no_grids:
         grid_edits = {n: tuple(dirs[n].strength_range) for n in dirs}  # each slider's ends
-        if has_years(dirs, "age"):
-            grid_edits["age"] = (years_to_strength(dirs, "age", -20), years_to_strength(dirs, "age", 30))
-            tl = [years_to_strength(dirs, "age", y) for y in (-20, -10, 0, 10, 20, 30, 40)]
-        else:
-            tl = list(np.linspace(*dirs["age"].strength_range, 7))
+        grid_edits["age"] = (edits[younger]["age"], edits[older]["age"])  # the app's age presets
+        tl = list(np.linspace(*dirs["age"].strength_range, 7))
         written = edit_grids(editor, meter, held[:16], grid_edits, tl, args.grids, mode=args.mode)
         if args.docs_img:
             written += edit_grids(editor, meter, public_photos(editable_only=True), grid_edits, tl, args.docs_img,

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         im = photo if not edits else editor.compose(photo, prepared, edits)
         panel = im.crop(square).resize((a.size, a.size), Image.Resampling.LANCZOS)
         band = Image.new("RGB", (a.size, 24), "white")
-        ImageDraw.Draw(band).text((8, 5), label, fill="black")
+        ImageDraw.Draw(band).text((8, 5), label.replace("\u2212", "-"), fill="black")  # the default font has no U+2212
         col = Image.new("RGB", (a.size, a.size + 24), "white")
         col.paste(panel, (0, 0))
         col.paste(band, (0, a.size))

@@ -36,7 +36,8 @@ def presets(directions) -> dict[str, dict[str, float]]:
             else:  # the range's end, labelled with what it measured
                 end = hi if s > hi else lo
                 got = round(strength_to_years(have, "age", end))
-                out[f"{'Older' if y > 0 else 'Younger'} ({got:+d} years)".replace("-", "\u2212")] = {"age": end}
+                unit = "year" if abs(got) == 1 else "years"
+                out[f"{'Older' if y > 0 else 'Younger'} ({got:+d} {unit})".replace("-", "\u2212")] = {"age": end}
     elif "age" in have:
         out["Older"] = {"age": at("age", 0.75)}
         out["Younger"] = {"age": at("age", -0.6)}
