@@ -159,6 +159,9 @@ def model_notice(bundle) -> str:
         return STANDIN_NOTICE
     res = bundle.resolution
     enc = "with an encoder" if bundle.encoder is not None else "no encoder (fast mode optimises briefly)"
+    if bundle.detail is not None:
+        out = int(bundle.detail.img_resolution)
+        enc += f", a detail stage to {out}x{out}"
     edits = ", ".join(bundle.direction_names) or "none"
     return f"Model: **{bundle.name}** ({res}x{res}, {enc}; edits: {edits})."
 

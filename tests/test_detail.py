@@ -167,3 +167,11 @@ def test_evaluate_compares_with_bicubic(tmp_path, monkeypatch):
     row = json.loads((tmp_path / "e.json").read_text())["held.txt"]
     assert row["faces"] == 2 and row["detail"]["l1"] == pytest.approx(row["bicubic"]["l1"], rel=1e-4)
     assert row["bicubic"]["l1"] > 0.05  # random pixels: upsampling cannot restore them
+
+
+def test_the_app_names_the_detail_stage(bundle_with_detail):
+    import app
+
+    plain, b, _ = bundle_with_detail
+    assert "a detail stage to 64x64" in app.model_notice(b)
+    assert "detail stage" not in app.model_notice(plain)
