@@ -282,10 +282,7 @@ def train(args) -> int:
         if step % 50 == 0:
             print(f"step {step}/{total} epoch {step / steps_per_epoch:.2f} loss {np.mean(losses[-50:]):.3f} "
                   f"{spent / 60:.1f} min ({spent / step * 1000 / args.batch:.1f} ms/photo)", flush=True)
-        if snaps.due():
-            save()
-        if args.minutes and spent > args.minutes * 60:
-            print(f"--minutes {args.minutes} reached")
+        if snaps.after_step(save, spent, args.minutes):
             break
     save(final=step >= total)
     print(f"wrote {out} at step {step} ({spent / 60:.1f} min)")

@@ -40,6 +40,15 @@ class Snapshotter:
             return True
         return False
 
+    def after_step(self, save, spent_s: float, minutes: float) -> bool:
+        """Call `save()` when a snapshot is due; True when a `minutes` budget (0: none) is spent (stop)."""
+        if self.due():
+            save()
+        if minutes and spent_s > minutes * 60:
+            print(f"--minutes {minutes} reached")
+            return True
+        return False
+
 
 def cosine_warmup(step: int, total: int, warmup: int = 100) -> float:
     """Learning-rate factor: linear warm-up over `warmup` steps, then a cosine from 1 to 0 at `total`."""

@@ -207,10 +207,7 @@ def train(args) -> int:
             print(f"step {step}/{total} epoch {step / steps_per_epoch:.2f} "
                   + " ".join(f"{k} {v:.4f}" for k, v in mean.items())
                   + f" {spent / 60:.1f} min ({spent / step * 1000 / args.batch:.1f} ms/pair)", flush=True)
-        if snaps.due():
-            snapshot()
-        if args.minutes and spent > args.minutes * 60:
-            print(f"--minutes {args.minutes} reached")
+        if snaps.after_step(snapshot, spent, args.minutes):
             break
     snapshot(final=step >= total)
     print(f"wrote {out / 'detail.safetensors'} at step {step} ({spent / 60:.1f} min)")
