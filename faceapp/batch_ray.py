@@ -1,7 +1,7 @@
 """`python -m faceapp age --engine ray`: the age command's photos on a pool of Ray workers.
 
 Ray Data reads the photos (local files, or object-store URLs such as s3://bucket/photos/); a pool of actors,
-each of which loads the model once, runs `faceapp.cli.age_photo` on them (the local engine's own function, so
+each of which loads the model once, runs `faceapp.batch.age_photo` on them (the local engine's own function, so
 both engines write the same pixels) and writes the outputs with the same atomic writes. The driver is the only
 writer of manifest.jsonl: it appends each photo's record as the results stream back, so a driver killed and
 rerun resumes from the manifest exactly as the local engine does.
@@ -16,7 +16,6 @@ Ray is imported only when this engine runs (`pip install 'faceapp[ray]'`): `face
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -61,7 +60,7 @@ def list_urls(urls: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
     import pyarrow
     import pyarrow.fs as pafs
 
-    from faceapp.cli import IMAGE_SUFFIXES
+    from faceapp.batch import IMAGE_SUFFIXES
 
     found, missing = [], []
     for url in urls:
@@ -101,9 +100,9 @@ class _AgeWorker:
     def __init__(self, job, model: str, device: str, steps: int | None, stems: dict[str, str]):
         import torch
 
-        from faceapp.cli import _editor
+        from faceapp.batch import make_editor
 
-        self.editor = _editor(argparse.Namespace(model=model, device=device, steps=steps))
+        self.editor = make_editor(model, device=device, steps=steps)
         # One core per worker: a pool of single-threaded workers beats threads on small models (default_threads).
         torch.set_num_threads(1)
         if self.editor.bundle.model_id != job.model_id:
@@ -114,7 +113,7 @@ class _AgeWorker:
         self.job, self.stems = job, stems
 
     def __call__(self, batch: dict) -> dict:
-        from faceapp.cli import age_photo
+        from faceapp.batch import age_photo
 
         paths = [str(p) for p in batch["path"]]
         records = []

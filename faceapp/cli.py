@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from faceapp.errors import FaceAppError
 
@@ -68,10 +67,7 @@ def _add_convert(subparsers) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# age / edit: photos through FaceEditor.
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-MANIFEST = "manifest.jsonl"
+# age / edit: photos through FaceEditor (faceapp/batch.py holds what both age engines share).
 
 
 def default_model() -> str | None:
@@ -84,30 +80,6 @@ def default_model() -> str | None:
         return env
     demo = Path(__file__).resolve().parent.parent / "models" / "demo"
     return str(demo) if (demo / "bundle.json").is_file() else None
-
-
-def _editor(args: argparse.Namespace):
-    import torch
-
-    from faceapp.bundle import load_bundle
-    from faceapp.errors import ModelUnavailableError
-    from faceapp.pipeline import FaceEditor, default_threads
-
-    if not args.model:
-        raise ModelUnavailableError(
-            "no model: pass --model with a bundle folder, a generator checkpoint or a Hugging Face Hub repo id "
-            "(or set FACEAPP_MODEL); the demo bundle belongs in models/demo/"
-        )
-    kwargs = {}
-    if args.steps is not None:
-        from faceapp.inversion import InvertConfig
-
-        n = args.steps
-        kwargs["config"] = InvertConfig(fast_steps_no_encoder=n, balanced_steps=n, balanced_w_steps_no_encoder=n,
-                                        balanced_wplus_steps_no_encoder=n, pti_steps=n)
-    bundle = load_bundle(args.model, device=args.device)
-    torch.set_num_threads(default_threads(bundle.resolution))
-    return FaceEditor(bundle, device=args.device, cache_size=0, invert_kwargs=kwargs)
 
 
 def _float_list(text: str) -> list[float]:
@@ -124,188 +96,6 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(n for n in (t.strip() for t in text.split(",")) if n)
 
 
-def expand_inputs(items: Sequence[str], exclude_dir=None) -> tuple[list, list[tuple[str, str]]]:
-    """Files, folders (their image files, sorted) and globs -> (photo paths, [(item, why) that matched nothing]).
-
-    Results of `age` inside `exclude_dir` (the output folder: `*_age+2.png`, `*_age+30y.png`, `*_aging.gif`) are
-    skipped, so a run
-    whose output folder is also an input never takes its own results as new photos.
-    """
-    import glob
-    import re
-    from pathlib import Path
-
-    photos, missing, seen = [], [], set()
-    skip = Path(exclude_dir).resolve() if exclude_dir is not None else None
-
-    def add(p: Path):
-        key = p.resolve()
-        if skip is not None and key.is_relative_to(skip) and re.search(r"_age[+-][\d.]+y?\.png$|_aging\.gif$", p.name):
-            return
-        if key not in seen:
-            seen.add(key)
-            photos.append(p)
-
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                missing.append((item, "folder holds no image files"))
-            for q in found:
-                add(q)
-        elif p.is_file():
-            add(p)
-        elif glob.has_magic(item):
-            found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
-            if not found:
-                missing.append((item, "pattern matches no file"))
-            for q in found:
-                add(q)
-        else:
-            missing.append((item, "no such file or folder"))
-    return photos, missing
-
-
-def _atomic_save(image_or_frames, path, *, gif: bool = False) -> None:
-    """Write to a temporary name beside `path`, then rename: a killed run never leaves half a file."""
-    import os
-    import time
-
-    from faceapp.imageio import atomic_path
-    from faceapp.pipeline import save_gif
-
-    if gif:
-        save_gif(image_or_frames, path)  # atomic itself
-        return
-    with atomic_path(path) as tmp:
-        image_or_frames.save(tmp, format="PNG")
-        delay = float(os.environ.get("FACEAPP_TEST_SLEEP", "0") or 0)  # test hook: widen the kill window
-        if delay:
-            time.sleep(delay)
-
-
-def read_manifest(path) -> list[dict]:
-    """The manifest's records; a line cut short by a killed run is skipped."""
-    import json
-
-    out = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-    return out
-
-
-def _append_manifest(path, record: dict) -> None:
-    import json
-    import os
-
-    line = json.dumps(record, ensure_ascii=False) + "\n"
-    with open(path, "a+b") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:  # a previous run killed mid-line: start on a fresh line
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write(line.encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _output_stems(photos) -> dict:
-    """Output name stem per photo: the file stem, plus a short path hash where two inputs share a stem."""
-    import hashlib
-    from collections import Counter
-    from pathlib import PurePosixPath
-    from urllib.parse import urlsplit
-
-    def stem(p) -> str:  # a Path, or an object-store URL (a str)
-        return PurePosixPath(urlsplit(p).path).stem if isinstance(p, str) else p.stem
-
-    counts = Counter(stem(p) for p in photos)
-    return {
-        p: stem(p) if counts[stem(p)] == 1 else f"{stem(p)}-{hashlib.sha256(_photo_key(p).encode()).hexdigest()[:6]}"
-        for p in photos
-    }
-
-
-@dataclass(frozen=True)
-class AgeJob:
-    """What every photo of one `age` run gets: where to write, which outputs, how to invert.
-
-    Plain data (picklable): the Ray engine ships it to its workers, so both engines age a photo with the
-    same `age_photo` call and write the same pixels.
-    """
-
-    out: str
-    steps: tuple[tuple[str, float], ...]  # (output label, age strength) per output image
-    timeline: tuple[float, ...] | None  # strengths of an aging GIF instead of `steps`
-    faces: str
-    mode: str
-    hold: tuple[str, ...]
-    signature: str  # of the options that change outputs: a rerun skips photos recorded with the same one
-    model_id: str
-
-
-def age_photo(editor, source, job: AgeJob, *, stem: str, name: str | None = None) -> dict:
-    """Age one photo into its outputs in `job.out` (atomic writes); returns its manifest record's result part.
-
-    source: a path or the photo's encoded bytes; name: its file name for messages (default: the path's).
-    The result is {status: ok, faces, outputs} or {status: failed, error}, plus seconds and times (seconds per
-    stage: load, detect, invert (align + inversion), edit (edit + render + paste-back), write). Never raises
-    for a bad photo: the error is recorded instead.
-    """
-    import time
-    from pathlib import Path
-
-    times = dict.fromkeys(("load", "detect", "invert", "edit", "write"), 0.0)
-    t0 = last = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal last
-        now = time.perf_counter()
-        times[stage] += now - last
-        last = now
-
-    out = Path(job.out)
-    try:
-        photo = editor.load(source, name=name)
-        lap("load")
-        found = editor.detect(photo)
-        lap("detect")
-        prepared = editor.prepare(photo, faces=job.faces, mode=job.mode, detected=found)
-        lap("invert")
-        outputs = []
-        if job.timeline is None:
-            for label, s in job.steps:
-                image = editor.compose(photo, prepared, {"age": s}, hold=job.hold)
-                lap("edit")
-                _atomic_save(image, out / f"{stem}_age{label}.png")
-                lap("write")
-                outputs.append(f"{stem}_age{label}.png")
-        else:
-            for f in prepared:
-                frames = editor.timeline(photo, [f], name="age", strengths=job.timeline, hold=job.hold)
-                frames = [_around_face(fr, f.aligned) for fr in frames]
-                lap("edit")
-                _atomic_save(frames, out / f"{stem}_face{f.index + 1}_aging.gif", gif=True)
-                lap("write")
-                outputs.append(f"{stem}_face{f.index + 1}_aging.gif")
-        record = {"status": "ok", "faces": len(prepared), "outputs": outputs}
-    except FaceAppError as e:
-        record = {"status": "failed", "error": str(e)}
-    except Exception as e:  # an unforeseen bug must not stop a batch: record it and go on
-        record = {"status": "failed", "error": f"internal error: {type(e).__name__}: {e}"}
-    record["seconds"] = round(time.perf_counter() - t0, 3)
-    record["times"] = {k: round(v, 4) for k, v in times.items()}
-    return record
-
-
 def _cmd_age(args: argparse.Namespace) -> int:
     import hashlib
     import json
@@ -313,6 +103,17 @@ def _cmd_age(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from faceapp.batch import (
+        MANIFEST,
+        AgeJob,
+        age_photo,
+        append_manifest,
+        expand_inputs,
+        make_editor,
+        output_stems,
+        photo_key,
+        read_manifest,
+    )
     from faceapp.imageio import atomic_path
 
     ray_engine = args.engine == "ray"
@@ -337,7 +138,7 @@ def _cmd_age(args: argparse.Namespace) -> int:
     if not photos and not missing:
         raise FaceAppError("no input photos given")
     # The Ray driver reads the model only for its options (the workers age the photos): on the CPU.
-    editor = _editor(argparse.Namespace(**{**vars(args), "device": "cpu"}) if ray_engine else args)
+    editor = make_editor(args.model, device="cpu" if ray_engine else args.device, steps=args.steps)
     if "age" not in editor.bundle.directions:
         raise FaceAppError(f"model {editor.bundle.name!r} has no age direction")
     # (label, strength) per output: --years are converted with the model's calibration (refused without one)
@@ -371,10 +172,10 @@ def _cmd_age(args: argparse.Namespace) -> int:
         and r.get("signature") == signature
         and all((out / o).is_file() for o in r.get("outputs", []))
     }
-    stems = _output_stems(photos)
+    stems = output_stems(photos)
     failed = skipped = made = 0
     for item, why in missing:
-        _append_manifest(manifest, {"input": item, "status": "failed", "error": why, "signature": signature})
+        append_manifest(manifest, {"input": item, "status": "failed", "error": why, "signature": signature})
         failed += 1
     timeline = None
     if args.timeline is not None:
@@ -386,7 +187,7 @@ def _cmd_age(args: argparse.Namespace) -> int:
                  hold=tuple(args.hold), signature=signature, model_id=editor.bundle.model_id)
     todo = []
     for photo_path in photos:
-        key = _photo_key(photo_path)
+        key = photo_key(photo_path)
         if key in done:
             skipped += 1
         else:
@@ -401,7 +202,7 @@ def _cmd_age(args: argparse.Namespace) -> int:
     bar = tqdm(results, total=len(todo), unit="photo", desc="aging", disable=args.quiet)
     for key, result in bar:
         bar.set_postfix_str(Path(key).name)
-        _append_manifest(manifest, {"input": key, "signature": signature, **result})
+        append_manifest(manifest, {"input": key, "signature": signature, **result})
         if result["status"] == "ok":
             made += 1
         else:
@@ -409,11 +210,6 @@ def _cmd_age(args: argparse.Namespace) -> int:
     bar.close()
     print(f"{made} photo(s) done, {skipped} already done, {failed} failed; manifest: {manifest}")
     return 1 if failed else 0
-
-
-def _photo_key(photo) -> str:
-    """A photo's manifest key: a local file's resolved path, an object-store URL as given."""
-    return photo if isinstance(photo, str) else str(photo.resolve())
 
 
 def _note_outside_range(directions, name: str, strengths) -> None:
@@ -444,22 +240,6 @@ def _years_strengths(editor, years) -> list[float]:
             print(f"note: {y:+g} years is age strength {s:+.2f}, outside the model's range {lo:g}..{hi:g}: "
                   "the calibration is extrapolated there", file=sys.stderr)
     return out
-
-
-def _around_face(frame, aligned, side: int = 512):
-    """The neighbourhood of one face in a full frame (the crop's square, 1.5x), at most `side` px."""
-    import numpy as np
-    from PIL import Image
-
-    q = aligned.quad
-    c, half = q.mean(0), (q.max(0) - q.min(0)).max() * 0.75
-    x0, y0 = np.maximum(np.floor(c - half), 0).astype(int)
-    x1, y1 = np.minimum(np.ceil(c + half), frame.size).astype(int)
-    crop = frame.crop((int(x0), int(y0), int(x1), int(y1)))
-    if max(crop.size) > side:
-        k = side / max(crop.size)
-        crop = crop.resize((max(1, round(crop.width * k)), max(1, round(crop.height * k))), Image.LANCZOS)
-    return crop
 
 
 def _add_model_args(p) -> None:
@@ -527,6 +307,7 @@ def _add_age(subparsers) -> None:
 def _cmd_edit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from faceapp.batch import make_editor
     from faceapp.imageio import atomic_path
 
     strengths = {name: value for name, value in (args.edits or []) if value}
@@ -534,7 +315,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value:
             strengths[name] = value
-    editor = _editor(args)
+    editor = make_editor(args.model, device=args.device, steps=args.steps)
     shown = [f"{k} {v:+g}" for k, v in strengths.items() if not (k == "age" and args.years)]
     for name, value in strengths.items():
         _note_outside_range(editor.bundle.directions, name, [value])
