@@ -14,7 +14,8 @@ What one visitor uploads and computes lives in that visitor's session only (a gr
 the tab closes (or, at the latest, when the state expires or the cache sweep finds it).
 
 Reading order: model and start-up, sessions, `Handlers` (what each event does), then one layout
-function per tab (`edit_tab`, `generate_tab`) that also wires its events, and `build_demo`.
+function per tab (`edit_tab`, `generate_tab`) that also wires its events, the named endpoints scripts call
+with gradio_client (`api_endpoints`: parameters named as on the page, plain values back), and `build_demo`.
 """
 
 
@@ -932,27 +933,28 @@ def edit_tab(h: Handlers, session, heavy: dict):
     load_photo, look_harder, load_latent = user_errors(load_photo), user_errors(look_harder), user_errors(load_latent)
     run_edit = dict(fn=edit, inputs=edit_inputs, outputs=edit_outputs, trigger_mode="always_last", **heavy)
 
-    photo.change(load_photo, [photo, session], picker_outputs, api_name="load_photo", **heavy).success(
+    # The page's own events: none is a named endpoint (scripts have theirs, `api_endpoints`).
+    photo.change(load_photo, [photo, session], picker_outputs, api_name=False, **heavy).success(
         edit_after_load, edit_inputs, edit_outputs, api_name=False, **heavy)
-    # One named endpoint for scripts (the sliders' values in, the edited photo out), fired by the page's controls.
-    gr.on([s.input for s in sliders] + [mode.input, paste.input, hold.input], **run_edit, api_name="edit")
+    gr.on([s.input for s in sliders] + [mode.input, paste.input, hold.input], **run_edit, api_name=False)
     which.input(h.select_face, [session, which], sliders, api_name=False, queue=False)
-    harder.click(look_harder, [session], picker_outputs, api_name="look_harder", **heavy).success(
+    harder.click(look_harder, [session], picker_outputs, api_name=False, **heavy).success(
         **run_edit, api_name=False)
     for label, button in zip(h.presets, preset_buttons):
         button.click(functools.partial(h.preset, label), [session, which], sliders, api_name=False,
                      queue=False).then(**run_edit, api_name=False)
     reset.click(h.reset, [session, which], sliders, api_name=False, queue=False).then(**run_edit, api_name=False)
-    timeline_btn.click(timeline, edit_inputs, [timeline_img, timeline_files], api_name="timeline",
+    timeline_btn.click(timeline, edit_inputs, [timeline_img, timeline_files], api_name=False,
                        **{**heavy, "trigger_mode": "once"})
     latent_in.upload(load_latent, [latent_in, session], [session, which, mode, status, *sliders],
-                     api_name="load_latent", **heavy).success(**run_edit, api_name=False)
+                     api_name=False, **heavy).success(**run_edit, api_name=False)
     return types.SimpleNamespace(photo=photo, which=which, faces_img=faces_img, status=status, sliders=sliders,
-                                 run_edit=run_edit)
+                                 run_edit=run_edit, mode=mode, paste=paste, hold=hold, latent_in=latent_in)
 
 
 def generate_tab(h: Handlers, session, tabs, editor_tab, heavy: dict):
-    """The 'Generate' tab (This Person Does Not Exist, with StyleGAN's controls): layout and events."""
+    """The 'Generate' tab (This Person Does Not Exist, with StyleGAN's controls): layout and events. Returns its
+    controls (the named endpoints take them as inputs)."""
     import gradio as gr
 
     with gr.Row(equal_height=False):
@@ -982,15 +984,125 @@ def generate_tab(h: Handlers, session, tabs, editor_tab, heavy: dict):
 
     generate, send_to_editor = user_errors(generate), user_errors(send_to_editor)
     gen_inputs, gen_outputs = [session, seed, psi, mix_seed, mix], [session, image, gen_status]
-    generate_btn.click(generate, gen_inputs, gen_outputs, api_name="generate", **heavy)
+    generate_btn.click(generate, gen_inputs, gen_outputs, api_name=False, **heavy)
     gr.on([psi.release, mix.input, seed.submit, mix_seed.submit], generate, gen_inputs, gen_outputs,
           api_name=False, trigger_mode="always_last", **heavy)
     dice.click(h.random_seed, None, seed, api_name=False, queue=False).then(
         generate, gen_inputs, gen_outputs, api_name=False, **heavy)
     send.click(send_to_editor, [session],
                [session, tabs, editor_tab.photo, editor_tab.which, editor_tab.faces_img, editor_tab.status,
-                *editor_tab.sliders], api_name="edit_generated", **heavy).success(
+                *editor_tab.sliders], api_name=False, **heavy).success(
         **editor_tab.run_edit, api_name=False)
+    return types.SimpleNamespace(seed=seed, psi=psi, mix_seed=mix_seed, mix=mix)
+
+
+# ---------------------------------------------------------------------------------- named endpoints (scripts)
+
+
+def _plain(value):
+    """A handler's output as a script wants it: an update's value (gr.update(value=...)), else the value itself."""
+    if isinstance(value, dict) and value.get("__type__") == "update":
+        return value.get("value")
+    return value
+
+
+def _face_choice(face) -> str:
+    """The endpoints' `face` ('1' = the largest, '2', ..., or 'all') as the page's picker says it."""
+    text = str(face if face not in (None, "") else "1").strip()
+    if text.lower() in ("all", "all faces"):
+        return "All faces"
+    number = text.split()[-1]  # '2' or 'Face 2'
+    if not number.isdigit() or int(number) < 1:
+        from faceapp.errors import FaceAppError
+
+        raise FaceAppError(f"face is a face's number (1 = the largest) or 'all', not {face!r}")
+    return f"Face {int(number)}"
+
+
+def _face_number(choice) -> str:
+    """The page's picker value ('Face 2', 'All faces') as the endpoints' `face` ('2', 'all')."""
+    choice = _plain(choice) or "Face 1"
+    return "all" if choice == "All faces" else choice.split()[-1]
+
+
+def api_endpoints(h: Handlers, session, edit_ui, generate_ui, heavy: dict) -> None:
+    """The named endpoints scripts call with gradio_client: parameters named as on the page (photo, face, mode,
+    paste, hold, one per slider: age, smile, ...; seed, truncation_psi, mix_seed, mix), plain values and file
+    paths back. Events of their own on a hidden trigger, so the page's events keep their outputs (gr.update
+    dicts, the before/after pair) and scripts get a stable API. Each call runs in the client's own session.
+
+    /load_photo(photo) -> (faces overlay, number of faces, status)
+    /look_harder() -> (faces overlay, number of faces, status)
+    /edit(face, mode, paste, hold, age, smile, ...) -> (result, status, latent code, reconstruction, faithfulness)
+    /timeline(face, mode, paste, hold, age, smile, ...) -> (GIF, [GIF, MP4])
+    /load_latent(latent) -> (face, mode, status, {direction: slider value})
+    /generate(seed, truncation_psi, mix_seed, mix) -> (image, status)
+    /edit_generated() -> (image, status): the generated face becomes the one /edit edits
+    """
+    import gradio as gr
+
+    with gr.Column(visible=False):  # never shown: the endpoints' own trigger, inputs and outputs
+        trigger = gr.Button()  # never clicked: scripts call the endpoints by name
+        face = gr.Textbox("1", label="face")
+        faces_out, count_out = gr.File(label="faces"), gr.Number(label="faces found", precision=0)
+        result_out, latent_out, recon_out = gr.File(label="result"), gr.File(label="latent"), gr.File(
+            label="reconstruction")
+        image_out, gif_out = gr.File(label="image"), gr.File(label="timeline GIF")
+        files_out = gr.File(label="timeline files", file_count="multiple")
+        status_out, faith_out = gr.Textbox(label="status"), gr.Textbox(label="faithfulness")
+        face_out, mode_out, edits_out = gr.Textbox(label="face"), gr.Textbox(label="mode"), gr.JSON(label="edits")
+    sliders = dict(zip(h.names, edit_ui.sliders))
+
+    def values(edits: dict) -> list:
+        return [edits.get(n, 0.0) for n in h.names]
+
+    def load_photo(photo, session, request: gr.Request):
+        """Load a photo and find its faces."""
+        session, faces, _, status = h.load_photo(photo, session, request)
+        return session, _plain(faces), len(session.faces), status
+
+    def look_harder(session, request: gr.Request):
+        """Search the loaded photo again for faces the first pass missed (slow)."""
+        session, faces, _, status = h.look_harder(session, request)
+        return session, faces, len(session.faces), status
+
+    def edit(session, face, mode, paste, hold, progress=gr.Progress(), **edits):
+        """Edit a face of the loaded photo (or the generated / loaded face): the result at the photo's size."""
+        *_, last = h.edit(session, _face_choice(face), mode, paste, hold, *values(edits), progress=progress)
+        session, (_, result), _, status, recon, faith, latent = last  # the final result, not the preview
+        return session, result, status, _plain(latent), recon, faith
+
+    def timeline(session, face, mode, paste, hold, progress=gr.Progress(), **edits):
+        """An aging animation of a face, the other sliders' edits held."""
+        return h.timeline(session, _face_choice(face), mode, paste, hold, *values(edits), progress=progress)
+
+    def load_latent(latent, session, request: gr.Request):
+        """A latent-code file saved by /edit: back onto its photo's face when that photo is loaded, else alone."""
+        session, picker, mode, status, *slider_values = h.load_latent(latent, session, request)
+        return session, _face_number(picker), _plain(mode), status, dict(zip(h.names, slider_values))
+
+    def generate(session, seed, truncation_psi, mix_seed, mix, request: gr.Request):
+        """A random face (mix: 'none', or 'coarse' / 'middle' / 'fine' layers from mix_seed)."""
+        return h.generate(session, seed, truncation_psi, mix_seed, mix, request)
+
+    def edit_generated(session, request: gr.Request):
+        """The last generated face becomes the face /edit edits (its exact latent code: no inversion)."""
+        session, _, _, _, _, status, *_ = h.send_to_editor(session, request)
+        return session, session.before, status
+
+    edit_inputs = [session, face, edit_ui.mode, edit_ui.paste, edit_ui.hold]
+    for fn, inputs, outputs, kwargs in [
+        (load_photo, [edit_ui.photo, session], [session, faces_out, count_out, status_out], None),
+        (look_harder, [session], [session, faces_out, count_out, status_out], None),
+        (edit, edit_inputs, [session, result_out, status_out, latent_out, recon_out, faith_out], sliders),
+        (timeline, edit_inputs, [gif_out, files_out], sliders),
+        (load_latent, [edit_ui.latent_in, session], [session, face_out, mode_out, status_out, edits_out], None),
+        (generate, [session, generate_ui.seed, generate_ui.psi, generate_ui.mix_seed, generate_ui.mix],
+         [session, image_out, status_out], None),
+        (edit_generated, [session], [session, image_out, status_out], None),
+    ]:
+        trigger.click(user_errors(fn), inputs, outputs, inputs_kwargs=kwargs, api_name=fn.__name__,
+                      show_progress="hidden", **heavy)
 
 
 def build_demo(editor, notice: str | None = None):
@@ -1007,9 +1119,10 @@ def build_demo(editor, notice: str | None = None):
             with gr.Tab("Edit a photo", id="edit", elem_id="tab-edit"):
                 editor_tab = edit_tab(h, session, heavy)
             with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
-                generate_tab(h, session, tabs, editor_tab, heavy)
+                generate_ui = generate_tab(h, session, tabs, editor_tab, heavy)
         with gr.Accordion("About the model", open=False):
             gr.Markdown(editor.bundle.card or "(no model card)")
+        api_endpoints(h, session, editor_tab, generate_ui, heavy)
 
         def on_unload(request: gr.Request):  # the annotation makes Gradio pass the closing tab's request
             end_session(request)

@@ -137,7 +137,7 @@ def load_test(demo, app, args, edit_args) -> str:
         client.predict(handle_file(str(photos[i])), api_name="/load_photo")
         for k in range(args.edits):
             t0 = time.perf_counter()
-            (_, result), _, status, *_ = client.predict(*edit_args(k - args.edits // 2), api_name="/edit")
+            result, status, *_ = client.predict(*edit_args(k - args.edits // 2), api_name="/edit")
             seconds.append(time.perf_counter() - t0)
             answered += status.startswith("Done")
             own += np.array_equal(np.asarray(Image.open(result).convert("RGB"))[corner[1]:, :60], mine)

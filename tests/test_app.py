@@ -91,41 +91,82 @@ def test_standin_when_no_demo_bundle(monkeypatch, tmp_path):
     assert app.resolve_model(str(tmp_path / "models" / "demo")).model_id == demo.model_id
 
 
+def test_named_endpoints_take_named_parameters_and_return_plain_values(url):
+    """Scripts see exactly the documented endpoints, parameters named as on the page, outputs that are values or
+    files (no gr.update dicts, no param_N)."""
+    api = _client(url).view_api(print_info=False, return_format="dict")["named_endpoints"]
+    params = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in api.items()}
+    sliders = ["age", "smile", "glasses", "gender"]  # the random bundle's directions
+    assert params == {
+        "/load_photo": ["photo"],
+        "/look_harder": [],
+        "/edit": ["face", "mode", "paste", "hold", *sliders],
+        "/timeline": ["face", "mode", "paste", "hold", *sliders],
+        "/load_latent": ["latent"],
+        "/generate": ["seed", "truncation_psi", "mix_seed", "mix"],
+        "/edit_generated": [],
+    }
+    returns = {name: [r["label"] for r in info["returns"]] for name, info in api.items()}
+    assert returns["/edit"] == ["result", "status", "latent", "reconstruction", "faithfulness"]
+    assert returns["/load_photo"] == ["faces", "faces found", "status"]
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in api["/edit"]["parameters"]}
+    assert defaults["face"] == "1" and defaults["age"] == 0 and defaults["hold"] is False
+
+
+def _readme_example() -> str:
+    """The README's gradio_client example, as written there."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### From a script (gradio_client)", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_script_example_runs(url, tmp_path, monkeypatch, capsys):
+    """The README's example, run as written (only the server's address differs): it saves an older photo."""
+    code = _readme_example()
+    assert code.count("http://127.0.0.1:7860/") == 1
+    (tmp_path / "examples").symlink_to(ROOT / "examples")  # the example runs from the repo's folder
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("http://127.0.0.1:7860/", url), "README.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines()[-1] == "Done: age +2."  # what it prints
+    photo = np.asarray(Image.open(ROOT / "examples" / "astronaut.jpg").convert("RGB"), dtype=np.int16)
+    older = np.asarray(Image.open(tmp_path / "astronaut_older.png").convert("RGB"), dtype=np.int16)
+    assert older.shape == photo.shape and np.abs(older - photo)[150:250, 180:280].mean() > 0.5  # the face changed
+    assert np.abs(older - photo)[:, :60].mean() < 1  # the rest is the photo
+
+
 def test_upload_edit_and_timeline_through_gradio_client(url, inversions):
     from gradio_client import handle_file
 
     client = _client(url)
-    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/load_photo", "/edit", "/timeline"} <= set(api)
-    overlay, picker, status = client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
-    assert status == "1 face found." and picker["value"] == "Face 1" and picker["choices"] == [["Face 1", "Face 1"]]
+    overlay, count, status = client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
+    assert status == "1 face found." and count == 1
     assert max(Image.open(overlay).size) <= 640  # the photo with the face boxed
     n0 = len(inversions)
-    (before, result), download, status, recon, faith, latent = client.predict(
-        "Face 1", "fast", "difference", False, 2.0, 0, 0, 0, api_name="/edit")
+    result, status, latent, recon, faith = client.predict(face="1", mode="fast", paste="difference", hold=False,
+                                                          age=2.0, api_name="/edit")
     assert status == "Done: age +2."
     edited = np.asarray(Image.open(result).convert("RGB"), dtype=np.int16)
     orig = np.asarray(Image.open(DATA / "astronaut.jpg").convert("RGB"), dtype=np.int16)
     # the colour-keeping paste adds lightness detail only: a smaller mean change than a tinted difference
     assert edited.shape == orig.shape and np.abs(edited - orig)[150:250, 180:280].mean() > 0.5
     assert np.abs(edited - orig)[:, :60].mean() < 1  # away from the face: the photo as it was
-    # before/after: the "before" side is the photo itself, at its own size
+    # before/after on the page: the "before" side is the photo itself, at its own size
+    before = app._sessions[client.session_hash].before
     assert np.abs(np.asarray(Image.open(before).convert("RGB"), dtype=np.int16) - orig).mean() < 3
     assert Image.open(recon).size == (384, 192) and "identity distance" in faith and "PSNR" in faith
-    assert Path(latent["value"]).suffix == ".npz" and Path(download["value"]).suffix == ".png"
-    # moving another slider re-uses the session's inversion
-    (_, result2), _, status, *_ = client.predict("Face 1", "fast", "difference", True, 2.0, 1.5, 0, 0,
-                                                 api_name="/edit")
+    assert Path(latent).suffix == ".npz" and Path(result).suffix == ".png"
+    # moving another slider re-uses the session's inversion (the old positional call still works)
+    result2, status, *_ = client.predict("Face 1", "fast", "difference", True, 2.0, 1.5, 0, 0, api_name="/edit")
     assert status == "Done: age +2, smile +1.5." and len(inversions) == n0 + 1
     assert not np.array_equal(np.asarray(Image.open(result2).convert("RGB"), dtype=np.int16), edited)
     # the old paste-back, as an option: the face is replaced by the (blurry, random) render
-    (_, pasted), *_ = client.predict("Face 1", "fast", "render", False, 2.0, 0, 0, 0, api_name="/edit")
+    pasted, *_ = client.predict(mode="fast", paste="render", age=2.0, api_name="/edit")
     pasted = np.asarray(Image.open(pasted).convert("RGB"), dtype=np.int16)
     assert np.abs(pasted - orig)[150:250, 180:280].mean() > np.abs(edited - orig)[150:250, 180:280].mean()
     # another mode inverts again
-    client.predict("Face 1", "balanced", "difference", False, 2.0, 0, 0, 0, api_name="/edit")
+    client.predict(mode="balanced", age=2.0, api_name="/edit")
     assert inversions[n0:] == ["fast", "balanced"]
-    gif, files = client.predict("Face 1", "fast", "difference", False, 0, 0, 0, 0, api_name="/timeline")
+    gif, files = client.predict(mode="fast", api_name="/timeline")
     with Image.open(gif) as im:
         assert im.n_frames == 2 * app.TIMELINE_FRAMES - 2 and max(im.size) <= app.TIMELINE_SIDE
     assert [Path(f).suffix for f in files][0] == ".gif"
@@ -154,7 +195,9 @@ def test_bad_inputs_get_clear_errors_and_the_server_goes_on(url, tmp_path):
             client.predict(handle_file(str(path)), api_name="/load_photo")
     # editing before any photo is loaded
     with pytest.raises(AppError, match="Upload a photo first"):
-        _client(url).predict("Face 1", "fast", "difference", False, 1, 0, 0, 0, api_name="/edit")
+        _client(url).predict(mode="fast", age=1, api_name="/edit")
+    with pytest.raises(AppError, match="face is a face's number"):
+        client.predict(face="left", api_name="/edit")
     # still serving
     _, _, status = client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
     assert status == "1 face found."
@@ -166,9 +209,9 @@ def test_sessions_do_not_share_photos(url):
 
     alice, bob = _client(url), _client(url)
     alice.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
-    alice.predict("Face 1", "fast", "difference", False, 1, 0, 0, 0, api_name="/edit")
+    alice.predict(mode="fast", age=1, api_name="/edit")
     with pytest.raises(AppError, match="Upload a photo first"):
-        bob.predict("Face 1", "fast", "difference", False, 1, 0, 0, 0, api_name="/edit")
+        bob.predict(mode="fast", age=1, api_name="/edit")
     sessions = [s for s in app._sessions.values() if s.photo is not None]
     assert len({id(s.cache) for s in sessions}) == len(sessions)  # one inversion cache per session
 
@@ -287,17 +330,16 @@ def test_each_face_keeps_its_own_edit(url, tmp_path):
     from gradio_client import handle_file
 
     client = _client(url)
-    _, picker, status = client.predict(handle_file(str(_two_faces(tmp_path))), api_name="/load_photo")
-    assert status.startswith("2 faces found") and [c[0] for c in picker["choices"]] == ["Face 1", "Face 2",
-                                                                                         "All faces"]
+    _, count, status = client.predict(handle_file(str(_two_faces(tmp_path))), api_name="/load_photo")
+    assert status.startswith("2 faces found") and count == 2
     base = np.asarray(Image.open(tmp_path / "two.png").convert("RGB"), dtype=np.int16)
     left, right = (slice(None), slice(0, 512)), (slice(None), slice(512, None))
-    (_, r1), _, status, *_ = client.predict("Face 1", "fast", "difference", False, 3, 0, 0, 0, api_name="/edit")
+    r1, status, *_ = client.predict(face="1", mode="fast", age=3, api_name="/edit")
     r1 = np.asarray(Image.open(r1).convert("RGB"), dtype=np.int16)
     assert status == "Done: age +3 (face 1)."
     assert np.abs(r1[left] - base[left]).sum() > 0 and np.array_equal(r1[right], base[right])
     # face 2 gets its own edit; face 1 keeps its age edit
-    (_, r2), _, status, *_ = client.predict("Face 2", "fast", "difference", False, 0, 3, 0, 0, api_name="/edit")
+    r2, status, *_ = client.predict(face="2", mode="fast", smile=3, api_name="/edit")
     r2 = np.asarray(Image.open(r2).convert("RGB"), dtype=np.int16)
     assert status == "Done: smile +3 (face 2)."
     assert np.array_equal(r2[left], r1[left]) and np.abs(r2[right] - base[right]).sum() > 0
@@ -307,26 +349,26 @@ def test_generate_tab_and_edit_this_face(url, bundle, inversions):
     import torch
 
     client = _client(url)
-    image, status = client.predict(7, 0.7, 3, "coarse", api_name="/generate")
+    image, status = client.predict(seed=7, truncation_psi=0.7, mix_seed=3, mix="coarse", api_name="/generate")
     assert status == "Generated: seed 7, ψ 0.70, coarse layers from seed 3."
     editor = FaceEditor(bundle)
     ws = editor.generate(7, truncation_psi=0.7, mix_seed=3, mix="coarse")
     expected = np.asarray(editor.render(ws).resize((app.GENERATED_SIDE,) * 2, Image.LANCZOS), dtype=np.int16)
     got = np.asarray(Image.open(image).convert("RGB"), dtype=np.int16)
     assert got.shape == expected.shape and np.abs(got - expected).max() <= 1
-    other, _ = client.predict(8, 0.7, 3, "none", api_name="/generate")
+    other, _ = client.predict(8, 0.7, 3, "none", api_name="/generate")  # by position, as before
     assert not np.array_equal(np.asarray(Image.open(other).convert("RGB")), got)
-    client.predict(7, 0.7, 3, "coarse", api_name="/generate")
+    client.predict(seed=7, truncation_psi=0.7, mix_seed=3, mix="coarse", api_name="/generate")
     n0 = len(inversions)
-    out = client.predict(api_name="/edit_generated")
-    assert any("exact latent code" in o for o in out if isinstance(o, str))
-    (before, after), _, status, _, faith, latent = client.predict("Face 1", "fast", "difference", False, 2, 0, 0, 0,
-                                                                  api_name="/edit")
+    before, status = client.predict(api_name="/edit_generated")
+    assert "exact latent code" in status
+    after, status, latent, recon, faith = client.predict(mode="fast", age=2, api_name="/edit")
+    assert recon is None
     assert len(inversions) == n0 and "no inversion" in faith  # its exact latent: nothing inverted
     aged = editor.render(editor.edit(ws, {"age": 2.0})).resize((app.GENERATED_SIDE,) * 2, Image.LANCZOS)
     assert np.abs(np.asarray(Image.open(after).convert("RGB"), dtype=np.int16) - np.asarray(aged, np.int16)).max() <= 1
     assert np.abs(np.asarray(Image.open(before).convert("RGB"), dtype=np.int16) - expected).max() <= 1
-    back, meta = editor.load_latent(latent["value"])
+    back, meta = editor.load_latent(latent)
     assert torch.equal(back, ws) and meta["seed"] == 7 and meta["mix"] == "coarse"
 
 
@@ -336,15 +378,15 @@ def test_latent_file_loads_back_without_inverting(url, inversions, tmp_path):
 
     client = _client(url)
     client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
-    (_, first), _, _, _, _, latent = client.predict("Face 1", "balanced", "difference", False, 1.5, 0, 0, 0,
-                                                     api_name="/edit")
+    first, _, latent, *_ = client.predict(mode="balanced", age=1.5, api_name="/edit")
     # a new visit: the same photo, then the saved code: no inversion, the same result
     later = _client(url)
     later.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
     n0 = len(inversions)
-    picker, mode, status, age, *_ = later.predict(handle_file(latent["value"]), api_name="/load_latent")
-    assert "no inversion needed" in status and age == 1.5 and mode["value"] == "balanced"
-    (_, again), *_ = later.predict("Face 1", "balanced", "difference", False, 1.5, 0, 0, 0, api_name="/edit")
+    face, mode, status, edits = later.predict(handle_file(latent), api_name="/load_latent")
+    assert "no inversion needed" in status and face == "1" and mode == "balanced"
+    assert edits == {"age": 1.5, "smile": 0.0, "glasses": 0.0, "gender": 0.0}
+    again, *_ = later.predict(face=face, mode=mode, **edits, api_name="/edit")  # what it loaded, by name
     assert len(inversions) == n0
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(first)))
     (tmp_path / "holiday.npz").write_bytes((DATA / "astronaut.jpg").read_bytes())
@@ -373,8 +415,7 @@ def test_concurrent_sessions_each_see_their_own_photo(url, tmp_path):
         mine = np.asarray(Image.open(tmp_path / f"visitor-{i}.png"), dtype=np.int16)
         out = []
         for k in range(3):
-            (_, result), _, status, *_ = client.predict("Face 1", "fast", "difference", False, k - 1.0, 0, 0, 0,
-                                                        api_name="/edit")
+            result, status, *_ = client.predict(mode="fast", age=k - 1.0, api_name="/edit")
             got = np.asarray(Image.open(result).convert("RGB"), dtype=np.int16)
             out.append((status, np.array_equal(got[430:510, :70], mine[430:510, :70])))
         return out
@@ -451,8 +492,7 @@ def test_space_without_the_nodeps_package_still_edits(tmp_path):
         assert "perceptual loss: none installed" in text, text
         client = _client(f"http://127.0.0.1:{port}/")
         client.predict(handle_file(str(DATA / "astronaut.jpg")), api_name="/load_photo")
-        (_, result), _, status, *_ = client.predict("Face 1", "balanced", "difference", False, 2, 0, 0, 0,
-                                                    api_name="/edit")
+        result, status, *_ = client.predict(mode="balanced", age=2, api_name="/edit")
         assert status == "Done: age +2." and Image.open(result).size == (512, 512)
         assert "Traceback" not in log.read_text()
     finally:
