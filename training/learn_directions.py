@@ -33,7 +33,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,38 +68,78 @@ DESCRIPTIONS = {
 }
 
 
+def opt(default, help: str, **argparse_kwargs):  # noqa: A002 (argparse's name)
+    """A LearnOptions field: its default (dataclasses.MISSING: none), its --help text and any argparse extras
+    (flag=, type=, action=, ...), declared once. Fields declared without opt() are not on the command line."""
+    meta = {"help": help, **argparse_kwargs}
+    return field(metadata=meta) if default is dataclasses.MISSING else field(default=default, metadata=meta)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """'age, gender' -> ('age', 'gender')."""
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _condition(text: str) -> tuple[str, str]:
+    parts = text.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise argparse.ArgumentTypeError(f"expected EDITED:HELD, e.g. age:gender; got {text!r}")
+    return parts[0], parts[1]
+
+
+def _strength_range(text: str) -> tuple[str, float, float]:
+    try:
+        name, span = text.split("=")
+        lo, hi = (float(x) for x in span.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=LO:HI, e.g. age=-12:12; got {text!r}") from None
+    return name, lo, hi
+
+
 @dataclass(frozen=True)
 class LearnOptions:
-    generator: str | None
-    out: str
-    attributes: tuple[str, ...] = ("age", "gender", "smile", "glasses")
-    num_samples: int = 10000
-    truncation_psi: float = 0.8
-    chosen_ratio: float = 0.2
-    val_ratio: float = 0.3
-    svm_C: float = 1.0
-    batch: int = 16
-    seed: int = 0
-    device: str = "cpu"
-    codes: str | None = None
-    age_gender_model: str = "runs/labelers/age_gender.safetensors"
-    glasses_model: str | None = "runs/labelers/glasses.safetensors"
-    grids: bool = True
-    threads: int = 0
-    bundle: str | None = None  # take G (and the encoder) from this bundle folder
-    real_labels: str | None = None  # training archive with dataset.json attributes (age, gender, race)
-    real_attributes: tuple[str, ...] = ("age", "gender")
-    encoder: str | None = None
-    real_num: int | None = None
-    real_steps: int | None = None  # optimisation steps per face when there is no encoder
-    real_batch: int = 32
-    check_codes: int = 32
-    heldout_lists: tuple[str, ...] | None = None  # None: training/labels/utkface-heldout-*.txt
-    regress: tuple[str, ...] = ()  # attributes fitted by ridge regression on their scores (not the SVM)
-    ridge_alpha: float = 1.0
-    age_min: float | None = None  # age fits use only codes scored at least this old
-    condition: tuple[tuple[str, str], ...] = ()  # (edited, held): store edited orthogonal to held
-    strength_ranges: tuple[tuple[str, float, float], ...] = ()  # (name, lo, hi): the sliders' ranges
+    """Everything a run depends on; saved as options.json. The command line is generated from these fields
+    (``--num-samples`` for ``num_samples``; ``flag=`` where the flag reads otherwise)."""
+
+    generator: str | None = opt(dataclasses.MISSING, "faceapp generator checkpoint (.safetensors)")
+    out: str = opt(dataclasses.MISSING, "folder for the direction set (a bundle's directions/)", required=True)
+    attributes: tuple[str, ...] = opt(("age", "gender", "smile", "glasses"), "attributes to learn, comma-separated",
+                                      type=_names)
+    num_samples: int = opt(10000, "codes sampled from G and labelled")
+    truncation_psi: float = opt(0.8, "truncation of the sampled codes")
+    chosen_ratio: float = opt(0.2, "fraction kept at each end of the scores")
+    val_ratio: float = opt(0.3, "fraction of the kept codes held out to report the SVM's accuracy")
+    svm_C: float = opt(1.0, "the linear SVM's C")
+    batch: int = opt(16, "renders per batch")
+    seed: int = opt(0, "random seed")
+    device: str = opt("cpu", "torch device")
+    codes: str | None = opt(None, "labelled codes .npz ('w' or 'ws' + one score array per attribute) instead of "
+                            "sampling")
+    age_gender_model: str = opt("runs/labelers/age_gender.safetensors", "age/gender labeler (training/labelers.py)")
+    glasses_model: str | None = opt("runs/labelers/glasses.safetensors", "glasses labeler (training/labelers.py)")
+    grids: bool = opt(True, "no grids/<name>.png", flag="--no-grids", action="store_false")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    bundle: str | None = opt(None, "bundle folder: its generator and encoder (instead of --generator)")
+    real_labels: str | None = opt(None, "training archive whose dataset.json attributes hold true labels (UTKFace "
+                                  "age, gender)", metavar="ARCHIVE")
+    real_attributes: tuple[str, ...] = opt(("age", "gender"), "attributes learned from the true labels",
+                                           type=_names)
+    encoder: str | None = opt(None, "encoder checkpoint that encodes the archive's faces (default: the bundle's)")
+    real_num: int | None = opt(None, "use this many of the archive's faces (random)")
+    real_steps: int | None = opt(None, "optimisation steps per face without an encoder")
+    real_batch: int = opt(32, "archive faces encoded per batch")
+    check_codes: int = opt(32, "sampled codes for the conditional-edit check (0: none)")
+    heldout_lists: tuple[str, ...] | None = None  # None: training/labels/utkface-heldout-*.txt (not a flag)
+    regress: tuple[str, ...] = opt((), "attributes fitted by ridge regression on their scores instead of the SVM "
+                                   "on the extremes, e.g. age", type=_names)
+    ridge_alpha: float = opt(1.0, "ridge regression's alpha")
+    age_min: float | None = opt(None, "fit age on codes scored at least this many years")
+    condition: tuple[tuple[str, str], ...] = opt(
+        (), "store EDITED's direction orthogonal to HELD's (e.g. age:gender, or age:gender,glasses for both at "
+        "once); repeatable", type=_condition, action="append", metavar="EDITED:HELD")
+    strength_ranges: tuple[tuple[str, float, float], ...] = opt(
+        (), "the slider's range of a direction in strength units (e.g. age=-12:12); repeatable",
+        flag="--strength-range", type=_strength_range, action="append", metavar="NAME=LO:HI")
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -633,91 +673,35 @@ def _learn_from_samples(G, opts: LearnOptions, out: Path, t0: float) -> Directio
     return directions
 
 
+def _arg_type(f: dataclasses.Field):
+    t = str(f.type)
+    return int if t.startswith("int") else float if t.startswith("float") else str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, one flag per LearnOptions field declared with opt(). A flag not given is left out of
+    the namespace (argparse.SUPPRESS), so the field keeps its default."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS)
+    for f in dataclasses.fields(LearnOptions):
+        if "help" not in f.metadata:
+            continue
+        meta = dict(f.metadata)
+        flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
+        if f.default is dataclasses.MISSING and not meta.get("required"):
+            meta["default"] = None  # --generator: optional on the command line, no default in the class
+        if meta.get("action") not in ("store_true", "store_false"):
+            meta.setdefault("type", _arg_type(f))
+        if isinstance(f.default, (int, float, str)) and not isinstance(f.default, bool):
+            meta["help"] += f" [{f.default}]"
+        elif isinstance(f.default, tuple) and f.default and all(isinstance(x, str) for x in f.default):  # names
+            meta["help"] += f" [{','.join(f.default)}]"
+        p.add_argument(flag, dest=f.name, **meta)
+    return p
+
+
 def parse_args(argv=None) -> LearnOptions:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--generator", help="faceapp generator checkpoint (.safetensors)")
-    p.add_argument("--out", required=True, help="folder for the direction set (a bundle's directions/)")
-    p.add_argument("--attributes", default="age,gender,smile,glasses")
-    p.add_argument("--num-samples", type=int, default=10000)
-    p.add_argument("--truncation-psi", type=float, default=0.8)
-    p.add_argument("--chosen-ratio", type=float, default=0.2, help="fraction kept at each end of the scores")
-    p.add_argument("--val-ratio", type=float, default=0.3)
-    p.add_argument("--svm-C", type=float, default=1.0)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--codes", help="labelled codes .npz ('w' or 'ws' + one score array per attribute) instead of sampling"
-    )
-    p.add_argument("--age-gender-model", default="runs/labelers/age_gender.safetensors")
-    p.add_argument("--glasses-model", default="runs/labelers/glasses.safetensors")
-    p.add_argument("--no-grids", action="store_true")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--bundle", help="bundle folder: its generator and encoder (instead of --generator)")
-    p.add_argument("--real-labels", metavar="ARCHIVE",
-                   help="training archive whose dataset.json attributes hold true labels (UTKFace age, gender)")
-    p.add_argument("--real-attributes", default="age,gender", help="attributes learned from the true labels")
-    p.add_argument("--encoder", help="encoder checkpoint that encodes the archive's faces (default: the bundle's)")
-    p.add_argument("--real-num", type=int, default=None, help="use this many of the archive's faces (random)")
-    p.add_argument("--real-steps", type=int, default=None, help="optimisation steps per face without an encoder")
-    p.add_argument("--real-batch", type=int, default=32)
-    p.add_argument("--check-codes", type=int, default=32, help="sampled codes for the conditional-edit check (0: none)")
-    p.add_argument("--regress", default="", help="attributes fitted by ridge regression on their scores instead of "
-                   "the SVM on the extremes, e.g. age")
-    p.add_argument("--ridge-alpha", type=float, default=1.0)
-    p.add_argument("--age-min", type=float, default=None, help="fit age on codes scored at least this many years")
-    p.add_argument("--condition", action="append", default=[], metavar="EDITED:HELD",
-                   help="store EDITED's direction orthogonal to HELD's (e.g. age:gender, or age:gender,glasses for "
-                   "both at once); repeatable")
-    p.add_argument("--strength-range", action="append", default=[], metavar="NAME=LO:HI",
-                   help="the slider's range of a direction in strength units (e.g. age=-12:12); repeatable")
-    a = p.parse_args(argv)
-    try:
-        condition = tuple(tuple(c.split(":")) for c in a.condition)
-        if any(len(c) != 2 or not all(c) for c in condition):
-            raise ValueError
-    except ValueError:
-        p.error("--condition takes EDITED:HELD, e.g. age:gender")
-    try:
-        ranges = []
-        for r in a.strength_range:
-            name, span = r.split("=")
-            lo, hi = (float(x) for x in span.split(":"))
-            ranges.append((name, lo, hi))
-    except ValueError:
-        p.error("--strength-range takes NAME=LO:HI, e.g. age=-12:12")
-    attrs = tuple(x.strip() for x in a.attributes.split(",") if x.strip())
-    return LearnOptions(
-        generator=a.generator,
-        out=a.out,
-        attributes=attrs,
-        num_samples=a.num_samples,
-        truncation_psi=a.truncation_psi,
-        chosen_ratio=a.chosen_ratio,
-        val_ratio=a.val_ratio,
-        svm_C=a.svm_C,
-        batch=a.batch,
-        seed=a.seed,
-        device=a.device,
-        codes=a.codes,
-        age_gender_model=a.age_gender_model,
-        glasses_model=a.glasses_model,
-        grids=not a.no_grids,
-        threads=a.threads,
-        bundle=a.bundle,
-        real_labels=a.real_labels,
-        real_attributes=tuple(x.strip() for x in a.real_attributes.split(",") if x.strip()),
-        encoder=a.encoder,
-        real_num=a.real_num,
-        real_steps=a.real_steps,
-        real_batch=a.real_batch,
-        check_codes=a.check_codes,
-        regress=tuple(x.strip() for x in a.regress.split(",") if x.strip()),
-        ridge_alpha=a.ridge_alpha,
-        age_min=a.age_min,
-        condition=condition,
-        strength_ranges=tuple(ranges),
-    )
+    given = vars(build_parser().parse_args(argv))
+    return LearnOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})  # append: lists
 
 
 def main(argv=None) -> int:
