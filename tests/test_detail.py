@@ -175,3 +175,30 @@ def test_the_app_names_the_detail_stage(bundle_with_detail):
     plain, b, _ = bundle_with_detail
     assert "a detail stage to 64x64" in app.model_notice(b)
     assert "detail stage" not in app.model_notice(plain)
+
+
+def test_train_detail_init_starts_from_a_trained_stage(tmp_path, monkeypatch):
+    from training import train_detail
+
+    monkeypatch.setattr(train_detail, "_heldout_names", lambda: ([], {}))
+    z = _tiny_utkface_zip(tmp_path / "utk.zip", n=4)
+    names = np.array([f"{20 + i}_0_0_2017010{i:02d}.jpg.chip.jpg" for i in range(4)])
+    np.savez(tmp_path / "pairs.npz", renders=np.zeros((4, 16, 16, 3), np.uint8), names=names, model_id="x")
+    torch.manual_seed(3)
+    start = DetailNet(in_resolution=16, scale=2, channels=8, blocks=1)
+    torch.nn.init.normal_(start.tail.weight, std=0.1)
+    save_networks(tmp_path / "start.safetensors", {"detail": start})
+    base = ["train", "--pairs", str(tmp_path / "pairs.npz"), "--zip", str(z), "--channels", "8", "--blocks", "1",
+            "--batch", "2", "--init", str(tmp_path / "start.safetensors")]
+    assert train_detail.main([*base, "--out", str(tmp_path / "a"), "--epochs", "0"]) == 0  # no step: a copy
+    back = load_networks(tmp_path / "a" / "detail.safetensors")["detail"]
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(back(x), start(x), atol=1e-2)  # fp16 storage
+        assert not torch.allclose(back(x), F.interpolate(x, scale_factor=2, mode="bicubic"), atol=1e-2)
+    with pytest.raises(SystemExit, match="not"):
+        train_detail.main([*base, "--out", str(tmp_path / "b"), "--epochs", "0", "--blocks", "2"])
+    # the adversarial fine-tune: the projected D trains beside it and its state resumes with the run's
+    assert train_detail.main([*base, "--out", str(tmp_path / "c"), "--epochs", "1", "--adv-weight", "0.1"]) == 0
+    state = torch.load(tmp_path / "c" / "state.pt", weights_only=True)
+    assert state["step"] == 2 and "D" in state and "D_opt" in state

@@ -123,6 +123,13 @@ def train(args) -> int:
 
     torch.manual_seed(args.seed)
     net = DetailNet(in_resolution=r, scale=args.scale, channels=args.channels, blocks=args.blocks).train()
+    if args.init:  # fine-tune a trained detail stage (e.g. with the adversarial loss added)
+        from faceapp.stylegan.checkpoint import load_networks
+
+        init = load_networks(args.init)["detail"]
+        if init.init_kwargs != net.init_kwargs:
+            raise SystemExit(f"--init {args.init} is a {init.init_kwargs} network, not {net.init_kwargs}")
+        net.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
     net = net.to(memory_format=torch.channels_last)
     percep = perceptual_loss("mobilenet").eval()
     percep.features_net.to(memory_format=torch.channels_last)
@@ -132,7 +139,7 @@ def train(args) -> int:
         from training.projected import ProjectedDiscriminator, register
 
         register()
-        D = ProjectedDiscriminator(img_resolution=R).train()
+        D = ProjectedDiscriminator(img_resolution=R, feature_resolution=args.d_resolution).train()
         D_opt = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.0, 0.99))
     steps_per_epoch = n // args.batch
     total = steps_per_epoch * args.epochs
@@ -276,6 +283,8 @@ def main(argv=None) -> int:
     t.add_argument("--percep-weight", type=float, default=1.0)
     t.add_argument("--adv-weight", type=float, default=0.0)
     t.add_argument("--adv-start", type=int, default=0)
+    t.add_argument("--d-resolution", type=int, default=128, help="the projected D's feature resolution")
+    t.add_argument("--init", default=None, help="start from this detail stage (fine-tuning)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--minutes", type=float, default=0)
