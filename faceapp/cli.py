@@ -227,18 +227,24 @@ def _note_outside_range(directions, name: str, strengths) -> None:
 def _years_strengths(editor, years) -> list[float]:
     """Age strengths for `years` (each N years older; < 0 younger) from the model's calibration.
 
-    Raises YearsUnavailableError (a FaceAppError) when the age direction has no years calibration; notes on
-    stderr when a strength lies outside the direction's slider range (the calibration is extrapolated there).
+    Raises YearsUnavailableError (a FaceAppError) when the age direction has no years calibration. Years the
+    model's slider range cannot reach are made at the range's end, and stderr says so with what that end
+    measured: past it the calibration would be extrapolated onto renders that break up (as the app's presets).
     """
-    from faceapp.edits import years_to_strength
+    from faceapp.edits import strength_to_years, years_to_strength
 
     directions = editor.bundle.directions
-    out = [years_to_strength(directions, "age", y) for y in years]
     lo, hi = directions["age"].strength_range
-    for y, s in zip(years, out):
+    out = []
+    for y in years:
+        s = years_to_strength(directions, "age", y)
         if not lo <= s <= hi:
-            print(f"note: {y:+g} years is age strength {s:+.2f}, outside the model's range {lo:g}..{hi:g}: "
-                  "the calibration is extrapolated there", file=sys.stderr)
+            end = hi if s > hi else lo
+            print(f"note: {y:+g} years would need age strength {s:+.2f}, past the model's range {lo:g}..{hi:g}: "
+                  f"made at {end:+g}, which reads {strength_to_years(directions, 'age', end):+.1f} years",
+                  file=sys.stderr)
+            s = end
+        out.append(s)
     return out
 
 

@@ -220,7 +220,8 @@ def test_age_years_are_the_strengths_the_calibration_says(calibrated_model, tmp_
     assert rec["outputs"] == ["astronaut_age-10y.png", "astronaut_age+10y.png", "astronaut_age+30y.png"]
     options = json.loads((out / "options.json").read_text())
     assert options["years"] == [-10.0, 10.0, 30.0]
-    assert options["strengths"] == pytest.approx([-10 / 5.0, 10 / YEARS_PER_STRENGTH, 30 / YEARS_PER_STRENGTH])
+    # +30 years = strength 3.75 lies past the -3..3 slider range: made at its end, and said so
+    assert options["strengths"] == pytest.approx([-10 / 5.0, 10 / YEARS_PER_STRENGTH, 3.0])
     # +10 years is exactly the result of that strength given directly
     ref = tmp_path / "ref"
     assert cli.main(["age", str(DATA / "astronaut.jpg"), "--out", str(ref), "--model", calibrated_model,
@@ -229,8 +230,8 @@ def test_age_years_are_the_strengths_the_calibration_says(calibrated_model, tmp_
     b = np.asarray(Image.open(ref / "astronaut_age+1.25.png"))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, np.asarray(Image.open(out / "astronaut_age+30y.png")))
-    # +30 years = strength 3.75 is outside the -3..3 slider range: said, not refused
-    assert "outside the model's range" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "past the model's range" in err and f"made at +3, which reads {3 * YEARS_PER_STRENGTH:+.1f} years" in err
 
 
 def test_edit_years_and_its_refusals(calibrated_model, model, tmp_path, capsys):
