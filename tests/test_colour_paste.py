@@ -90,3 +90,17 @@ def test_greying_is_kept_outside_the_skin(setup):
     # and on the cheeks, nose and mouth the face keeps its own colour
     lab0, lab1 = mean_skin_lab(np.asarray(photo), face.landmarks68), mean_skin_lab(out, face.landmarks68)
     assert delta_e(lab0, lab1) < 2
+
+
+def test_an_edit_never_adds_colour(setup):
+    """A render that turns from grey to orange: the photo's chroma may not rise anywhere (the factor is capped
+    at 1), though the plain difference would colour it."""
+    photo, face, aligned, lm = setup
+    recon = Image.new("RGB", (S, S), (128, 128, 128))
+    edited = Image.new("RGB", (S, S), (170, 120, 70))  # about the same lightness, strongly coloured
+    chroma = lambda a: np.hypot(*rgb2lab(a)[..., 1:].transpose(2, 0, 1))  # noqa: E731
+    c0 = chroma(np.asarray(photo))
+    kept = chroma(np.asarray(paste_difference(photo, aligned, edited, recon, colour="keep")))
+    added = chroma(np.asarray(paste_difference(photo, aligned, edited, recon, colour="add")))
+    assert (added - c0).max() > 10  # the difference itself carries colour ...
+    assert (kept - c0).max() < 1.5  # ... which the colour-keeping paste leaves out
