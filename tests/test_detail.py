@@ -121,8 +121,8 @@ def test_train_detail_makes_pairs_trains_and_resumes(tmp_path, monkeypatch):
     data = np.load(pairs)
     assert data["renders"].shape == (12, 32, 32, 3) and len(data["names"]) == 12
     out = tmp_path / "run"
-    args = ["train", "--pairs", str(pairs), "--zip", str(z), "--out", str(out), "--channels", "8", "--blocks",
-            "1", "--batch", "4", "--epochs", "2", "--snapshot-minutes", "100"]
+    args = ["train", "--input", "render", "--pairs", str(pairs), "--zip", str(z), "--out", str(out), "--channels",
+            "8", "--blocks", "1", "--batch", "4", "--epochs", "2", "--snapshot-minutes", "100"]
     monkeypatch.setattr(train_detail, "_heldout_names", lambda: ([], {}))
     assert train_detail.main(args) == 0  # 2 epochs x 3 steps
     net = load_networks(out / "detail.safetensors")["detail"]
@@ -180,15 +180,14 @@ def test_the_app_names_the_detail_stage(bundle_with_detail):
 def test_train_detail_init_starts_from_a_trained_stage(tmp_path, monkeypatch):
     from training import train_detail
 
-    monkeypatch.setattr(train_detail, "_heldout_names", lambda: ([], {}))
-    z = _tiny_utkface_zip(tmp_path / "utk.zip", n=4)
-    names = np.array([f"{20 + i}_0_0_2017010{i:02d}.jpg.chip.jpg" for i in range(4)])
-    np.savez(tmp_path / "pairs.npz", renders=np.zeros((4, 16, 16, 3), np.uint8), names=names, model_id="x")
+    # photo inputs need no pairs file: the zip's photos, the held-out ones left out
+    monkeypatch.setattr(train_detail, "_heldout_names", lambda: (["20_0_0_201701000.jpg.chip.jpg"], {}))
+    z = _tiny_utkface_zip(tmp_path / "utk.zip", n=5)
     torch.manual_seed(3)
     start = DetailNet(in_resolution=16, scale=2, channels=8, blocks=1)
     torch.nn.init.normal_(start.tail.weight, std=0.1)
     save_networks(tmp_path / "start.safetensors", {"detail": start})
-    base = ["train", "--pairs", str(tmp_path / "pairs.npz"), "--zip", str(z), "--channels", "8", "--blocks", "1",
+    base = ["train", "--in-resolution", "16", "--zip", str(z), "--channels", "8", "--blocks", "1",
             "--batch", "2", "--init", str(tmp_path / "start.safetensors")]
     assert train_detail.main([*base, "--out", str(tmp_path / "a"), "--epochs", "0"]) == 0  # no step: a copy
     back = load_networks(tmp_path / "a" / "detail.safetensors")["detail"]
@@ -201,4 +200,7 @@ def test_train_detail_init_starts_from_a_trained_stage(tmp_path, monkeypatch):
     # the adversarial fine-tune: the projected D trains beside it and its state resumes with the run's
     assert train_detail.main([*base, "--out", str(tmp_path / "c"), "--epochs", "1", "--adv-weight", "0.1"]) == 0
     state = torch.load(tmp_path / "c" / "state.pt", weights_only=True)
-    assert state["step"] == 2 and "D" in state and "D_opt" in state
+    assert state["step"] == 2 and "D" in state and "D_opt" in state  # 4 training photos, batch 2
+    from faceapp.stylegan.checkpoint import read_header
+
+    assert read_header(tmp_path / "c" / "detail.safetensors")["extra"]["pairs"] == 4

@@ -1,9 +1,7 @@
 """Train the detail stage (faceapp.stylegan.detail.DetailNet): G's 64 px render -> a 128 px face.
 
-Two steps, each resumable:
-
-    python -m training.train_detail pairs --bundle models/demo --out runs/detail/pairs.npz
-    python -m training.train_detail train --pairs runs/detail/pairs.npz --out runs/detail --minutes 40
+    python -m training.train_detail train --out runs/detail --epochs 1          # resumable
+    python -m training.train_detail pairs --bundle models/demo --out runs/detail/pairs.npz   # for --input render
     python -m training.train_detail evaluate --model runs/detail/detail.safetensors   # against bicubic
 
 `pairs` encodes every UTKFace training photo (both held-out lists of training/labels/ left out) with the
@@ -104,12 +102,16 @@ def train(args) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = np.load(args.pairs)
-    renders, names = data["renders"], [str(n) for n in data["names"]]
-    r = renders.shape[1]
     held, digests = _heldout_names()
-    if set(names) & {Path(h).name for h in held}:
-        raise SystemExit(f"{args.pairs} holds held-out photos: make the pairs again with this script")
+    if args.input == "render":
+        data = np.load(args.pairs)
+        renders, names = data["renders"], [str(n) for n in data["names"]]
+        r, pairs_id = renders.shape[1], str(data["model_id"])
+        if set(names) & {Path(h).name for h in held}:
+            raise SystemExit(f"{args.pairs} holds held-out photos: make the pairs again with this script")
+    else:  # photo inputs need no pairs file: every training photo of the zip, at G's resolution
+        r, pairs_id = args.in_resolution, None
+        names, _, _ = load_utkface_arrays(args.zip, 1, exclude=held, progress=None)
     R = r * args.scale
     print(f"{len(names)} pairs ({args.input} inputs); reading the targets at {R} px")
     tnames, targets, _ = load_utkface_arrays(args.zip, R, include=names, progress=None)
@@ -160,7 +162,7 @@ def train(args) -> int:
             state.update(D=D.state_dict(), D_opt=D_opt.state_dict())
         save_state(out / "state.pt", state)
         extra = {"trained_with": "training/train_detail.py", "steps": step, "epochs": step / steps_per_epoch,
-                 "train_minutes": round(spent / 60, 1), "pairs": n, "pairs_model_id": str(data["model_id"]),
+                 "train_minutes": round(spent / 60, 1), "pairs": n, "pairs_model_id": pairs_id,
                  "excluded_digests": digests, "options": vars(args), "final": final,
                  "note": "trained on UTKFace: non-commercial research use only"}
         save_networks(out / "detail.safetensors", {"detail": net.eval()}, extra=extra, dtype=torch.float16)
@@ -269,7 +271,8 @@ def main(argv=None) -> int:
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--limit", type=int, default=None)
     t = sub.add_parser("train", help="fit the detail stage (resumable)")
-    t.add_argument("--pairs", default="runs/detail/pairs.npz")
+    t.add_argument("--pairs", default="runs/detail/pairs.npz", help="with --input render: the `pairs` file")
+    t.add_argument("--in-resolution", type=int, default=64, help="with --input photo: G's resolution")
     t.add_argument("--zip", default=str(DEFAULT_ZIP))
     t.add_argument("--out", default="runs/detail")
     t.add_argument("--input", default="photo", choices=["photo", "render"],
