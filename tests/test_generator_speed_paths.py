@@ -16,7 +16,7 @@ import pickle
 import pytest
 import torch
 
-import faceapp.stylegan.layers as layers
+import faceapp.stylegan.fast_cpu as fast_cpu
 from faceapp.stylegan import Generator
 from faceapp.stylegan.layers import SynthesisLayer
 
@@ -25,12 +25,12 @@ TOL = 1e-4  # max abs difference allowed against the reference path (float32)
 
 @contextlib.contextmanager
 def reference_path():
-    before = layers.FAST_CPU_INFERENCE
-    layers.FAST_CPU_INFERENCE = False
+    before = fast_cpu.FAST_CPU_INFERENCE
+    fast_cpu.FAST_CPU_INFERENCE = False
     try:
         yield
     finally:
-        layers.FAST_CPU_INFERENCE = before
+        fast_cpu.FAST_CPU_INFERENCE = before
 
 
 def trained_like(G: Generator, seed: int = 0) -> Generator:
@@ -71,12 +71,12 @@ def both_paths(G, ws, **kwargs):
 def test_fast_path_is_taken_only_under_inference_mode_on_cpu():
     x = torch.zeros(1)
     with torch.inference_mode():
-        assert layers.use_fast_path(x)
+        assert fast_cpu.use_fast_path(x)
         with reference_path():
-            assert not layers.use_fast_path(x)
+            assert not fast_cpu.use_fast_path(x)
     with torch.no_grad():  # bit-identical to what autograd sees (the projector fits such renders)
-        assert not layers.use_fast_path(x)
-    assert not layers.use_fast_path(x)  # autograd on: training runs the reference path
+        assert not fast_cpu.use_fast_path(x)
+    assert not fast_cpu.use_fast_path(x)  # autograd on: training runs the reference path
     G = configf_tiny(res=32)
     img = G(torch.randn(2, 32), None)
     img.square().mean().backward()
@@ -107,7 +107,7 @@ def test_demo64_matches_reference(batch, noise_mode):
         fast = G.synthesis(ws, noise_mode=noise_mode)
     assert (fast - ref).abs().max().item() <= TOL
     # The shared-weight layers ran oneDNN's prepacked convs, not the F.conv2d fallback.
-    assert layers._PREPACK_OK == torch.backends.mkldnn.is_available()
+    assert fast_cpu._PREPACK_OK == torch.backends.mkldnn.is_available()
 
 
 @pytest.mark.parametrize("fused", [None, True, False])

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from faceapp.errors import FaceAppError
 from faceapp.stylegan import Discriminator, Generator, mix_styles, sample_mixing_cutoff
-from faceapp.stylegan.layers import Conv2dLayer, MinibatchStdLayer, SynthesisLayer, modulated_conv2d
+from faceapp.stylegan.layers import Conv2dLayer, MinibatchStdLayer, SynthesisLayer
+from faceapp.stylegan.ops import modulated_conv2d
 
 # --------------------------------------------------------------------------------------------
 # Independent naive reference computations.

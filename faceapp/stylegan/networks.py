@@ -26,17 +26,15 @@ import torch
 
 from faceapp.cuda import upfirdn2d
 from faceapp.errors import FaceAppError
+from faceapp.stylegan.fast_cpu import use_fast_path
 from faceapp.stylegan.layers import (
     Conv2dLayer,
     FullyConnectedLayer,
     MinibatchStdLayer,
     SynthesisLayer,
     ToRGBLayer,
-    check_shape,
-    make_filter,
-    normalize_2nd_moment,
-    use_fast_path,
 )
+from faceapp.stylegan.ops import check_shape, make_filter, normalize_2nd_moment
 
 __all__ = [
     "MappingNetwork",
