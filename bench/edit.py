@@ -335,7 +335,7 @@ def _run_figures(args) -> int:
         kwargs["config"] = InvertConfig(fast_steps_no_encoder=n, balanced_steps=n, balanced_w_steps_no_encoder=n,
                                         balanced_wplus_steps_no_encoder=n, pti_steps=n)
     editor = FaceEditor(bundle, cache_size=0, invert_kwargs=kwargs, paste=args.paste,
-                        paste_kwargs={"colour": args.colour})
+                        paste_kwargs={"colour": args.colour, "motion": args.motion})
     held = list(heldout_photos(UTKFACE_ZIP, read_name_list(EVAL_FACES)[: args.faces]))
     edits, older, younger = figure_edits(dirs, args)
     stage = f"detail stage {editor.detail_resolution} px" if bundle.detail else "no detail stage"
@@ -343,7 +343,7 @@ def _run_figures(args) -> int:
           f"mode {args.mode}; paste {args.paste}, colour {args.colour}; {len(held)} held-out faces + the astronaut; "
           f"age measured by {args.age_model}" + (f", kNN second opinion {args.age_gender_model}" if knn else ""))
     record = {"bundle": args.bundle, "detail": bundle.detail is not None, "mode": args.mode, "paste": args.paste,
-              "colour": args.colour, "edits": edits}
+              "colour": args.colour, "motion": args.motion, "edits": edits}
     for set_name, photos, grey in (("utkface-heldout-eval", held, 16),
                                    ("public-domain (astronaut)", public_photos(editable_only=True), 1)):
         print(f"== {set_name}")
@@ -395,6 +395,8 @@ def main(argv=None) -> None:
                    help="with --figures: the kNN age labeler, a second opinion (skipped when the file is absent)")
     p.add_argument("--colour", default="keep", choices=["keep", "add"],
                    help="with --figures: the difference paste-back's colour handling (add: as before)")
+    p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=False,
+                   help="with --figures: the paste-back moves the photo's features as the render's moved")
     p.add_argument("--no-detail", action="store_true", help="with --figures: leave the bundle's detail stage out")
     p.add_argument("--no-grids", action="store_true", help="with --figures: figures only")
     p.add_argument("--grids", default="scratch/bench-edit", help="with --figures: folder for the grids")

@@ -520,7 +520,7 @@ class FaceEditor:
         return _paste_back(photo, aligned, edited_crop, **self._paste_kwargs("render"))
 
     def _paste_kwargs(self, method: str) -> dict:
-        keys = {"difference": ("region", "feather", "colour", "skin_sigma"),
+        keys = {"difference": ("region", "feather", "colour", "skin_sigma", "motion"),
                 "render": ("feather", "forehead", "blend")}[method]
         return {k: v for k, v in self.paste_kwargs.items() if k in keys}
 

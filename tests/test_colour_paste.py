@@ -104,3 +104,45 @@ def test_an_edit_never_adds_colour(setup):
     added = chroma(np.asarray(paste_difference(photo, aligned, edited, recon, colour="add")))
     assert (added - c0).max() > 10  # the difference itself carries colour ...
     assert (kept - c0).max() < 1.5  # ... which the colour-keeping paste leaves out
+
+
+def _texture(seed=0, shift=0):
+    """An S px render of smooth random texture (something optical flow can follow), moved `shift` px right."""
+    rng = np.random.default_rng(seed)
+    big = cv2.GaussianBlur(rng.uniform(60, 200, (S + 16, S + 16, 3)).astype(np.float32), (0, 0), 1.5)
+    return Image.fromarray(np.clip(big[8:-8, 8 - shift:8 - shift + S], 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("colour", ["keep", "add"])
+def test_motion_moves_the_photos_own_pixels(setup, colour):
+    """A render whose features moved (a mouth widening, a jaw sagging) moves the photo's pixels by as much at the
+    photo's scale, instead of adding a faint second copy; where the edit changed nothing the photo is untouched."""
+    photo, face, aligned, lm = setup
+    recon, edited = _texture(), _texture(shift=2)
+    before = np.asarray(photo).astype(np.float32)
+    out = np.asarray(paste_difference(photo, aligned, edited, recon, colour=colour, motion=True)).astype(np.float32)
+    plain = np.asarray(paste_difference(photo, aligned, edited, recon, colour=colour)).astype(np.float32)
+    m = _rescale(S / aligned.spec.size) @ aligned.matrix
+    scale = np.sqrt(abs(np.linalg.det(np.linalg.inv(m)[:2, :2])))  # photo px per render px
+    expected = np.linalg.inv(m)[:2, :2] @ np.array([2.0, 0.0])  # the render's motion, in photo pixels
+    cx, cy = np.round(face.landmarks68[30]).astype(int)  # nose tip: deep inside the mask
+    r = int(round(10 * scale))
+    grey = lambda a: cv2.cvtColor(a[cy - r:cy + r, cx - r:cx + r], cv2.COLOR_RGB2GRAY)  # noqa: E731
+    win = cv2.createHanningWindow((2 * r, 2 * r), cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(grey(before), grey(out), win)
+    assert np.hypot(dx - expected[0], dy - expected[1]) < 0.35 * np.linalg.norm(expected)
+    (px, py), _ = cv2.phaseCorrelate(grey(before), grey(plain), win)
+    assert np.hypot(px, py) < 0.25 * np.linalg.norm(expected)  # the plain paste moves nothing ...
+    shifted = cv2.warpAffine(before, np.float32([[1, 0, expected[0]], [0, 1, expected[1]]]), before.shape[1::-1])
+    patch = (slice(cy - r, cy + r), slice(cx - r, cx + r))
+    err = lambda a: np.abs(a[patch] - shifted[patch]).mean()  # noqa: E731
+    assert err(out) < 0.5 * err(plain)  # ... it paints a second copy where motion moves the photo's own pixels
+    lm_box = cv2.boundingRect(np.round(face.landmarks68).astype(np.int32))
+    assert np.array_equal(out[:lm_box[1] - 2 * r], before[:lm_box[1] - 2 * r])  # far above the face: untouched
+
+
+def test_motion_with_no_change_leaves_the_photo_as_it_was(setup):
+    photo, face, aligned, lm = setup
+    same = _texture()
+    out = paste_difference(photo, aligned, same, same, motion=True)
+    assert np.array_equal(np.asarray(out), np.asarray(photo))

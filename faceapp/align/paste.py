@@ -42,6 +42,7 @@ __all__ = [
     "paste_back_all",
     "paste_difference",
     "paste_difference_all",
+    "render_motion",
 ]
 
 BLENDS = ("alpha", "poisson")
@@ -180,6 +181,7 @@ def paste_difference(
     mask: np.ndarray | None = None,
     colour: str = "keep",
     skin_sigma: float = 1 / 8,
+    motion: bool = False,
 ) -> Image.Image:
     """`photo` plus the edit's change, at the photo's own resolution.
 
@@ -200,6 +202,9 @@ def paste_difference(
             hair still greys. 'add': the RGB difference as it is (colour shifts of the renders included).
         skin_sigma: with 'keep', the scale (fraction of the render's side) above which a lightness change
             on the skin counts as a tone shift and is left out.
+        motion: split the change into motion and appearance (`render_motion`): the photo's own pixels are
+            moved as the render's features moved (a mouth that widens, a jaw that sags), and only what motion
+            does not explain is added. Without it a moved feature comes back as a second, faint copy.
 
     Returns:
         A new RGB image; `photo` is left untouched.
@@ -215,10 +220,16 @@ def paste_difference(
     recon_img = reconstruction.convert("RGB")
     if recon_img.size != (s, s):
         recon_img = recon_img.resize((s, s), Image.LANCZOS)
-    diff = edited - np.asarray(recon_img, np.float32)  # [S, S, 3], 0..255 units
+    recon = np.asarray(recon_img, np.float32)
+    flow = None
+    if motion:
+        flow = render_motion(edited, recon)  # [S,S,2]: edited(x) ~ recon(x + flow(x))
+        recon = cv2.remap(recon, *_flow_maps(flow), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    diff = edited - recon  # [S, S, 3], 0..255 units: what motion does not explain
     m = _rescale(s / aligned.spec.size) @ aligned.matrix  # photo -> render pixels
     if mask is None:
-        mask = edit_mask(_apply(m, aligned.face.landmarks68), s, diff, region=region, feather=feather)
+        full = edited - np.asarray(recon_img, np.float32)  # the whole change decides where the edit reaches
+        mask = edit_mask(_apply(m, aligned.face.landmarks68), s, full, region=region, feather=feather)
     mask = np.asarray(mask, np.float32)
     if mask.shape != (s, s):
         raise ValueError(f"mask must be {s}x{s} like the edited crop, got shape {mask.shape}")
@@ -228,13 +239,16 @@ def paste_difference(
     x0, y0, x1, y1 = roi_box
     if colour == "keep":
         # [S,S,2]: lightness change (the skin's own tone shift removed) and chroma factor - 1 (<= 0)
-        diff = colour_safe_change(edited, np.asarray(recon_img, np.float32), _apply(m, aligned.face.landmarks68),
-                                  skin_sigma=skin_sigma)
+        diff = colour_safe_change(edited, recon, _apply(m, aligned.face.landmarks68), skin_sigma=skin_sigma)
+    if flow is not None:
+        flow = flow * mask[..., None]  # the photo moves only where the edit goes in
     scale = np.sqrt(abs(np.linalg.det(np.linalg.inv(m)[:2, :2])))  # photo pixels per render pixel
     if scale < 0.75:  # the render is finer than the face in the photo: area-resize first (no aliasing)
         s2 = max(int(round(s * scale)), 2)
         diff = cv2.resize(diff, (s2, s2), interpolation=cv2.INTER_AREA)
         mask = cv2.resize(mask, (s2, s2), interpolation=cv2.INTER_AREA)
+        if flow is not None:
+            flow = cv2.resize(flow, (s2, s2), interpolation=cv2.INTER_AREA) * (s2 / s)
         m = _rescale(s2 / s) @ m
     to_roi = _translate(-x0, -y0) @ np.linalg.inv(m)
     size = (x1 - x0, y1 - y0)
@@ -242,7 +256,16 @@ def paste_difference(
     warped = cv2.warpAffine(diff, to_roi[:2], size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT)
     alpha = cv2.warpAffine(mask, to_roi[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     result = photo.convert("RGB") if photo.mode != "RGB" else photo.copy()
-    roi = np.asarray(result.crop((x0, y0, x1, y1)), np.float32)
+    if flow is not None:
+        # render-pixel displacements -> photo-pixel ones (the linear part of the render -> photo map)
+        flow = cv2.warpAffine(flow, to_roi[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        shift = (flow @ np.linalg.inv(m)[:2, :2].T).astype(np.float32)
+        src = np.asarray(result, np.float32)
+        mx, my = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+        roi = cv2.remap(src, mx + shift[..., 0], my + shift[..., 1], cv2.INTER_CUBIC,
+                        borderMode=cv2.BORDER_REFLECT_101)
+    else:
+        roi = np.asarray(result.crop((x0, y0, x1, y1)), np.float32)
     if colour == "keep":
         grey = _is_grey(roi)
         lab = cv2.cvtColor(roi / 255.0, cv2.COLOR_RGB2Lab)  # L 0..100, a/b about -128..127
@@ -258,6 +281,41 @@ def paste_difference(
         roi += warped * alpha[..., None]
     result.paste(Image.fromarray(np.clip(np.rint(roi), 0, 255).astype(np.uint8)), (x0, y0))
     return result
+
+
+def render_motion(edited: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+    """How an edit moved the face's features, float32 [S, S, 2] (render pixels, x then y).
+
+    edited, reconstruction: RGB float [S, S, 3] in 0..255. The flow is dense optical flow (OpenCV's DIS) from
+    the edited render to the reconstruction on their lightness, so edited(p) ~ reconstruction(p + flow(p)); it is
+    smoothed over 1/16 of the side, because a feature's motion is smooth and the flow's fine structure is
+    appearance change (wrinkles, greying) read as motion.
+    """
+    s = edited.shape[0]
+
+    def grey(rgb):
+        return np.clip(cv2.cvtColor(np.ascontiguousarray(rgb, np.float32) / 255.0, cv2.COLOR_RGB2GRAY) * 255, 0, 255)
+
+    a, b = grey(edited).astype(np.uint8), grey(reconstruction).astype(np.uint8)
+    if s < 96:  # DIS's pyramid needs some pixels: work on an enlarged pair, then bring the flow back
+        k = 96.0 / s
+        a = cv2.resize(a, (96, 96), interpolation=cv2.INTER_CUBIC)
+        b = cv2.resize(b, (96, 96), interpolation=cv2.INTER_CUBIC)
+    else:
+        k = 1.0
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    flow = dis.calc(a, b, None)
+    if k != 1.0:
+        flow = cv2.resize(flow, (s, s), interpolation=cv2.INTER_AREA) / k
+    flow = cv2.GaussianBlur(flow, (0, 0), max(s / 16.0, 0.5))
+    return flow.astype(np.float32)
+
+
+def _flow_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap maps (x + flow_x, y + flow_y) for a [S, S, 2] flow."""
+    h, w = flow.shape[:2]
+    mx, my = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return mx + flow[..., 0], my + flow[..., 1]
 
 
 def _is_grey(rgb: np.ndarray, tol: float = 1.0) -> bool:
@@ -303,12 +361,13 @@ def paste_difference_all(
     feather: float = 0.1,
     colour: str = "keep",
     skin_sigma: float = 1 / 8,
+    motion: bool = False,
 ) -> Image.Image:
     """`paste_difference` for several faces; each item is (aligned, edited_crop, reconstruction)."""
     out = photo
     for aligned, edited, recon in items:
         out = paste_difference(out, aligned, edited, recon, region=region, feather=feather, colour=colour,
-                               skin_sigma=skin_sigma)
+                               skin_sigma=skin_sigma, motion=motion)
     return out if out is not photo else photo.copy()
 
 
