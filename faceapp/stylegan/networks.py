@@ -337,15 +337,28 @@ class SynthesisNetwork(torch.nn.Module):
         """
         check_shape(ws, [None, self.num_ws, self.w_dim], "ws")
         ws = ws.to(_base_dtype(ws))
+        img = self.run_blocks(ws, force_fp32=force_fp32, fused_modconv=fused_modconv, noise_mode=noise_mode)
+        return img.contiguous()
+
+    def run_blocks(self, ws: torch.Tensor, upto: int | None = None, **block_kwargs) -> torch.Tensor:
+        """The block loop: ws [N, num_ws, w_dim] -> the running image after block b{upto} (None = the last
+        block), [N, img_channels, upto, upto], in whatever memory format the blocks left it.
+
+        Each block takes its slice of ws (consecutive blocks share one w); block_kwargs (noise_mode,
+        force_fp32, fused_modconv) go to every block. `forward` is this plus the checks; `upto` is
+        faceapp.stylegan.preview's early stop (blocks without a toRGB return no image: see
+        preview_resolutions).
+        """
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
-            x, img = block(x, img, block_ws, force_fp32=force_fp32, fused_modconv=fused_modconv,
-                           noise_mode=noise_mode)
-        return img.contiguous()
+            x, img = block(x, img, block_ws, **block_kwargs)
+            if res == upto:
+                break
+        return img
 
     def extra_repr(self) -> str:
         return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}"

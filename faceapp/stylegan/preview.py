@@ -6,8 +6,8 @@ the 512 and 1024 blocks would add. Those two blocks are most of a 1024 px render
 256 px image is a fast stand-in while a slider moves (`synthesis_upto(G.synthesis, ws, 256)`), and the full
 render follows.
 
-This reads the Generator's blocks (`b4`, `b8`, ... and their `num_conv` / `num_torgb`) the way
-`SynthesisNetwork.forward` walks them; it never changes the network.
+This runs `SynthesisNetwork.run_blocks`, the block loop `SynthesisNetwork.forward` runs, stopped early; it
+never changes the network.
 """
 
 from __future__ import annotations
@@ -41,13 +41,4 @@ def synthesis_upto(synthesis: torch.nn.Module, ws: torch.Tensor, resolution: int
         raise ValueError(f"no image output at {resolution} px; this network has one at {allowed}")
     if tuple(ws.shape[1:]) != (synthesis.num_ws, synthesis.w_dim):
         raise ValueError(f"ws must be [N, {synthesis.num_ws}, {synthesis.w_dim}], got {tuple(ws.shape)}")
-    x = img = None
-    w_idx = 0
-    for res in synthesis.block_resolutions:
-        block = getattr(synthesis, f"b{res}")
-        block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-        w_idx += block.num_conv
-        x, img = block(x, img, block_ws, noise_mode=noise_mode)
-        if res == resolution:
-            break
-    return img
+    return synthesis.run_blocks(ws, resolution, noise_mode=noise_mode)
