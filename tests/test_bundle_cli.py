@@ -24,7 +24,8 @@ from faceapp.errors import UnsafeCheckpointError
 from faceapp.inversion import import_e4e_checkpoint
 from faceapp.inversion.e4e_import import read_e4e_checkpoint
 from faceapp.stylegan import Generator
-from faceapp.stylegan.legacy import convert_rosinality_generator, import_checkpoint
+from faceapp.stylegan.converters import convert_rosinality_generator
+from faceapp.stylegan.legacy import import_checkpoint
 
 try:
     from tests import ref_stylegan2 as ref

@@ -29,9 +29,8 @@ from faceapp import cli
 from faceapp.errors import CheckpointError, UnsafeCheckpointError
 from faceapp.stylegan import Discriminator, Generator
 from faceapp.stylegan.checkpoint import load_networks, read_header
+from faceapp.stylegan.converters import convert_rosinality_discriminator, convert_rosinality_generator
 from faceapp.stylegan.legacy import (
-    convert_rosinality_discriminator,
-    convert_rosinality_generator,
     detect_format,
     import_checkpoint,
     import_nvidia_pkl,

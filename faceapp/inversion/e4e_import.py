@@ -8,7 +8,8 @@ The file is a torch.save of the encoder4editing training coach's dict:
      optionally 'discriminator_state_dict' (its latent discriminator; not needed for inference)}
 
 It is read with torch.load(weights_only=True), allowing only argparse.Namespace beyond plain
-containers and tensors (some forks store opts as a Namespace). The encoder keys load strictly into
+containers and tensors (some forks store opts as a Namespace), by faceapp.stylegan.safe_load's
+`load_torch_weights` (the reader of rosinality .pt files too). The encoder keys load strictly into
 `Encoder4Editing` (its configuration read off the weights' shapes); the decoder goes through
 `convert_rosinality_generator` (the same path as rosinality .pt files) with latent_avg as w_avg.
 
@@ -19,21 +20,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 
 import torch
 
-from faceapp.errors import CheckpointError, UnsafeCheckpointError
+from faceapp.errors import CheckpointError
 from faceapp.inversion.encoder import Encoder4Editing, register_encoder_class
 from faceapp.stylegan.checkpoint import build_network, load_state_checked
-from faceapp.stylegan.legacy import (
-    _estimate_w_avg,
-    _offending_global,
-    _torch_pickle_bytes,
-    convert_rosinality_generator,
-)
+from faceapp.stylegan.converters import convert_rosinality_generator, estimate_w_avg, fill_missing_buffers
+from faceapp.stylegan.safe_load import load_torch_weights
 
 __all__ = ["import_e4e_checkpoint", "read_e4e_checkpoint", "encoder_kwargs_from_state"]
 
@@ -45,16 +40,7 @@ def read_e4e_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint not found: {where}")
     if os.path.isdir(where):
         raise CheckpointError(f"{where} is a folder; expected an e4e .pt checkpoint file")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(where, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f"refusing to load {where}: it asks for {_offending_global(_torch_pickle_bytes(where), e)}, which an "
-            "e4e weights file never needs; nothing from the file was executed"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{where} is not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+    ckpt = load_torch_weights(where, what="an e4e weights file")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise CheckpointError(f"{where} is not an e4e checkpoint (expected a dict with a 'state_dict')")
     return ckpt
@@ -175,11 +161,9 @@ def import_e4e_checkpoint(path: str | os.PathLike, device: torch.device | str = 
     g_kwargs, g_state = convert_rosinality_generator(
         dec, latent_avg=None if latent_avg is None else latent_avg[0], where=f"{where} [decoder]")
     G = build_network(g_kwargs.pop("_class"), g_kwargs, where=f"{where} [decoder]")
-    for key, value in G.state_dict().items():  # fixed resample filters are not stored in rosinality's layout
-        if key.endswith("resample_filter") and key not in g_state:
-            g_state[key] = value.clone()
+    fill_missing_buffers(G, g_state)  # fixed resample filters are not stored in rosinality's layout
     if latent_avg is None:  # the generator still needs a w_avg (truncation, projection start)
-        g_state["mapping.w_avg"] = _estimate_w_avg(G, g_state, where=f"{where} [decoder]")
+        g_state["mapping.w_avg"] = estimate_w_avg(G, g_state, where=f"{where} [decoder]")
     load_state_checked(G, g_state, where=f"{where} [decoder]")
 
     size = opts.get("stylegan_size")
