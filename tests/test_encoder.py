@@ -461,7 +461,7 @@ def test_two_process_gloo_run(smoke_gen, tmp_path):
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(repo / "training" / "train_encoder.py"), "--cpu-smoke", "--generator", str(smoke_gen),
+           "-m", "training.train_encoder", "--cpu-smoke", "--generator", str(smoke_gen),
            "--outdir", str(out), "--steps", "3", "--log-every", "1"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -473,16 +473,16 @@ def test_two_process_gloo_run(smoke_gen, tmp_path):
 def test_balance_age_reaches_the_encoders_sampler_and_needs_ages(smoke_gen, blobs32, tmp_path, monkeypatch):
     import zipfile
 
-    import training.train_encoder as te
+    import training.runtime as runtime
 
     seen = []
 
-    class Recording(te.ResumableSampler):
+    class Recording(runtime.ResumableSampler):
         def __init__(self, *a, weights=None, **k):
             super().__init__(*a, weights=weights, **k)
             seen.append(self.weights)
 
-    monkeypatch.setattr(te, "ResumableSampler", Recording)
+    monkeypatch.setattr(runtime, "ResumableSampler", Recording)  # make_loader's
 
     aged = tmp_path / "aged.zip"
     with zipfile.ZipFile(blobs32) as zin, zipfile.ZipFile(aged, "w") as zout:

@@ -679,7 +679,7 @@ def test_age_balance_weights_draw_bins_in_proportion_to_count_to_the_one_minus_a
 
 def test_weighted_sampler_follows_the_weights_and_resumes_mid_epoch(blobs, tmp_path):
     from training.dataset import age_balance_weights
-    from training.train_generator import ResumableSampler
+    from training.runtime import ResumableSampler
 
     ages = [70] * 4 + [25] * 28  # 4 old images among 32
     data = ImageArchive(_with_ages(blobs, tmp_path / "aged.zip", ages), xflip=True)

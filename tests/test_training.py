@@ -292,7 +292,7 @@ def test_bf16_autocast_step(blobs, tmp_path):
 def test_two_process_gloo_run(blobs, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "training" / "train_generator.py"), "--cpu-smoke", "--data", str(blobs),
+           "-m", "training.train_generator", "--cpu-smoke", "--data", str(blobs),
            "--outdir", str(out), "--kimg", kimg(2), "--grid", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)

@@ -1,6 +1,6 @@
 """Ship a trained generator as the demo bundle: G_ema in fp16, its model card, sample grids, figures.
 
-    python training/export_demo.py runs/demo64 --out models/demo \\
+    python -m training.export_demo runs/demo64 --out models/demo \\
         --quality-source ../shared/data/utkface/utkface-200px.zip --grids docs/img
 
 Measures what the card reports, on this machine: the quality measure (training/quality.py) at
@@ -22,21 +22,17 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faceapp.align import utkface_spec  # noqa: E402
-from faceapp.stylegan.checkpoint import load_networks, read_header  # noqa: E402
-from training.dataset import ImageArchive  # noqa: E402
-from training.projected import register  # noqa: E402
-from training.quality import FaceQuality  # noqa: E402
-from training.train_generator import find_resume, save_grid  # noqa: E402
+from faceapp.align import utkface_spec
+from faceapp.stylegan.checkpoint import load_networks, read_header
+from training.dataset import ImageArchive
+from training.projected import register
+from training.quality import FaceQuality
+from training.runtime import find_resume, save_grid
 
 TRUNCATION_SWEEP = (0.0, 0.25, 0.5, 0.7, 1.0)
 MAX_FILE_BYTES = 10_000_000  # "10 MB" as Hugging Face counts it for files without LFS

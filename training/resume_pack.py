@@ -5,9 +5,9 @@ what it needs to go on in the repository: G, D (trainable parts only: the projec
 MobileNetV2 is never stored) and G_ema in fp16, Adam's moments in bfloat16, counters and RNG states,
 every file at most 10 MB (a Hugging Face Space repo takes that without LFS).
 
-    python training/resume_pack.py pack runs/demo64 training/resume/demo64
-    python training/resume_pack.py unpack training/resume/demo64 runs/demo64
-    python training/train_generator.py --resume runs/demo64 --outdir runs/demo64 --data data/utkface-64.zip
+    python -m training.resume_pack pack runs/demo64 training/resume/demo64
+    python -m training.resume_pack unpack training/resume/demo64 runs/demo64
+    python -m training.train_generator --resume runs/demo64 --outdir runs/demo64 --data data/utkface-64.zip
 
 Unpacking writes a network snapshot and a training state that ``--resume`` reads (the run goes on with
 the options stored in the snapshot; give an option again to change it). The resumed run is
@@ -19,18 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faceapp.stylegan.checkpoint import load_networks, read_header, save_networks  # noqa: E402
-from training.projected import register  # noqa: E402
-from training.train_generator import SNAPSHOT_PREFIX, STATE_PREFIX, find_resume  # noqa: E402
+from faceapp.stylegan.checkpoint import load_networks, read_header, save_networks
+from training.projected import register
+from training.runtime import SNAPSHOT_PREFIX, STATE_PREFIX, find_resume
 
 PACK_FORMAT = "faceapp-resume-pack"
 MAX_FILE_BYTES = 10 * 2**20

@@ -2,16 +2,16 @@
 
 One GPU, on a prepared archive plus the generator's own samples::
 
-    python training/train_encoder.py --generator runs/utk128/network-snapshot-005000000.safetensors \\
+    python -m training.train_encoder --generator runs/utk128/network-snapshot-005000000.safetensors \\
         --data data/utkface-128.zip --outdir runs/enc128 --batch 8 --steps 100000
 
 Several GPUs on one machine (the batch is split across them)::
 
-    torchrun --standalone --nproc_per_node 4 training/train_encoder.py --generator ... --data ... --batch 32
+    torchrun --standalone --nproc_per_node 4 -m training.train_encoder --generator ... --data ... --batch 32
 
 CPU smoke test (a tiny random generator and encoder, G's own samples, a few steps)::
 
-    python training/train_encoder.py --cpu-smoke --outdir runs/enc-smoke
+    python -m training.train_encoder --cpu-smoke --outdir runs/enc-smoke
 
 Resume exactly where a snapshot left off: ``--resume runs/enc128`` (same options, more --steps if you like).
 
@@ -33,157 +33,112 @@ import argparse
 import dataclasses
 import json
 import os
-import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faceapp.inversion.encoder import Encoder4Editing, load_encoder  # noqa: E402
-from faceapp.stylegan.checkpoint import load_generator, save_networks  # noqa: E402
-from training.dataset import ImageArchive, age_balance_weights  # noqa: E402
-from training.train_generator import (  # noqa: E402
+from faceapp.inversion.encoder import Encoder4Editing, load_encoder
+from faceapp.stylegan.checkpoint import load_generator, save_networks
+from training.dataset import ImageArchive, age_balance_weights
+from training.options import AUTO, add_options, layered_values, opt
+from training.runtime import (
+    STATE_PREFIX,
     DistInfo,
-    ResumableSampler,
+    append_stats,
+    average_buffers,
     count_params,
+    default_device,
     exit_after_torchrun,
     gather_rng_states,
     infinite_batches,
+    load_state,
+    make_loader,
+    out_of_time,
     reduce_gradients,
+    restore_progress,
     run_distributed,
     save_grid,
-    set_rng_states,
+    save_snapshot,
+    seed_rank,
     to_float_image,
 )
-from training.train_generator import find_resume as _find_resume  # noqa: E402
+from training.runtime import find_resume as _find_resume
 
 SNAPSHOT_PREFIX = "encoder-snapshot-"
-STATE_PREFIX = "training-state-"
+
+# Architecture presets over the defaults (which are e4e's); --blocks/--channels/--head-channels win over them.
+PRESETS = {
+    "e4e": {},  # the official IR-SE-50 encoder: blocks (3, 4, 14, 3), channels (64, 128, 256, 512), heads w_dim wide
+    "demo": dict(blocks=(1, 2, 2, 1), channels=(16, 32, 64, 128), head_channels=128),
+}
 
 
 @dataclass(frozen=True)
 class EncoderTrainOptions:
-    """Everything an encoder training run depends on, resolved. Saved as options.json."""
+    """Everything an encoder training run depends on, resolved (no AUTO left). Saved as options.json.
 
-    generator: str  # faceapp checkpoint of the (frozen) generator; G_ema if present
-    outdir: str
-    device: str  # 'cuda', 'cuda:1', 'cpu'; under torchrun each rank uses cuda:LOCAL_RANK
-    data: str | None = None  # archive from prepare_dataset.py; None = G's own samples only
-    seed: int = 0
+    The command line is generated from these fields (``--d-lr`` for ``d_lr``); --preset and --cpu-smoke
+    change the defaults.
+    """
+
+    generator: str = opt(None, "faceapp generator checkpoint (convert official files first); G_ema if present; "
+                               "optional with --cpu-smoke")
+    outdir: str = opt(None, "run folder for snapshots, sample images, logs and options.json", required=True)
+    device: str = opt(AUTO, "cuda, cuda:N or cpu (default: cuda if available; cpu with --cpu-smoke); torchrun ranks "
+                            "use cuda:LOCAL_RANK")
+    data: str | None = opt(None, "training archive (.zip or folder) from prepare_dataset.py; none = G's samples only")
+    seed: int = opt(0, "random seed")
     # Data.
-    synthetic_fraction: float = 0.5  # share of each batch rendered by G (with known ws); 1.0 without data
-    gen_psi: float = 0.8  # truncation of G's samples (real faces are closer to w_avg than raw samples)
-    mirror: bool = False
-    balance_age: float = 0.0  # draw real faces' age bins in proportion to count^(1-alpha) (0: off)
-    workers: int = 2
+    synthetic_fraction: float = opt(AUTO, "share of each batch rendered by G, with known ws (default 0.5; 1 without "
+                                          "--data)")
+    gen_psi: float = opt(0.8, "truncation of G's samples (real faces are closer to w_avg than raw samples)")
+    mirror: bool = opt(False, "add horizontally mirrored copies of the real images")
+    balance_age: float = opt(0.0, "draw the real faces' age bins in proportion to count^(1-ALPHA) (as "
+                                  "train_generator's option: 0 = the data's mix, 0.5 gives old faces 1.5x their "
+                                  "share)", metavar="ALPHA")
+    workers: int = opt(2, "DataLoader worker processes")
     # Encoder.
-    preset: str = "e4e"  # architecture preset the values below came from (see PRESETS)
-    enc_resolution: int = 256  # input size of the encoder (e4e: 256; images are resized to it)
-    blocks: tuple[int, ...] = (3, 4, 14, 3)  # IR-SE units per stage ((3, 4, 14, 3) = e4e's IR-SE-50)
-    channels: tuple[int, ...] = (64, 128, 256, 512)
-    head_channels: int | None = None  # conv width of the style heads, None = w_dim
-    unit: str = "ir_se"
-    init: str | None = None  # start from this faceapp checkpoint's 'encoder' (fine-tuning)
+    preset: str = opt("e4e", "e4e: the official IR-SE-50 encoder (267 M parameters with w_dim 512);\n"
+                             "demo: a small one for CPU inference (8.6 M parameters for a 128 px, w_dim 512 G);\n"
+                             "--blocks/--channels/--head-channels override it", choices=sorted(PRESETS))
+    enc_resolution: int = opt(AUTO, "encoder input size; images are resized to it (default min(G, 256); e4e: 256)")
+    blocks: tuple[int, ...] = opt((3, 4, 14, 3), "units per stage, e.g. 3,4,14,3 (e4e's IR-SE-50)")
+    channels: tuple[int, ...] = opt((64, 128, 256, 512), "stage widths, e.g. 64,128,256,512")
+    head_channels: int | None = opt(None, "style head conv width (default w_dim)")
+    unit: str = opt("ir_se", "residual unit: ir_se (with squeeze-excitation) or ir", choices=["ir_se", "ir"])
+    init: str | None = opt(None, "faceapp checkpoint whose 'encoder' starts the run (fine-tuning)")
     # Optimisation.
-    batch: int = 8  # total over all processes
-    steps: int = 100_000
-    minutes: float = 0.0  # also stop after this many minutes of training time (snapshots excluded; 0: no limit)
-    lr: float = 1e-4
+    batch: int = opt(8, "total batch over all processes")
+    steps: int = opt(100_000, "train for this many steps")
+    minutes: float = opt(0.0, "also stop after this many minutes of training time, summed over resumes (snapshots "
+                              "excluded; 0: no limit)")
+    lr: float = opt(1e-4, "encoder learning rate (Adam)")
     # Losses (e4e's weights for FFHQ, except id).
-    l2_lambda: float = 1.0
-    lpips_lambda: float = 0.8
-    perceptual: str = "auto"  # faceapp.inversion.losses.perceptual_loss kind
-    id_lambda: float = 0.1
-    delta_lambda: float = 2e-4  # L2 norm of each active delta, summed over layers
-    w_lambda: float = 1.0  # L2 to the true ws on G's own samples
-    adv_lambda: float = 0.1  # latent discriminator weight (0 = off)
-    d_lr: float = 2e-5
-    d_layers: int = 4
-    r1_gamma: float = 10.0
-    d_reg_every: int = 16
-    loss_resolution: int = 256  # losses compare images at most this large
+    l2_lambda: float = opt(1.0, "weight of the pixel L2 loss")
+    lpips_lambda: float = opt(0.8, "weight of the perceptual loss")
+    perceptual: str = opt("auto", "perceptual loss: auto | lpips-vgg | lpips-alex | mobilenet")
+    id_lambda: float = opt(0.1, "weight of the identity loss (dlib face descriptors)")
+    delta_lambda: float = opt(2e-4, "weight of the L2 norm of each active delta, summed over layers")
+    w_lambda: float = opt(1.0, "weight of the L2 to the true ws on G's own samples")
+    adv_lambda: float = opt(0.1, "weight of the latent discriminator's loss (0 = off)")
+    d_lr: float = opt(2e-5, "latent discriminator learning rate")
+    d_layers: int = opt(4, "latent discriminator depth")
+    r1_gamma: float = opt(10.0, "R1 weight of the latent discriminator")
+    d_reg_every: int = opt(16, "lazy R1 every this many steps")
+    loss_resolution: int = opt(256, "losses compare images at most this large")
     # Progressive delta unlocking.
-    progressive_start: int = 20_000  # steps with the base code only; 0 = start unlocking at once
-    progressive_every: int = 2_000  # one more W+ layer every this many steps; 0 = all layers at once
+    progressive_start: int = opt(20_000, "steps with the base code only; 0 = start unlocking at once")
+    progressive_every: int = opt(2_000, "one more W+ layer every this many steps; 0 = all layers at once")
     # Outputs.
-    log_every: int = 100
-    snap_every: int = 5_000
-    grid: int = 8  # input | reconstruction pairs in the sample image
-    resume: str | None = None
+    log_every: int = opt(100, "a stats.jsonl line every this many steps")
+    snap_every: int = opt(5_000, "snapshot + sample image every this many steps (and at the end)")
+    grid: int = opt(8, "input | reconstruction pairs in the sample image")
+    resume: str | None = opt(None, "encoder snapshot or a run folder (its latest snapshot)")
 
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    d = {f.name: f.default for f in dataclasses.fields(EncoderTrainOptions)}
-    p.add_argument("--generator", help="faceapp generator checkpoint (convert official files first); "
-                                       "optional with --cpu-smoke")
-    p.add_argument("--data", default=None, help="training archive (.zip or folder); none = G's samples only")
-    p.add_argument("--outdir", required=True)
-    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--synthetic-fraction", type=float, default=None,
-                   help=f"share of each batch from G (default {d['synthetic_fraction']}; 1 without --data)")
-    p.add_argument("--gen-psi", type=float, default=d["gen_psi"])
-    p.add_argument("--mirror", action="store_true")
-    p.add_argument("--balance-age", type=float, default=d["balance_age"], metavar="ALPHA",
-                   help="draw the real faces' age bins in proportion to count^(1-ALPHA) (as train_generator.py's "
-                        "option: 0 = the data's mix, 0.5 gives old faces 1.5x their share)")
-    p.add_argument("--workers", type=int, default=d["workers"])
-    p.add_argument("--preset", choices=sorted(PRESETS), default=d["preset"],
-                   help="e4e: the official IR-SE-50 encoder (267 M parameters with w_dim 512);\n"
-                        "demo: a small one for CPU inference (8.6 M parameters for a 128 px, w_dim 512 G);\n"
-                        "--blocks/--channels/--head-channels override it")
-    p.add_argument("--enc-resolution", type=int, default=None, help="encoder input size (default min(G, 256))")
-    p.add_argument("--blocks", type=_ints, default=d["blocks"], help="units per stage, e.g. 3,4,14,3")
-    p.add_argument("--channels", type=_ints, default=d["channels"], help="stage widths, e.g. 64,128,256,512")
-    p.add_argument("--head-channels", type=int, default=None, help="style head conv width (default w_dim)")
-    p.add_argument("--unit", choices=["ir_se", "ir"], default=d["unit"])
-    p.add_argument("--init", default=None, help="faceapp checkpoint whose 'encoder' starts the run")
-    p.add_argument("--batch", type=int, default=d["batch"], help="total batch over all processes")
-    p.add_argument("--steps", type=int, default=d["steps"])
-    p.add_argument("--minutes", type=float, default=d["minutes"],
-                   help="also stop after this many minutes of training time, summed over resumes (0: no limit)")
-    p.add_argument("--lr", type=float, default=d["lr"])
-    for name in ("l2_lambda", "lpips_lambda", "id_lambda", "delta_lambda", "w_lambda", "adv_lambda", "d_lr",
-                 "r1_gamma"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=d[name])
-    p.add_argument("--perceptual", default=d["perceptual"], help="auto | lpips-vgg | lpips-alex | mobilenet")
-    p.add_argument("--d-layers", type=int, default=d["d_layers"])
-    p.add_argument("--d-reg-every", type=int, default=d["d_reg_every"])
-    p.add_argument("--loss-resolution", type=int, default=d["loss_resolution"])
-    p.add_argument("--progressive-start", type=int, default=d["progressive_start"])
-    p.add_argument("--progressive-every", type=int, default=d["progressive_every"])
-    p.add_argument("--log-every", type=int, default=d["log_every"])
-    p.add_argument("--snap-every", type=int, default=d["snap_every"])
-    p.add_argument("--grid", type=int, default=d["grid"])
-    p.add_argument("--resume", default=None, help="encoder snapshot or a run folder (its latest snapshot)")
-    p.add_argument("--cpu-smoke", action="store_true",
-                   help="tiny nets on CPU for a few steps (a random 32 px generator if --generator is not given)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved options and network sizes, then exit")
-    return p
-
-
-# Architecture presets (applied where the user kept the ordinary default).
-PRESETS = {
-    "e4e": dict(blocks=(3, 4, 14, 3), channels=(64, 128, 256, 512), head_channels=None),
-    "demo": dict(blocks=(1, 2, 2, 1), channels=(16, 32, 64, 128), head_channels=128),
-}
 
 # Tiny everything: a step takes well under a second on a 2-core CPU.
 CPU_SMOKE_ARGS = dict(
@@ -191,6 +146,40 @@ CPU_SMOKE_ARGS = dict(
     lpips_lambda=0.0, id_lambda=0.0, d_reg_every=4, progressive_start=4, progressive_every=2, log_every=5,
     snap_every=20, grid=4, workers=0,
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, one flag per EncoderTrainOptions field (every default None = 'not given')."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    add_options(p, EncoderTrainOptions)
+    p.add_argument("--cpu-smoke", action="store_true",
+                   help="tiny nets on CPU for a few steps (a random 32 px generator if --generator is not given)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options and network sizes, then exit")
+    return p
+
+
+def resolve_options(args: argparse.Namespace, G) -> EncoderTrainOptions:
+    """Defaults (e4e's) < --cpu-smoke's < the --preset's < what was given; then fill in every AUTO (from G, the
+    generator of --generator)."""
+    smoke = CPU_SMOKE_ARGS if args.cpu_smoke else {}
+    values = layered_values(EncoderTrainOptions, args, smoke, PRESETS[args.preset or EncoderTrainOptions.preset])
+    device = values["device"] or ("cpu" if args.cpu_smoke else default_device())
+    frac = values["synthetic_fraction"]
+    if frac is None:
+        frac = 0.5 if values["data"] else 1.0
+    if not values["data"] and frac < 1:
+        raise SystemExit("--synthetic-fraction below 1 needs --data (a training archive)")
+    if not 0 <= frac <= 1:
+        raise SystemExit("--synthetic-fraction must be in [0, 1]")
+    values.update(generator=str(values["generator"]), outdir=str(values["outdir"]), device=device,
+                  data=str(values["data"]) if values["data"] else None, synthetic_fraction=float(frac),
+                  enc_resolution=values["enc_resolution"] or min(G.img_resolution, 256),
+                  blocks=tuple(values["blocks"]), channels=tuple(values["channels"]))
+    return EncoderTrainOptions(**values)
 
 
 def smoke_generator(path: Path, seed: int = 0) -> Path:
@@ -205,24 +194,6 @@ def smoke_generator(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_networks(path, {"G_ema": G}, extra={"note": "random generator for train_encoder --cpu-smoke"})
     return path
-
-
-def resolve_options(args: argparse.Namespace, G) -> EncoderTrainOptions:
-    device = args.device or ("cpu" if args.cpu_smoke else ("cuda" if torch.cuda.is_available() else "cpu"))
-    frac = args.synthetic_fraction
-    if frac is None:
-        frac = EncoderTrainOptions.synthetic_fraction if args.data else 1.0
-    if not args.data and frac < 1:
-        raise SystemExit("--synthetic-fraction below 1 needs --data (a training archive)")
-    if not 0 <= frac <= 1:
-        raise SystemExit("--synthetic-fraction must be in [0, 1]")
-    enc_res = args.enc_resolution or min(G.img_resolution, 256)
-    fields = {f.name for f in dataclasses.fields(EncoderTrainOptions)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
-    values.update(generator=str(args.generator), outdir=str(args.outdir), device=device,
-                  data=str(args.data) if args.data else None, synthetic_fraction=float(frac), enc_resolution=enc_res,
-                  blocks=tuple(args.blocks), channels=tuple(args.channels))
-    return EncoderTrainOptions(**values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,16 +229,6 @@ def r1_penalty(D: torch.nn.Module, real_w: torch.Tensor) -> torch.Tensor:
     real_w = real_w.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(D(real_w).sum(), real_w, create_graph=True)
     return grad.square().sum(dim=1).mean()
-
-
-def average_buffers(module: torch.nn.Module, world_size: int) -> None:
-    """BatchNorm statistics differ per rank; keep one copy (their mean), as DDP keeps rank 0's."""
-    if world_size == 1:
-        return
-    for b in module.buffers():
-        if b.is_floating_point():
-            dist.all_reduce(b)
-            b /= world_size
 
 
 def find_resume(path: str) -> tuple[Path, Path]:
@@ -321,9 +282,9 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
 
     G: the generator of opts.generator if already loaded (it is frozen and moved to the device).
     """
-    device = info.device
-    rank0 = info.rank == 0
-    outdir = Path(opts.outdir)
+    # == Set-up: networks (the same initial weights on every rank), seeds, data, losses, optimisers ===
+    device, rank0, outdir = info.device, info.rank == 0, Path(opts.outdir)
+    log = log if rank0 else (lambda *a: None)
     if opts.batch % info.world_size != 0:
         raise SystemExit(f"--batch {opts.batch} must be a multiple of the number of processes ({info.world_size})")
     batch_gpu = opts.batch // info.world_size
@@ -335,160 +296,71 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
          else G.to(device).eval().requires_grad_(False))
     E = build_encoder(opts, G).to(device).train()
     D = LatentDiscriminator(G.w_dim, opts.d_layers).to(device).train().requires_grad_(False)
-    seed = opts.seed * info.world_size + info.rank  # different samples per rank from here on
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+    seed_rank(opts.seed, info)  # different samples per rank from here on
 
     dataset = loader = batches = sampler = None
-    position = {"epoch": 0, "batches": 0}
+    position = {"epoch": 0, "batches": 0}  # where this rank is in the data order
     if n_real > 0:
         dataset = ImageArchive(opts.data, xflip=opts.mirror)
         weights = age_balance_weights(dataset.ages(), opts.balance_age) if opts.balance_age else None
-        sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=opts.seed,
-                                   weights=weights)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=n_real, sampler=sampler, num_workers=opts.workers, drop_last=True,
-            pin_memory=device.type == "cuda", generator=torch.Generator(),
-        )
-
-    perceptual = identity = None
-    if opts.lpips_lambda > 0:
-        from faceapp.inversion.losses import perceptual_loss
-
-        perceptual = perceptual_loss(opts.perceptual, device=device).requires_grad_(False)
-    if opts.id_lambda > 0:
-        from faceapp.inversion.identity import IdentityLoss
-
-        identity = IdentityLoss().to(device).eval().requires_grad_(False)
-
+        sampler, loader = make_loader(dataset, n_real, info, seed=opts.seed, workers=opts.workers, weights=weights)
+    perceptual, identity = image_losses(opts, device)
     opt_E = torch.optim.Adam(E.parameters(), lr=opts.lr, betas=(0.9, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=opts.d_lr, betas=(0.9, 0.999))
+
+    # == Resume: the encoder, latent D, optimisers, step, data position, RNG streams ==================
     step, train_time = 0, 0.0
     if opts.resume:
         snap_path, state_path = find_resume(opts.resume)
         E = load_encoder(snap_path, device=device).train()
         opt_E = torch.optim.Adam(E.parameters(), lr=opts.lr, betas=(0.9, 0.999))
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = load_state(state_path)
         D.load_state_dict(state["D"])
         opt_E.load_state_dict(state["opt_E"])
         opt_D.load_state_dict(state["opt_D"])
         step = int(state["step"])
-        train_time = float(state.get("train_time_s", 0.0))
-        position.update(state["data_position"])
-        rng = state["rng"]
-        if len(rng) == info.world_size:
-            set_rng_states(rng[info.rank], device)
-        elif rank0:
-            log(f"resuming with {info.world_size} processes from a run with {len(rng)}: RNG streams differ")
-        if rank0:
-            log(f"resumed from {snap_path} at step {step}")
+        train_time = restore_progress(state, info, position, log)
+        log(f"resumed from {snap_path} at step {step}")
     if loader is not None:
         batches = infinite_batches(loader, sampler, position)
 
+    # == Outputs: the sample image's fixed inputs ======================================================
     loss_res = min(G.img_resolution, opts.loss_resolution)
-    # Fixed inputs for the sample grid: G's samples at fixed seeds, then the archive's first images.
-    n_grid_real = min(opts.grid // 2, len(dataset)) if dataset is not None else 0
-    grid_gen = opts.grid - n_grid_real
-    with torch.no_grad():
-        gz = torch.randn([grid_gen, G.z_dim], generator=torch.Generator().manual_seed(opts.seed + 12345))
-        grid_img = G.synthesis(G.mapping(gz.to(device), None, truncation_psi=opts.gen_psi), noise_mode="const")
-        if n_grid_real:
-            reals = torch.stack([dataset[i][0] for i in range(n_grid_real)])
-            grid_img = torch.cat([grid_img, resize(to_float_image(reals, device), G.img_resolution)])
+    grid_img = sample_inputs(G, dataset, opts, device)
     if rank0:
         outdir.mkdir(parents=True, exist_ok=True)
-
     stats_acc: dict[str, list[float]] = {}
     last: dict = {}
     snapshots: list[str] = []
     t_start = t_log = time.time()
     step_log = step
     while step < opts.steps:
+        # == Step: a batch, the encoder's losses and step, the latent discriminator's step ============
         t_step = time.time()
         stage = progressive_stage(step, G.num_ws, opts.progressive_start, opts.progressive_every)
         if E.progressive_stage != (None if stage == G.num_ws - 1 else stage):
             E.set_progressive_stage(stage)
         active = stage + 1  # W+ layers 0..stage carry their own code
 
-        # -- batch: real images and/or G's samples (with their true ws) --------------------------
-        parts = []
-        ws_true = None
-        if n_gen:
-            with torch.no_grad():
-                z = torch.randn([n_gen, G.z_dim], device=device)
-                ws_true = G.mapping(z, None, truncation_psi=opts.gen_psi)  # [n_gen, num_ws, w_dim]
-                parts.append(G.synthesis(ws_true, noise_mode="const"))
-        if n_real:
-            real, _ = next(batches)
-            parts.append(resize(to_float_image(real, device), G.img_resolution))
-        target = torch.cat(parts)  # [B, C, R, R], G's samples first
-
-        # -- encoder step ------------------------------------------------------------------------
-        w, deltas = E.codes(target)  # [B, w_dim], [B, num_ws, w_dim]
-        ws = E.w_avg.unsqueeze(0) + w.unsqueeze(1) + deltas
-        recon = G.synthesis(ws, noise_mode="const")
-        rec_s, tgt_s = resize(recon, loss_res), resize(target, loss_res)
-        st: dict[str, float] = {}
-        l2 = F.mse_loss(rec_s, tgt_s)
-        total = opts.l2_lambda * l2
-        st["Loss/l2"] = l2.item()
-        if perceptual is not None:
-            lp = perceptual(rec_s, tgt_s).mean()
-            total = total + opts.lpips_lambda * lp
-            st["Loss/lpips"] = lp.item()
-        if identity is not None:
-            idl = identity(recon, target).mean()
-            total = total + opts.id_lambda * idl
-            st["Loss/id"] = idl.item()
-        if stage > 0:
-            delta = deltas[:, 1:active].norm(dim=2).mean(dim=0).sum()  # sum over layers of mean |delta_i|
-            total = total + opts.delta_lambda * delta
-            st["Loss/delta"] = delta.item()
-        if ws_true is not None and opts.w_lambda > 0:
-            wl = F.mse_loss(ws[:n_gen], ws_true)
-            total = total + opts.w_lambda * wl
-            st["Loss/w"] = wl.item()
-        if opts.adv_lambda > 0:
-            adv = F.softplus(-D(ws[:, :active].reshape(-1, G.w_dim))).mean()
-            total = total + opts.adv_lambda * adv
-            st["Loss/adv"] = adv.item()
-        st["Loss/total"] = total.item()
+        target, ws_true = draw_batch(G, batches, n_gen, n_real, opts.gen_psi, device)
+        total, ws, st = encoder_losses(E, G, D, target, ws_true, stage, opts, perceptual=perceptual,
+                                       identity=identity, loss_res=loss_res)
         opt_E.zero_grad(set_to_none=True)
         total.backward()
         reduce_gradients(E, info.world_size, sanitize=True)
         opt_E.step()
         average_buffers(E, info.world_size)
-
-        # -- latent discriminator step: real w from G.mapping vs the encoder's codes --------------
         if opts.adv_lambda > 0:
-            D.requires_grad_(True)
-            with torch.no_grad():
-                real_w = G.mapping(torch.randn([batch_gpu, G.z_dim], device=device), None)[:, 0]  # [B, w_dim]
-            fake_w = ws.detach()[:, :active].reshape(-1, G.w_dim)
-            d_loss = F.softplus(D(fake_w)).mean() + F.softplus(-D(real_w)).mean()
-            st["Loss/D"] = d_loss.item()
-            if step % opts.d_reg_every == 0 and opts.r1_gamma > 0:
-                r1 = r1_penalty(D, real_w)
-                d_loss = d_loss + opts.r1_gamma / 2 * r1 * opts.d_reg_every
-                st["Loss/r1"] = r1.item()
-            opt_D.zero_grad(set_to_none=True)
-            d_loss.backward()
-            D.requires_grad_(False)
-            reduce_gradients(D, info.world_size, sanitize=True)
-            opt_D.step()
+            st.update(latent_d_step(D, opt_D, G, ws.detach()[:, :active].reshape(-1, G.w_dim), step, opts,
+                                    batch_gpu, info.world_size))
 
         for k, v in st.items():
             stats_acc.setdefault(k, []).append(v)
         step += 1
         train_time += time.time() - t_step
-        out_of_time = opts.minutes > 0 and train_time >= 60 * opts.minutes
-        if info.world_size > 1:  # every rank stops at the same step
-            flag = torch.tensor([float(out_of_time)], device=device)
-            dist.all_reduce(flag)
-            out_of_time = bool(flag.item() > 0)
-        done = step >= opts.steps or out_of_time
+        done = step >= opts.steps or out_of_time(train_time, opts.minutes, info, step)
 
+        # == Logging: a stats.jsonl line every --log-every steps =======================================
         if step % opts.log_every == 0 or done:
             now = time.time()
             last = {k: float(np.mean(v)) for k, v in stats_acc.items()}
@@ -498,33 +370,134 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
             if device.type == "cuda":
                 record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             if rank0:
-                with open(outdir / "stats.jsonl", "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                append_stats(outdir / "stats.jsonl", record, log)
             stats_acc.clear()
             t_log, step_log = now, step
 
+        # == Snapshot: the encoder, training state and sample pairs every --snap-every steps ============
         if step % opts.snap_every == 0 or done:
-            rng = gather_rng_states(device, info)
+            rng = gather_rng_states(device, info)  # (every rank takes part)
             if rank0:
                 tag = f"{step:07d}"
-                snap = outdir / f"{SNAPSHOT_PREFIX}{tag}.safetensors"
-                save_networks(snap, {"encoder": E}, extra={
+                state = {"D": D.state_dict(), "opt_E": opt_E.state_dict(), "opt_D": opt_D.state_dict(),
+                         "step": step, "data_position": dict(position), "rng": rng, "train_time_s": train_time}
+                snap = save_snapshot(outdir, tag, {"encoder": E}, state, snapshot_prefix=SNAPSHOT_PREFIX, extra={
                     "step": step, "progressive_stage": stage, "generator": opts.generator,
                     "train_time_s": round(train_time, 3),
                     "generator_kwargs": G.init_kwargs, "training_options": dataclasses.asdict(opts),
                 })
-                torch.save({"D": D.state_dict(), "opt_E": opt_E.state_dict(), "opt_D": opt_D.state_dict(),
-                            "step": step, "data_position": dict(position), "rng": rng,
-                            "train_time_s": train_time},
-                           outdir / f"{STATE_PREFIX}{tag}.pt")
                 save_grid(sample_pairs(E, G, grid_img), outdir / f"samples-{tag}.png", nrow=8)
                 snapshots.append(str(snap))
         if done:
             break
-    if rank0 and opts.minutes > 0 and step < opts.steps:
+    if opts.minutes > 0 and step < opts.steps:
         log(f"stopped at step {step}: --minutes {opts.minutes:g} of training time reached")
     return {"step": step, "stats": last, "snapshots": snapshots, "E": E, "D": D, "G": G}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the loop, in the order it uses them.
+
+
+def image_losses(opts: EncoderTrainOptions, device: torch.device):
+    """-> (perceptual, identity): the frozen image losses the options weigh (None where their weight is 0)."""
+    perceptual = identity = None
+    if opts.lpips_lambda > 0:
+        from faceapp.inversion.losses import perceptual_loss
+
+        perceptual = perceptual_loss(opts.perceptual, device=device).requires_grad_(False)
+    if opts.id_lambda > 0:
+        from faceapp.inversion.identity import IdentityLoss
+
+        identity = IdentityLoss().to(device).eval().requires_grad_(False)
+    return perceptual, identity
+
+
+@torch.no_grad()
+def sample_inputs(G, dataset, opts: EncoderTrainOptions, device: torch.device) -> torch.Tensor:
+    """The sample image's fixed inputs [grid, C, R, R]: G's samples at fixed seeds, then the archive's first
+    images (up to half of them)."""
+    n_grid_real = min(opts.grid // 2, len(dataset)) if dataset is not None else 0
+    gz = torch.randn([opts.grid - n_grid_real, G.z_dim], generator=torch.Generator().manual_seed(opts.seed + 12345))
+    grid_img = G.synthesis(G.mapping(gz.to(device), None, truncation_psi=opts.gen_psi), noise_mode="const")
+    if n_grid_real:
+        reals = torch.stack([dataset[i][0] for i in range(n_grid_real)])
+        grid_img = torch.cat([grid_img, resize(to_float_image(reals, device), G.img_resolution)])
+    return grid_img
+
+
+def draw_batch(G, batches, n_gen: int, n_real: int, psi: float, device: torch.device):
+    """-> (target [B, C, R, R] in [-1, 1]: G's `n_gen` samples first, then `n_real` real images; ws_true
+    [n_gen, num_ws, w_dim] of G's samples, or None)."""
+    parts = []
+    ws_true = None
+    if n_gen:
+        with torch.no_grad():
+            z = torch.randn([n_gen, G.z_dim], device=device)
+            ws_true = G.mapping(z, None, truncation_psi=psi)  # [n_gen, num_ws, w_dim]
+            parts.append(G.synthesis(ws_true, noise_mode="const"))
+    if n_real:
+        real, _ = next(batches)
+        parts.append(resize(to_float_image(real, device), G.img_resolution))
+    return torch.cat(parts), ws_true
+
+
+def encoder_losses(E, G, D, target: torch.Tensor, ws_true: torch.Tensor | None, stage: int,
+                   opts: EncoderTrainOptions, *, perceptual, identity, loss_res: int):
+    """e4e's losses of E on `target` at progressive `stage` -> (total loss, ws [B, num_ws, w_dim], stats)."""
+    active = stage + 1
+    w, deltas = E.codes(target)  # [B, w_dim], [B, num_ws, w_dim]
+    ws = E.w_avg.unsqueeze(0) + w.unsqueeze(1) + deltas
+    recon = G.synthesis(ws, noise_mode="const")
+    rec_s, tgt_s = resize(recon, loss_res), resize(target, loss_res)
+    st: dict[str, float] = {}
+    l2 = F.mse_loss(rec_s, tgt_s)
+    total = opts.l2_lambda * l2
+    st["Loss/l2"] = l2.item()
+    if perceptual is not None:
+        lp = perceptual(rec_s, tgt_s).mean()
+        total = total + opts.lpips_lambda * lp
+        st["Loss/lpips"] = lp.item()
+    if identity is not None:
+        idl = identity(recon, target).mean()
+        total = total + opts.id_lambda * idl
+        st["Loss/id"] = idl.item()
+    if stage > 0:
+        delta = deltas[:, 1:active].norm(dim=2).mean(dim=0).sum()  # sum over layers of mean |delta_i|
+        total = total + opts.delta_lambda * delta
+        st["Loss/delta"] = delta.item()
+    if ws_true is not None and opts.w_lambda > 0:
+        wl = F.mse_loss(ws[: len(ws_true)], ws_true)
+        total = total + opts.w_lambda * wl
+        st["Loss/w"] = wl.item()
+    if opts.adv_lambda > 0:
+        adv = F.softplus(-D(ws[:, :active].reshape(-1, G.w_dim))).mean()
+        total = total + opts.adv_lambda * adv
+        st["Loss/adv"] = adv.item()
+    st["Loss/total"] = total.item()
+    return total, ws, st
+
+
+def latent_d_step(D, opt_D, G, fake_w: torch.Tensor, step: int, opts: EncoderTrainOptions, batch: int,
+                  world_size: int) -> dict[str, float]:
+    """One step of the latent discriminator: real w from G.mapping vs the encoder's codes `fake_w` [N, w_dim]
+    (non-saturating; lazy R1 on the real ones). -> its stats."""
+    st = {}
+    D.requires_grad_(True)
+    with torch.no_grad():
+        real_w = G.mapping(torch.randn([batch, G.z_dim], device=fake_w.device), None)[:, 0]  # [B, w_dim]
+    d_loss = F.softplus(D(fake_w)).mean() + F.softplus(-D(real_w)).mean()
+    st["Loss/D"] = d_loss.item()
+    if step % opts.d_reg_every == 0 and opts.r1_gamma > 0:
+        r1 = r1_penalty(D, real_w)
+        d_loss = d_loss + opts.r1_gamma / 2 * r1 * opts.d_reg_every
+        st["Loss/r1"] = r1.item()
+    opt_D.zero_grad(set_to_none=True)
+    d_loss.backward()
+    D.requires_grad_(False)
+    reduce_gradients(D, world_size, sanitize=True)
+    opt_D.step()
+    return st
 
 
 @torch.no_grad()
@@ -544,21 +517,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     """Parse `argv`, set up (distributed) training and run it. Returns the loop's summary."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for k, v in PRESETS[args.preset].items():
-        if getattr(args, k) == parser.get_default(k):
-            setattr(args, k, v)
-    if args.cpu_smoke:
-        for k, v in CPU_SMOKE_ARGS.items():  # only where the user kept the ordinary default
-            if getattr(args, k) == parser.get_default(k):
-                setattr(args, k, v)
-        if args.generator is None:
-            args.generator = str(Path(args.outdir) / "smoke-generator.safetensors")
-            if int(os.environ.get("RANK", "0")) == 0 and not Path(args.generator).exists():
-                smoke_generator(Path(args.generator), seed=args.seed)
-            for _ in range(600):  # other ranks wait for rank 0 to write it
-                if Path(args.generator).exists():
-                    break
-                time.sleep(0.1)
+    if args.cpu_smoke and args.generator is None:
+        args.generator = str(Path(args.outdir) / "smoke-generator.safetensors")
+        if int(os.environ.get("RANK", "0")) == 0 and not Path(args.generator).exists():
+            smoke_generator(Path(args.generator), seed=args.seed or 0)
+        for _ in range(600):  # other ranks wait for rank 0 to write it
+            if Path(args.generator).exists():
+                break
+            time.sleep(0.1)
     if args.generator is None:
         parser.error("--generator is required (or use --cpu-smoke)")
 

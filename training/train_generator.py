@@ -10,14 +10,16 @@ downstream (inversion, edits, importers, bundles) works with either:
   NVIDIA's stylegan2-ada-pytorch: StyleGAN2 D, non-saturating logistic loss, lazy R1, path length.
 
 A recipe only sets defaults (the table RECIPES); every option can still be given (e.g. the projected D with
-the logistic loss). The parts it picks are built by build_discriminator / build_augment / build_loss.
+the logistic loss). The parts it picks are built by build_discriminator / build_augment / build_loss. The
+plumbing every training script shares (processes, RNG streams, the resumable data order, snapshots and
+resuming) is training/runtime.py; the command line is generated from TrainOptions (training/options.py).
 
-    python training/train_generator.py --recipe fast --data data/utkface-64.zip --outdir runs/fast64 \\
+    python -m training.train_generator --recipe fast --data data/utkface-64.zip --outdir runs/fast64 \\
         --kimg 300 --threads 2 --quality-source ../shared/data/utkface/utkface-200px.zip
-    python training/train_generator.py --data data/utkface-128.zip --outdir runs/utk128 --batch 32 --kimg 5000
-    torchrun --standalone --nproc_per_node 4 training/train_generator.py --data ... --batch 64
-    python training/train_generator.py --cpu-smoke --outdir runs/smoke          # tiny nets, a few steps
-    python training/train_generator.py ... --resume runs/utk128                   # same options, more kimg
+    python -m training.train_generator --data data/utkface-128.zip --outdir runs/utk128 --batch 32 --kimg 5000
+    torchrun --standalone --nproc_per_node 4 -m training.train_generator --data ... --batch 64
+    python -m training.train_generator --cpu-smoke --outdir runs/smoke          # tiny nets, a few steps
+    python -m training.train_generator ... --resume runs/utk128                   # same options, more kimg
 
 Outputs in --outdir: ``options.json`` (the resolved options), ``stats.jsonl`` (losses, ADA p, timing,
 one line per log interval; the quality measure's lines, training/quality.py, every --quality-kimg),
@@ -31,35 +33,44 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import itertools
 import json
 import os
-import random
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faceapp.stylegan import Discriminator, Generator  # noqa: E402
-from training.augment import AugmentPipe, adjust_ada_p  # noqa: E402
-from training.dataset import ImageArchive, age_balance_weights, write_synthetic_archive  # noqa: E402
-from training.loss import HingeLoss, LossConfig, StyleGAN2Loss  # noqa: E402
-
-SNAPSHOT_PREFIX = "network-snapshot-"
-STATE_PREFIX = "training-state-"
-AUTO = None  # an option left at AUTO is filled in by resolve_options
-
-
-def opt(default, help: str, **argparse_kwargs):  # noqa: A002 (argparse's name)
-    """A TrainOptions field: its default, its --help text and any argparse extras, declared once."""
-    return field(default=default, metadata={"help": help, **argparse_kwargs})
+from faceapp.stylegan import Discriminator, Generator
+from training.augment import AugmentPipe, adjust_ada_p
+from training.dataset import ImageArchive, age_balance_weights, write_synthetic_archive
+from training.loss import HingeLoss, LossConfig, StyleGAN2Loss
+from training.options import AUTO, add_options, given_options, layered_values, opt
+from training.runtime import (
+    DistInfo,
+    Every,
+    append_stats,
+    broadcast_weights,
+    check_ranks_in_sync,
+    count_params,
+    default_device,
+    exit_after_torchrun,
+    find_resume,
+    gather_rng_states,
+    infinite_batches,
+    load_state,
+    make_loader,
+    out_of_time,
+    prune_snapshots,
+    reduce_gradients,
+    restore_progress,
+    run_distributed,
+    save_grid,
+    save_snapshot,
+    seed_rank,
+    to_float_image,
+)
 
 
 @dataclass(frozen=True)
@@ -171,33 +182,17 @@ CPU_SMOKE_ARGS = dict(
 # Command line.
 
 
-def _arg_type(f: dataclasses.Field):
-    t = str(f.type)
-    return int if t.startswith("int") else float if t.startswith("float") else str
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one flag per TrainOptions field (every default None = 'not given')."""
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter,
         epilog="[defaults] are the ada recipe's; --recipe fast changes some (RECIPES in this file; --dry-run shows "
                "what a command resolves to).")
-    for f in dataclasses.fields(TrainOptions):
-        meta = dict(f.metadata)
-        flag = "--" + f.name.replace("_", "-")
-        help_ = meta.pop("help") + ("" if f.default is None or f.default is False else f" [{f.default}]")
-        if str(f.type) == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        else:
-            p.add_argument(flag, type=_arg_type(f), default=None, help=help_, **meta)
+    add_options(p, TrainOptions)
     p.add_argument("--cpu-smoke", action="store_true",
                    help="tiny 16 px nets on CPU for a few steps (a synthetic archive if --data is not given)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and network sizes, then exit")
     return p
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_options(args: argparse.Namespace, resolution: int, base: dict | None = None,
@@ -209,18 +204,16 @@ def resolve_options(args: argparse.Namespace, resolution: int, base: dict | None
     own recipe unless an option is given again (every change is logged).
     """
     fields = {f.name: f for f in dataclasses.fields(TrainOptions)}
-    given = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    given = given_options(args, TrainOptions)
     if base is not None:
         values = {k: base.get(k, f.default) for k, f in fields.items()}
         for k, v in given.items():
             if k not in ("resume", "outdir", "data") and base.get(k, fields[k].default) != v:
                 log(f"resume: {k} {base.get(k)!r} -> {v!r} (given on the command line)")
+        values.update(given)
     else:
-        values = {k: f.default for k, f in fields.items()}
-        values.update(RECIPES[given.get("recipe", values["recipe"])])
-        if args.cpu_smoke:
-            values.update(CPU_SMOKE_ARGS, device="cpu")
-    values.update(given)
+        smoke = {**CPU_SMOKE_ARGS, "device": "cpu"} if args.cpu_smoke else {}
+        values = layered_values(TrainOptions, args, RECIPES[given.get("recipe", TrainOptions.recipe)], smoke)
     device = values["device"] or default_device()
     if values["precision"] is None:
         cuda = torch.device(device).type == "cuda"
@@ -253,6 +246,7 @@ def resolve_options(args: argparse.Namespace, resolution: int, base: dict | None
         values["proj_res"] = min(2 * resolution, 256)
     values.update(device=device, data=str(values["data"]), outdir=str(values["outdir"]))
     return TrainOptions(**values)
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,8 +358,6 @@ def initial_networks(opts: TrainOptions, dataset: ImageArchive, path: str | os.P
     return G, D, G_ema
 
 
-
-
 def _growable(G, want: tuple[int, int, int]) -> list[int]:
     """The block resolutions growing G to the data's `want` = (resolution, channels, label_dim) adds; [] if none."""
     res, ch, c_dim = want
@@ -438,187 +430,160 @@ def _upgradable(D, fresh_D) -> bool:
         {k: v for k, v in old.items() if k != "mbstd_group"} == {k: v for k, v in new.items() if k != "mbstd_group"}
 
 
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in a (possibly single-process) run."""
-
-    rank: int
-    world_size: int
-    device: torch.device
+# ---------------------------------------------------------------------------------------------
+# The loop.
 
 
-def init_distributed(device: str) -> DistInfo:
-    """Join the torchrun process group if WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return DistInfo(0, 1, torch.device(device))
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank, world_size, dev)
+def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
+    """Train G and D as ``opts`` say; return a summary (final nimg, last stats, output paths)."""
+    # == Set-up: seeds, data, networks, augmentation, loss, optimisers ================================
+    device, rank0, outdir = info.device, info.rank == 0, Path(opts.outdir)
+    log = log if rank0 else (lambda *a: None)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    if opts.batch % info.world_size != 0:
+        raise SystemExit(f"--batch {opts.batch} must be a multiple of the number of processes ({info.world_size})")
+    batch_gpu = opts.batch // info.world_size
+    seed_rank(opts.seed, info)  # each rank draws different z; everything else is in the snapshots
 
+    dataset = ImageArchive(opts.data, use_labels=opts.cond, xflip=opts.mirror)
+    weights = age_balance_weights(dataset.ages(), opts.balance_age) if opts.balance_age else None
+    sampler, loader = make_loader(dataset, batch_gpu, info, seed=opts.seed, workers=opts.workers, weights=weights)
+    if len(dataset) < opts.batch:
+        raise SystemExit(f"{opts.data} has {len(dataset)} images; need at least --batch {opts.batch}")
 
+    snap_path, state_path = find_resume(opts.resume) if opts.resume else (None, None)
+    G, D, G_ema, frozen = networks_on_device(opts, dataset, snap_path or opts.init, device, log)
+    augment_pipe = build_augment(opts)
+    augment_pipe = augment_pipe.to(device) if augment_pipe is not None else None
+    autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.precision]
+    scaler = torch.amp.GradScaler(device.type) if opts.precision == "fp16" else None
+    loss = build_loss(opts, G, D, augment_pipe, autocast_dtype)
+    phases = loss.phases()  # [(phase, 'G' | 'D', interval)]
+    optimisers = make_optimisers(opts, G, D, phases)
 
+    # == Resume: counters, optimisers, loss and ADA state, data position, RNG streams ==================
+    cur_nimg, batch_idx, train_time = 0, 0, 0.0
+    position = {"epoch": 0, "batches": 0}  # where this rank is in the data order
+    ada_acc = torch.zeros(2, device=device)  # [sum of sign(D(real)), count] since the last ADA update
+    if state_path is not None:
+        state = load_state(state_path)
+        cur_nimg, batch_idx = restore_training_state(state, optimisers=optimisers, scaler=scaler, loss=loss,
+                                                     augment_pipe=augment_pipe, ada_acc=ada_acc, log=log)
+        train_time = restore_progress(state, info, position, log)
+        log(f"resumed from {snap_path} at {cur_nimg / 1000:.3f} kimg")
+    elif info.world_size > 1:
+        broadcast_weights([G, D, G_ema])  # same initial weights everywhere (the seeds differ per rank)
 
-def count_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    # == Outputs: the sample grid's fixed latents, reals.png, the quality measure, their schedule ======
+    grid_z = torch.randn([opts.grid**2, G.z_dim], generator=torch.Generator().manual_seed(opts.seed))
+    grid_c = torch.stack([dataset.get_label(i % len(dataset)) for i in range(opts.grid**2)])
+    quality = start_outputs(opts, dataset, outdir, log) if rank0 else None
+    quality_psis = [float(v) for v in opts.quality_psi.split(",") if v]
+    total_nimg = int(round(opts.kimg * 1000))
+    log_due, snap_due, quality_due = (Every(int(round(kimg * 1000)), cur_nimg)
+                                      for kimg in (opts.log_kimg, opts.snap_kimg, opts.quality_kimg))
+    stats_acc: dict[str, list[torch.Tensor]] = {}  # per-phase stats since the last log line (rank-local)
+    last: dict = {}
+    outputs: list[str] = []
+    t_start = t_log = time.time()
+    nimg_log = cur_nimg
+    batches = infinite_batches(loader, sampler, position)
 
+    done = cur_nimg >= total_nimg or (opts.minutes > 0 and train_time >= opts.minutes * 60)  # (a resumed run)
+    while not done:
+        # == Step: a batch of reals, the due loss phases, G_ema, ADA's p ================================
+        t_step = time.time()
+        real_img, real_c = next(batches)
+        real_img, real_c = to_float_image(real_img, device), real_c.to(device)  # [B, C, H, W], [B, c_dim]
+        all_z, all_c = draw_latents(dataset, len(phases), batch_gpu, G.z_dim, device)  # one batch per phase
+        step_stats = run_phases(loss, phases, batch_idx, real_img, real_c, all_z, all_c, nets={"G": G, "D": D},
+                                optimisers=optimisers, frozen=frozen, scaler=scaler, world_size=info.world_size)
+        for st in step_stats.values():
+            for k, v in st.items():
+                stats_acc.setdefault(k, []).append(v)
+        if "Dmain" in step_stats:  # ADA's evidence: the sign of D on reals
+            ada_acc[0] += step_stats["Dmain"]["Loss/signs/real"] * batch_gpu
+            ada_acc[1] += batch_gpu
+        update_ema(G_ema, G, ema_beta(opts, cur_nimg))
+        cur_nimg += opts.batch
+        batch_idx += 1
+        if opts.aug == "ada" and batch_idx % opts.ada_interval == 0:
+            adjust_ada(augment_pipe, ada_acc, opts, info)
+        train_time += time.time() - t_step  # training only: logging, snapshots, evaluations excluded
+        done = cur_nimg >= total_nimg or out_of_time(train_time, opts.minutes, info, batch_idx, every=16)
 
-class ResumableSampler(torch.utils.data.DistributedSampler):
-    """DistributedSampler that can start mid-epoch, so a resumed run sees the same images in order.
+        # == Logging: a stats.jsonl line every --log-kimg ===============================================
+        if log_due(cur_nimg, force=done):
+            now = time.time()
+            last = {k: torch.stack(v).float().mean().item() for k, v in stats_acc.items()}
+            stats_acc.clear()
+            record = {
+                "kimg": cur_nimg / 1000, "step": batch_idx, "time_s": round(now - t_start, 3),
+                "train_time_s": round(train_time, 3),
+                "sec_per_kimg": (now - t_log) / max((cur_nimg - nimg_log) / 1000, 1e-9),
+                "ada_p": float(getattr(augment_pipe, "p", 0.0)), **last,
+            }
+            if device.type == "cuda":
+                record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            if rank0:
+                append_stats(outdir / "stats.jsonl", record, log)
+            t_log, nimg_log = time.time(), cur_nimg
 
-    The order of an epoch depends only on (seed, epoch); ``skip`` drops the indices
-    this rank already consumed before the snapshot.
-    """
+        # == Snapshot: networks, training state and a sample grid every --snap-kimg =====================
+        if snap_due(cur_nimg, force=done):
+            t_snap = time.time()
+            rng = gather_rng_states(device, info)  # (every rank takes part)
+            if rank0:
+                compact = opts.snap_dtype == "fp16"
+                state = training_state(optimisers=optimisers, scaler=scaler, loss=loss, augment_pipe=augment_pipe,
+                                       ada_acc=ada_acc, cur_nimg=cur_nimg, batch_idx=batch_idx, position=position,
+                                       train_time=train_time, rng=rng, compact=compact)
+                tag = f"{cur_nimg:09d}"
+                snap = save_snapshot(outdir, tag, {"G": G, "D": D, "G_ema": G_ema}, state,
+                                     dtype=torch.float16 if compact else None,
+                                     extra={"kimg": cur_nimg / 1000, "train_time_s": train_time,
+                                            "training_options": dataclasses.asdict(opts)})
+                save_grid(render_grid(G_ema, grid_z, grid_c, batch_gpu), outdir / f"fakes-{tag}.png", opts.grid)
+                outputs.append(str(snap))
+                if opts.keep_snaps:
+                    prune_snapshots(outdir, opts.keep_snaps)
+            t_log += time.time() - t_snap  # nor is writing snapshots
 
-    def __init__(self, dataset, num_replicas: int, rank: int, seed: int, weights=None) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
-        self.skip = 0
-        # weights [len(dataset)]: draw an epoch's indices with replacement in these proportions instead.
-        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        # == Quality measure (rank 0) every --quality-kimg ==============================================
+        if quality is not None and quality_due(cur_nimg, force=done):
+            t0 = time.time()
+            append_stats(outdir / "stats.jsonl", evaluate_quality(quality, G_ema, quality_psis, cur_nimg, train_time),
+                         log)
+            t_log += time.time() - t0  # evaluation time is not training speed
 
-    def __iter__(self):
-        if self.weights is None:
-            return itertools.islice(super().__iter__(), self.skip, None)
-        g = torch.Generator().manual_seed(self.seed + self.epoch)  # (seed, epoch) alone fix the order
-        idx = torch.multinomial(self.weights, self.total_size, replacement=True, generator=g).tolist()
-        return itertools.islice(iter(idx[self.rank:self.total_size:self.num_replicas]), self.skip, None)
-
-    def __len__(self) -> int:
-        return self.num_samples - self.skip
-
-
-def infinite_batches(loader: torch.utils.data.DataLoader, sampler: ResumableSampler, position: dict):
-    """Yield batches forever; ``position`` ({'epoch', 'batches'}) tracks what was consumed."""
-    while True:
-        sampler.set_epoch(position["epoch"])
-        sampler.skip = position["batches"] * loader.batch_size
-        for batch in loader:
-            position["batches"] += 1
-            yield batch
-        position["epoch"] += 1
-        position["batches"] = 0
-
-
-def to_float_image(img: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 [N, C, H, W] in 0..255 -> float32 [N, C, H, W] in [-1, 1]."""
-    return img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
-
-
-@torch.no_grad()
-def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
-    """G_ema <- beta * G_ema + (1 - beta) * G for parameters; buffers are copied."""
-    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b)
-
-
-def reduce_gradients(module: torch.nn.Module, world_size: int, sanitize: bool) -> None:
-    """Average gradients over ranks in one all_reduce; optionally replace NaN/Inf by finite values.
-
-    We synchronise by hand instead of wrapping modules in DistributedDataParallel: the
-    R1 and path-length terms need torch.autograd.grad with create_graph=True, which DDP
-    does not support, and each phase trains only half of the networks.
-    """
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
-        return
-    flat = torch.cat([p.grad.flatten() for p in params])
-    if world_size > 1:
-        dist.all_reduce(flat)
-        flat /= world_size
-    if sanitize:
-        torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
-        offset += n
-
-
-def check_ranks_in_sync(modules: list[torch.nn.Module], world_size: int) -> None:
-    """Raise if the ranks' weights differ (they must: every rank applies the same averaged gradients)."""
-    sums = torch.stack([torch.stack([p.detach().double().sum() for p in m.parameters()]).sum() for m in modules])
-    gathered = [torch.zeros_like(sums) for _ in range(world_size)]
-    dist.all_gather(gathered, sums)
-    if not all(torch.equal(g, gathered[0]) for g in gathered):
-        raise RuntimeError(f"ranks diverged: weight sums per rank {[g.tolist() for g in gathered]}")
-
-
-def get_rng_states(device: torch.device) -> dict:
-    """RNG states of torch (CPU and this CUDA device), numpy and python, as plain tensors/lists."""
-    np_state = np.random.get_state()
-    states = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": list(random.getstate()),
-    }
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def set_rng_states(states: dict, device: torch.device) -> None:
-    torch.set_rng_state(states["torch"])
-    name, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def run_distributed(opts, loop, **kwargs):
-    """Join the torchrun group (if any), write options.json on rank 0, run `loop(opts, info, log, **kwargs)`."""
-    info = init_distributed(opts.device)
-    if info.rank == 0:
-        Path(opts.outdir).mkdir(parents=True, exist_ok=True)
-        (Path(opts.outdir) / "options.json").write_text(json.dumps(dataclasses.asdict(opts), indent=2) + "\n")
-    try:
-        result = loop(opts, info, log=print if info.rank == 0 else (lambda *a: None), **kwargs)
-        if info.world_size > 1:
-            dist.barrier()  # nobody tears gloo down while another rank still talks to it (it aborted at exit)
-        return result
-    finally:
-        if info.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def gather_rng_states(device, info) -> list:
-    """Every rank's RNG states (a list indexed by rank), so a resumed run continues each rank's streams."""
-    rng = get_rng_states(device)
-    if info.world_size == 1:
-        return [rng]
-    gathered = [None] * info.world_size
-    dist.all_gather_object(gathered, rng)
-    return gathered
-
-
-def find_resume(path: str, snapshot_prefix: str = SNAPSHOT_PREFIX,
-                state_prefix: str = STATE_PREFIX) -> tuple[Path, Path]:
-    """Snapshot file or run folder -> (network snapshot, training-state file beside it)."""
-    p = Path(path)
-    if p.is_dir():
-        snaps = sorted(p.glob(f"{snapshot_prefix}*.safetensors"))
-        if not snaps:
-            raise SystemExit(f"--resume {path}: no {snapshot_prefix}*.safetensors in that folder")
-        p = snaps[-1]
-    if not p.exists():
-        raise SystemExit(f"--resume {path}: no such file")
-    state = p.with_name(p.name.replace(snapshot_prefix, state_prefix)).with_suffix(".pt")
-    if not state.exists():
-        raise SystemExit(f"--resume {path}: the training state {state.name} is missing beside it")
-    return p, state
+    if info.world_size > 1:
+        check_ranks_in_sync([G, D, G_ema], info.world_size)
+    return {"cur_nimg": cur_nimg, "batch_idx": batch_idx, "stats": last, "snapshots": outputs,
+            "G": G, "D": D, "G_ema": G_ema, "augment_pipe": augment_pipe}
 
 
 # ---------------------------------------------------------------------------------------------
-# The loop.
+# Pieces of the loop, in the order it uses them.
+
+
+def networks_on_device(opts: TrainOptions, dataset: ImageArchive, path, device: torch.device, log):
+    """-> (G, D, G_ema, frozen): initial_networks (fresh, or from the checkpoint `path`) on `device`, gradients
+    off (each phase turns its network's on); ``frozen``: the names of G's parameters --freeze-below keeps."""
+    G, D, G_ema = initial_networks(opts, dataset, path)
+    G, D = G.to(device).train().requires_grad_(False), D.to(device).train().requires_grad_(False)
+    G_ema = G_ema.to(device).eval().requires_grad_(False)
+    frozen = frozen_parameters(G, opts.freeze_below)
+    if frozen:
+        # G starts with G_ema's values there, so the EMA (a lerp between equal values) keeps them exactly
+        ema = dict(G_ema.named_parameters())
+        with torch.no_grad():
+            for name, p in G.named_parameters():
+                if name in frozen:
+                    p.copy_(ema[name])
+        log(f"frozen: G's mapping and blocks below {opts.freeze_below} px ({len(frozen)} tensors); "
+            f"{sum(p.numel() for n, p in G.named_parameters() if n not in frozen):,} parameters train")
+    return G, D, G_ema, frozen
 
 
 def make_optimisers(opts: TrainOptions, G, D, phases) -> dict[str, torch.optim.Optimizer]:
@@ -633,13 +598,38 @@ def make_optimisers(opts: TrainOptions, G, D, phases) -> dict[str, torch.optim.O
     return out
 
 
-def optimiser_state(opt: torch.optim.Optimizer, compact: bool) -> dict:
-    """opt.state_dict(), with the moments in bfloat16 when ``compact`` (Adam's exp_avg_sq needs bf16's range)."""
-    state = opt.state_dict()
-    if compact:
-        state["state"] = {k: {n: (t.to(torch.bfloat16) if torch.is_tensor(t) and t.is_floating_point() and t.ndim
-                                  else t) for n, t in v.items()} for k, v in state["state"].items()}
-    return state
+def restore_training_state(state: dict, *, optimisers, scaler, loss, augment_pipe, ada_acc: torch.Tensor,
+                           log=print) -> tuple[int, int]:
+    """Load what `training_state` saved into the optimisers (lr and betas stay the options': a changed --glr etc.
+    takes effect), the grad scaler, the loss (its path-length mean), ADA's accumulator and p.
+    -> (cur_nimg, batch_idx). The data position, RNG streams and time are `runtime.restore_progress`'s."""
+    for net in ("G", "D"):
+        opt = optimisers[net]
+        wanted = [(g["lr"], g["betas"]) for g in opt.param_groups]  # from the options, lazy-reg rescaled
+        try:
+            opt.load_state_dict(state[f"opt_{net}"])  # casts bf16 moments back to the params' dtype
+        except ValueError as e:  # the network gained parameters (an upgraded D): its moments start afresh
+            if net != "D":
+                raise
+            log(f"resume: D's optimiser state starts afresh ({e})")
+        for g, (lr, betas) in zip(opt.param_groups, wanted):
+            g["lr"], g["betas"] = lr, betas
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    loss.load_state_dict(state["loss"])
+    ada_acc.copy_(state["ada_acc"])
+    if augment_pipe is not None and hasattr(augment_pipe, "p"):
+        augment_pipe.p = float(state["augment_p"])
+    return state["cur_nimg"], state["batch_idx"]
+
+
+def start_outputs(opts: TrainOptions, dataset: ImageArchive, outdir: Path, log):
+    """Rank 0, before the first step: the run folder, reals.png (once per run) and the quality measure (or None)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    if not (outdir / "reals.png").exists():
+        reals = torch.stack([dataset[i % len(dataset)][0] for i in range(opts.grid**2)])
+        save_grid(reals.float() / 127.5 - 1, outdir / "reals.png", opts.grid)
+    return make_quality(opts, dataset, outdir, log)
 
 
 def make_quality(opts: TrainOptions, dataset: ImageArchive, outdir: Path, log):
@@ -662,275 +652,99 @@ def make_quality(opts: TrainOptions, dataset: ImageArchive, outdir: Path, log):
     return quality
 
 
-def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
-    """Train G and D as ``opts`` say; return a summary (final nimg, last stats, output paths)."""
-    from faceapp.stylegan.checkpoint import save_networks
+def draw_latents(dataset: ImageArchive, num_phases: int, batch: int, z_dim: int, device: torch.device):
+    """-> z [num_phases, batch, z_dim], c [num_phases, batch, c_dim]: the fakes' latents and labels (the labels of
+    random images of the archive), one batch per phase."""
+    all_z = torch.randn([num_phases, batch, z_dim], device=device)
+    label_idx = torch.randint(len(dataset), [num_phases, batch])
+    all_c = torch.stack([dataset.get_label(int(i)) for i in label_idx.flatten()])
+    return all_z, all_c.view(num_phases, batch, -1).to(device)
 
-    device = info.device
-    rank0 = info.rank == 0
-    outdir = Path(opts.outdir)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    if opts.batch % info.world_size != 0:
-        raise SystemExit(f"--batch {opts.batch} must be a multiple of the number of processes ({info.world_size})")
-    batch_gpu = opts.batch // info.world_size
 
-    # Seeding: each rank draws different z; everything else is in the snapshots.
-    torch.manual_seed(opts.seed * info.world_size + info.rank)
-    np.random.seed(opts.seed * info.world_size + info.rank)
-    random.seed(opts.seed * info.world_size + info.rank)
-
-    dataset = ImageArchive(opts.data, use_labels=opts.cond, xflip=opts.mirror)
-    weights = age_balance_weights(dataset.ages(), opts.balance_age) if opts.balance_age else None
-    sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=opts.seed,
-                               weights=weights)
-    if len(dataset) < opts.batch:
-        raise SystemExit(f"{opts.data} has {len(dataset)} images; need at least --batch {opts.batch}")
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_gpu, sampler=sampler, num_workers=opts.workers, drop_last=True,
-        pin_memory=device.type == "cuda", persistent_workers=False,
-        generator=torch.Generator(),  # its own RNG, so creating an iterator leaves the global one alone
-    )
-    position = {"epoch": 0, "batches": 0}
-
-    snap_path = state_path = None
-    if opts.resume:
-        snap_path, state_path = find_resume(opts.resume)
-        G, D, G_ema = initial_networks(opts, dataset, snap_path)
-    else:
-        G, D, G_ema = initial_networks(opts, dataset, opts.init)
-    G, D = G.to(device).train().requires_grad_(False), D.to(device).train().requires_grad_(False)
-    G_ema = G_ema.to(device).eval().requires_grad_(False)
-    frozen = frozen_parameters(G, opts.freeze_below)
-    if frozen:
-        # G starts with G_ema's values there, so the EMA (a lerp between equal values) keeps them exactly
-        ema = dict(G_ema.named_parameters())
-        with torch.no_grad():
-            for name, p in G.named_parameters():
+def run_phases(loss, phases, batch_idx: int, real_img: torch.Tensor, real_c: torch.Tensor, all_z: torch.Tensor,
+               all_c: torch.Tensor, *, nets: dict, optimisers: dict, frozen: set[str], scaler,
+               world_size: int) -> dict[str, dict]:
+    """The loss phases due at step `batch_idx` (one of interval k runs every k-th step, its loss scaled by k):
+    each one's gradients, averaged over ranks, then its network's optimiser step. -> {phase: its stats}."""
+    out = {}
+    stepped_scaled = False
+    for (phase, net, interval), gen_z, gen_c in zip(phases, all_z, all_c):
+        if batch_idx % interval != 0:
+            continue
+        module, opt = nets[net], optimisers[net]
+        opt.zero_grad(set_to_none=True)
+        module.requires_grad_(True)
+        if net == "G":
+            for name, p in module.named_parameters():
                 if name in frozen:
-                    p.copy_(ema[name])
-        log(f"frozen: G's mapping and blocks below {opts.freeze_below} px ({len(frozen)} tensors); "
-            f"{sum(p.numel() for n, p in G.named_parameters() if n not in frozen):,} parameters train")
-    augment_pipe = build_augment(opts)
-    if augment_pipe is not None:
-        augment_pipe = augment_pipe.to(device)
+                    p.requires_grad_(False)
+        out[phase] = loss.accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain=float(interval),
+                                               scaler=scaler)
+        module.requires_grad_(False)
+        scaled = scaler is not None and phase.endswith("main")
+        reduce_gradients(module, world_size, sanitize=not scaled)
+        if scaled:
+            scaler.step(opt)
+            stepped_scaled = True
+        else:
+            opt.step()
+    if stepped_scaled:
+        scaler.update()
+    return out
 
-    autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.precision]
-    scaler = torch.amp.GradScaler(device.type) if opts.precision == "fp16" else None
-    loss = build_loss(opts, G, D, augment_pipe, autocast_dtype)
-    phases = loss.phases()  # [(phase, 'G' | 'D', interval)]
-    opts_by_net = make_optimisers(opts, G, D, phases)
-    modules = {"G": G, "D": D}
 
-    cur_nimg, batch_idx, train_time = 0, 0, 0.0
-    ada_acc = torch.zeros(2, device=device)  # [sum of sign(D(real)), count] since the last ADA update
-    if opts.resume:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        for net in ("G", "D"):
-            opt = opts_by_net[net]
-            wanted = [(g["lr"], g["betas"]) for g in opt.param_groups]  # from the options, lazy-reg rescaled
-            try:
-                opt.load_state_dict(state[f"opt_{net}"])  # casts bf16 moments back to the params' dtype
-            except ValueError as e:  # the network gained parameters (an upgraded D): its moments start afresh
-                if net != "D":
-                    raise
-                if rank0:
-                    log(f"resume: D's optimiser state starts afresh ({e})")
-            for g, (lr, betas) in zip(opt.param_groups, wanted):  # a changed --glr/--dlr/--beta* takes effect
-                g["lr"], g["betas"] = lr, betas
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        cur_nimg, batch_idx = state["cur_nimg"], state["batch_idx"]
-        train_time = float(state.get("train_time_s", 0.0))
-        position.update(state["data_position"])
-        loss.load_state_dict(state["loss"])
-        ada_acc.copy_(state["ada_acc"])
-        if augment_pipe is not None and hasattr(augment_pipe, "p"):
-            augment_pipe.p = float(state["augment_p"])
-        rng = state["rng"]
-        if len(rng) == info.world_size:
-            set_rng_states(rng[info.rank], device)
-        elif rank0:
-            log(f"resuming with {info.world_size} processes from a run with {len(rng)}: RNG streams differ")
-        if rank0:
-            log(f"resumed from {snap_path} at {cur_nimg / 1000:.3f} kimg")
-    elif info.world_size > 1:
-        # Same initial weights everywhere (the seeds differ per rank).
-        for module in (G, D, G_ema):
-            for t in itertools.chain(module.parameters(), module.buffers()):
-                dist.broadcast(t.data, src=0)
+def ema_beta(opts: TrainOptions, cur_nimg: int) -> float:
+    """G_ema's decay for this step: half-life ema_kimg, shorter early on (ramp-up) so it does not lag the
+    random init."""
+    ema_nimg = opts.ema_kimg * 1000
+    if opts.ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * opts.ema_rampup)
+    return 0.5 ** (opts.batch / max(ema_nimg, 1e-8))
 
-    grid_z = torch.randn([opts.grid**2, G.z_dim], generator=torch.Generator().manual_seed(opts.seed))
-    grid_c = torch.stack([dataset.get_label(i % len(dataset)) for i in range(opts.grid**2)])
-    quality = None
-    if rank0:
-        outdir.mkdir(parents=True, exist_ok=True)
-        if not (outdir / "reals.png").exists():
-            reals = torch.stack([dataset[i % len(dataset)][0] for i in range(opts.grid**2)])
-            save_grid(reals.float() / 127.5 - 1, outdir / "reals.png", opts.grid)
-        quality = make_quality(opts, dataset, outdir, log)
-    quality_psis = [float(v) for v in opts.quality_psi.split(",") if v]
 
-    def every(kimg: float) -> int:
-        return max(int(round(kimg * 1000)), 1)
+@torch.no_grad()
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    """G_ema <- beta * G_ema + (1 - beta) * G for parameters; buffers are copied."""
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
 
-    total_nimg = int(round(opts.kimg * 1000))
-    log_nimg, snap_nimg, quality_nimg = every(opts.log_kimg), every(opts.snap_kimg), every(opts.quality_kimg)
-    next_log = (cur_nimg // log_nimg + 1) * log_nimg
-    next_snap = (cur_nimg // snap_nimg + 1) * snap_nimg
-    next_quality = (cur_nimg // quality_nimg + 1) * quality_nimg
-    stats_acc: dict[str, list[torch.Tensor]] = {}  # per-phase stats since the last log line (rank-local)
-    last = {}
-    outputs: list[str] = []
-    t_start = t_log = time.time()
-    nimg_log = cur_nimg
-    batches = infinite_batches(loader, sampler, position)
 
-    def write_stats(record: dict) -> None:
-        if rank0:
-            with open(outdir / "stats.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-
-    done = cur_nimg >= total_nimg or (opts.minutes > 0 and train_time >= opts.minutes * 60)  # (a resumed run)
-    while not done:
-        t_step = time.time()
-        real_img, real_c = next(batches)
-        real_img = to_float_image(real_img, device)  # [B, C, H, W]
-        real_c = real_c.to(device)  # [B, c_dim]
-        all_z = torch.randn([len(phases), batch_gpu, G.z_dim], device=device)  # one z batch per phase
-        label_idx = torch.randint(len(dataset), [len(phases), batch_gpu])
-        all_c = torch.stack([dataset.get_label(int(i)) for i in label_idx.flatten()])
-        all_c = all_c.view(len(phases), batch_gpu, -1).to(device)  # [phases, B, c_dim]
-
-        stepped_scaled = False
-        for (phase, net, interval), gen_z, gen_c in zip(phases, all_z, all_c):
-            if batch_idx % interval != 0:
-                continue
-            module, opt = modules[net], opts_by_net[net]
-            opt.zero_grad(set_to_none=True)
-            module.requires_grad_(True)
-            if net == "G":
-                for name, p in G.named_parameters():
-                    if name in frozen:
-                        p.requires_grad_(False)
-            st = loss.accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain=float(interval),
-                                           scaler=scaler)
-            module.requires_grad_(False)
-            scaled = scaler is not None and phase.endswith("main")
-            reduce_gradients(module, info.world_size, sanitize=not scaled)
-            if scaled:
-                scaler.step(opt)
-                stepped_scaled = True
-            else:
-                opt.step()
-            for k, v in st.items():
-                stats_acc.setdefault(k, []).append(v)
-            if phase == "Dmain":
-                ada_acc[0] += st["Loss/signs/real"] * batch_gpu
-                ada_acc[1] += batch_gpu
-        if stepped_scaled:
-            scaler.update()
-
-        # G_ema: half-life ema_kimg, shorter early on (ramp-up) so it does not lag the random init.
-        ema_nimg = opts.ema_kimg * 1000
-        if opts.ema_rampup is not None:
-            ema_nimg = min(ema_nimg, cur_nimg * opts.ema_rampup)
-        update_ema(G_ema, G, 0.5 ** (opts.batch / max(ema_nimg, 1e-8)))
-
-        cur_nimg += opts.batch
-        batch_idx += 1
-
-        # ADA: move p toward the target overfitting level r_t.
-        if opts.aug == "ada" and batch_idx % opts.ada_interval == 0:
-            acc = ada_acc.clone()
-            if info.world_size > 1:
-                dist.all_reduce(acc)
-            if acc[1] > 0:
-                r_t = float(acc[0] / acc[1])
-                augment_pipe.p = adjust_ada_p(augment_pipe.p, r_t, opts.ada_target,
-                                              opts.batch * opts.ada_interval, opts.ada_kimg)
-            ada_acc.zero_()
-        train_time += time.time() - t_step  # training only: logging, snapshots, evaluations excluded
-
-        out_of_time = opts.minutes > 0 and train_time >= opts.minutes * 60
-        if info.world_size > 1 and opts.minutes > 0:
-            # Ranks' clocks differ: agree on the clock every 16 steps only (one sync), so all stop together.
-            out_of_time = False
-            if batch_idx % 16 == 0:
-                flag = torch.tensor(float(train_time >= opts.minutes * 60), device=device)
-                dist.all_reduce(flag)
-                out_of_time = bool(flag > 0)
-        done = cur_nimg >= total_nimg or out_of_time
-        if cur_nimg >= next_log or done:
-            now = time.time()
-            last = {k: torch.stack(v).float().mean().item() for k, v in stats_acc.items()}
-            record = {
-                "kimg": cur_nimg / 1000, "step": batch_idx, "time_s": round(now - t_start, 3),
-                "train_time_s": round(train_time, 3),
-                "sec_per_kimg": (now - t_log) / max((cur_nimg - nimg_log) / 1000, 1e-9),
-                "ada_p": float(getattr(augment_pipe, "p", 0.0)), **last,
-            }
-            if device.type == "cuda":
-                record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-            write_stats(record)
-            stats_acc.clear()
-            t_log, nimg_log = time.time(), cur_nimg
-            next_log = (cur_nimg // log_nimg + 1) * log_nimg
-
-        if cur_nimg >= next_snap or done:
-            t_snap = time.time()
-            rng = gather_rng_states(device, info)
-            if rank0:
-                tag = f"{cur_nimg:09d}"
-                snap = outdir / f"{SNAPSHOT_PREFIX}{tag}.safetensors"
-                compact = opts.snap_dtype == "fp16"
-                save_networks(snap, {"G": G, "D": D, "G_ema": G_ema}, dtype=torch.float16 if compact else None,
-                              extra={"kimg": cur_nimg / 1000, "train_time_s": train_time,
-                                     "training_options": dataclasses.asdict(opts)})
-                torch.save({
-                    "opt_G": optimiser_state(opts_by_net["G"], compact),
-                    "opt_D": optimiser_state(opts_by_net["D"], compact),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "cur_nimg": cur_nimg, "batch_idx": batch_idx, "data_position": dict(position),
-                    "train_time_s": train_time, "loss": loss.state_dict(), "ada_acc": ada_acc.cpu(),
-                    "augment_p": float(getattr(augment_pipe, "p", 0.0)),
-                    "rng": rng,
-                }, outdir / f"{STATE_PREFIX}{tag}.pt")
-                save_grid(render_grid(G_ema, grid_z, grid_c, batch_gpu), outdir / f"fakes-{tag}.png", opts.grid)
-                outputs.append(str(snap))
-                if opts.keep_snaps:
-                    prune_snapshots(outdir, opts.keep_snaps)
-            next_snap = (cur_nimg // snap_nimg + 1) * snap_nimg
-            t_log += time.time() - t_snap  # nor is writing snapshots
-
-        if quality is not None and (cur_nimg >= next_quality or done):
-            t0 = time.time()
-            record = {"kimg": cur_nimg / 1000, "train_time_s": round(train_time, 3)}
-            for psi in quality_psis:
-                tag = "" if psi == 1 else f"_psi{psi:g}"
-                for k, v in quality.evaluate(G_ema, psi).items():  # the real side's figures carry no tag
-                    real_side = k == "fd_floor" or k.endswith("_real")
-                    record[f"Quality/{k}" if real_side else f"Quality/{k}{tag}"] = v
-            record["Quality/eval_s"] = round(time.time() - t0, 1)
-            write_stats(record)
-            next_quality = (cur_nimg // quality_nimg + 1) * quality_nimg
-            t_log += time.time() - t0  # evaluation time is not training speed
-
+def adjust_ada(augment_pipe, ada_acc: torch.Tensor, opts: TrainOptions, info: DistInfo) -> None:
+    """ADA: move p toward the target overfitting level r_t = E[sign(D(real))] since the last update (all ranks)."""
+    acc = ada_acc.clone()
     if info.world_size > 1:
-        check_ranks_in_sync([G, D, G_ema], info.world_size)
-    return {"cur_nimg": cur_nimg, "batch_idx": batch_idx, "stats": last, "snapshots": outputs,
-            "G": G, "D": D, "G_ema": G_ema, "augment_pipe": augment_pipe}
+        dist.all_reduce(acc)
+    if acc[1] > 0:
+        r_t = float(acc[0] / acc[1])
+        augment_pipe.p = adjust_ada_p(augment_pipe.p, r_t, opts.ada_target, opts.batch * opts.ada_interval,
+                                      opts.ada_kimg)
+    ada_acc.zero_()
 
 
-def prune_snapshots(outdir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` snapshot/state pairs (sample grids stay)."""
-    snaps = sorted(outdir.glob(f"{SNAPSHOT_PREFIX}*.safetensors"))
-    for snap in snaps[:-keep]:
-        snap.unlink(missing_ok=True)
-        snap.with_name(snap.name.replace(SNAPSHOT_PREFIX, STATE_PREFIX)).with_suffix(".pt").unlink(missing_ok=True)
+def training_state(*, optimisers, scaler, loss, augment_pipe, ada_acc: torch.Tensor, cur_nimg: int, batch_idx: int,
+                   position: dict, train_time: float, rng: list, compact: bool) -> dict:
+    """What a training-state file holds beside the networks (`restore_training_state` and
+    `runtime.restore_progress` read it back); ``compact``: Adam's moments in bfloat16."""
+    return {
+        "opt_G": optimiser_state(optimisers["G"], compact),
+        "opt_D": optimiser_state(optimisers["D"], compact),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "cur_nimg": cur_nimg, "batch_idx": batch_idx, "data_position": dict(position),
+        "train_time_s": train_time, "loss": loss.state_dict(), "ada_acc": ada_acc.cpu(),
+        "augment_p": float(getattr(augment_pipe, "p", 0.0)),
+        "rng": rng,
+    }
 
 
+def optimiser_state(opt: torch.optim.Optimizer, compact: bool) -> dict:
+    """opt.state_dict(), with the moments in bfloat16 when ``compact`` (Adam's exp_avg_sq needs bf16's range)."""
+    state = opt.state_dict()
+    if compact:
+        state["state"] = {k: {n: (t.to(torch.bfloat16) if torch.is_tensor(t) and t.is_floating_point() and t.ndim
+                                  else t) for n, t in v.items()} for k, v in state["state"].items()}
+    return state
 
 
 @torch.no_grad()
@@ -941,17 +755,17 @@ def render_grid(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor, batch: int
     return torch.cat(out)
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
-    """images [N, C, H, W] in [-1, 1] -> a PNG grid with ``nrow`` images per row."""
-    import torchvision.utils
-
-    torchvision.utils.save_image(images.clamp(-1, 1), path, nrow=nrow, normalize=True, value_range=(-1, 1),
-                                 padding=0)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
+def evaluate_quality(quality, G_ema: torch.nn.Module, psis: list[float], cur_nimg: int, train_time: float) -> dict:
+    """The quality measure of G_ema at each truncation psi, as a stats.jsonl record."""
+    t0 = time.time()
+    record = {"kimg": cur_nimg / 1000, "train_time_s": round(train_time, 3)}
+    for psi in psis:
+        tag = "" if psi == 1 else f"_psi{psi:g}"
+        for k, v in quality.evaluate(G_ema, psi).items():  # the real side's figures carry no tag
+            real_side = k == "fd_floor" or k.endswith("_real")
+            record[f"Quality/{k}" if real_side else f"Quality/{k}{tag}"] = v
+    record["Quality/eval_s"] = round(time.time() - t0, 1)
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -994,16 +808,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
 
     return run_distributed(opts, training_loop)
-
-
-def exit_after_torchrun() -> None:
-    """Under torchrun, once main() has returned (every rank done and out of the process group), exit without
-    running C++ static destructors: gloo's threads sometimes abort the process there ("terminate called
-    without an active exception", exit -6) after all work is done and written. No-op in one process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
 
 
 if __name__ == "__main__":
