@@ -1,6 +1,6 @@
 """Milliseconds per photo for detect + landmarks + align + paste-back, at 1 MP and 12 MP.
 
-    python bench/align.py [--backend dlib] [--size 1024] [--repeat 5] [--upsample 1]
+    python -m bench.align [--backend dlib] [--size 1024] [--repeat 5] [--upsample 1]
 
 The photos are tests/data/obama.jpg scaled to 1 MP (1155x866) and 12 MP (4000x3000),
 widened to 4:3 by mirroring its sides, so the face grows with the photo as in a
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faceapp.align import FFHQ_SPEC, align_face, detect_faces, paste_back, resolve_backend  # noqa: E402
-from faceapp.imageio import load_image  # noqa: E402
+from faceapp.align import FFHQ_SPEC, align_face, detect_faces, paste_back, resolve_backend
+from faceapp.imageio import load_image
 
 PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "obama.jpg"
 

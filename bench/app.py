@@ -6,8 +6,8 @@ runs /load_photo (decode, detect) and then /edit (align, invert, render, paste b
 untrained stand-in (labelled as such in the output: its inversion runs fewer steps, so its figures
 say little about a real model).
 
-    .venv/bin/python bench/app.py [--model PATH|USER/REPO] [--photo tests/data/astronaut.jpg] [--repeats 3]
-    .venv/bin/python bench/app.py --load 16 --edits 5   # + 16 concurrent visitors, 5 edits each
+    .venv/bin/python -m bench.app [--model PATH|USER/REPO] [--photo tests/data/astronaut.jpg] [--repeats 3]
+    .venv/bin/python -m bench.app --load 16 --edits 5   # + 16 concurrent visitors, 5 edits each
 
 The load test: N visitors at once, each uploading its own photo (the test photo with the visitor's own
 coloured mark in a corner) and making E edits. It checks that every call is answered and that every result
@@ -18,14 +18,12 @@ before, at the peak and after the sessions closed.
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 

@@ -1,11 +1,11 @@
 """Benchmark the StyleGAN2 generator: img/s, ms/img, analytic GFLOPs and achieved GFLOP/s.
 
-    python bench/generator.py                      # config-f 1024 and the small demo 128, batch 1 and 8
-    python bench/generator.py --preset demo128 --batch 1 --iters 20
-    python bench/generator.py --resolution 128 --channel-base 4096 --channel-max 256 \
+    python -m bench.generator                      # config-f 1024 and the small demo 128, batch 1 and 8
+    python -m bench.generator --preset demo128 --batch 1 --iters 20
+    python -m bench.generator --resolution 128 --channel-base 4096 --channel-max 256 \
         --w-dim 256 --map-layers 4 --batch 1        # size a custom network
-    python bench/generator.py --device cuda        # GPU, custom ops: impl ref vs cuda
-    python bench/generator.py --nvidia ~/src/stylegan2-ada-pytorch --threads 1
+    python -m bench.generator --device cuda        # GPU, custom ops: impl ref vs cuda
+    python -m bench.generator --nvidia ~/src/stylegan2-ada-pytorch --threads 1
                                                    # side by side with NVIDIA's Generator
 
 Weights are random (speed does not depend on them). Timing covers G(z) = mapping +
@@ -40,9 +40,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faceapp.stylegan import Generator  # noqa: E402
+from faceapp.stylegan import Generator
 
 PRESETS = {
     # Official FFHQ config-f (stylegan2-ada-pytorch 'paper1024' / the NVIDIA ffhq.pkl).

@@ -1,9 +1,9 @@
 """Benchmark inversion: seconds per face and reconstruction error per mode on held-out UTKFace faces.
 
-    python bench/invert.py --bundle path/to/bundle              # generator + encoder of a model bundle
-    python bench/invert.py --generator G.safetensors [--encoder E.safetensors]
-    python bench/invert.py --random                             # an untrained demo-sized G (timings only)
-    python bench/invert.py --random --faces 5 --modes fast,balanced --threads 1
+    python -m bench.invert --bundle path/to/bundle              # generator + encoder of a model bundle
+    python -m bench.invert --generator G.safetensors [--encoder E.safetensors]
+    python -m bench.invert --random                             # an untrained demo-sized G (timings only)
+    python -m bench.invert --random --faces 5 --modes fast,balanced --threads 1
 
 Faces: the last `--faces` (default 50) files, in sorted name order, of
 ../shared/data/utkface/utkface-200px.zip (never used for training here; read from the zip at run time,
@@ -31,7 +31,7 @@ the face (paste='render': the inversion's own faithfulness, the figure that tell
 Distances are taken on the same UTKFace-style crop of the face in photo and result
 (training/calibrate_years.PhotoMeter).
 
-    python bench/invert.py --bundle models/demo --pipeline --modes fast,best --threads 1 \
+    python -m bench.invert --bundle models/demo --pipeline --modes fast,best --threads 1 \
         --age-gender-model runs/labelers/age_gender.safetensors
 """
 
@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -51,12 +50,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faceapp.inversion import MODES, IdentityLoss, InvertConfig, invert, perceptual_loss
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from faceapp.inversion import MODES, IdentityLoss, InvertConfig, invert, perceptual_loss  # noqa: E402
-
 UTKFACE_ZIP = ROOT.parent / "shared" / "data" / "utkface" / "utkface-200px.zip"
 # The demo generator's shape (bench/generator.py's demo128 preset), for --random.
 DEMO128 = dict(z_dim=256, c_dim=0, w_dim=256, img_resolution=128, img_channels=3,
@@ -218,7 +214,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        from generator import tune_malloc  # bench/generator.py: keep freed memory (CPU speed)
+        from bench.generator import tune_malloc  # keep freed memory (CPU speed)
 
         tune_malloc()
     except Exception:  # noqa: BLE001  (a speed tweak only)

@@ -1,6 +1,6 @@
 """The README's before/after strip: one public-domain photo through the app's pipeline, edited each way.
 
-    python bench/readme_figure.py --bundle models/demo --out docs/img/readme-before-after.png
+    python -m bench.readme_figure --bundle models/demo --out docs/img/readme-before-after.png
 
 The photo (default tests/data/astronaut.jpg, NASA, public domain) goes through FaceEditor as an upload
 would (detect, align, invert in --mode, paste the edit back as the user gets it); the strip shows the same
@@ -12,15 +12,12 @@ in strengths. The image is what the model made of a public-domain photo: it carr
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def face_square(box, size, scale: float = 1.9) -> tuple[int, int, int, int]:

@@ -1,7 +1,7 @@
 """Where the time of one training step goes, for a recipe of training/train_generator.py.
 
-    python bench/train_step.py --recipe fast --resolution 64 --threads 2
-    python bench/train_step.py --recipe ada --resolution 64 --threads 2 --cbase 2048 --cmax 256 --z-dim 256
+    python -m bench.train_step --recipe fast --resolution 64 --threads 2
+    python -m bench.train_step --recipe ada --resolution 64 --threads 2 --cbase 2048 --cmax 256 --z-dim 256
 
 Times each part of the G and D phases separately (median of --iters after warm-up), on random weights
 and random images (speed does not depend on them): data loading (from --data if given), G forward,
@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.loss import map_with_mixing  # noqa: E402
-from training.train_generator import (  # noqa: E402
+from training.loss import map_with_mixing
+from training.train_generator import (
     build_augment,
     build_discriminator,
     build_generator,

@@ -1,6 +1,6 @@
 """How far must a face change for the project's age labeler to read it N years older? (a bound, no model involved)
 
-    python bench/years_bound.py --age-gender-model runs/labelers/age_gender.safetensors
+    python -m bench.years_bound --age-gender-model runs/labelers/age_gender.safetensors
 
 The age labeler (training/labelers.AgeGenderModel) and the same-person test both read dlib's 128-D face
 descriptor: the age is a kNN over UTKFace training descriptors, "the same person" is a descriptor distance
@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SAME_PERSON = 0.6
 

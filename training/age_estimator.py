@@ -30,7 +30,6 @@ import argparse
 import io
 import json
 import os
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -39,9 +38,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-if __package__ in (None, ""):  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 __all__ = ["AgeEstimator", "load_age_estimator", "register", "estimate_ages", "main"]
 

@@ -1,7 +1,7 @@
 """Turn a folder or zip of photos into a training archive of aligned face crops.
 
-    python training/prepare_dataset.py --source photos/ --dest data/mine-128.zip --resolution 128
-    python training/prepare_dataset.py --source ../shared/data/utkface/utkface-200px.zip \\
+    python -m training.prepare_dataset --source photos/ --dest data/mine-128.zip --resolution 128
+    python -m training.prepare_dataset --source ../shared/data/utkface/utkface-200px.zip \\
         --dest data/utkface-128.zip --resolution 128 --workers 2
 
 Each photo is loaded (EXIF orientation applied), its largest face detected with
@@ -32,7 +32,6 @@ import dataclasses
 import io
 import json
 import re
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faceapp.align import (  # noqa: E402
+from faceapp.align import (
     FFHQ_SPEC,
     AlignSpec,
     Face,
@@ -52,7 +48,7 @@ from faceapp.align import (  # noqa: E402
     load_image,
     utkface_spec,
 )
-from faceapp.errors import FaceAppError, ImageError, NoFaceError  # noqa: E402
+from faceapp.errors import FaceAppError, ImageError, NoFaceError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_")  # <age>_<gender>_<race>_<date>...

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -37,10 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-if __package__ in (None, ""):  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.age_estimator import DEFAULT_ZIP, _heldout_names, load_utkface_arrays  # noqa: E402
+from training.age_estimator import DEFAULT_ZIP, _heldout_names, load_utkface_arrays
 
 __all__ = ["make_pairs", "train", "condition_augment", "main"]
 
