@@ -121,7 +121,7 @@ def test_motion_moves_the_photos_own_pixels(setup, colour):
     recon, edited = _texture(), _texture(shift=2)
     before = np.asarray(photo).astype(np.float32)
     out = np.asarray(paste_difference(photo, aligned, edited, recon, colour=colour, motion=True)).astype(np.float32)
-    plain = np.asarray(paste_difference(photo, aligned, edited, recon, colour=colour)).astype(np.float32)
+    plain = np.asarray(paste_difference(photo, aligned, edited, recon, colour=colour, motion=False)).astype(np.float32)
     m = _rescale(S / aligned.spec.size) @ aligned.matrix
     scale = np.sqrt(abs(np.linalg.det(np.linalg.inv(m)[:2, :2])))  # photo px per render px
     expected = np.linalg.inv(m)[:2, :2] @ np.array([2.0, 0.0])  # the render's motion, in photo pixels

@@ -137,6 +137,8 @@ class LearnOptions:
     condition: tuple[tuple[str, str], ...] = opt(
         (), "store EDITED's direction orthogonal to HELD's (e.g. age:gender, or age:gender,glasses for both at "
         "once); repeatable", type=_condition, action="append", metavar="EDITED:HELD")
+    base: str | None = opt(None, "start from this direction set (e.g. a bundle's directions/): the learned attributes "
+                           "replace its ones, the rest are kept (and --condition may name them)", metavar="DIRS")
     strength_ranges: tuple[tuple[str, float, float], ...] = opt(
         (), "the slider's range of a direction in strength units (e.g. age=-12:12); repeatable",
         flag="--strength-range", type=_strength_range, action="append", metavar="NAME=LO:HI")
@@ -538,16 +540,22 @@ def run(opts: LearnOptions) -> DirectionSet:
             for d in real_set.values():
                 directions = directions.with_direction(d)
     directions = DirectionSet([directions[a] for a in opts.attributes], directions.meta)
+    if opts.base:
+        base = DirectionSet.load(opts.base)
+        learned = directions
+        directions = DirectionSet([learned[n] if n in learned else d for n, d in base.items()]
+                                  + [d for n, d in learned.items() if n not in base], base.meta | learned.meta)
     directions = _conditioned(directions, G, opts)
-    directions.meta.update(
-        {
-            "generator": os.path.basename(opts.generator or opts.bundle or "") or None,
-            "learned_with": "training/learn_directions.py",
-            "truncation_psi": opts.truncation_psi,
-            "strength_unit": "1 = one std of the sampled codes' projections",
-            "real_labels": {a: os.path.basename(opts.real_labels) for a in real_attrs} or None,
-        }
-    )
+    meta = {
+        "generator": os.path.basename(opts.generator or opts.bundle or "") or None,
+        "learned_with": "training/learn_directions.py",
+        "truncation_psi": opts.truncation_psi,
+        "strength_unit": "1 = one std of the sampled codes' projections",
+        "real_labels": {a: os.path.basename(opts.real_labels) for a in real_attrs} or None,
+    }
+    if opts.base:  # the base set's provenance stays; say what was learned anew on top of it
+        meta = {"relearned": list(opts.attributes), "relearned_from": opts.codes or "samples"}
+    directions.meta.update(meta)
     directions.save(out)
     report = {name: d.metrics | {"scale": d.scale, "source": d.source} for name, d in directions.items()}
     if G is not None and opts.check_codes and {"age", "gender"} <= set(directions):

@@ -5,8 +5,9 @@ Two ways:
 - `paste_difference` (what the app and the CLI use): the *change* the edit made, (edited
   render - reconstruction), is brought to the face's size in the photo and added to the
   original photo inside a soft mask (`edit_mask`: the face, plus hair and neck where the
-  edit changed them). The photo keeps its own resolution, skin texture and background;
-  a 64 px model still returns a sharp photo.
+  edit changed them). Features the edit moved (a widening mouth) move the photo's own pixels
+  (`render_motion`); only the rest of the change is added. The photo keeps its own resolution,
+  skin texture and background; a 64 px model still returns a sharp photo.
 - `paste_back`: the render itself is warped over the face and alpha-blended through a
   feathered face mask (the convex hull of the jaw line and a forehead raised above the
   brows). At a model's resolution below the face's size in the photo this is blurrier.
@@ -52,6 +53,9 @@ PASTE_METHODS = ("difference", "render")
 REGIONS = ("face", "head")
 #: How `paste_difference` treats colour: 'keep' the photo's own (lightness detail and greying only) or 'add'.
 COLOURS = ("keep", "add")
+#: `render_motion`'s smoothing, a fraction of the render's side: a feature's motion is smooth, the flow's fine
+#: structure is appearance change (wrinkles, greying) read as motion.
+MOTION_SMOOTHING = 1 / 16
 
 
 def face_hull(lm68: np.ndarray, *, forehead: float = 0.45) -> np.ndarray:
@@ -181,7 +185,7 @@ def paste_difference(
     mask: np.ndarray | None = None,
     colour: str = "keep",
     skin_sigma: float = 1 / 8,
-    motion: bool = False,
+    motion: bool = True,
 ) -> Image.Image:
     """`photo` plus the edit's change, at the photo's own resolution.
 
@@ -202,9 +206,10 @@ def paste_difference(
             hair still greys. 'add': the RGB difference as it is (colour shifts of the renders included).
         skin_sigma: with 'keep', the scale (fraction of the render's side) above which a lightness change
             on the skin counts as a tone shift and is left out.
-        motion: split the change into motion and appearance (`render_motion`): the photo's own pixels are
-            moved as the render's features moved (a mouth that widens, a jaw that sags), and only what motion
-            does not explain is added. Without it a moved feature comes back as a second, faint copy.
+        motion: (default) split the change into motion and appearance (`render_motion`): the photo's own pixels
+            are moved as the render's features moved (a mouth that widens, a jaw that sags), and only what motion
+            does not explain is added. Without it a moved feature comes back as a second, faint copy (a ghost
+            mouth under a smile).
 
     Returns:
         A new RGB image; `photo` is left untouched.
@@ -288,8 +293,7 @@ def render_motion(edited: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
 
     edited, reconstruction: RGB float [S, S, 3] in 0..255. The flow is dense optical flow (OpenCV's DIS) from
     the edited render to the reconstruction on their lightness, so edited(p) ~ reconstruction(p + flow(p)); it is
-    smoothed over 1/16 of the side, because a feature's motion is smooth and the flow's fine structure is
-    appearance change (wrinkles, greying) read as motion.
+    smoothed over `MOTION_SMOOTHING` of the side.
     """
     s = edited.shape[0]
 
@@ -307,7 +311,7 @@ def render_motion(edited: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
     flow = dis.calc(a, b, None)
     if k != 1.0:
         flow = cv2.resize(flow, (s, s), interpolation=cv2.INTER_AREA) / k
-    flow = cv2.GaussianBlur(flow, (0, 0), max(s / 16.0, 0.5))
+    flow = cv2.GaussianBlur(flow, (0, 0), max(s * MOTION_SMOOTHING, 0.5))
     return flow.astype(np.float32)
 
 
@@ -361,7 +365,7 @@ def paste_difference_all(
     feather: float = 0.1,
     colour: str = "keep",
     skin_sigma: float = 1 / 8,
-    motion: bool = False,
+    motion: bool = True,
 ) -> Image.Image:
     """`paste_difference` for several faces; each item is (aligned, edited_crop, reconstruction)."""
     out = photo

@@ -42,7 +42,7 @@ def presets(directions) -> dict[str, dict[str, float]]:
         out["Older"] = {"age": at("age", 0.75)}
         out["Younger"] = {"age": at("age", -0.6)}
     if "smile" in have:
-        out["Smile"] = {"smile": at("smile", 0.6)}
+        out["Smile"] = {"smile": at("smile", 0.75)}
     if "glasses" in have:
         out["Glasses"] = {"glasses": at("glasses", 0.8)}
     return out

@@ -1,0 +1,254 @@
+"""Aging at the photo's own resolution from age prototypes (shape + texture), after Burt & Perrett (1995) and
+Tiddeman, Burt & Perrett (2001).
+
+An `AgePrototypes` file holds, in one eye-aligned canonical frame of `size` px, what separates a group of older
+faces from a group of younger ones (made by training/age_prototypes.py from labelled photos):
+
+- the mean 68-landmark shape of each group (the older face's sagging jaw, lower brows, thinner lips);
+- the mean CIELAB image of each group, every face warped to one shared mean shape first (folds, eye bags,
+  greying at the hairline line up and survive the average);
+- per band of a difference-of-Gaussians pyramid of lightness, the mean local energy of each group (wrinkles: where
+  and how much fine structure older skin has; an average image blurs them away, their energy does not).
+
+`AgePrototypes.apply(photo, landmarks68, t)` moves a face by `t` times that difference (t = 1: from the younger
+group's mean to the older one's; t < 0 makes it younger), in the photo itself:
+
+1. shape: the photo's pixels are moved as the landmarks move (one piecewise-affine warp, only inside the head);
+2. lightness: the prototypes' lightness difference is added, with its local mean taken out on the skin (folds and
+   shading, no tan or pallor);
+3. detail: each band of the photo's own lightness, at the photo's resolution, is scaled by the prototypes'
+   energy ratio (older: the person's own lines deepen; younger: they smooth out);
+4. colour: chroma is only ever scaled down (greying hair and brows), never on the skin, so the person keeps their
+   skin tone and a greyscale photo stays greyscale.
+
+Nothing but the face's box is touched, so a 12 MP photo costs what its face costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from faceapp.errors import CheckpointError
+
+__all__ = ["PROTOTYPE_FORMAT", "AgePrototypes"]
+
+PROTOTYPE_FORMAT = "faceapp.age_prototypes"
+#: Canonical frame: the eye centres' positions as fractions of the side (the labelers' eye-aligned frame).
+CANON_EYES = ((0.35, 0.40), (0.65, 0.40))
+_SHAPES = ("mean_shape", "young_shape", "old_shape")
+#: On the skin the prototypes' lightness difference loses its local mean over this fraction of the frame.
+LIGHT_SIGMA = 1 / 16
+
+
+def eye_similarity(lm68: np.ndarray, size: float) -> np.ndarray:
+    """2x3 similarity mapping photo pixels to the canonical frame of side `size` (eye centres onto CANON_EYES)."""
+    lm = np.asarray(lm68, np.float64)
+    src = np.stack([lm[36:42].mean(0), lm[42:48].mean(0)])
+    dst = np.asarray(CANON_EYES) * size
+    a = complex(*(dst[1] - dst[0])) / complex(*(src[1] - src[0]))  # rotation and scale as one complex factor
+    t = complex(*dst[0]) - a * complex(*src[0])
+    return np.array([[a.real, -a.imag, t.real], [a.imag, a.real, t.imag]])
+
+
+def _border(size: int) -> np.ndarray:
+    """Fixed points on the frame's edge, [8, 2]: the warp is the identity there."""
+    e, h = size - 1, (size - 1) / 2
+    return np.array([[0, 0], [e, 0], [0, e], [e, e], [h, 0], [0, h], [e, h], [h, e]], np.float64)
+
+
+def _piecewise_map(dst_pts: np.ndarray, src_pts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap maps [size, size] (float32 x, y) taking each pixel of the `dst_pts` geometry to `src_pts`'."""
+    from skimage.transform import PiecewiseAffineTransform
+
+    border = _border(size)
+    tform = PiecewiseAffineTransform.from_estimate(np.vstack([dst_pts, border]), np.vstack([src_pts, border]))
+    ys, xs = np.mgrid[0:size, 0:size]
+    grid = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    src = tform(grid)
+    bad = ~np.isfinite(src).all(1)  # outside every triangle (cannot happen inside the border, but be safe)
+    src[bad] = grid[bad]
+    src = src.reshape(size, size, 2).astype(np.float32)
+    return src[..., 0], src[..., 1]
+
+
+@dataclass(frozen=True)
+class AgePrototypes:
+    """What separates older faces from younger ones, in a canonical frame of `size` px (see the module doc).
+
+    mean_shape, young_shape, old_shape: [68, 2] landmarks in canonical pixels. young_lab, old_lab: [size, size, 3]
+    mean CIELAB images (L 0..100) in mean_shape's geometry. young_energy, old_energy: [K, size, size] mean local
+    energy of each lightness band (`sigmas`: the K bands' inner Gaussian sigmas in canonical pixels; a band is
+    G(sigma) - G(2 sigma)). meta: groups, counts, sources.
+    """
+
+    size: int
+    mean_shape: np.ndarray = field(repr=False)
+    young_shape: np.ndarray = field(repr=False)
+    old_shape: np.ndarray = field(repr=False)
+    young_lab: np.ndarray = field(repr=False)
+    old_lab: np.ndarray = field(repr=False)
+    young_energy: np.ndarray = field(repr=False)
+    old_energy: np.ndarray = field(repr=False)
+    sigmas: tuple[float, ...] = (0.7, 1.5, 3.0)
+    meta: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        s, k = int(self.size), len(self.sigmas)
+        want = {"mean_shape": (68, 2), "young_shape": (68, 2), "old_shape": (68, 2), "young_lab": (s, s, 3),
+                "old_lab": (s, s, 3), "young_energy": (k, s, s), "old_energy": (k, s, s)}
+        for name, shape in want.items():
+            a = np.asarray(getattr(self, name), np.float32)
+            if a.shape != shape:
+                raise CheckpointError(f"age prototypes: {name} has shape {a.shape}, expected {shape}")
+            if not np.isfinite(a).all():
+                raise CheckpointError(f"age prototypes: {name} holds non-finite values")
+            object.__setattr__(self, name, a)
+        if s < 32 or k == 0 or any(not 0 < x < s / 4 for x in self.sigmas):
+            raise CheckpointError(f"age prototypes: size {s} / band sigmas {self.sigmas} out of range")
+
+    # ------------------------------------------------------------------ storage
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a safetensors file (float16 images, float32 shapes) with the metadata as JSON."""
+        from safetensors.numpy import save_file
+
+        tensors = {n: getattr(self, n).astype(np.float32) for n in _SHAPES}
+        for n in ("young_lab", "old_lab", "young_energy", "old_energy"):
+            tensors[n] = getattr(self, n).astype(np.float16)
+        meta = {"format": PROTOTYPE_FORMAT, "size": str(self.size), "sigmas": json.dumps(list(self.sigmas)),
+                "meta": json.dumps(self.meta)}
+        save_file(tensors, os.fspath(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> AgePrototypes:
+        """Read a file written by `save` (only tensors and JSON: nothing in it is executed)."""
+        from safetensors import SafetensorError, safe_open
+
+        if not os.path.isfile(path):
+            raise CheckpointError(f"age prototypes not found: {path} (make them with python -m "
+                                  "training.age_prototypes)")
+        try:
+            with safe_open(os.fspath(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != PROTOTYPE_FORMAT:
+                    raise CheckpointError(f"{path} is not an age prototypes file (format {meta.get('format')!r})")
+                arrays = {k: f.get_tensor(k) for k in f.keys()}
+            size, sigmas, extra = int(meta["size"]), tuple(json.loads(meta["sigmas"])), json.loads(meta["meta"])
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: not a readable age prototypes file ({e})") from e
+        missing = [n for n in (*_SHAPES, "young_lab", "old_lab", "young_energy", "old_energy") if n not in arrays]
+        if missing:
+            raise CheckpointError(f"{path}: age prototypes lack {', '.join(missing)}")
+        return cls(size=size, sigmas=tuple(float(x) for x in sigmas), meta=extra,
+                   **{n: arrays[n] for n in (*_SHAPES, "young_lab", "old_lab", "young_energy", "old_energy")})
+
+    # ------------------------------------------------------------------ the edit
+
+    def fields(self, lm_canon: np.ndarray, t: float) -> dict[str, np.ndarray]:
+        """The edit in the canonical frame for a face with landmarks `lm_canon` [68, 2] (canonical px), strength t.
+
+        Returns float32 [size, size] maps in the aged face's geometry: 'map_x', 'map_y' (where each pixel comes
+        from in the face before the edit), 'light' (lightness to add), 'gain0'.. (each band's gain) and 'chroma'
+        (chroma factor <= 1); plus 'skin' (the face's skin region, for reference).
+        """
+        from faceapp.align.paste import _feathered_polygon, face_hull
+
+        s = self.size
+        lm = np.asarray(lm_canon, np.float64)
+        target = lm + t * (self.old_shape - self.young_shape)
+        map_x, map_y = _piecewise_map(target, lm, s)
+        px, py = _piecewise_map(target, self.mean_shape.astype(np.float64), s)
+
+        def proto(a):
+            return cv2.remap(np.ascontiguousarray(a), px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+        young, old = proto(self.young_lab), proto(self.old_lab)
+        skin = _feathered_polygon(face_hull(target, forehead=0.25), s, 0.15)
+        d_light = old[..., 0] - young[..., 0]
+        # folds and shading, not tone: on the skin the local mean goes, and what is left averages to zero there
+        d_light = d_light - skin * cv2.GaussianBlur(d_light, (0, 0), s * LIGHT_SIGMA)
+        d_light = d_light - skin * (float((d_light * skin).sum()) / max(float(skin.sum()), 1e-6))
+        out = {"map_x": map_x, "map_y": map_y, "light": (t * d_light).astype(np.float32), "skin": skin}
+        eps = 0.05  # energy floor (L units): a flat region must not get an enormous gain
+        for k in range(len(self.sigmas)):
+            ratio = (proto(self.old_energy[k]) + eps) / (proto(self.young_energy[k]) + eps)
+            out[f"gain{k}"] = np.clip(ratio, 0.25, 4.0) ** t
+        c_young, c_old = np.hypot(young[..., 1], young[..., 2]), np.hypot(old[..., 1], old[..., 2])
+        factor = np.minimum(cv2.GaussianBlur((c_old + 4.0) / (c_young + 4.0), (0, 0), s / 16), 1.0) ** max(t, 0.0)
+        out["chroma"] = (1.0 - (1.0 - factor) * (1.0 - skin)).astype(np.float32)
+        return out
+
+    def apply(self, photo: Image.Image, landmarks68: np.ndarray, t: float) -> Image.Image:
+        """`photo` with the face at `landmarks68` ([68, 2] photo pixels) aged by t (t < 0: younger); RGB out.
+
+        t = 0 returns an unchanged copy. The change stays inside a feathered head outline (face, hairline, neck).
+        """
+        from faceapp.align.paste import _feathered_polygon, head_hull
+
+        rgb = photo.convert("RGB")
+        if t == 0:
+            return rgb.copy() if rgb is photo else rgb
+        lm = np.asarray(landmarks68, np.float64)
+        s = self.size
+        m = eye_similarity(lm, s)  # photo -> canonical
+        inv = cv2.invertAffineTransform(m)
+        f = self.fields(lm @ m[:, :2].T + m[:, 2], t)
+        # The head's box in the photo: everything happens there.
+        hull = head_hull(lm, top=0.8, widen=1.2, neck=0.3)
+        w, h = rgb.size
+        x0, y0 = np.maximum(np.floor(hull.min(0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(hull.max(0)).astype(int) + 3, [w, h])
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return rgb.copy()
+        # Each ROI pixel's canonical position, and the canonical fields read there (they are smooth).
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        cx = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).astype(np.float32)
+        cy = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).astype(np.float32)
+
+        def at(a):  # zero outside the canonical frame: every field is passed as a change from "no edit"
+            return cv2.remap(np.ascontiguousarray(a, np.float32), cx, cy, cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT)
+
+        # 1. shape: canonical displacement -> photo displacement (the similarity's linear part)
+        dx, dy = at(f["map_x"] - _grid(s)[0]), at(f["map_y"] - _grid(s)[1])
+        sx = xs + (inv[0, 0] * dx + inv[0, 1] * dy)
+        sy = ys + (inv[1, 0] * dx + inv[1, 1] * dy)
+        src = np.asarray(rgb, np.float32) / 255.0
+        roi0 = src[y0:y1, x0:x1]
+        moved = cv2.remap(src, sx.astype(np.float32), sy.astype(np.float32), cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REFLECT_101)
+        lab = cv2.cvtColor(np.clip(moved, 0, 1), cv2.COLOR_RGB2Lab)
+        # 2. lightness; 3. the photo's own bands, at its own scale (canonical sigma x photo px per canonical px)
+        scale = 1.0 / np.sqrt(abs(np.linalg.det(m[:, :2])))
+        light = lab[..., 0]
+        delta = at(f["light"])
+        for k, sigma in enumerate(self.sigmas):
+            sg = max(sigma * scale, 0.5)
+            band = cv2.GaussianBlur(light, (0, 0), sg) - cv2.GaussianBlur(light, (0, 0), 2 * sg)
+            delta += at(f[f"gain{k}"] - 1.0) * band  # outside the canonical frame: gain 1
+        lab[..., 0] = light + delta
+        # 4. chroma only down, never on the skin
+        lab[..., 1:] *= 1.0 + at(f["chroma"] - 1.0)[..., None]
+        out = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+        alpha = _feathered_polygon(hull - [x0, y0], max(x1 - x0, y1 - y0), 0.12)[: y1 - y0, : x1 - x0]
+        roi = roi0 + (out - roi0) * alpha[..., None]
+        if _is_grey(roi0):  # float error must not tint a greyscale photo
+            roi = np.repeat(roi.mean(-1, keepdims=True), 3, -1)
+        result = rgb.copy()
+        result.paste(Image.fromarray(np.clip(np.rint(roi * 255), 0, 255).astype(np.uint8)), (int(x0), int(y0)))
+        return result
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    return xs, ys
+
+
+def _is_grey(rgb: np.ndarray, tol: float = 1.0 / 255) -> bool:
+    return bool(np.abs(rgb - rgb.mean(-1, keepdims=True)).max() <= tol)

@@ -1,0 +1,157 @@
+"""Age prototypes at the photo's resolution: shape moves the photo's own pixels, detail deepens the photo's own
+lines, tone and colour stay the person's (grey photos stay grey), and the file format refuses what it should."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage.color import rgb2lab
+
+from faceapp.align import detect_faces
+from faceapp.align.paste import head_hull
+from faceapp.align.prototype import AgePrototypes, eye_similarity
+from faceapp.errors import CheckpointError
+from faceapp.imageio import load_image
+from training.age_prototypes import band_energy, build_prototypes
+from training.measures import delta_e, face_chroma, mean_skin_lab
+
+DATA = Path(__file__).parent / "data"
+S = 96  # canonical side in these tests
+
+
+@pytest.fixture(scope="module")
+def face():
+    photo = load_image(DATA / "astronaut.jpg")
+    lm = detect_faces(photo)[0].landmarks68
+    m = eye_similarity(lm, S)
+    return photo, lm, lm @ m[:, :2].T + m[:, 2]
+
+
+def _protos(lm_canon, *, shift=None, light=0.0, stripe=0.0, gain=(1.0, 1.0, 1.0), chroma=1.0):
+    """Synthetic prototypes: flat skin-coloured means; the older group differs as asked."""
+    young_lab = np.zeros((S, S, 3), np.float32)
+    young_lab[...] = (60.0, 15.0, 20.0)
+    old_lab = young_lab.copy()
+    old_lab[..., 0] += light
+    old_lab[..., 1:] *= chroma
+    if stripe:
+        old_lab[int(S * 0.62) : int(S * 0.62) + 2, :, 0] -= stripe  # a thin dark line across the cheeks
+    energy = np.ones((3, S, S), np.float32)
+    old_shape = lm_canon.copy()
+    if shift is not None:
+        old_shape[48:68] += shift  # the mouth
+    return AgePrototypes(size=S, mean_shape=lm_canon, young_shape=lm_canon, old_shape=old_shape, young_lab=young_lab,
+                         old_lab=old_lab, young_energy=energy, old_energy=energy * np.asarray(gain)[:, None, None])
+
+
+def _outside_head(photo, lm):
+    mask = np.ones(photo.size[::-1], bool)
+    hull = head_hull(lm, top=0.8, widen=1.2, neck=0.3)
+    x0, y0 = np.floor(hull.min(0)).astype(int) - 3
+    x1, y1 = np.ceil(hull.max(0)).astype(int) + 3
+    mask[max(y0, 0):y1, max(x0, 0):x1] = False
+    return mask
+
+
+def test_zero_strength_and_no_difference_change_nothing(face):
+    photo, lm, lmc = face
+    p = _protos(lmc)
+    assert np.array_equal(np.asarray(p.apply(photo, lm, 0.0)), np.asarray(photo))
+    out = np.asarray(p.apply(photo, lm, 1.5)).astype(int)  # identical groups: nothing to move towards
+    assert np.abs(out - np.asarray(photo).astype(int)).max() <= 2
+
+
+def test_shape_moves_the_photos_own_pixels(face):
+    photo, lm, lmc = face
+    out = np.asarray(_protos(lmc, shift=(0.0, 3.0)).apply(photo, lm, 1.0)).astype(np.float32)
+    before = np.asarray(photo).astype(np.float32)
+    m = eye_similarity(lm, S)
+    expected = np.linalg.inv(m[:, :2]) @ np.array([0.0, 3.0])  # 3 canonical px down, in photo px
+    cx, cy = np.round(lm[48:68].mean(0)).astype(int)
+    r = int(np.ptp(lm[48:68, 0]) * 0.45)
+    grey = lambda a: cv2.cvtColor(a[cy - r:cy + r, cx - r:cx + r], cv2.COLOR_RGB2GRAY)  # noqa: E731
+    (dx, dy), _ = cv2.phaseCorrelate(grey(before), grey(out), cv2.createHanningWindow((2 * r, 2 * r), cv2.CV_32F))
+    assert np.hypot(dx - expected[0], dy - expected[1]) < 0.35 * np.linalg.norm(expected)
+    outside = _outside_head(photo, lm)
+    assert np.array_equal(out[outside], before[outside])  # nothing outside the head moved
+
+
+def test_detail_deepens_the_photos_own_lines_without_a_tone_change(face):
+    photo, lm, lmc = face
+    before = np.asarray(photo)
+    out = np.asarray(_protos(lmc, gain=(2.0, 2.0, 2.0)).apply(photo, lm, 1.0))
+    hull = cv2.convexHull(lm[:27].astype(np.float32))[:, 0].astype(np.int32)
+    inside = np.zeros(before.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [hull], 1)
+    light = lambda a: rgb2lab(a)[..., 0].astype(np.float32)  # noqa: E731
+    e0, e1 = band_energy(light(before))[:, inside > 0].mean(1), band_energy(light(out))[:, inside > 0].mean(1)
+    assert (e1 > 1.4 * e0).all()  # every band of the photo's own detail, stronger
+    assert delta_e(mean_skin_lab(before, lm), mean_skin_lab(out, lm)) < 1.5
+
+
+def test_a_darker_older_group_is_no_tan_but_its_lines_go_in(face):
+    photo, lm, lmc = face
+    before = np.asarray(photo)
+    out = np.asarray(_protos(lmc, light=-20.0, stripe=25.0).apply(photo, lm, 1.0))
+    assert delta_e(mean_skin_lab(before, lm), mean_skin_lab(out, lm)) < 2.5  # the skin keeps its tone
+    m = eye_similarity(lm, S)
+    inv = cv2.invertAffineTransform(m)
+    y = S * 0.62 + 1
+    line = np.array([[S * 0.45, y], [S * 0.55, y]]) @ inv[:, :2].T + inv[:, 2]  # the stripe, in the photo
+    x, yy = np.round(line.mean(0)).astype(int)
+    d = rgb2lab(out)[..., 0] - rgb2lab(before)[..., 0]
+    assert d[yy - 1:yy + 2, x - 2:x + 3].mean() < -3  # ... and the line is there
+
+
+def test_greying_only_ever_lowers_chroma_and_a_grey_photo_stays_grey(face):
+    photo, lm, lmc = face
+    p = _protos(lmc, chroma=0.3)
+    before, out = np.asarray(photo), np.asarray(p.apply(photo, lm, 1.0))
+    c = lambda a: np.hypot(*rgb2lab(a)[..., 1:].transpose(2, 0, 1))  # noqa: E731
+    assert (c(out) <= c(before) + 1.0).all()
+    hair = np.round(lm[19] + (lm[19] - lm[30]) * 0.5).astype(int)  # above the brows: off the skin
+    assert c(out)[hair[1], hair[0]] < c(before)[hair[1], hair[0]] - 2
+    grey = photo.convert("L").convert("RGB")
+    assert face_chroma(np.asarray(p.apply(grey, lm, 1.0)), lm) < 0.5
+
+
+def test_file_round_trip_and_refusals(face, tmp_path):
+    photo, lm, lmc = face
+    p = _protos(lmc, light=-5.0, gain=(1.5, 1.0, 0.8))
+    p.save(tmp_path / "p.safetensors")
+    q = AgePrototypes.load(tmp_path / "p.safetensors")
+    assert np.allclose(q.old_lab, p.old_lab, atol=0.05) and np.allclose(q.old_shape, p.old_shape)
+    assert np.abs(np.asarray(q.apply(photo, lm, 1.0)).astype(int) - np.asarray(p.apply(photo, lm, 1.0))).max() <= 2
+    with pytest.raises(CheckpointError, match="not found"):
+        AgePrototypes.load(tmp_path / "missing.safetensors")
+    (tmp_path / "text.safetensors").write_text("not a tensor file")
+    with pytest.raises(CheckpointError):
+        AgePrototypes.load(tmp_path / "text.safetensors")
+    from safetensors.numpy import save_file
+
+    save_file({"x": np.zeros(3, np.float32)}, str(tmp_path / "other.safetensors"), metadata={"format": "something"})
+    with pytest.raises(CheckpointError, match="not an age prototypes file"):
+        AgePrototypes.load(tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="shape"):
+        AgePrototypes(size=S, mean_shape=lmc[:60], young_shape=lmc, old_shape=lmc, young_lab=p.young_lab,
+                      old_lab=p.old_lab, young_energy=p.young_energy, old_energy=p.old_energy)
+
+
+def test_build_averages_shapes_and_energies(face):
+    """build_prototypes on faces whose landmarks are known: the group means are the landmarks' means, and a
+    group made of one face has that face's own band energy (in the mean shape, here its own)."""
+    photo, lm, _ = face
+    img = np.asarray(photo)
+    shifted = lm.copy()
+    shifted[48:68, 1] += 4.0
+    p = build_prototypes({"young": [(img, lm)], "old": [(img, lm), (img, shifted)]}, size=S)
+    m = eye_similarity(lm, S)
+    canon = lambda pts: pts @ m[:, :2].T + m[:, 2]  # noqa: E731
+    assert np.allclose(p.young_shape, canon(lm), atol=1e-3)
+    assert np.allclose(p.old_shape, (canon(lm) + canon(shifted)) / 2, atol=1e-3)
+    assert np.allclose(p.mean_shape, (p.young_shape + p.old_shape) / 2)
+    assert p.young_energy.shape == (3, S, S) and (p.young_energy >= 0).all()
+    # one face per group, the same face: the two groups' images match where the warp is the identity
+    q = build_prototypes({"young": [(img, lm)], "old": [(img, lm)]}, size=S)
+    assert np.allclose(q.young_lab, q.old_lab) and np.allclose(q.young_energy, q.old_energy)

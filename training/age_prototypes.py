@@ -1,0 +1,126 @@
+"""Build age prototypes (faceapp.align.prototype.AgePrototypes) from UTKFace's labelled training photos.
+
+    python -m training.age_prototypes --out models/demo/age_prototypes.safetensors
+
+1. draws training photos (the held-out lists of training/labels are never read) in a seeded order, keeps those
+   whose true age falls in --young or --old (up to --num each), and finds their 68 landmarks (dlib);
+2. brings each into the eye-aligned canonical frame of --size px (faceapp.align.prototype.eye_similarity);
+3. the groups' mean shapes, and the mean shape of both;
+4. warps every face to that shared mean shape (scikit-image's piecewise-affine warp on the landmarks) and averages
+   its CIELAB image per group; per band of a difference-of-Gaussians pyramid of lightness, averages the local
+   energy (|band| smoothed), which keeps where and how strongly each group has fine lines;
+5. writes the file (about 1 MB, float16 images) with the groups, counts and held-out lists' digests in its
+   metadata. The prototypes are averages of hundreds of faces, not any one person's photo; they carry UTKFace's
+   non-commercial licence like every model trained on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from faceapp.align.prototype import AgePrototypes, _piecewise_map, eye_similarity
+
+__all__ = ["build_prototypes", "main"]
+
+SIGMAS = (0.7, 1.5, 3.0)
+
+
+def _range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(":")
+    lo, hi = int(lo), int(hi)
+    if not 0 <= lo < hi:
+        raise argparse.ArgumentTypeError(f"an age range is LO:HI with 0 <= LO < HI, got {text!r}")
+    return lo, hi
+
+
+def band_energy(light: np.ndarray, sigmas=SIGMAS) -> np.ndarray:
+    """[K, H, W] local energy of each difference-of-Gaussians band of a lightness image [H, W] (float)."""
+    out = []
+    for s in sigmas:
+        band = cv2.GaussianBlur(light, (0, 0), s) - cv2.GaussianBlur(light, (0, 0), 2 * s)
+        out.append(cv2.GaussianBlur(np.abs(band), (0, 0), 2 * s))
+    return np.stack(out).astype(np.float32)
+
+
+def build_prototypes(faces, size: int = 192, sigmas=SIGMAS, meta: dict | None = None) -> AgePrototypes:
+    """AgePrototypes from faces = {'young': [(RGB uint8 [H,W,3], lm68 [68,2]), ...], 'old': [...]}."""
+    canon = {}
+    for group, items in faces.items():
+        canon[group] = []
+        for img, lm in items:
+            m = eye_similarity(lm, size)
+            crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+            canon[group].append((crop.astype(np.float32) / 255.0, np.asarray(lm, np.float64) @ m[:, :2].T + m[:, 2]))
+    shapes = {g: np.mean([lm for _, lm in v], 0) for g, v in canon.items()}
+    mean_shape = (shapes["young"] + shapes["old"]) / 2
+    labs, energies = {}, {}
+    for group, items in canon.items():
+        lab_sum = np.zeros((size, size, 3), np.float64)
+        en_sum = np.zeros((len(sigmas), size, size), np.float64)
+        for crop, lm in items:
+            mx, my = _piecewise_map(mean_shape, lm, size)  # mean-shape pixel -> where it is in this face
+            warped = cv2.remap(crop, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            lab = cv2.cvtColor(warped, cv2.COLOR_RGB2Lab)
+            lab_sum += lab
+            en_sum += band_energy(lab[..., 0], sigmas)
+        labs[group] = (lab_sum / len(items)).astype(np.float32)
+        energies[group] = (en_sum / len(items)).astype(np.float32)
+    return AgePrototypes(size=size, mean_shape=mean_shape, young_shape=shapes["young"], old_shape=shapes["old"],
+                         young_lab=labs["young"], old_lab=labs["old"], young_energy=energies["young"],
+                         old_energy=energies["old"], sigmas=tuple(sigmas), meta=meta or {})
+
+
+def main(argv=None) -> int:
+    from training.calibrate_years import UTKFACE_ZIP
+    from training.labelers import LABELS_DIR, find_landmarks, name_list_digest, read_name_list, read_utkface
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="the .safetensors file to write (e.g. a bundle's age_prototypes)")
+    p.add_argument("--zip", default=str(UTKFACE_ZIP), help="UTKFace 200 px zip")
+    p.add_argument("--young", type=_range, default=(20, 30), help="the younger group's true ages, LO:HI (HI excluded)")
+    p.add_argument("--old", type=_range, default=(60, 80), help="the older group's true ages, LO:HI")
+    p.add_argument("--num", type=int, default=1000, help="faces per group")
+    p.add_argument("--size", type=int, default=192, help="canonical frame's side in px")
+    p.add_argument("--seed", type=int, default=5)
+    args = p.parse_args(argv)
+    if not Path(args.zip).is_file():
+        print(f"error: no UTKFace zip at {args.zip}", file=sys.stderr)
+        return 2
+    heldout = sorted(LABELS_DIR.glob("utkface-heldout-*.txt"))
+    exclude = [n for f in heldout for n in read_name_list(f)]
+    groups = {"young": args.young, "old": args.old}
+    faces = {g: [] for g in groups}
+    t0 = time.time()
+    for _name, img, age, _gender in read_utkface(args.zip, seed=args.seed, exclude=exclude):
+        group = next((g for g, (lo, hi) in groups.items() if lo <= age < hi and len(faces[g]) < args.num), None)
+        if group is None:
+            if all(len(v) >= args.num for v in faces.values()):
+                break
+            continue
+        lm, found = find_landmarks(img, detect=True)
+        if found:
+            faces[group].append((img, lm))
+    counts = {g: len(v) for g, v in faces.items()}
+    print(f"faces with landmarks: {counts} ({time.time() - t0:.0f} s)", flush=True)
+    if min(counts.values()) < 10:
+        print("error: too few faces in a group", file=sys.stderr)
+        return 2
+    meta = {"source": "UTKFace training photos (non-commercial research licence)", "groups": groups,
+            "counts": counts, "built_with": "training/age_prototypes.py", "seed": args.seed,
+            "heldout_excluded": {f.name: name_list_digest(read_name_list(f)) for f in heldout}}
+    protos = build_prototypes(faces, args.size, meta=meta)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    protos.save(args.out)
+    print(f"wrote {args.out} ({time.time() - t0:.0f} s): {json.dumps(counts)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
