@@ -62,19 +62,29 @@ def _border(size: int) -> np.ndarray:
     return np.array([[0, 0], [e, 0], [0, e], [e, e], [h, 0], [0, h], [e, h], [h, e]], np.float64)
 
 
-def _piecewise_map(dst_pts: np.ndarray, src_pts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """cv2.remap maps [size, size] (float32 x, y) taking each pixel of the `dst_pts` geometry to `src_pts`'."""
-    from skimage.transform import PiecewiseAffineTransform
+def _piecewise_map(dst_pts: np.ndarray, src_pts: np.ndarray, size: int, step: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap maps [size, size] (float32 x, y) taking each pixel of the `dst_pts` geometry to `src_pts`'.
+
+    The map is piecewise affine over the Delaunay triangles of the points (plus fixed points on the frame's edge):
+    SciPy's piecewise-linear interpolation of the source positions, evaluated every `step` px and enlarged
+    bilinearly (exact, since the map is linear inside each triangle but for the few pixels on a triangle's edge).
+    """
+    from scipy.interpolate import LinearNDInterpolator
 
     border = _border(size)
-    tform = PiecewiseAffineTransform.from_estimate(np.vstack([dst_pts, border]), np.vstack([src_pts, border]))
-    ys, xs = np.mgrid[0:size, 0:size]
-    grid = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
-    src = tform(grid)
-    bad = ~np.isfinite(src).all(1)  # outside every triangle (cannot happen inside the border, but be safe)
-    src[bad] = grid[bad]
-    src = src.reshape(size, size, 2).astype(np.float32)
-    return src[..., 0], src[..., 1]
+    interp = LinearNDInterpolator(np.vstack([dst_pts, border]), np.vstack([src_pts, border]))
+    n = (size - 1) // step + 2
+    coarse = np.arange(n, dtype=np.float64) * step
+    gx, gy = np.meshgrid(np.clip(coarse, 0, size - 1), np.clip(coarse, 0, size - 1))
+    src = interp(gx, gy)  # [n, n, 2]
+    bad = ~np.isfinite(src).all(-1)  # outside the hull (cannot happen inside the border points, but be safe)
+    src[bad] = np.stack([gx, gy], -1)[bad]
+    disp = (src - np.stack([gx, gy], -1)).astype(np.float32)
+    # enlarge the displacement (not the positions): pixel i of the full grid is coarse index i / step
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    dx = cv2.remap(disp[..., 0], xs / step, ys / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    dy = cv2.remap(disp[..., 1], xs / step, ys / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return xs + dx, ys + dy
 
 
 @dataclass(frozen=True)
