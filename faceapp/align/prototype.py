@@ -44,6 +44,12 @@ CANON_EYES = ((0.35, 0.40), (0.65, 0.40))
 _SHAPES = ("mean_shape", "young_shape", "old_shape")
 #: On the skin the prototypes' lightness difference loses its local mean over this fraction of the frame.
 LIGHT_SIGMA = 1 / 16
+#: The shape warp's displacement is smoothed over this fraction of the frame: no kink where triangles meet (a
+#: face in profile folds its far-side triangles).
+SHAPE_SIGMA = 1 / 48
+#: Younger (t < 0) moves the shape only this share of the way: past the younger group's mean, the reversed aging
+#: vector is a caricature (big eyes, a small chin), not a younger face.
+YOUNGER_SHAPE = 0.5
 
 
 def eye_similarity(lm68: np.ndarray, size: float) -> np.ndarray:
@@ -171,8 +177,12 @@ class AgePrototypes:
 
         s = self.size
         lm = np.asarray(lm_canon, np.float64)
-        target = lm + t * (self.old_shape - self.young_shape)
+        target = lm + t * (1.0 if t > 0 else YOUNGER_SHAPE) * (self.old_shape - self.young_shape)
         map_x, map_y = _piecewise_map(target, lm, s)
+        gx, gy = _grid(s)
+        window = _window(s)  # every change fades out before the frame's edge: no seam where it ends
+        map_x = gx + window * cv2.GaussianBlur(map_x - gx, (0, 0), s * SHAPE_SIGMA)
+        map_y = gy + window * cv2.GaussianBlur(map_y - gy, (0, 0), s * SHAPE_SIGMA)
         px, py = _piecewise_map(target, self.mean_shape.astype(np.float64), s)
 
         def proto(a):
@@ -184,14 +194,14 @@ class AgePrototypes:
         # folds and shading, not tone: on the skin the local mean goes, and what is left averages to zero there
         d_light = d_light - skin * cv2.GaussianBlur(d_light, (0, 0), s * LIGHT_SIGMA)
         d_light = d_light - skin * (float((d_light * skin).sum()) / max(float(skin.sum()), 1e-6))
-        out = {"map_x": map_x, "map_y": map_y, "light": (t * d_light).astype(np.float32), "skin": skin}
+        out = {"map_x": map_x, "map_y": map_y, "light": (t * d_light * window).astype(np.float32), "skin": skin}
         eps = 0.05  # energy floor (L units): a flat region must not get an enormous gain
         for k in range(len(self.sigmas)):
             ratio = (proto(self.old_energy[k]) + eps) / (proto(self.young_energy[k]) + eps)
-            out[f"gain{k}"] = np.clip(ratio, 0.25, 4.0) ** t
+            out[f"gain{k}"] = 1.0 + window * (np.clip(ratio, 0.25, 4.0) ** t - 1.0)
         c_young, c_old = np.hypot(young[..., 1], young[..., 2]), np.hypot(old[..., 1], old[..., 2])
         factor = np.minimum(cv2.GaussianBlur((c_old + 4.0) / (c_young + 4.0), (0, 0), s / 16), 1.0) ** max(t, 0.0)
-        out["chroma"] = (1.0 - (1.0 - factor) * (1.0 - skin)).astype(np.float32)
+        out["chroma"] = (1.0 - window * (1.0 - factor) * (1.0 - skin)).astype(np.float32)
         return out
 
     def apply(self, photo: Image.Image, landmarks68: np.ndarray, t: float) -> Image.Image:
@@ -253,6 +263,13 @@ class AgePrototypes:
         result = rgb.copy()
         result.paste(Image.fromarray(np.clip(np.rint(roi * 255), 0, 255).astype(np.uint8)), (int(x0), int(y0)))
         return result
+
+
+def _window(size: int, edge: float = 0.1) -> np.ndarray:
+    """[size, size] float32: 1 inside, falling smoothly to 0 over the outer `edge` of the frame on every side."""
+    r = np.clip(np.minimum(np.arange(size), np.arange(size)[::-1]) / max(edge * size, 1.0), 0.0, 1.0)
+    r = r * r * (3.0 - 2.0 * r)
+    return np.outer(r, r).astype(np.float32)
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
