@@ -18,31 +18,14 @@ MANIFEST = "manifest.jsonl"
 
 
 def make_editor(model: str | None, *, device: str = "cpu", steps: int | None = None):
-    """The batch FaceEditor for `model` (a bundle folder, a generator checkpoint or a Hub repo id): no inversion
-    cache (each photo is inverted once), torch threads for the model's size, `steps` (when given) for every
-    optimisation stage of the inversion. ModelUnavailableError when `model` is None.
+    """The batch FaceEditor for `model` (a bundle folder, a generator checkpoint or a Hub repo id): the CLI's and
+    the app's one set-up, `faceapp.pipeline.open_editor` (no inversion cache: each photo is inverted once; torch
+    threads for the model's size; `steps`, when given, for every optimisation stage of the inversion).
+    ModelUnavailableError when `model` is None.
     """
-    import torch
+    from faceapp.pipeline import open_editor
 
-    from faceapp.bundle import load_bundle
-    from faceapp.errors import ModelUnavailableError
-    from faceapp.pipeline import FaceEditor, default_threads
-
-    if not model:
-        raise ModelUnavailableError(
-            "no model: pass --model with a bundle folder, a generator checkpoint or a Hugging Face Hub repo id "
-            "(or set FACEAPP_MODEL); the demo bundle belongs in models/demo/"
-        )
-    kwargs = {}
-    if steps is not None:
-        from faceapp.inversion import InvertConfig
-
-        kwargs["config"] = InvertConfig(fast_steps_no_encoder=steps, balanced_steps=steps,
-                                        balanced_w_steps_no_encoder=steps, balanced_wplus_steps_no_encoder=steps,
-                                        pti_steps=steps)
-    bundle = load_bundle(model, device=device)
-    torch.set_num_threads(default_threads(bundle.resolution))
-    return FaceEditor(bundle, device=device, cache_size=0, invert_kwargs=kwargs)
+    return open_editor(model, device=device, steps=steps)
 
 
 def expand_inputs(items: Sequence[str], exclude_dir=None) -> tuple[list, list[tuple[str, str]]]:
@@ -94,7 +77,7 @@ def _atomic_save(image_or_frames, path, *, gif: bool = False) -> None:
     import time
 
     from faceapp.imageio import atomic_path
-    from faceapp.pipeline import save_gif
+    from faceapp.writers import save_gif
 
     if gif:
         save_gif(image_or_frames, path)  # atomic itself

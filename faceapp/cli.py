@@ -70,18 +70,6 @@ def _add_convert(subparsers) -> None:
 # age / edit: photos through FaceEditor (faceapp/batch.py holds what both age engines share).
 
 
-def default_model() -> str | None:
-    """$FACEAPP_MODEL, else the repo's models/demo/ bundle when it is there."""
-    import os
-    from pathlib import Path
-
-    env = os.environ.get("FACEAPP_MODEL")
-    if env:
-        return env
-    demo = Path(__file__).resolve().parent.parent / "models" / "demo"
-    return str(demo) if (demo / "bundle.json").is_file() else None
-
-
 def _float_list(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(" ", "").split(",") if v]
@@ -249,6 +237,8 @@ def _years_strengths(editor, years) -> list[float]:
 
 
 def _add_model_args(p) -> None:
+    from faceapp.pipeline import default_model
+
     p.add_argument("--model", default=default_model(),
                    help="model bundle folder, generator checkpoint or Hugging Face Hub repo id "
                    "(default: $FACEAPP_MODEL, else models/demo/)")
@@ -382,32 +372,17 @@ def _add_edit(subparsers) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# fetch-lpips: the one place that downloads the LPIPS backbone (library code never does).
+# fetch-lpips: the LPIPS backbone, downloaded by faceapp.fetch.fetch_lpips (library code never downloads).
 
 
 def _cmd_fetch_lpips(args: argparse.Namespace) -> int:
-    import urllib.error
+    from faceapp.fetch import fetch_lpips, lpips_file
+    from faceapp.inversion.losses import lpips_weights_cached
 
-    import torchvision
-
-    from faceapp.errors import ModelUnavailableError
-    from faceapp.inversion.losses import lpips_weights_cached, torch_cache_file
-
-    weights = {"vgg": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
-               "alex": torchvision.models.AlexNet_Weights.IMAGENET1K_V1}[args.net]
-    target = torch_cache_file(weights.url.rsplit("/", 1)[-1])
     if lpips_weights_cached(args.net):
-        print(f"already there: {target}")
+        print(f"already there: {lpips_file(args.net)}")
         return 0
-    try:
-        # torchvision checks the file's sha256 prefix (part of its name) before keeping it.
-        weights.get_state_dict(progress=True, check_hash=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as e:
-        raise ModelUnavailableError(
-            f"could not download {weights.url} ({e}). This needs internet; or copy {target.name} from a machine "
-            f"that has it into {target.parent}. Until then the offline MobileNetV2 perceptual loss is used."
-        ) from e
-    print(f"downloaded and checked {target}")
+    print(f"downloaded and checked {fetch_lpips(args.net, progress=True)}")
     return 0
 
 

@@ -1,6 +1,7 @@
-"""`python -m faceapp fetch ffhq`: the official FFHQ StyleGAN2 files, downloaded, checked and bundled.
+"""`python -m faceapp fetch ffhq`: the official FFHQ StyleGAN2 files, downloaded, checked and bundled; and
+`fetch_lpips` (`python -m faceapp fetch-lpips`, the app's start-up): the ImageNet backbone real LPIPS needs.
 
-The one place besides `fetch-lpips` and the app's hub loading that downloads. It fetches into
+The one place besides the app's hub loading that downloads. `fetch ffhq` fetches into
 `faceapp.bundle.cache_dir()/downloads/`:
 
 - `ffhq.pkl`: NVIDIA stylegan2-ada-pytorch's FFHQ 1024 px generator (nvlabs-fi-cdn, NGC as a mirror);
@@ -48,6 +49,8 @@ __all__ = [
     "download",
     "downloads_dir",
     "fetch_ffhq",
+    "fetch_lpips",
+    "lpips_file",
 ]
 
 BASE_URL_ENV = "FACEAPP_FETCH_BASE_URL"
@@ -367,3 +370,47 @@ def _failure_message(failed: Iterable[tuple[RemoteFile, str]], folder: Path, *, 
         + f". Download by hand into {folder}/ under these names: " + "; ".join(parts)
         + f". Then run `python -m faceapp fetch ffhq` again ({options})"
     )
+
+
+# ---------------------------------------------------------------------- LPIPS's backbone (fetch-lpips)
+
+
+def _lpips_weights(net: str):
+    """torchvision's ImageNet weights of LPIPS's backbone `net` ('vgg' | 'alex')."""
+    import torchvision
+
+    return {"vgg": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
+            "alex": torchvision.models.AlexNet_Weights.IMAGENET1K_V1}[net]
+
+
+def lpips_file(net: str = "vgg") -> Path:
+    """Where LPIPS's backbone `net` ('vgg' | 'alex') is kept in the torch cache (it may not be there yet)."""
+    from faceapp.inversion.losses import torch_cache_file
+
+    return torch_cache_file(_lpips_weights(net).url.rsplit("/", 1)[-1])
+
+
+def fetch_lpips(net: str = "vgg", *, progress: bool = True, timeout: float | None = None) -> Path:
+    """Download torchvision's ImageNet weights of LPIPS's backbone `net` ('vgg' | 'alex') into the torch cache,
+    where `faceapp.inversion.losses` looks for them; returns the file. torchvision checks the file's sha256 prefix
+    (part of its name) before keeping it; a file already there is not fetched again.
+
+    timeout: seconds a connection may stall (the app's start-up on a Space without internet must not hang);
+    None: the socket default. ModelUnavailableError, saying what to do, when it cannot be downloaded.
+    """
+    import socket
+
+    weights, target = _lpips_weights(net), lpips_file(net)
+    old = socket.getdefaulttimeout()
+    if timeout is not None:
+        socket.setdefaulttimeout(timeout)
+    try:
+        weights.get_state_dict(progress=progress, check_hash=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as e:
+        raise ModelUnavailableError(
+            f"could not download {weights.url} ({e}). This needs internet; or copy {target.name} from a machine "
+            f"that has it into {target.parent}. Until then the offline MobileNetV2 perceptual loss is used."
+        ) from e
+    finally:
+        socket.setdefaulttimeout(old)
+    return target

@@ -27,11 +27,8 @@ could reach it.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 import threading
-import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,13 +49,14 @@ from faceapp.align import (
     paste_difference_all,
 )
 from faceapp.align import paste_back as _paste_back
-from faceapp.errors import FaceAppError
-from faceapp.imageio import DEFAULT_MAX_PIXELS, atomic_path, load_image
+from faceapp.errors import FaceAppError, ModelUnavailableError
+from faceapp.imageio import DEFAULT_MAX_PIXELS, load_image
 from faceapp.inversion.modes import MODES  # the inversion quality knob, defined once there
+from faceapp.writers import load_latent, save_latent
 
 __all__ = [
+    "DEMO_BUNDLE",
     "FACES",
-    "LATENT_FORMAT",
     "MIX_LAYERS",
     "MODES",
     "PASTE_METHODS",
@@ -67,12 +65,9 @@ __all__ = [
     "FaceEditor",
     "InversionCache",
     "default_mode",
+    "default_model",
     "default_threads",
-    "load_latent",
-    "mp4_available",
-    "save_gif",
-    "save_latent",
-    "save_mp4",
+    "open_editor",
 ]
 
 #: Which faces `prepare` / `edit_photo` take when not given indices.
@@ -81,8 +76,8 @@ FACES = ("largest", "all")
 MIX_LAYERS = {"coarse": (0, 4), "middle": (4, 8), "fine": (8, None)}
 #: Generators above this resolution can render a quick preview at it (see `FaceEditor.compose(preview=True)`).
 PREVIEW_RESOLUTION = 256
-#: The `format` field of a latent-code .npz file (`save_latent`).
-LATENT_FORMAT = "faceapp.latent"
+#: The repo's demo model bundle: what the CLI and the app serve when no model is named.
+DEMO_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "demo"
 
 Progress = Callable[[float, str], None]
 
@@ -97,6 +92,15 @@ def default_threads(resolution: int) -> int:
     if env:
         return max(1, int(env))
     return 1 if resolution <= 256 else max(1, min(4, os.cpu_count() or 1))
+
+
+def default_model() -> str | None:
+    """The model to serve when none is named: $FACEAPP_MODEL, else the repo's models/demo/ bundle when it is
+    there, else None (the CLI then asks for --model; the app serves its labelled stand-in)."""
+    env = os.environ.get("FACEAPP_MODEL")
+    if env:
+        return env
+    return str(DEMO_BUNDLE) if (DEMO_BUNDLE / "bundle.json").is_file() else None
 
 
 def default_mode(bundle) -> str:
@@ -422,6 +426,19 @@ class FaceEditor:
         cache.put(key, result)
         return result
 
+    def remember_inversion(self, aligned_or_crop, ws: torch.Tensor, mode: str, *,
+                           cache: InversionCache | None = None, **metrics):
+        """Keep ws [1, num_ws, w_dim] (e.g. read from a latent-code file) as the `mode` inversion of this crop, in
+        `cache` (default: this editor's own): `invert(aligned_or_crop, mode, cache=cache)` then returns it without
+        inverting. Returns that `Inversion` (G: the shared generator; `metrics` as given)."""
+        if mode not in MODES:
+            raise FaceAppError(f"inversion mode must be one of {', '.join(MODES)}; got {mode!r}")
+        from faceapp.inversion import Inversion
+
+        inversion = Inversion(ws=ws, G=self.G, mode=mode, metrics=dict(metrics))
+        (self.cache if cache is None else cache).put(self.cache_key(aligned_or_crop, mode), inversion)
+        return inversion
+
     def edit(self, ws: torch.Tensor, strengths: Mapping[str, float], hold: Iterable[str] = ()) -> torch.Tensor:
         """ws [N, num_ws, w_dim] moved along the bundle's directions; `hold`: attributes kept fixed."""
         strengths = self._check_strengths(strengths)
@@ -493,7 +510,16 @@ class FaceEditor:
 
     def faithfulness(self, face: EditableFace) -> dict:
         """How faithful `face`'s inversion is: {'identity_distance': dlib descriptor distance between the aligned
-        crop and its reconstruction (the same person is usually under 0.6), 'psnr': dB between the two}."""
+        crop and its reconstruction (the same person is usually under 0.6), 'psnr': dB between the two}.
+
+        Measured once per inversion (kept with its reconstruction, see `reconstruction`): a moving slider does
+        not measure it again."""
+        renders = _renders_of(face.inversion)
+        if "faithfulness" not in renders:
+            renders["faithfulness"] = self._measure_faithfulness(face)
+        return renders["faithfulness"]
+
+    def _measure_faithfulness(self, face: EditableFace) -> dict:
         crop = self._crop(face.aligned)
         recon = self.reconstruction(face)
         if recon.size != crop.size:
@@ -682,25 +708,48 @@ class FaceEditor:
         method = self.paste if paste is None else paste
         if method not in PASTE_METHODS:
             raise FaceAppError(f"paste must be one of {', '.join(PASTE_METHODS)}; got {method!r}")
-        if name not in self.bundle.directions:
-            raise FaceAppError(f"no {name!r} direction: {self._has()}")
-        from faceapp.edits import timeline as edit_timeline
-
-        lo, hi = self.bundle.directions[name].strength_range
-        values = np.linspace(lo, hi, 12) if strengths is None else np.asarray(list(strengths), dtype=np.float64)
-        hold = tuple(h for h in hold if h != name)
-        per_face = []  # [faces][T] crops
-        base = {k: v for k, v in (base or {}).items() if k != name}
-        for f in prepared:
-            ws0 = self.edit(f.ws, base, hold)
-            ws_t = edit_timeline(ws0, self.bundle.directions, name=name, strengths=values, hold=hold)
-            per_face.append(self.render_many(ws_t, f.G))
+        values = self._timeline_values(name, strengths)
+        per_face = [self.render_many(self._timeline_ws(f.ws, name, values, hold, base), f.G)
+                    for f in prepared]  # [faces][T] crops
         recons = [self.reconstruction(f) if method == "difference" else None for f in prepared]
         return [
             self._paste_all(photo, [(f.aligned, crops[t], r) for f, crops, r in zip(prepared, per_face, recons)],
                             method)
             for t in range(len(values))
         ]
+
+    def latent_timeline(
+        self,
+        ws: torch.Tensor,
+        *,
+        name: str = "age",
+        strengths: Sequence[float] | None = None,
+        hold: Iterable[str] = (),
+        base: Mapping[str, float] | None = None,
+    ) -> list[Image.Image]:
+        """Renders of one code ws [1, num_ws, w_dim] (a generated face, a loaded latent file: no photo) moved
+        along `name`, as `timeline` moves a photo's faces (the same strengths, `hold` and `base`)."""
+        values = self._timeline_values(name, strengths)
+        return self.render_many(self._timeline_ws(ws, name, values, hold, base))
+
+    def _timeline_values(self, name: str, strengths: Sequence[float] | None) -> np.ndarray:
+        """The strengths of a timeline along `name`: `strengths`, else its slider range in 12 steps."""
+        if name not in self.bundle.directions:
+            raise FaceAppError(f"no {name!r} direction: {self._has()}")
+        if strengths is not None:
+            return np.asarray(list(strengths), dtype=np.float64)
+        lo, hi = self.bundle.directions[name].strength_range
+        return np.linspace(lo, hi, 12)
+
+    def _timeline_ws(self, ws: torch.Tensor, name: str, values: np.ndarray, hold: Iterable[str],
+                     base: Mapping[str, float] | None) -> torch.Tensor:
+        """ws [1, num_ws, w_dim] with the `base` edits, then moved along `name` to each of `values`:
+        [T, num_ws, w_dim]. `name` itself is never held (nor taken from `base`)."""
+        from faceapp.edits import timeline as edit_timeline
+
+        hold = tuple(h for h in hold if h != name)
+        ws0 = self.edit(ws, {k: v for k, v in (base or {}).items() if k != name}, hold)
+        return edit_timeline(ws0, self.bundle.directions, name=name, strengths=values, hold=hold)
 
     def edit_photo(
         self,
@@ -719,87 +768,44 @@ class FaceEditor:
         return self.compose(photo, prepared, strengths, hold=hold)
 
 
-# ---------------------------------------------------------------------- latent-code files
+# ---------------------------------------------------------------------- the editor a command or the app serves
 
 
-def save_latent(path: str | os.PathLike, ws: torch.Tensor, *, model_id: str = "", **meta) -> Path:
-    """Write a latent code as .npz (written atomically): `ws` float32 [1, num_ws, w_dim] and `meta`, a JSON
-    string ({'format': LATENT_FORMAT, 'version': 1, 'model_id': ..., **meta}). No pickles: `load_latent`
-    reads it with numpy's allow_pickle=False."""
-    arr = ws.detach().to("cpu", torch.float32).numpy()
-    if arr.ndim != 3 or arr.shape[0] != 1:
-        raise ValueError(f"save_latent takes one code [1, num_ws, w_dim], got {tuple(arr.shape)}")
-    info = json.dumps({"format": LATENT_FORMAT, "version": 1, "model_id": model_id, **meta})
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, ws=arr, meta=np.array(info))
-    return path
+def open_editor(
+    model,
+    *,
+    device: torch.device | str = "cpu",
+    steps: int | None = None,
+    config=None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    threads: bool = True,
+) -> FaceEditor:
+    """The FaceEditor the CLI (`edit`, both `age` engines) and the app serve `model` with.
 
+    model: a loaded `ModelBundle`, or what `load_bundle` takes (a bundle folder, a generator checkpoint, a cached
+        model's name such as 'ffhq', a Hugging Face Hub repo id). None: ModelUnavailableError.
+    steps: optimisation steps for every stage of an inversion (fewer is faster and rougher); config: a whole
+        `faceapp.inversion.InvertConfig` instead. Neither: the modes' own.
+    threads: set torch's CPU threads for the model's size (`default_threads`).
 
-def load_latent(source) -> tuple[torch.Tensor, dict]:
-    """(ws [1, num_ws, w_dim] float32, meta dict) from a `save_latent` file: a path, bytes or a file object.
-
-    Raises FaceAppError when it is not such a file (any other .npz, a pickle, a truncated file).
+    The editor keeps no inversion cache of its own: a batch inverts each photo once, and the app gives each
+    visitor's session its own `InversionCache`.
     """
-    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the file"
-    try:
-        data = source if not isinstance(source, (bytes, bytearray)) else io.BytesIO(source)
-        with np.load(data, allow_pickle=False) as z:
-            if "ws" not in z or "meta" not in z:
-                raise ValueError("no ws/meta arrays")
-            ws = np.asarray(z["ws"], dtype=np.float32)
-            meta = json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # JSONDecodeError is a ValueError
-        raise FaceAppError(f"{name} is not a faceapp latent-code file (.npz from 'Download latent'): {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != LATENT_FORMAT:
-        raise FaceAppError(f"{name} is an .npz, but not a faceapp latent-code file")
-    if ws.ndim != 3 or ws.shape[0] != 1 or not np.isfinite(ws).all():
-        raise FaceAppError(f"{name} holds a latent code of shape {ws.shape}; expected [1, num_ws, w_dim] finite")
-    return torch.from_numpy(ws.copy()), meta
+    if not model:
+        raise ModelUnavailableError(
+            "no model: pass --model with a bundle folder, a generator checkpoint or a Hugging Face Hub repo id "
+            "(or set FACEAPP_MODEL); the demo bundle belongs in models/demo/"
+        )
+    if steps is not None:
+        from faceapp.inversion import InvertConfig
 
+        config = InvertConfig(fast_steps_no_encoder=steps, balanced_steps=steps, balanced_w_steps_no_encoder=steps,
+                              balanced_wplus_steps_no_encoder=steps, pti_steps=steps)
+    if isinstance(model, (str, os.PathLike)):
+        from faceapp.bundle import load_bundle
 
-# ---------------------------------------------------------------------- animation files
-
-
-def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, *, duration_ms: int = 150,
-             bounce: bool = True) -> Path:
-    """Write frames as a looping GIF (forth and back when `bounce`); written atomically."""
-    if not frames:
-        raise ValueError("no frames to save")
-    seq = list(frames) + (list(frames[-2:0:-1]) if bounce else [])
-    # PIL's default quantiser takes seconds per large frame; fast octree is ~50x quicker and looks the same here.
-    seq = [im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE) for im in seq]
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        seq[0].save(tmp, format="GIF", save_all=True, append_images=seq[1:], duration=duration_ms, loop=0,
-                    optimize=False)
-    return path
-
-
-def mp4_available() -> bool:
-    """True when imageio with its ffmpeg plugin (imageio-ffmpeg) is installed."""
-    try:
-        import imageio.v2  # noqa: F401
-        import imageio_ffmpeg  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def save_mp4(frames: Sequence[Image.Image], path: str | os.PathLike, *, fps: int = 8, bounce: bool = True) -> Path:
-    """Write frames as an H.264 MP4 (needs imageio-ffmpeg; see `mp4_available`); written atomically."""
-    if not mp4_available():
-        raise FaceAppError("MP4 output needs the imageio-ffmpeg package; GIF works without it")
-    import imageio.v2 as iio
-
-    seq = list(frames) + (list(frames[-2:0:-1]) if bounce else [])
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        # Even sides for yuv420p; macro_block_size=1 stops imageio resizing them itself.
-        w, h = (s - s % 2 for s in seq[0].size)
-        with iio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=7,
-                            macro_block_size=1) as writer:
-            for im in seq:
-                writer.append_data(np.asarray(im.convert("RGB").crop((0, 0, w, h))))
-    return path
+        model = load_bundle(model, device=device)
+    if threads:
+        torch.set_num_threads(default_threads(model.resolution))
+    return FaceEditor(model, device=device, max_pixels=max_pixels, cache_size=0,
+                      invert_kwargs={"config": config} if config is not None else {})

@@ -20,6 +20,8 @@ import faceapp.inversion
 from faceapp.bundle import load_bundle, make_random_bundle
 from faceapp.inversion import InvertConfig
 from faceapp.pipeline import FaceEditor
+from faceapp.web import session as web_session
+from faceapp.web import startup
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
@@ -74,7 +76,7 @@ def _png_header(w, h):
 
 
 def test_standin_when_no_demo_bundle(monkeypatch, tmp_path):
-    monkeypatch.setattr(app, "DEMO_BUNDLE", tmp_path / "models" / "demo")
+    monkeypatch.setattr(startup, "DEMO_BUNDLE", tmp_path / "models" / "demo")
     monkeypatch.setenv("FACEAPP_CACHE", str(tmp_path / "cache"))
     bundle = app.resolve_model(None)
     assert bundle.untrained and (tmp_path / "cache" / "standin-64" / "bundle.json").is_file()
@@ -151,7 +153,7 @@ def test_upload_edit_and_timeline_through_gradio_client(url, inversions):
     assert edited.shape == orig.shape and np.abs(edited - orig)[150:250, 180:280].mean() > 0.5
     assert np.abs(edited - orig)[:, :60].mean() < 1  # away from the face: the photo as it was
     # before/after on the page: the "before" side is the photo itself, at its own size
-    before = app._sessions[client.session_hash].before
+    before = web_session.sessions[client.session_hash].before
     assert np.abs(np.asarray(Image.open(before).convert("RGB"), dtype=np.int16) - orig).mean() < 3
     assert Image.open(recon).size == (384, 192) and "identity distance" in faith and "PSNR" in faith
     assert Path(latent).suffix == ".npz" and Path(result).suffix == ".png"
@@ -212,14 +214,14 @@ def test_sessions_do_not_share_photos(url):
     alice.predict(mode="fast", age=1, api_name="/edit")
     with pytest.raises(AppError, match="Upload a photo first"):
         bob.predict(mode="fast", age=1, api_name="/edit")
-    sessions = [s for s in app._sessions.values() if s.photo is not None]
+    sessions = [s for s in web_session.sessions.values() if s.photo is not None]
     assert len({id(s.cache) for s in sessions}) == len(sessions)  # one inversion cache per session
 
 
 def test_closing_a_session_deletes_its_files(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     request = SimpleNamespace(session_hash="tab-1")
-    session = app._new_session(request)
+    session = web_session.new_session(request)
     assert session.workdir.is_relative_to(tmp_path / "gradio")
     (session.workdir / "faceapp-edited-1.png").write_bytes(b"x")
     upload = tmp_path / "gradio" / "abc123" / "me.jpg"
@@ -228,16 +230,73 @@ def test_closing_a_session_deletes_its_files(tmp_path, monkeypatch):
     session.upload, session.photo = str(upload), Image.new("RGB", (4, 4))
     app.end_session(request)  # what the page's unload event runs
     assert not session.workdir.exists() and not upload.exists() and session.photo is None
-    assert "tab-1" not in app._sessions
+    assert "tab-1" not in web_session.sessions
     # an example photo's cached copy serves every visitor: it stays
     example = tmp_path / "gradio" / "def456" / "astronaut.jpg"
     example.parent.mkdir()
     example.write_bytes((app.EXAMPLES / "astronaut.jpg").read_bytes())
-    app._keep_digests.add(app._digest(app.EXAMPLES / "astronaut.jpg"))
-    other = app._new_session(SimpleNamespace(session_hash="tab-2"))
+    web_session.keep_digests.add(web_session.file_digest(app.EXAMPLES / "astronaut.jpg"))
+    other = web_session.new_session(SimpleNamespace(session_hash="tab-2"))
     other.upload = str(example)
-    app._close_session(other)  # what the state's delete_callback runs when it expires
-    assert example.exists() and not other.workdir.exists() and "tab-2" not in app._sessions
+    web_session.close_session(other)  # what the state's delete_callback runs when it expires
+    assert example.exists() and not other.workdir.exists() and "tab-2" not in web_session.sessions
+
+
+def test_a_session_is_in_one_state_at_a_time(bundle, tmp_path, monkeypatch):
+    """EMPTY -> LATENT (a generated face sent to the editor; the photo box it empties changes nothing) -> PHOTO
+    (an upload) -> EMPTY (the photo box cleared)."""
+    import gradio as gr
+
+    from faceapp.web.session import State
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    h = app.Handlers(FaceEditor(bundle, cache_size=0, invert_kwargs={"config": TINY}))
+    request = SimpleNamespace(session_hash="states")
+    session = h.generate(None, 3, 0.7, 0, "none", request).session
+    assert session.state is State.EMPTY and session.generated is not None
+    sent = h.send_to_editor(session, request)
+    assert session.state is State.LATENT and session.photo.size == (app.GENERATED_SIDE,) * 2
+    assert "exact latent code" in sent.status and sent.sliders == [0.0] * len(h.names)
+    assert h.load_photo(None, session, request).unchanged and session.state is State.LATENT
+    (view,) = h.edit_after_load(session, "Face 1", "fast", "difference", False)
+    assert view.unchanged
+    (view,) = h.edit(session, "Face 1", "fast", "difference", False, 1.0)
+    assert view.faithfulness == "Exact latent code: no inversion, nothing lost." and view.recon is None
+    view = h.load_photo(str(DATA / "astronaut.jpg"), session, request)
+    assert session.state is State.PHOTO and view.choices == ("Face 1",) and view.status == "1 face found."
+    assert session.latent is None and session.latent_info == {}
+    assert h.load_photo(None, session, request).status.startswith("Upload a photo")
+    assert session.state is State.EMPTY and session.photo is None and session.faces == []
+    with pytest.raises(gr.Error, match="Upload a photo first"):
+        h.look_harder(session, request)
+    web_session.end_session(request)
+    assert not session.workdir.exists()
+
+
+def test_every_result_updates_the_components_it_names(bundle, tmp_path):
+    """Each handler result's `page()` gives one value per component its PAGE names, in the layout's order."""
+    import gradio as gr
+
+    from faceapp.web import layout
+    from faceapp.web.handlers import EditView, GenerateView, LatentView, PhotoView, SentView, TimelineFiles
+
+    h = app.Handlers(FaceEditor(bundle, cache_size=0))
+    with gr.Blocks():
+        ui = layout.Components(session=gr.State())
+        with gr.Tabs() as ui.tabs, gr.Tab("Edit"):
+            layout.generate_tab(h, ui, layout.edit_tab(h, ui, {}), {})
+    session, sliders = app.Session(workdir=tmp_path), h.slider_values({})
+    for view in [PhotoView(session, "faces.jpg", ("Face 1", "Face 2", "All faces"), "2 faces found"),
+                 PhotoView(session, unchanged=True),
+                 EditView(session, "b.jpg", "r.png", "Done", "rc.png", "ok", "l.npz"),
+                 EditView(None, status="Upload a photo"), EditView(session, unchanged=True),
+                 LatentView(session, "Face 2", None, "fast", "Loaded", sliders),
+                 LatentView(session, "Face 1", ("Face 1",), None, "Loaded", sliders),
+                 GenerateView(session, "g.png", "Generated"), SentView(session, "Editing", sliders),
+                 TimelineFiles("t.gif", ["t.gif", "t.mp4"])]:
+        outputs, values = ui.outputs(type(view)), view.page()
+        assert len(outputs) == len(values) and None not in outputs, view
+    assert ui.outputs(SentView)[-len(sliders):] == ui.sliders
 
 
 def test_examples_have_sources():
@@ -289,8 +348,8 @@ def test_shared_upload_is_kept_while_another_session_holds_it(tmp_path, monkeypa
     upload = tmp_path / "gradio" / "abc" / "me.jpg"
     upload.parent.mkdir(parents=True)
     upload.write_bytes(b"photo")
-    a = app._new_session(SimpleNamespace(session_hash="tab-a"))
-    b = app._new_session(SimpleNamespace(session_hash="tab-b"))
+    a = web_session.new_session(SimpleNamespace(session_hash="tab-a"))
+    b = web_session.new_session(SimpleNamespace(session_hash="tab-b"))
     a.upload = b.upload = str(upload)
     app.end_session(SimpleNamespace(session_hash="tab-a"))
     assert upload.exists()  # b still uses it
@@ -546,8 +605,8 @@ def test_age_slider_and_presets_in_years_when_calibrated(calibrated_bundle, bund
     values[i_age], values[i_smile] = 30, 1.5
     st = h.strengths(values)  # the slider's years -> the strength edits use
     assert st["age"] == pytest.approx(3.75) and st["smile"] == 1.5
-    assert h._slider_values(st) == pytest.approx(values)  # and back (presets, per-face edits, latent files)
-    assert h._slider_values(h.presets["+30 years"])[i_age] == 30
+    assert h.slider_values(st) == pytest.approx(values)  # and back (presets, per-face edits, latent files)
+    assert h.slider_values(h.presets["+30 years"])[i_age] == 30
     assert h.shown(st) == "age +30 years, smile +1.5"
     # without a calibration: the strength slider and range-fraction presets, as before
     plain = app.Handlers(FaceEditor(bundle, cache_size=0))

@@ -89,13 +89,13 @@ def _screenshot(page, path) -> np.ndarray:
 
 
 def test_upload_move_age_slider_and_see_the_result(app_url, browser, shots):
-    import app
+    from faceapp.web import session as web_session
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url)
     page.wait_for_selector("#photo input[type=file]", state="attached", timeout=60_000)
     assert "Untrained stand-in" in page.locator("#model-notice").inner_text()
-    before = set(app._sessions)
+    before = set(web_session.sessions)
 
     page.locator("#photo input[type=file]").set_input_files(str(DATA / "astronaut.jpg"))
     _status_has(page, "Done: no edit")
@@ -123,20 +123,20 @@ def test_upload_move_age_slider_and_see_the_result(app_url, browser, shots):
 
     # a preset sets the sliders (the others back to 0) and shows its edit
     page.get_by_role("button", name="Smile").click()
-    _status_has(page, "Done: smile +1.8.")
+    _status_has(page, "Done: smile +2.25.")  # the Smile preset: 3/4 of its range
     assert page.locator("#slider-age input[type=number]").input_value() == "0"
     page.locator("#reset").click()
     _status_has(page, "Done: no edit.")
 
     # closing the tab ends the session: its files leave the server
-    (key,) = set(app._sessions) - before
-    workdir = app._sessions[key].workdir
+    (key,) = set(web_session.sessions) - before
+    workdir = web_session.sessions[key].workdir
     assert any(workdir.glob("faceapp-edited-*.png"))
     page.close()
     deadline = time.monotonic() + 30
     while workdir.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not workdir.exists() and key not in app._sessions
+    assert not workdir.exists() and key not in web_session.sessions
 
 
 def test_generate_tab_and_edit_this_face(app_url, browser, shots):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceapp import cli
+from faceapp import cli, pipeline
 from faceapp.bundle import make_random_bundle
 
 DATA = Path(__file__).parent / "data"
@@ -117,7 +117,7 @@ def test_edit_command(model, tmp_path, capsys):
 
 def test_no_model_says_what_to_do(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("FACEAPP_MODEL", raising=False)
-    monkeypatch.setattr(cli, "default_model", lambda: None)
+    monkeypatch.setattr(pipeline, "DEMO_BUNDLE", tmp_path / "no-demo")  # no models/demo/ bundle either
     assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--age", "1", "--out", str(tmp_path / "x.png")]) == 2
     assert "no model: pass --model" in capsys.readouterr().err
 

@@ -35,3 +35,29 @@ def test_the_file_name_is_what_the_loss_looks_for():
 
     assert torchvision.models.VGG16_Weights.IMAGENET1K_V1.url.endswith(_TORCHVISION_FILES["vgg"])
     assert torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url.endswith(_TORCHVISION_FILES["alex"])
+
+
+def test_fetch_lpips_gives_the_stalled_start_up_a_timeout_and_restores_it(tmp_path, monkeypatch):
+    """The app's start-up fetches through the same function with a timeout; the socket default comes back."""
+    import socket
+    from types import SimpleNamespace
+
+    import pytest
+
+    from faceapp import fetch
+    from faceapp.errors import ModelUnavailableError
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    seen = []
+
+    def offline(**kwargs):
+        seen.append(socket.getdefaulttimeout())
+        raise urllib.error.URLError("unreachable")
+
+    vgg = torchvision.models.VGG16_Weights.IMAGENET1K_V1
+    monkeypatch.setattr(fetch, "_lpips_weights", lambda net: SimpleNamespace(url=vgg.url, get_state_dict=offline))
+    before = socket.getdefaulttimeout()
+    with pytest.raises(ModelUnavailableError, match="could not download .*vgg16-397923af.pth.*internet"):
+        fetch.fetch_lpips("vgg", progress=False, timeout=7)
+    assert seen == [7] and socket.getdefaulttimeout() == before
+    assert fetch.lpips_file("vgg") == tmp_path / "checkpoints" / "vgg16-397923af.pth"

@@ -25,6 +25,7 @@ LAYERS = {
     "faceapp.cuda": 1,
     "faceapp.stylegan": 2,
     "faceapp.align": 2,
+    "faceapp.writers": 2,
     "faceapp.inversion": 3,
     "faceapp.edits": 3,
     "faceapp.bundle": 4,
@@ -33,7 +34,8 @@ LAYERS = {
     "faceapp.batch": 6,
     "faceapp.batch_ray": 7,
     "faceapp.cli": 8,
-    "app": 8,
+    "faceapp.web": 8,  # the web app (Gradio): faceapp itself never imports it
+    "app": 9,  # starts faceapp.web
     "faceapp.__main__": 9,
 }
 

@@ -11,7 +11,8 @@ import faceapp.inversion
 from faceapp.bundle import load_bundle, make_random_bundle
 from faceapp.errors import FaceAppError, ImageError, NoFaceError
 from faceapp.inversion import InvertConfig
-from faceapp.pipeline import FaceEditor, InversionCache, save_gif
+from faceapp.pipeline import FaceEditor, InversionCache
+from faceapp.writers import save_gif
 
 DATA = Path(__file__).parent / "data"
 # Two projection steps without the perceptual net: the flow, not the quality, is under test here.
@@ -219,6 +220,67 @@ def test_timeline_frames_and_gif(editor, photo, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_latent_timeline_moves_a_bare_code_as_the_photo_timeline_moves_its_faces(editor):
+    """A generated face's timeline: frame t is the code edited to strength t (base edits first, `name` never held),
+    rendered; the photo timeline's faces are moved by the same codes."""
+    ws = editor.generate(3)
+    base = {"age": 1.0, "smile": 2.0}
+    frames = editor.latent_timeline(ws, name="age", strengths=[-2.0, 0.0, 2.0], hold=("age", "gender"), base=base)
+    assert len(frames) == 3 and all(f.size == (32, 32) for f in frames)
+    for s, frame in zip([-2.0, 0.0, 2.0], frames):  # independently: smile (gender held), then age (gender held)
+        expected = editor.render(editor.edit(editor.edit(ws, {"smile": 2.0}, ("gender",)), {"age": s}, ("gender",)))
+        assert np.abs(np.asarray(frame, np.int16) - np.asarray(expected, np.int16)).max() <= 1
+    assert len(editor.latent_timeline(ws)) == 12  # the age slider's range in 12 steps by default
+    with pytest.raises(FaceAppError, match="no 'beard' direction"):
+        editor.latent_timeline(ws, name="beard")
+
+
+def test_faithfulness_is_measured_once_per_inversion(editor, photo, monkeypatch):
+    face = editor.prepare(photo)[0]
+    calls = []
+    real = editor._measure_faithfulness
+    monkeypatch.setattr(editor, "_measure_faithfulness", lambda f: calls.append(f) or real(f))
+    first = editor.faithfulness(face)
+    assert editor.faithfulness(face) == first and len(calls) == 1  # a moving slider does not measure again
+    other = editor.prepare(photo, mode="balanced")[0]  # another inversion: measured for itself
+    editor.faithfulness(other)
+    assert len(calls) == 2
+
+
+def test_a_remembered_inversion_is_not_inverted_again(editor, photo, faces, count_inversions):
+    ws = editor.generate(4)
+    aligned = editor.align(photo, faces[0])
+    cache = InversionCache(4)
+    inv = editor.remember_inversion(aligned, ws, "balanced", cache=cache, loaded_from="me.npz")
+    assert editor.invert(aligned, "balanced", cache=cache) is inv and inv.G is editor.G
+    assert inv.metrics == {"loaded_from": "me.npz"} and count_inversions == []
+    editor.invert(aligned, "fast", cache=cache)  # another mode is another inversion
+    assert count_inversions == ["fast"]
+    with pytest.raises(FaceAppError, match="inversion mode"):
+        editor.remember_inversion(aligned, ws, "quick", cache=cache)
+
+
+def test_open_editor_is_the_one_set_up(bundle, tmp_path):
+    from faceapp.errors import ModelUnavailableError
+    from faceapp.pipeline import open_editor
+
+    threads = torch.get_num_threads()
+    try:
+        editor = open_editor(bundle, max_pixels=1234, threads=False)
+        assert editor.bundle is bundle and editor.max_pixels == 1234 and editor.cache.max_size == 0
+        assert editor.invert_kwargs == {} and torch.get_num_threads() == threads
+        root = make_random_bundle(tmp_path / "b", resolution=16, seed=2)
+        editor = open_editor(str(root), steps=3)  # by path; steps for every stage
+        config = editor.invert_kwargs["config"]
+        assert editor.bundle.root == root and editor.resolution == 16 and torch.get_num_threads() == 1
+        assert (config.fast_steps_no_encoder, config.balanced_steps, config.pti_steps) == (3, 3, 3)
+        assert open_editor(bundle, config=TINY, threads=False).invert_kwargs == {"config": TINY}
+        with pytest.raises(ModelUnavailableError, match="no model: pass --model"):
+            open_editor(None)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_progress_reports_up_to_done(editor, photo):
     seen = []
     editor.prepare(photo, mode="balanced", progress=lambda f, m: seen.append(f))
@@ -284,7 +346,7 @@ def test_generate_seeds_truncation_and_style_mixing(editor):
 
 
 def test_latent_file_round_trip_and_checks(editor, tmp_path):
-    from faceapp.pipeline import load_latent
+    from faceapp.writers import load_latent
 
     ws = editor.generate(5)
     path = editor.save_latent(tmp_path / "me.npz", ws, mode="fast", face=0)
@@ -296,7 +358,7 @@ def test_latent_file_round_trip_and_checks(editor, tmp_path):
     for bad in ("other.npz", "junk.npz"):
         with pytest.raises(FaceAppError, match="not a faceapp latent-code file"):
             editor.load_latent(tmp_path / bad)
-    from faceapp.pipeline import save_latent
+    from faceapp.writers import save_latent
 
     save_latent(tmp_path / "foreign.npz", ws, model_id="0123456789abcdef", model_name="someone-else")
     with pytest.raises(FaceAppError, match="made with model 'someone-else'"):
