@@ -315,10 +315,11 @@ def _run_figures(args) -> int:
         return 0
     try:
         bundle = load_bundle(args.bundle)
-        if args.no_detail:
+        if args.no_detail or args.no_prototypes:
             import dataclasses
 
-            bundle = dataclasses.replace(bundle, detail=None)
+            bundle = dataclasses.replace(bundle, detail=None if args.no_detail else bundle.detail,
+                                         age_prototypes=None if args.no_prototypes else bundle.age_prototypes)
         dirs = bundle.directions
         if "age" not in dirs:
             raise FaceAppError(f"bundle {args.bundle} has no age direction")
@@ -339,6 +340,8 @@ def _run_figures(args) -> int:
     held = list(heldout_photos(UTKFACE_ZIP, read_name_list(EVAL_FACES)[: args.faces]))
     edits, older, younger = figure_edits(dirs, args)
     stage = f"detail stage {editor.detail_resolution} px" if bundle.detail else "no detail stage"
+    if bundle.age_prototypes is not None:
+        stage += ", age prototypes " + json.dumps(bundle.meta.get("age_prototypes_options"))
     print(f"bundle {args.bundle} ({stage}); "
           f"mode {args.mode}; paste {args.paste}, colour {args.colour}; {len(held)} held-out faces + the astronaut; "
           f"age measured by {args.age_model}" + (f", kNN second opinion {args.age_gender_model}" if knn else ""))
@@ -397,6 +400,8 @@ def main(argv=None) -> None:
                    help="with --figures: the difference paste-back's colour handling (add: as before)")
     p.add_argument("--motion", action=argparse.BooleanOptionalAction, default=False,
                    help="with --figures: the paste-back moves the photo's features as the render's moved")
+    p.add_argument("--no-prototypes", action="store_true",
+                   help="with --figures: leave the bundle's age prototypes out (the generator ages alone)")
     p.add_argument("--no-detail", action="store_true", help="with --figures: leave the bundle's detail stage out")
     p.add_argument("--no-grids", action="store_true", help="with --figures: figures only")
     p.add_argument("--grids", default="scratch/bench-edit", help="with --figures: folder for the grids")

@@ -6,6 +6,8 @@ A bundle folder holds ``bundle.json`` and the files it names::
                             "generator": "generator.safetensors",
                             "encoder": "encoder.safetensors" | null,
                             "detail": "detail.safetensors" (optional),
+                            "age_prototypes": "age_prototypes.safetensors" (optional),
+                            "age_prototypes_options": {"t_per_strength": .., "gan_share": ..},
                             "directions": "directions/" | null,
                             "align": AlignSpec.to_dict(),
                             "card": "MODEL_CARD.md",
@@ -14,6 +16,8 @@ A bundle folder holds ``bundle.json`` and the files it names::
     encoder.safetensors    an Encoder4Editing, when the model has one
     detail.safetensors     an optional detail stage (faceapp.stylegan.detail.DetailNet): G's render ->
                            a sharper, larger face; bundles without one (official FFHQ) render as G does
+    age_prototypes.safetensors  optional age prototypes (faceapp.align.prototype.AgePrototypes): the age
+                           edit's wrinkles, folds, sagging and greying at the photo's own resolution
     directions/            a DirectionSet (safetensors + JSON)
     MODEL_CARD.md          what the model is, what it was trained on, its terms
 
@@ -116,6 +120,16 @@ class ModelBundle:
     meta: dict = field(default_factory=dict)
     model_id: str = ""
     detail: torch.nn.Module | None = None  # the optional detail stage (faceapp.stylegan.detail.DetailNet)
+    age_prototypes: object = None  # optional faceapp.align.prototype.AgePrototypes
+
+    def age_split(self, strength: float) -> tuple[float, float]:
+        """An age strength as (the generator's share of it, the prototypes' t): with age prototypes the photo
+        is aged by both, as bundle.json's age_prototypes_options say; without, (strength, 0)."""
+        if self.age_prototypes is None or not strength:
+            return float(strength), 0.0
+        opts = self.meta.get("age_prototypes_options") or {}
+        return (float(strength) * float(opts.get("gan_share", 1.0)),
+                float(strength) * float(opts.get("t_per_strength", 0.0)))
 
     @property
     def untrained(self) -> bool:
@@ -294,6 +308,13 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
     det_path = _member(root, meta.get("detail"), "detail")
     if det_path is not None:
         detail = _load_detail(det_path, G, device)
+    protos = None
+    proto_path = _member(root, meta.get("age_prototypes"), "age_prototypes")
+    if proto_path is not None:
+        from faceapp.align.prototype import AgePrototypes
+
+        protos = AgePrototypes.load(proto_path)
+        _check_prototype_options(meta.get("age_prototypes_options"), root)
     dir_path = _member(root, meta.get("directions"), "directions")
     if dir_path is not None:
         from faceapp.edits.directions import DirectionSet
@@ -309,11 +330,12 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         raise CheckpointError(f"{root / 'bundle.json'}: bad or missing 'align' spec ({e})") from None
     card_path = _member(root, meta.get("card"), "card")
     card = card_path.read_text(encoding="utf-8") if card_path is not None else ""
-    files = [root / "bundle.json", gen_path] + ([enc_path] if enc_path else []) + ([det_path] if det_path else [])
+    files = [root / "bundle.json", gen_path] + [p for p in (enc_path, det_path, proto_path) if p]
     return ModelBundle(
         G=G,
         encoder=encoder,
         detail=detail,
+        age_prototypes=protos,
         directions=directions,
         align_spec=align,
         card=card,
@@ -322,6 +344,21 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         meta=meta,
         model_id=_hash_files(files),
     )
+
+
+def _check_prototype_options(opts, root) -> None:
+    """bundle.json's age_prototypes_options: {'t_per_strength': finite, 'gan_share': in [0, 1]}."""
+    import math
+
+    ok = isinstance(opts, dict) and set(opts) <= {"t_per_strength", "gan_share"}
+    try:
+        ok = ok and all(math.isfinite(float(v)) for v in opts.values())
+        ok = ok and 0.0 <= float(opts.get("gan_share", 1.0)) <= 1.0 and abs(float(opts.get("t_per_strength", 0))) < 10
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{root / 'bundle.json'}: age_prototypes_options must be {{'t_per_strength': number, "
+                              f"'gan_share': 0..1}}, got {opts!r}")
 
 
 def _load_detail(path: Path, G, device) -> torch.nn.Module:
@@ -389,10 +426,14 @@ def save_bundle(
     force_directions: bool = False,
     dtype: torch.dtype | None = None,
     detail: torch.nn.Module | None = None,
+    age_prototypes=None,
+    age_prototypes_options: dict | None = None,
 ) -> Path:
     """Write a bundle folder (see the module doc); returns its path. bundle.json is written last.
 
     ``detail``: an optional detail stage (`DetailNet` taking G's renders), stored as detail.safetensors.
+    ``age_prototypes``: optional `AgePrototypes`, stored as age_prototypes.safetensors, used as
+    ``age_prototypes_options`` say ({'t_per_strength', 'gan_share'}, see `ModelBundle.age_split`).
 
     ``dtype=torch.float16`` stores the networks' float32 tensors in half precision (half the size;
     loading casts them back to float32), as the demo bundle does to keep every file under 10 MB.
@@ -418,6 +459,10 @@ def save_bundle(
         save_networks(root / "encoder.safetensors", {"encoder": encoder}, dtype=dtype)
     if detail is not None:
         save_networks(root / "detail.safetensors", {"detail": detail}, dtype=dtype)
+    if age_prototypes is not None:
+        _check_prototype_options(age_prototypes_options, root)
+        with atomic_path(root / "age_prototypes.safetensors") as tmp:
+            age_prototypes.save(tmp)
     if directions is not None and len(directions):
         if (root / "directions").exists():
             shutil.rmtree(root / "directions")
@@ -431,6 +476,8 @@ def save_bundle(
         "generator": "generator.safetensors",
         "encoder": "encoder.safetensors" if encoder is not None else None,
         **({"detail": "detail.safetensors"} if detail is not None else {}),
+        **({"age_prototypes": "age_prototypes.safetensors", "age_prototypes_options": dict(age_prototypes_options)}
+           if age_prototypes is not None else {}),
         "directions": "directions/" if directions is not None and len(directions) else None,
         "align": align_spec.to_dict(),
         "card": "MODEL_CARD.md",

@@ -681,13 +681,30 @@ class FaceEditor:
             if len(per_face) != len(prepared):
                 raise FaceAppError(f"{len(per_face)} sets of strengths for {len(prepared)} faces")
         resolution = self.preview_resolution if preview else None
-        items = []
+        items, ages = [], []
         for f, st in zip(prepared, per_face):
+            st, t = self._age_split(st)  # with age prototypes: the generator's share, and the prototypes' t
+            ages.append(t)
             ws = self.edit(f.ws, st, hold)
             edited = self.render_many(ws, f.G, resolution=resolution)[0]
             recon = self.reconstruction(f, resolution=resolution) if method == "difference" else None
             items.append((f.aligned, edited, recon))
-        return self._paste_all(photo, items, method)
+        return self._age_faces(self._paste_all(photo, items, method), prepared, ages)
+
+    def _age_split(self, strengths: Mapping[str, float]) -> tuple[dict, float]:
+        """(strengths with age at the generator's share, the age prototypes' t) (`ModelBundle.age_split`)."""
+        st = dict(strengths)
+        if "age" not in st:
+            return st, 0.0
+        st["age"], t = self.bundle.age_split(st["age"])
+        return st, t
+
+    def _age_faces(self, photo: Image.Image, prepared: Sequence[EditableFace], ts: Sequence[float]) -> Image.Image:
+        """`photo` with each prepared face aged by the bundle's age prototypes by its t (0: untouched)."""
+        for f, t in zip(prepared, ts):
+            if t:
+                photo = self.bundle.age_prototypes.apply(photo, f.aligned.face.landmarks68, t)
+        return photo
 
     def timeline(
         self,
@@ -709,12 +726,21 @@ class FaceEditor:
         if method not in PASTE_METHODS:
             raise FaceAppError(f"paste must be one of {', '.join(PASTE_METHODS)}; got {method!r}")
         values = self._timeline_values(name, strengths)
-        per_face = [self.render_many(self._timeline_ws(f.ws, name, values, hold, base), f.G)
+        # with age prototypes, age goes partly to the generator and partly to the prototypes (`_age_split`)
+        base, t_base = self._age_split(base or {})
+        if name == "age":
+            split = [self._age_split({"age": v}) for v in values]
+            gan_values, ts = np.array([st["age"] for st, _ in split]), [t for _, t in split]
+        else:
+            gan_values, ts = values, [t_base] * len(values)
+        per_face = [self.render_many(self._timeline_ws(f.ws, name, gan_values, hold, base), f.G)
                     for f in prepared]  # [faces][T] crops
         recons = [self.reconstruction(f) if method == "difference" else None for f in prepared]
         return [
-            self._paste_all(photo, [(f.aligned, crops[t], r) for f, crops, r in zip(prepared, per_face, recons)],
-                            method)
+            self._age_faces(
+                self._paste_all(photo, [(f.aligned, crops[t], r) for f, crops, r in zip(prepared, per_face, recons)],
+                                method),
+                prepared, [ts[t]] * len(prepared))
             for t in range(len(values))
         ]
 

@@ -155,3 +155,57 @@ def test_build_averages_shapes_and_energies(face):
     # one face per group, the same face: the two groups' images match where the warp is the identity
     q = build_prototypes({"young": [(img, lm)], "old": [(img, lm)]}, size=S)
     assert np.allclose(q.young_lab, q.old_lab) and np.allclose(q.young_energy, q.old_energy)
+
+
+@pytest.fixture(scope="module")
+def proto_bundle(face, tmp_path_factory):
+    """A tiny random bundle with synthetic age prototypes (an older group with a lower mouth and stronger
+    detail) that age the photo alone (gan_share 0), t = 0.1 per strength unit."""
+    import json
+
+    from faceapp.bundle import load_bundle, make_random_bundle
+
+    photo, lm, lmc = face
+    root = make_random_bundle(tmp_path_factory.mktemp("b") / "bundle", resolution=32, seed=1)
+    _protos(lmc, shift=(0.0, 2.0), gain=(1.6, 1.3, 1.0)).save(root / "age_prototypes.safetensors")
+    meta = json.loads((root / "bundle.json").read_text())
+    meta |= {"age_prototypes": "age_prototypes.safetensors",
+             "age_prototypes_options": {"t_per_strength": 0.1, "gan_share": 0.0}}
+    (root / "bundle.json").write_text(json.dumps(meta))
+    return load_bundle(root)
+
+
+def test_the_editor_ages_photos_with_the_bundles_prototypes(face, proto_bundle):
+    """compose and timeline give the generator its share of age (none here) and the prototypes t = 0.1 x strength:
+    the same pixels as aging the strength-0 result by hand; other edits are untouched."""
+    from faceapp.inversion import InvertConfig
+    from faceapp.pipeline import FaceEditor
+
+    photo, lm, _ = face
+    editor = FaceEditor(proto_bundle, invert_kwargs={"config": InvertConfig(fast_steps_no_encoder=2,
+                                                                            perceptual_weight=0.0)})
+    prepared = editor.prepare(photo)
+    assert proto_bundle.age_split(6.0) == (0.0, pytest.approx(0.6))
+    plain = editor.compose(photo, prepared, {"smile": 1.0})
+    aged = editor.compose(photo, prepared, {"age": 6.0, "smile": 1.0})
+    by_hand = proto_bundle.age_prototypes.apply(plain, prepared[0].aligned.face.landmarks68, 0.6)
+    assert np.array_equal(np.asarray(aged), np.asarray(by_hand))
+    assert np.abs(np.asarray(aged).astype(int) - np.asarray(plain)).max() > 10  # and it did something
+    frames = editor.timeline(photo, prepared, name="age", strengths=[0.0, 6.0], base={"smile": 1.0})
+    assert np.array_equal(np.asarray(frames[0]), np.asarray(plain))
+    assert np.array_equal(np.asarray(frames[1]), np.asarray(aged))
+
+
+def test_bad_prototype_options_are_refused(face, proto_bundle, tmp_path):
+    import json
+    import shutil
+
+    from faceapp.bundle import load_bundle
+
+    root = tmp_path / "b"
+    shutil.copytree(proto_bundle.root, root)
+    meta = json.loads((root / "bundle.json").read_text())
+    meta["age_prototypes_options"] = {"t_per_strength": "lots", "gan_share": 2}
+    (root / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="age_prototypes_options"):
+        load_bundle(root)

@@ -267,7 +267,7 @@ def paste_difference(
         shift = (flow @ np.linalg.inv(m)[:2, :2].T).astype(np.float32)
         src = np.asarray(result, np.float32)
         mx, my = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-        roi = cv2.remap(src, mx + shift[..., 0], my + shift[..., 1], cv2.INTER_CUBIC,
+        roi = cv2.remap(src, mx + shift[..., 0], my + shift[..., 1], cv2.INTER_LANCZOS4,
                         borderMode=cv2.BORDER_REFLECT_101)
     else:
         roi = np.asarray(result.crop((x0, y0, x1, y1)), np.float32)
