@@ -552,6 +552,9 @@ def build_bundle(
     device: torch.device | str = "cpu",
     extra_meta: dict | None = None,
     detail: str | os.PathLike | None = None,
+    age_prototypes: str | os.PathLike | None = None,
+    age_prototypes_end: float = 1.75,
+    age_gan_share: float = 0.0,
 ) -> Path:
     """Make a bundle folder at `out` from files in any supported format; returns `out`.
 
@@ -570,6 +573,9 @@ def build_bundle(
             strength 1 = one std of the latents along it (default 0: the files' own units).
         detail: an optional detail stage (a faceapp checkpoint holding a `DetailNet` trained on G's renders,
             training/train_detail.py); it must take G's resolution.
+        age_prototypes: optional age prototypes (faceapp.align.prototype.AgePrototypes, made by
+            training/age_prototypes.py); they need an age direction. At the age slider's end the prototypes move the
+            face by t = age_prototypes_end, and the generator gets age_gan_share of the slider's strength.
 
     Raises:
         DirectionMismatchError: a direction file made for another generator (see faceapp.edits.provenance).
@@ -633,8 +639,21 @@ def build_bundle(
         det = _load_detail(Path(detail), G, device)
         sources["detail"] = {"file": Path(detail).name, "format": "faceapp"}
         options["detail"] = os.fspath(detail)
+    protos, proto_opts = None, None
+    if age_prototypes is not None:
+        from faceapp.align.prototype import AgePrototypes
+
+        if direction_set is None or "age" not in direction_set:
+            raise CheckpointError("age prototypes go with an age direction: give one with --directions")
+        protos = AgePrototypes.load(age_prototypes)
+        end = max(abs(x) for x in direction_set["age"].strength_range)
+        proto_opts = {"t_per_strength": round(float(age_prototypes_end) / end, 6), "gan_share": float(age_gan_share)}
+        _check_prototype_options(proto_opts, Path(out))
+        sources["age_prototypes"] = {"file": Path(age_prototypes).name, "format": "faceapp"}
+        options |= {"age_prototypes": os.fspath(age_prototypes), "age_prototypes_end": float(age_prototypes_end),
+                    "age_gan_share": float(age_gan_share)}
     return save_bundle(out, G=G, align_spec=spec, encoder=E, directions=direction_set, name=name, card=card,
-                       meta=meta, detail=det)
+                       meta=meta, detail=det, age_prototypes=protos, age_prototypes_options=proto_opts)
 
 
 def _build_card(name: str, G, fp: dict, sources: dict, align: str, notes: list[str]) -> str:

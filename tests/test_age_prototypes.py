@@ -209,3 +209,24 @@ def test_bad_prototype_options_are_refused(face, proto_bundle, tmp_path):
     (root / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="age_prototypes_options"):
         load_bundle(root)
+
+
+def test_cli_bundle_takes_age_prototypes(face, proto_bundle, tmp_path):
+    """`python -m faceapp bundle --age-prototypes`: stored, loaded back, t at the age slider's end as asked; refused
+    without an age direction."""
+    from faceapp.bundle import load_bundle
+    from faceapp.cli import main as cli
+    from faceapp.stylegan.checkpoint import save_networks
+
+    save_networks(tmp_path / "G.safetensors", {"G_ema": proto_bundle.G})
+    proto_bundle.directions.save(tmp_path / "dirs")
+    args = ["bundle", "--generator", str(tmp_path / "G.safetensors"), "--align", "utkface",
+            "--age-prototypes", str(proto_bundle.root / "age_prototypes.safetensors"), "--age-prototypes-end", "1.5",
+            "--age-gan-share", "0.25"]
+    assert cli([*args, "--directions", str(tmp_path / "dirs"), "--out", str(tmp_path / "b")]) == 0
+    b = load_bundle(tmp_path / "b")
+    end = max(abs(x) for x in b.directions["age"].strength_range)
+    gan, t = b.age_split(end)
+    assert t == pytest.approx(1.5) and gan == pytest.approx(0.25 * end)
+    assert np.allclose(b.age_prototypes.old_shape, proto_bundle.age_prototypes.old_shape)
+    assert cli([*args, "--out", str(tmp_path / "c")]) != 0  # no directions: no age direction to go with
