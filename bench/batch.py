@@ -1,7 +1,7 @@
 """Batch aging throughput: photos per minute, local engine vs Ray with 1 and 2 workers, and where a photo's time goes.
 
-    python bench/batch.py                          # models/demo, 12 photos, strengths -2,2
-    python bench/batch.py --photos 24 --engines local,ray:2 --model PATH_OR_HUB_ID
+    python -m bench.batch                          # models/demo, 12 photos, strengths -2,2
+    python -m bench.batch --photos 24 --engines local,ray:2 --model PATH_OR_HUB_ID
 
 Each engine runs the real command (`python -m faceapp age DIR --out OUT --engine ...`, a fresh output folder,
 Ray's own local instance on this machine's cores) on the same photos. Photos: the public-domain NASA portrait

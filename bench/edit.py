@@ -1,7 +1,7 @@
 """Benchmark edits on CPU: one slider edit (apply + render) and a 12-frame age timeline.
 
-    python bench/edit.py --bundle path/to/bundle      # a trained bundle (its G and directions)
-    python bench/edit.py                              # no bundle: RANDOM weights, labelled as such
+    python -m bench.edit --bundle path/to/bundle      # a trained bundle (its G and directions)
+    python -m bench.edit                              # no bundle: RANDOM weights, labelled as such
 
 Without --bundle the generator has the demo architecture (bench/generator.py's 'demo128': 128 px,
 w_dim 256) with random weights, and the directions are random unit vectors calibrated on its latents:
@@ -27,7 +27,7 @@ returned photo, among all and among those it did not read so at strength 0.
 Grids go to --grids (default scratch/bench-edit; UTKFace-derived: never commit them): each direction at
 - and + on 16 held-out faces, and an aging timeline; --docs-img DIR also writes the astronaut's.
 
-    python bench/edit.py --bundle models/demo --figures --age-gender-model runs/labelers/age_gender.safetensors
+    python -m bench.edit --bundle models/demo --figures --age-gender-model runs/labelers/age_gender.safetensors
 """
 
 from __future__ import annotations
@@ -43,9 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faceapp.edits import Direction, DirectionSet, apply_edits, timeline  # noqa: E402
+from faceapp.edits import Direction, DirectionSet, apply_edits, timeline
 
 
 def random_demo(preset: str, seed: int = 0):
@@ -99,10 +97,10 @@ def _sheet(rows, pad: int = 2):
 
 
 def _true_age(name: str) -> int | None:
-    from training.labelers import UTKFACE_NAME
+    from training.utkface import parse_utkface_name
 
-    m = UTKFACE_NAME.search(name)
-    return int(m.group(1)) if m else None
+    labels = parse_utkface_name(name)
+    return labels["age"] if labels else None
 
 
 def photo_figures(editor, meter, photos, edits: dict, *, mode="fast", greyscale: int = 0, progress=print) -> dict:
@@ -200,11 +198,11 @@ def attribute_figures(editor, meter, photos, name: str, strengths, *, mode="fast
     """Smile or glasses on the returned photo: the labeler's share at each strength, and who stays the same person.
 
     photos: [(name, PIL)]. The smile labeler is the landmark one, glasses the HOG one (runs/labelers/glasses
-    .safetensors, from `training/labelers.py fit-glasses`). Returns {strength: {share, share_of_none, same_person}}
-    where share_of_none is the share among the faces the labeler says do not have it at strength 0.
+    .safetensors, from `python -m training.labelers fit-glasses`). Returns {strength: {share, share_of_none,
+    same_person}} where share_of_none is the share among the faces the labeler says do not have it at strength 0.
     """
     from faceapp.errors import FaceAppError
-    from training.labelers import GlassesModel, find_landmarks, glasses_hog, smile_score
+    from training.face_labels import GlassesModel, find_landmarks, glasses_hog, smile_score
 
     if name == "smile":
         def score(crop, lm):
@@ -307,8 +305,9 @@ def _run_figures(args) -> int:
     from faceapp.errors import FaceAppError
     from faceapp.pipeline import FaceEditor
     from training.age_estimator import load_age_estimator
+    from training.age_gender import AgeGenderModel
     from training.calibrate_years import EVAL_FACES, UTKFACE_ZIP, PhotoMeter, heldout_photos, public_photos
-    from training.labelers import AgeGenderModel, read_name_list
+    from training.utkface import read_name_list
 
     if not UTKFACE_ZIP.is_file():
         print(f"skipped: no UTKFace zip at {UTKFACE_ZIP}")

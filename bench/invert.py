@@ -165,8 +165,9 @@ def pipeline_figures(bundle, modes, photos, meter, *, steps=None, progress=print
 
 def _run_pipeline(args, modes) -> int:
     from faceapp.bundle import load_bundle
+    from training.age_gender import AgeGenderModel
     from training.calibrate_years import EVAL_FACES, PhotoMeter, heldout_photos, public_photos
-    from training.labelers import AgeGenderModel, read_name_list
+    from training.utkface import read_name_list
 
     bundle = load_bundle(args.bundle)
     names = read_name_list(EVAL_FACES)[: args.faces]

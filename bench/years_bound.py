@@ -71,8 +71,9 @@ def main(argv=None) -> int:
     p.add_argument("--years", default="10,20,30")
     p.add_argument("--faces", type=int, default=50)
     args = p.parse_args(argv)
+    from training.age_gender import AgeGenderModel
     from training.calibrate_years import EVAL_FACES, UTKFACE_ZIP, PhotoMeter, heldout_photos
-    from training.labelers import AgeGenderModel, read_name_list
+    from training.utkface import read_name_list
 
     if not UTKFACE_ZIP.is_file():
         print(f"skipped: no UTKFace zip at {UTKFACE_ZIP}")

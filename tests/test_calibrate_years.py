@@ -104,8 +104,9 @@ def test_end_to_end_on_a_tiny_bundle_writes_a_calibration_the_cli_uses(tmp_path)
     mean nothing, but every step runs and the bundle comes out calibrated."""
     from faceapp.align import align_face, detect_faces, load_image, utkface_spec
     from faceapp.bundle import make_random_bundle
+    from training.age_gender import AgeGenderModel
     from training.calibrate_years import main
-    from training.labelers import AgeGenderModel, name_list_digest
+    from training.utkface import name_list_digest
 
     photo = load_image("tests/data/astronaut.jpg")
     crop = align_face(photo, detect_faces(photo, backend="dlib")[0], utkface_spec(200)).image
@@ -144,7 +145,7 @@ def test_the_age_estimator_is_the_measure_and_must_have_left_the_faces_out(tmp_p
     from faceapp.stylegan.checkpoint import save_networks
     from training.age_estimator import AgeEstimator, register
     from training.calibrate_years import main
-    from training.labelers import name_list_digest
+    from training.utkface import name_list_digest
 
     photo = load_image("tests/data/astronaut.jpg")
     crop = align_face(photo, detect_faces(photo, backend="dlib")[0], utkface_spec(200)).image

@@ -154,12 +154,12 @@ def test_cli_bundle_takes_a_detail_stage(bundle_with_detail, tmp_path):
 def test_evaluate_compares_with_bicubic(tmp_path, monkeypatch):
     import json
 
-    import training.labelers as labelers
+    import training.utkface as utkface
     from training import train_detail
 
     z = _tiny_utkface_zip(tmp_path / "utk.zip", n=4)
     (tmp_path / "held.txt").write_text("20_0_0_201701000.jpg.chip.jpg\n21_0_0_201701001.jpg.chip.jpg\n")
-    monkeypatch.setattr(labelers, "HELDOUT_LISTS", (tmp_path / "held.txt",))
+    monkeypatch.setattr(utkface, "HELDOUT_LISTS", (tmp_path / "held.txt",))
     net = DetailNet(in_resolution=16, scale=2, channels=8, blocks=1, up_channels=8)  # untrained: bicubic itself
     save_networks(tmp_path / "d.safetensors", {"detail": net})
     assert train_detail.main(["evaluate", "--model", str(tmp_path / "d.safetensors"), "--zip", str(z),

@@ -14,9 +14,9 @@ from PIL import Image
 
 from faceapp.stylegan.checkpoint import load_networks, read_header, save_networks
 from training import prepare_dataset as prep
+from training.age_gender import AgeGenderModel
 from training.dataset import ImageArchive, write_synthetic_archive
 from training.diffaug import DiffAugment, cutout, translation
-from training.labelers import AgeGenderModel
 from training.loss import HingeLoss
 from training.projected import Head, ProjectedDiscriminator, minibatch_std, register
 from training.quality import FaceQuality, frechet_distance, gaussian

@@ -60,7 +60,7 @@ def test_learned_set_has_scales_and_conditional_edits_hold_the_other_attribute()
 def test_smile_and_glasses_labelers_on_a_real_photo():
     """The astronaut (scikit-image's public-domain portrait) smiles with teeth and wears no glasses."""
     from faceapp.align import align_face, detect_faces, load_image, utkface_spec
-    from training.labelers import GLASSES_THRESHOLD, find_landmarks, glasses_score, smile_features, smile_score
+    from training.face_labels import GLASSES_THRESHOLD, find_landmarks, glasses_score, smile_features, smile_score
 
     photo = load_image("tests/data/astronaut.jpg")
     face = detect_faces(photo, backend="dlib")[0]
@@ -77,7 +77,7 @@ def test_smile_and_glasses_labelers_on_a_real_photo():
 
 
 def test_age_gender_model_round_trip(tmp_path):
-    from training.labelers import AgeGenderModel
+    from training.age_gender import AgeGenderModel
 
     rng = np.random.default_rng(0)
     u = rng.normal(size=128)
@@ -203,8 +203,8 @@ def test_age_and_gender_from_true_labels_of_encoded_faces(tmp_path):
 
 def test_archive_with_held_out_photos_or_without_labels_is_refused(tmp_path):
     from faceapp.errors import FaceAppError
-    from training.labelers import HELDOUT_LISTS, read_name_list
     from training.learn_directions import read_archive_labels
+    from training.utkface import HELDOUT_LISTS, read_name_list
 
     held = read_name_list(HELDOUT_LISTS[0])
     _archive(tmp_path / "a.zip", n=20, sources=[held[3]])
@@ -278,7 +278,8 @@ def test_age_labeler_leaves_held_out_photos_out_and_says_so(tmp_path):
 
     from PIL import Image
 
-    from training.labelers import AgeGenderModel, name_list_digest, read_utkface
+    from training.age_gender import AgeGenderModel
+    from training.utkface import name_list_digest, read_utkface
 
     names = [f"{20 + i}_{i % 2}_0_2017{i:04d}.jpg.chip.jpg" for i in range(6)]
     with zipfile.ZipFile(tmp_path / "u.zip", "w") as z:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.labelers import AgeGenderModel
+from training.age_gender import AgeGenderModel
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -130,12 +130,12 @@ def load_utkface_arrays(zip_path, resolution: int, *, include=None, exclude=None
     """
     from PIL import Image
 
-    from training.labelers import UTKFACE_NAME
+    from training.utkface import parse_utkface_name
 
     inc = {os.path.basename(n) for n in include} if include is not None else None
     exc = {os.path.basename(n) for n in exclude} if exclude else set()
     with zipfile.ZipFile(zip_path) as z:
-        names = sorted(n for n in z.namelist() if UTKFACE_NAME.search(n) and n.lower().endswith(".jpg"))
+        names = sorted(n for n in z.namelist() if parse_utkface_name(n) and n.lower().endswith(".jpg"))
         names = [n for n in names if os.path.basename(n) not in exc and (inc is None or os.path.basename(n) in inc)]
         imgs = np.empty((len(names), resolution, resolution, 3), np.uint8)
         ages = np.empty(len(names), np.int64)
@@ -145,7 +145,7 @@ def load_utkface_arrays(zip_path, resolution: int, *, include=None, exclude=None
             if im.size != (resolution, resolution):
                 im = im.resize((resolution, resolution), Image.BOX if resample == "box" else Image.LANCZOS)
             imgs[i] = np.asarray(im)
-            ages[i] = int(UTKFACE_NAME.search(n).group(1))
+            ages[i] = parse_utkface_name(n)["age"]
             if progress and i and i % 5000 == 0:
                 progress(f"  read {i}/{len(names)} photos ({time.time() - t0:.0f} s)")
     return [os.path.basename(n) for n in names], imgs, ages
@@ -204,7 +204,7 @@ def age_loss(net: AgeEstimator, x: torch.Tensor, ages: torch.Tensor) -> torch.Te
 
 
 def _heldout_names():
-    from training.labelers import HELDOUT_LISTS, name_list_digest, read_name_list
+    from training.utkface import HELDOUT_LISTS, name_list_digest, read_name_list
 
     names = [n for p in HELDOUT_LISTS for n in read_name_list(p)]
     digests = {p.name: name_list_digest(read_name_list(p)) for p in HELDOUT_LISTS}
@@ -287,7 +287,7 @@ def train(args) -> int:
 
 def evaluate(args) -> int:
     """MAE on the held-out lists (the 50 evaluation faces, the 2,000 FD faces), beside the kNN labeler's."""
-    from training.labelers import HELDOUT_LISTS, read_name_list
+    from training.utkface import HELDOUT_LISTS, read_name_list
 
     torch.set_num_threads(args.threads)
     net = load_age_estimator(args.model)
@@ -298,8 +298,8 @@ def evaluate(args) -> int:
         row = {"faces": len(names), "mae": float(np.mean(np.abs(est - ages))),
                "median_abs_error": float(np.median(np.abs(est - ages))), "bias": float(np.mean(est - ages))}
         if args.knn and Path(args.knn).is_file():
+            from training.age_gender import AgeGenderModel
             from training.calibrate_years import PhotoMeter
-            from training.labelers import AgeGenderModel
 
             meter = PhotoMeter(AgeGenderModel.load(args.knn))
             knn = meter.raw(list(imgs))["age"]

@@ -1,6 +1,6 @@
 """Build age prototypes (faceapp.align.prototype.AgePrototypes) from UTKFace's labelled training photos.
 
-    python -m training.age_prototypes --out models/demo/age_prototypes.safetensors
+    python -m training.age_prototypes --out models/demo/age_prototypes.safetensors [--young 20,30 --old 60,80]
 
 1. draws training photos (the held-out lists of training/labels are never read) in a seeded order, keeps those
    whose true age falls in --young or --old (up to --num each), and finds their 68 landmarks (dlib);
@@ -17,27 +17,35 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from faceapp.align.prototype import AgePrototypes, _piecewise_map, eye_similarity
+from training.options import add_options, layered_values, opt
 
-__all__ = ["build_prototypes", "main"]
+__all__ = ["PrototypeOptions", "build_prototypes", "main"]
 
 SIGMAS = (0.7, 1.5, 3.0)
 
 
-def _range(text: str) -> tuple[int, int]:
-    lo, _, hi = text.partition(":")
-    lo, hi = int(lo), int(hi)
-    if not 0 <= lo < hi:
-        raise argparse.ArgumentTypeError(f"an age range is LO:HI with 0 <= LO < HI, got {text!r}")
-    return lo, hi
+@dataclass(frozen=True)
+class PrototypeOptions:
+    """Everything a build depends on (written into the file's metadata); the command line is generated from it."""
+
+    out: str = opt(None, "the .safetensors file to write (e.g. a bundle's age_prototypes)", required=True)
+    zip: str = opt(None, "UTKFace 200 px zip (default: ../shared/data/utkface/utkface-200px.zip)")
+    young: tuple[int, ...] = opt((20, 30), "the younger group's true ages LO,HI (HI excluded)")
+    old: tuple[int, ...] = opt((60, 80), "the older group's true ages LO,HI")
+    num: int = opt(1000, "faces per group")
+    size: int = opt(192, "canonical frame's side in px")
+    seed: int = opt(5, "seed of the photos' order")
 
 
 def band_energy(light: np.ndarray, sigmas=SIGMAS) -> np.ndarray:
@@ -79,17 +87,16 @@ def build_prototypes(faces, size: int = 192, sigmas=SIGMAS, meta: dict | None = 
 
 def main(argv=None) -> int:
     from training.calibrate_years import UTKFACE_ZIP
-    from training.labelers import LABELS_DIR, find_landmarks, name_list_digest, read_name_list, read_utkface
+    from training.face_labels import find_landmarks
+    from training.utkface import LABELS_DIR, name_list_digest, read_name_list, read_utkface
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="the .safetensors file to write (e.g. a bundle's age_prototypes)")
-    p.add_argument("--zip", default=str(UTKFACE_ZIP), help="UTKFace 200 px zip")
-    p.add_argument("--young", type=_range, default=(20, 30), help="the younger group's true ages, LO:HI (HI excluded)")
-    p.add_argument("--old", type=_range, default=(60, 80), help="the older group's true ages, LO:HI")
-    p.add_argument("--num", type=int, default=1000, help="faces per group")
-    p.add_argument("--size", type=int, default=192, help="canonical frame's side in px")
-    p.add_argument("--seed", type=int, default=5)
-    args = p.parse_args(argv)
+    p = add_options(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
+                    PrototypeOptions)
+    args = PrototypeOptions(**layered_values(PrototypeOptions, p.parse_args(argv), {"zip": str(UTKFACE_ZIP)}))
+    for name in ("young", "old"):
+        rng = getattr(args, name)
+        if len(rng) != 2 or not 0 <= rng[0] < rng[1]:
+            p.error(f"--{name} is LO,HI with 0 <= LO < HI, got {rng}")
     if not Path(args.zip).is_file():
         print(f"error: no UTKFace zip at {args.zip}", file=sys.stderr)
         return 2
@@ -113,6 +120,7 @@ def main(argv=None) -> int:
         print("error: too few faces in a group", file=sys.stderr)
         return 2
     meta = {"source": "UTKFace training photos (non-commercial research licence)", "groups": groups,
+            "options": dataclasses.asdict(args),
             "counts": counts, "built_with": "training/age_prototypes.py", "seed": args.seed,
             "heldout_excluded": {f.name: name_list_digest(read_name_list(f)) for f in heldout}}
     protos = build_prototypes(faces, args.size, meta=meta)

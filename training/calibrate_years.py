@@ -1,7 +1,7 @@
 """Calibrate a bundle's age direction in years, on held-out photos, as the project's age labeler reads them.
 
-    python training/calibrate_years.py --bundle models/demo --age-gender-model runs/labelers/age_gender.safetensors
-    python training/calibrate_years.py --bundle B --num 4 --steps 5 --dry-run     # a quick end-to-end check
+    python -m training.calibrate_years --bundle models/demo --age-gender-model runs/labelers/age_gender.safetensors
+    python -m training.calibrate_years --bundle B --num 4 --steps 5 --dry-run     # a quick end-to-end check
 
 For each of the held-out faces (default: the 50 of training/labels/utkface-heldout-eval.txt, read from
 ../shared/data/utkface/utkface-200px.zip at run time; nothing derived from them is committed):
@@ -41,11 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faceapp.errors import FaceAppError  # noqa: E402
-from training.labelers import LABELS_DIR  # noqa: E402
+from faceapp.errors import FaceAppError
+from training.utkface import LABELS_DIR
 
 __all__ = [
     "CalibrateOptions",
@@ -145,7 +142,8 @@ class PhotoMeter:
     def measure(self, crops) -> dict[str, np.ndarray]:
         """{'age': [N], 'age_knn': [N], 'p_female': [N], 'desc': [N, 128], 'skin_lab': [N, 3], 'chroma': [N],
         'landmarks': [N, 68, 2]} of labeler-view crops (NaN where a measure has no model)."""
-        from training.labelers import face_descriptors, find_landmarks
+        from training.age_gender import face_descriptors
+        from training.face_labels import find_landmarks
         from training.measures import face_chroma, mean_skin_lab
 
         lms = [find_landmarks(c)[0] for c in crops]
@@ -193,7 +191,7 @@ def check_labeler(age_gender, names, meter=None, photos=None, allow_unchecked: b
     notes = []
     if not age_gender.excludes(names):
         msg = ("the age labeler does not record leaving these held-out faces out; fit it again with "
-               "python training/labelers.py fit-age-gender (it leaves training/labels/utkface-heldout-*.txt out)")
+               "python -m training.labelers fit-age-gender (it leaves training/labels/utkface-heldout-*.txt out)")
         if not allow_unchecked:
             raise FaceAppError(msg + ", or pass --allow-unchecked-labeler")
         notes.append("unchecked labeler: " + msg)
@@ -209,7 +207,7 @@ def check_labeler(age_gender, names, meter=None, photos=None, allow_unchecked: b
 def check_estimator(path, names) -> None:
     """Refuse an age estimator whose checkpoint does not record leaving the held-out `names` out."""
     from faceapp.stylegan.checkpoint import read_header
-    from training.labelers import name_list_digest
+    from training.utkface import name_list_digest
 
     digests = (read_header(path).get("extra") or {}).get("excluded_digests") or {}
     if name_list_digest(names) not in set(digests.values()):
@@ -221,7 +219,7 @@ def check_estimator(path, names) -> None:
 
 
 def read_name_list_default() -> list[str]:
-    from training.labelers import read_name_list
+    from training.utkface import read_name_list
 
     return read_name_list(EVAL_FACES)
 
@@ -344,7 +342,8 @@ def run(opts: CalibrateOptions):
     from faceapp.bundle import load_bundle
     from faceapp.edits import DirectionSet, with_calibration
     from faceapp.pipeline import FaceEditor
-    from training.labelers import AgeGenderModel, read_name_list
+    from training.age_gender import AgeGenderModel
+    from training.utkface import read_name_list
 
     torch.set_num_threads(opts.threads)
     out = Path(opts.out)

@@ -23,14 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-
-if __package__ in (None, ""):  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 __all__ = ["skin_polygon", "render_skin_lab", "skin_tone_directions", "main"]
 

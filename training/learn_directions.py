@@ -1,6 +1,6 @@
 """Learn edit directions (InterFaceGAN-style) for a generator: sample, label, fit linear boundaries, save.
 
-    python training/learn_directions.py --generator G.safetensors --out runs/directions \\
+    python -m training.learn_directions --generator G.safetensors --out runs/directions \\
         --attributes age,gender,smile,glasses --num-samples 10000
 
 Steps:
@@ -39,11 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-if __package__ in (None, ""):  # run as a script: make `training` and `faceapp` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faceapp.edits import Direction, DirectionSet, apply_edits, direction_scale  # noqa: E402
-from faceapp.errors import FaceAppError  # noqa: E402
+from faceapp.edits import Direction, DirectionSet, apply_edits, direction_scale
+from faceapp.errors import FaceAppError
 
 __all__ = [
     "LearnOptions",
@@ -494,7 +491,8 @@ def grid_image(
 
 
 def _labeler(opts: LearnOptions):
-    from training.labelers import AgeGenderModel, FaceLabeler, GlassesModel
+    from training.age_gender import AgeGenderModel
+    from training.face_labels import FaceLabeler, GlassesModel
 
     ag = AgeGenderModel.load(opts.age_gender_model) if {"age", "gender"} & set(opts.attributes) else None
     glasses = None
@@ -619,7 +617,7 @@ def _conditioned(directions: DirectionSet, G, opts: LearnOptions) -> DirectionSe
 
 def _learn_from_real(G, encoder, attrs, opts: LearnOptions, out: Path) -> DirectionSet:
     """Directions for `attrs` from the archive's true labels of its faces' codes (see the module doc)."""
-    from training.labelers import HELDOUT_LISTS, read_name_list
+    from training.utkface import HELDOUT_LISTS, read_name_list
 
     lists = HELDOUT_LISTS if opts.heldout_lists is None else opts.heldout_lists
     heldout = [n for p in lists for n in read_name_list(p)]

@@ -1,6 +1,6 @@
 """Plot the quality measure of one or more training runs (their stats.jsonl) against minutes and kimg.
 
-    python training/plot_stats.py runs/fast64 runs/ada64 --labels "fast (projected D)" "ada" \\
+    python -m training.plot_stats runs/fast64 runs/ada64 --labels "fast (projected D)" "ada" \\
         --out docs/img/recipe-race.png
 
 Four panels: descriptor FD (log scale, with the real-vs-real floor) and HOG share (with the share on real

@@ -31,7 +31,6 @@ import csv
 import dataclasses
 import io
 import json
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +48,9 @@ from faceapp.align import (
     utkface_spec,
 )
 from faceapp.errors import FaceAppError, ImageError, NoFaceError
+from training.utkface import parse_utkface_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_")  # <age>_<gender>_<race>_<date>...
 LABEL_FIELDS = ("none", "gender", "race")
 
 
@@ -72,14 +71,6 @@ class PrepareOptions:
     max_images: int | None = None  # stop after this many source files (sorted order)
     aligned: bool = False  # sources are already crops in the spec's frame (UTKFace's own): resize, no detection
     exclude: tuple[str, ...] = ()  # text files of source names (one per line) to leave out: held-out splits
-
-
-def parse_utkface_name(name: str) -> dict | None:
-    """'23_1_2_2017….jpg.chip.jpg' -> {'age': 23, 'gender': 1, 'race': 2}; None if not that pattern."""
-    m = UTKFACE_NAME.match(Path(name).name)
-    if m is None:
-        return None
-    return {"age": int(m.group(1)), "gender": int(m.group(2)), "race": int(m.group(3))}
 
 
 def list_sources(source: Path) -> list[str]:

@@ -225,7 +225,7 @@ def evaluate(args) -> int:
     real photo at the output resolution, the input being the photo at G's resolution (box-filtered)."""
     from faceapp.inversion.losses import perceptual_loss
     from faceapp.stylegan.checkpoint import load_networks
-    from training.labelers import HELDOUT_LISTS, read_name_list
+    from training.utkface import HELDOUT_LISTS, read_name_list
 
     torch.set_num_threads(args.threads)
     net = load_networks(args.model)["detail"].float().eval()

@@ -641,7 +641,7 @@ def make_quality(opts: TrainOptions, dataset: ImageArchive, outdir: Path, log):
     t0 = time.time()
     labeler = None
     if opts.quality_labeler:
-        from training.labelers import AgeGenderModel
+        from training.age_gender import AgeGenderModel
 
         labeler = AgeGenderModel.load(opts.quality_labeler)
     quality = FaceQuality.for_archive(dataset, opts.quality_source, opts.quality_heldout,
