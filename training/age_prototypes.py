@@ -6,7 +6,7 @@
    whose true age falls in --young or --old (up to --num each), and finds their 68 landmarks (dlib);
 2. brings each into the eye-aligned canonical frame of --size px (faceapp.align.prototype.eye_similarity);
 3. the groups' mean shapes, and the mean shape of both;
-4. warps every face to that shared mean shape (scikit-image's piecewise-affine warp on the landmarks) and averages
+4. warps every face to that shared mean shape (a piecewise-affine warp on the landmarks) and averages
    its CIELAB image per group; per band of a difference-of-Gaussians pyramid of lightness, averages the local
    energy (|band| smoothed), which keeps where and how strongly each group has fine lines;
 5. writes the file (about 1 MB, float16 images) with the groups, counts and held-out lists' digests in its
