@@ -6,6 +6,9 @@ first frame of animations, flattens transparency onto white, scales 16-bit and
 float images down to 8 bits, converts CMYK (through its ICC profile when there
 is one) and refuses images that are too large *before* decoding them, so a
 decompression bomb costs nothing.
+
+`to_uint8` / `from_uint8`: the one conversion between a network's images (float [N,3,H,W] in [-1, 1]) and
+8-bit pixels (uint8 [N,H,W,3], what PIL and the photo side use).
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from faceapp.errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
 
 #: Default pixel limit: a 48 MP phone photo passes, a 40000x30000 bomb does not.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -32,7 +38,16 @@ DEFAULT_MIN_SIDE = 16
 
 ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MIN_SIDE", "ImageSource", "atomic_path", "image_name", "load_image"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MIN_SIDE",
+    "ImageSource",
+    "atomic_path",
+    "from_uint8",
+    "image_name",
+    "load_image",
+    "to_uint8",
+]
 
 
 @contextlib.contextmanager
@@ -238,3 +253,37 @@ def load_image(
         im = im.copy()  # never hand back (or later annotate) the caller's own object
     im.info["faceapp_name"] = name
     return im
+
+
+def _channels_last(ndim: int) -> tuple[int, ...]:
+    """permute() order [..., C, H, W] -> [..., H, W, C]."""
+    return (*range(ndim - 3), ndim - 2, ndim - 1, ndim - 3)
+
+
+def _channels_first(ndim: int) -> tuple[int, ...]:
+    """permute() order [..., H, W, C] -> [..., C, H, W]."""
+    return (*range(ndim - 3), ndim - 1, ndim - 3, ndim - 2)
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1] (a generator's output) [N, 3, H, W] (or one, [3, H, W]) -> uint8 [N, H, W, 3] ([H, W, 3]).
+
+    Clamped to [-1, 1], mapped by (x + 1) * 127.5 in the tensor's own dtype and rounded to the nearest integer
+    (halves to even, torch.round); brought to the CPU. The array is a view in the tensor's memory order.
+    """
+    import torch
+
+    x = ((img.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(*_channels_last(x.ndim)).cpu().numpy()
+
+
+def from_uint8(pixels, device=None) -> torch.Tensor:
+    """uint8 pixels [N, H, W, 3] (or one image, [H, W, 3]: an array or a PIL image) -> float32 [N, 3, H, W]
+    ([3, H, W]) in [-1, 1]: x / 127.5 - 1, computed on `device` (default: the CPU)."""
+    import torch
+
+    a = np.asarray(pixels)
+    if not a.flags.writeable:  # PIL's arrays are read-only; torch.from_numpy wants writeable memory
+        a = a.copy()
+    x = torch.from_numpy(a)
+    return x.permute(*_channels_first(x.ndim)).to(device, torch.float32) / 127.5 - 1
