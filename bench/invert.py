@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faceapp.imageio import from_uint8
 from faceapp.inversion import MODES, IdentityLoss, InvertConfig, invert, perceptual_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def held_out_faces(zip_path: Path, count: int) -> list[tuple[str, np.ndarray]]:
 
 
 def to_target(arr: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].to(device, torch.float32) / 127.5 - 1  # [1,3,H,W]
+    return from_uint8(arr, device)[None]  # [1,3,H,W]
 
 
 def load_models(args, device):

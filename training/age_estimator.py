@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceapp.imageio import from_uint8
+
 __all__ = ["AgeEstimator", "load_age_estimator", "register", "estimate_ages", "main"]
 
 DEFAULT_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "utkface" / "utkface-200px.zip"
@@ -113,7 +115,7 @@ def estimate_ages(net: AgeEstimator, images, batch: int = 64) -> np.ndarray:
     out = []
     for i in range(0, len(images), batch):
         arr = np.stack([np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images[i:i + batch]])
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1  # [B,3,H,W]
+        x = from_uint8(arr)  # [B,3,H,W]
         out.append(net(x).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faceapp.imageio import to_uint8
+
 __all__ = ["skin_polygon", "render_skin_lab", "skin_tone_directions", "main"]
 
 
@@ -54,7 +56,7 @@ def render_skin_lab(G, ws: torch.Tensor, mask: np.ndarray, batch: int = 64, age_
     labs, ages = [], []
     for i in range(0, len(ws), batch):
         img = G.synthesis(ws[i:i + batch], noise_mode="const").clamp(-1, 1)  # [B,3,r,r]
-        u8 = ((img + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        u8 = to_uint8(img)
         labs += [rgb2lab(im)[mask].mean(0) for im in u8]
         if age_model is not None:
             ages.append(age_model(img).numpy())

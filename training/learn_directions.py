@@ -41,6 +41,7 @@ import torch
 
 from faceapp.edits import Direction, DirectionSet, apply_edits, direction_scale
 from faceapp.errors import FaceAppError
+from faceapp.imageio import from_uint8, to_uint8
 
 __all__ = [
     "LearnOptions",
@@ -164,7 +165,7 @@ def render(G, ws, batch: int = 16, device="cpu"):
         ws = ws.unsqueeze(1).repeat(1, G.num_ws, 1)
     for i in range(0, len(ws), batch):
         img = G.synthesis(ws[i : i + batch].to(device), noise_mode="const")  # [B, 3, H, W] ~[-1, 1]
-        img = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        img = to_uint8(img)
         yield from img
 
 
@@ -441,7 +442,7 @@ def encode_archive(archive, members, encode, *, batch: int = 32, progress=print)
     with zipfile.ZipFile(archive) as z:
         for i in range(0, len(members), batch):
             imgs = [np.asarray(Image.open(io.BytesIO(z.read(m))).convert("RGB")) for m in members[i : i + batch]]
-            x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1  # [B, 3, H, W]
+            x = from_uint8(np.stack(imgs))  # [B, 3, H, W]
             with torch.no_grad():
                 out.append(encode(x).float().cpu().numpy())
             done = min(i + batch, len(members))

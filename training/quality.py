@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from faceapp.imageio import from_uint8, to_uint8
+
 HOG_SIZE = 200
 HOG_PAD = 0.15
 
@@ -59,7 +61,7 @@ def to_resolution(img_uint8: np.ndarray, resolution: int) -> torch.Tensor:
     im = Image.fromarray(img_uint8)
     if im.size != (resolution, resolution):
         im = im.resize((resolution, resolution), Image.Resampling.BOX)
-    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 127.5 - 1
+    return from_uint8(im)
 
 
 class FaceQuality:
@@ -143,7 +145,7 @@ class FaceQuality:
 
         detector = dlib.get_frontal_face_detector()
         big = F.interpolate(img.float(), size=(HOG_SIZE, HOG_SIZE), mode="bilinear", align_corners=False)
-        arr = ((big.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        arr = to_uint8(big)
         p = int(HOG_SIZE * HOG_PAD)
         found = sum(bool(len(detector(np.pad(a, ((p, p), (p, p), (0, 0)), mode="reflect"), 0))) for a in arr)
         return found / len(arr)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from faceapp.imageio import from_uint8, to_uint8
 from training.age_estimator import DEFAULT_ZIP, _heldout_names, load_utkface_arrays
 
 __all__ = ["make_pairs", "train", "condition_augment", "main"]
@@ -58,9 +59,9 @@ def make_pairs(bundle_path, zip_path, out, *, batch: int = 64, threads: int = 1,
     renders = np.empty_like(imgs)
     t0 = time.time()
     for i in range(0, len(imgs), batch):
-        x = torch.from_numpy(imgs[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1  # [B,3,r,r]
+        x = from_uint8(imgs[i:i + batch])  # [B,3,r,r]
         y = G.synthesis(E(x), noise_mode="const")
-        renders[i:i + batch] = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        renders[i:i + batch] = to_uint8(y)
         if i % (batch * 40) == 0:
             print(f"  {i}/{len(imgs)} encoded ({time.time() - t0:.0f} s)", flush=True)
     out = Path(out)
@@ -174,8 +175,8 @@ def train(args) -> int:
         perm = np.random.default_rng([args.seed, epoch]).permutation(n)  # (seed, epoch): exact resume
         idx = np.sort(perm[k * args.batch:(k + 1) * args.batch])
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        x = torch.from_numpy(renders[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1  # [B,3,r,r]
-        y = torch.from_numpy(targets[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1  # [B,3,R,R]
+        x = from_uint8(renders[idx])  # [B,3,r,r]
+        y = from_uint8(targets[idx])  # [B,3,R,R]
         flip = torch.rand(len(idx), generator=g) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
         y = torch.where(flip.view(-1, 1, 1, 1), y.flip(3), y)
@@ -237,8 +238,8 @@ def evaluate(args) -> int:
         n1, low, _ = load_utkface_arrays(args.zip, r, include=names, progress=None, resample="box")
         n2, high, _ = load_utkface_arrays(args.zip, R, include=names, progress=None)
         assert n1 == n2
-        x = torch.from_numpy(low).permute(0, 3, 1, 2).float() / 127.5 - 1
-        y = torch.from_numpy(high).permute(0, 3, 1, 2).float() / 127.5 - 1
+        x = from_uint8(low)
+        y = from_uint8(high)
         row = {}
         for what, fn in (("bicubic", lambda t: F.interpolate(t, size=(R, R), mode="bicubic", align_corners=False)),
                          ("detail", net)):
