@@ -230,3 +230,13 @@ def test_cli_bundle_takes_age_prototypes(face, proto_bundle, tmp_path):
     assert t == pytest.approx(1.5) and gan == pytest.approx(0.25 * end)
     assert np.allclose(b.age_prototypes.old_shape, proto_bundle.age_prototypes.old_shape)
     assert cli([*args, "--out", str(tmp_path / "c")]) != 0  # no directions: no age direction to go with
+
+
+def test_the_app_names_the_age_prototypes(proto_bundle):
+    import dataclasses
+
+    from faceapp.web.views import model_notice
+
+    trained = dataclasses.replace(proto_bundle, meta={**proto_bundle.meta, "untrained": False})
+    assert "age prototypes" in model_notice(trained)
+    assert "age prototypes" not in model_notice(dataclasses.replace(trained, age_prototypes=None))

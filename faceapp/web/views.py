@@ -39,6 +39,8 @@ def model_notice(bundle) -> str:
     if bundle.detail is not None:
         out = int(bundle.detail.img_resolution)
         enc += f", a detail stage to {out}x{out}"
+    if bundle.age_prototypes is not None:
+        enc += ", age prototypes (aging at your photo's resolution)"
     edits = ", ".join(bundle.direction_names) or "none"
     return f"Model: **{bundle.name}** ({res}x{res}, {enc}; edits: {edits})."
 
