@@ -50,7 +50,7 @@ from faceapp.align import (
 )
 from faceapp.align import paste_back as _paste_back
 from faceapp.errors import FaceAppError, ModelUnavailableError
-from faceapp.imageio import DEFAULT_MAX_PIXELS, load_image
+from faceapp.imageio import DEFAULT_MAX_PIXELS, from_uint8, load_image, to_uint8
 from faceapp.inversion.modes import MODES  # the inversion quality knob, defined once there
 from faceapp.writers import load_latent, save_latent
 
@@ -234,8 +234,7 @@ def _sub_progress(progress: Progress | None, start: float, stop: float, prefix: 
 
 def _to_pil(img: torch.Tensor) -> Image.Image:
     """[3, H, W] in ~[-1, 1] -> RGB PIL image."""
-    arr = ((img.detach().float().permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
-    return Image.fromarray(arr)
+    return Image.fromarray(np.ascontiguousarray(to_uint8(img.detach().float())))
 
 
 class FaceEditor:
@@ -405,8 +404,7 @@ class FaceEditor:
             return found
         from faceapp.inversion import invert
 
-        target = torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1)[None]  # [1, 3, H, W] uint8
-        target = target.to(self.device, torch.float32) / 127.5 - 1.0
+        target = from_uint8(crop, self.device)[None]  # [1, 3, H, W] in [-1, 1]
         kwargs = dict(self.invert_kwargs)
         config = kwargs.get("config")
         needs_loss = mode != "fast" or self.bundle.encoder is None

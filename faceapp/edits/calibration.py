@@ -145,7 +145,7 @@ def _calibration(directions, name: str) -> tuple[object, YearsCalibration]:
         raise YearsUnavailableError(
             f"the {name!r} direction has no years calibration, so edits in years are not available; give a strength "
             f"instead (e.g. --{name} 2 / --strengths -2,2), or calibrate the model: "
-            "python training/calibrate_years.py --bundle MODEL_DIR"
+            "python -m training.calibrate_years --bundle MODEL_DIR"
         )
     return d, cal
 
