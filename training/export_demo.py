@@ -17,12 +17,12 @@ otherwise) the bundle also holds them, in fp16 too, and the card says how they w
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ import torch
 from faceapp.align import utkface_spec
 from faceapp.stylegan.checkpoint import load_networks, read_header
 from training.dataset import ImageArchive
+from training.options import opt, parse_options
 from training.projected import register
 from training.quality import FaceQuality
 from training.runtime import find_resume, save_grid
@@ -202,19 +203,22 @@ def export(run: str, out: str, quality_source: str, grid_dir: str, heldout: str,
     return figs
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    run: str = opt(None, "run folder (its latest snapshot) or a snapshot file", positional=True)
+    out: str = opt("models/demo", "the bundle folder to write")
+    quality_source: str = opt(None, "zip of the original photos (UTKFace's)", required=True)
+    heldout: str = opt("training/labels/utkface-heldout-fd.txt", "held-out photo names of the quality measure")
+    data: str | None = opt(None, "the training archive (default: the one the run used)")
+    grids: str = opt("docs/img", "folder for the sample grid and truncation sweep")
+    num_fake: int = opt(1000, "generated faces of the quality measure")
+    notes: str = opt("", "a file whose text goes into the card as its training history")
+    encoder: str | None = opt(None, "an encoder snapshot (train_encoder.py) to ship with it")
+    directions: str | None = opt(None, "a direction set folder (learn_directions.py) to ship with it")
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", help="run folder (its latest snapshot) or a snapshot file")
-    p.add_argument("--out", default="models/demo")
-    p.add_argument("--quality-source", required=True, help="zip of the original photos (UTKFace's)")
-    p.add_argument("--heldout", default="training/labels/utkface-heldout-fd.txt")
-    p.add_argument("--data", default=None, help="the training archive (default: the one the run used)")
-    p.add_argument("--grids", default="docs/img", help="folder for the sample grid and truncation sweep")
-    p.add_argument("--num-fake", type=int, default=1000)
-    p.add_argument("--notes", default="", help="a file whose text goes into the card as its training history")
-    p.add_argument("--encoder", default=None, help="an encoder snapshot (train_encoder.py) to ship with it")
-    p.add_argument("--directions", default=None, help="a direction set folder (learn_directions.py) to ship with it")
-    a = p.parse_args(argv)
+    a = parse_options(ExportOptions, argv, description=__doc__.split("\n\n")[0])
     notes = Path(a.notes).read_text() if a.notes else ""
     figs = export(a.run, a.out, a.quality_source, a.grids, a.heldout, a.data, a.num_fake, notes,
                   encoder=a.encoder, directions=a.directions)

@@ -88,7 +88,7 @@ def add_options(parser: argparse.ArgumentParser, cls) -> argparse.ArgumentParser
             continue  # opt(default, None): not on the command line
         action = meta.get("action")
         shown = not (f.default is None or f.default is False or f.default is dataclasses.MISSING
-                     or f.default == () or action in _NO_TYPE)
+                     or f.default in ((), "") or action in _NO_TYPE)
         help_ = meta.pop("help") + (f" [{_shown(f.default)}]" if shown else "")
         flag = meta.pop("flag", option_flag(f.name))
         if meta.pop("positional", False):

@@ -11,7 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
+
+from training.options import add_options, layered_values, opt
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    runs: tuple[str, ...] = opt(None, "run folders (each with a stats.jsonl) or stats .jsonl files",
+                                positional=True, nargs="+")
+    labels: tuple[str, ...] | None = opt(None, "legend names (default: the folder names)", nargs="+")
+    psi: str = opt("", "plot the figures at this truncation (e.g. 0.7; default psi 1)")
+    out: str = opt(None, "output PNG", required=True)
 
 
 def read_quality(run: str | Path) -> list[dict]:
@@ -61,12 +73,8 @@ def plot(runs: list[str], labels: list[str], out: str, psi: str = "") -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run folders (each with a stats.jsonl) or stats .jsonl files")
-    p.add_argument("--labels", nargs="+", default=None, help="legend names (default: the folder names)")
-    p.add_argument("--psi", default="", help="plot the figures at this truncation (e.g. 0.7; default psi 1)")
-    p.add_argument("--out", required=True, help="output PNG")
-    a = p.parse_args(argv)
+    p = add_options(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), PlotOptions)
+    a = PlotOptions(**layered_values(PlotOptions, p.parse_args(argv)))
     labels = a.labels or [Path(r).name for r in a.runs]
     if len(labels) != len(a.runs):
         p.error("give one --labels entry per run")

@@ -20,13 +20,27 @@ import argparse
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from faceapp.stylegan.checkpoint import load_networks, read_header, save_networks
+from training.options import add_options, layered_values, opt
 from training.projected import register
 from training.runtime import SNAPSHOT_PREFIX, STATE_PREFIX, find_resume
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    run: str = opt(None, "run folder (its latest snapshot) or a snapshot file", positional=True)
+    out: str = opt(None, "pack folder to write", positional=True)
+
+
+@dataclass(frozen=True)
+class UnpackOptions:
+    pack: str = opt(None, "pack folder", positional=True)
+    run: str = opt(None, "run folder to write", positional=True)
 
 PACK_FORMAT = "faceapp-resume-pack"
 MAX_FILE_BYTES = 10 * 2**20
@@ -115,14 +129,12 @@ def unpack(pack_dir: str | Path, run: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("pack", help="run folder (or snapshot) -> pack folder")
-    a.add_argument("run")
-    a.add_argument("out")
-    b = sub.add_parser("unpack", help="pack folder -> run folder that --resume reads")
-    b.add_argument("pack")
-    b.add_argument("run")
-    args = p.parse_args(argv)
-    if args.cmd == "pack":
+    add_options(sub.add_parser("pack", help="run folder (or snapshot) -> pack folder"), PackOptions)
+    add_options(sub.add_parser("unpack", help="pack folder -> run folder that --resume reads"), UnpackOptions)
+    ns = p.parse_args(argv)
+    cls = PackOptions if ns.cmd == "pack" else UnpackOptions
+    args = cls(**layered_values(cls, ns))
+    if ns.cmd == "pack":
         doc = pack(args.run, args.out)
         print(f"packed {doc['snapshot']} ({doc['kimg']:.1f} kimg) into {args.out}")
     else:
