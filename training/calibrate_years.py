@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from faceapp.errors import FaceAppError
+from training.options import add_options, layered_values, opt, run_main
 from training.utkface import LABELS_DIR
 
 __all__ = [
@@ -62,23 +63,41 @@ EVAL_FACES = LABELS_DIR / "utkface-heldout-eval.txt"
 LEAK_DISTANCE = 1e-3  # a held-out photo this close to a labeler training descriptor is that very photo
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    """'-3,0,3' -> (-3.0, 0.0, 3.0)."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes numbers like -3,-1,0,1,3; got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """'gender,glasses' -> ('gender', 'glasses')."""
+    return tuple(h for h in text.split(",") if h.strip())
+
+
 @dataclass(frozen=True)
 class CalibrateOptions:
-    bundle: str
-    out: str = "scratch/calibration"
-    age_gender_model: str = "runs/labelers/age_gender.safetensors"
-    age_model: str = "models/age/age_estimator.safetensors"
-    faces: str = str(EVAL_FACES)
-    zip: str = str(UTKFACE_ZIP)
-    num: int | None = None
-    strengths: tuple[float, ...] = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
-    mode: str = "fast"
-    steps: int | None = None
-    hold: tuple[str, ...] = ()
-    write: bool = True
-    allow_unchecked_labeler: bool = False
-    threads: int = 1
-    device: str = "cpu"
+    bundle: str = opt(dataclasses.MISSING, "bundle folder with an age direction (its directions/ is updated)",
+                      required=True)
+    out: str = opt("scratch/calibration", "folder for calibration.json/.png/.md (not git)")
+    age_gender_model: str = opt("runs/labelers/age_gender.safetensors",
+                                "the kNN age labeler: the age measure with --age-model '', else a second opinion")
+    age_model: str = opt("models/age/age_estimator.safetensors",
+                         "the age estimator (training/age_estimator.py): the project's age measure")
+    faces: str = opt(str(EVAL_FACES), "held-out face names, one a line")
+    zip: str = opt(str(UTKFACE_ZIP), "UTKFace 200 px zip")
+    num: int | None = opt(None, "only the first N faces of the list (quick checks)")
+    strengths: tuple[float, ...] = opt((-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0), "age strengths to measure (include 0)",
+                                       type=_floats)
+    mode: str = opt("fast", "inversion mode: fast | balanced | best")
+    steps: int | None = opt(None, "optimisation steps per stage (default: the mode's)")
+    hold: tuple[str, ...] = opt((), "directions held fixed while aging, e.g. gender,glasses", type=_names)
+    write: bool = opt(True, "measure and report; leave the bundle as it is", flag="--dry-run", action="store_false")
+    allow_unchecked_labeler: bool = opt(False, "accept a labeler that does not record leaving the held-out faces out",
+                                        action="store_true")
+    threads: int = opt(1, "torch CPU threads")
+    device: str = opt("cpu", "torch device")
 
 
 # ----------------------------------------------------------------------------- photos and measuring
@@ -412,49 +431,17 @@ def run(opts: CalibrateOptions):
 
 
 def parse_args(argv=None) -> CalibrateOptions:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--bundle", required=True, help="bundle folder with an age direction (its directions/ is updated)")
-    p.add_argument("--out", default="scratch/calibration", help="folder for calibration.json/.png/.md (not git)")
-    p.add_argument("--age-gender-model", default="runs/labelers/age_gender.safetensors",
-                   help="the kNN age labeler: the age measure with --age-model '', else a second opinion")
-    p.add_argument("--age-model", default="models/age/age_estimator.safetensors",
-                   help="the age estimator (training/age_estimator.py): the project's age measure")
-    p.add_argument("--faces", default=str(EVAL_FACES), help="held-out face names, one a line")
-    p.add_argument("--zip", default=str(UTKFACE_ZIP), help="UTKFace 200 px zip")
-    p.add_argument("--num", type=int, default=None, help="only the first N faces of the list (quick checks)")
-    p.add_argument("--strengths", default="-3,-2,-1,0,1,2,3", help="age strengths to measure (include 0)")
-    p.add_argument("--mode", default="fast", help="inversion mode: fast | balanced | best")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps per stage (default: the mode's)")
-    p.add_argument("--hold", default="", help="directions held fixed while aging, e.g. gender,glasses")
-    p.add_argument("--dry-run", action="store_true", help="measure and report; leave the bundle as it is")
-    p.add_argument("--allow-unchecked-labeler", action="store_true",
-                   help="accept a labeler that does not record leaving the held-out faces out")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    a = p.parse_args(argv)
-    try:
-        strengths = tuple(float(x) for x in a.strengths.split(",") if x.strip())
-    except ValueError:
-        p.error(f"--strengths takes numbers like -3,-1,0,1,3; got {a.strengths!r}")
-    if 0.0 not in strengths or len(strengths) < 3:
+    p = add_options(argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__),
+                    CalibrateOptions)
+    opts = CalibrateOptions(**layered_values(CalibrateOptions, p.parse_args(argv)))
+    if 0.0 not in opts.strengths or len(opts.strengths) < 3:
         p.error("--strengths needs 0 (the unedited face) and at least two others")
-    return CalibrateOptions(
-        bundle=a.bundle, out=a.out, age_gender_model=a.age_gender_model, age_model=a.age_model, faces=a.faces,
-        zip=a.zip, num=a.num,
-        strengths=strengths, mode=a.mode, steps=a.steps, hold=tuple(h for h in a.hold.split(",") if h.strip()),
-        write=not a.dry_run, allow_unchecked_labeler=a.allow_unchecked_labeler, threads=a.threads,
-        device=a.device,
-    )
+    return opts
 
 
 def main(argv=None) -> int:
-    try:
-        run(parse_args(argv))
-    except FaceAppError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ import torch
 from faceapp.edits import Direction, DirectionSet, apply_edits, direction_scale
 from faceapp.errors import FaceAppError
 from faceapp.imageio import from_uint8, to_uint8
+from training.options import add_options, layered_values, opt, run_main
 
 __all__ = [
     "LearnOptions",
@@ -64,13 +65,6 @@ DESCRIPTIONS = {
     "smile": "smiling (+) / not smiling (-)",
     "glasses": "glasses (+) / no glasses (-)",
 }
-
-
-def opt(default, help: str, **argparse_kwargs):  # noqa: A002 (argparse's name)
-    """A LearnOptions field: its default (dataclasses.MISSING: none), its --help text and any argparse extras
-    (flag=, type=, action=, ...), declared once. Fields declared without opt() are not on the command line."""
-    meta = {"help": help, **argparse_kwargs}
-    return field(metadata=meta) if default is dataclasses.MISSING else field(default=default, metadata=meta)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -127,7 +121,7 @@ class LearnOptions:
     real_steps: int | None = opt(None, "optimisation steps per face without an encoder")
     real_batch: int = opt(32, "archive faces encoded per batch")
     check_codes: int = opt(32, "sampled codes for the conditional-edit check (0: none)")
-    heldout_lists: tuple[str, ...] | None = None  # None: training/labels/utkface-heldout-*.txt (not a flag)
+    heldout_lists: tuple[str, ...] | None = opt(None, None)  # None: training/labels/utkface-heldout-*.txt (not a flag)
     regress: tuple[str, ...] = opt((), "attributes fitted by ridge regression on their scores instead of the SVM "
                                    "on the extremes, e.g. age", type=_names)
     ridge_alpha: float = opt(1.0, "ridge regression's alpha")
@@ -680,44 +674,17 @@ def _learn_from_samples(G, opts: LearnOptions, out: Path, t0: float) -> Directio
     return directions
 
 
-def _arg_type(f: dataclasses.Field):
-    t = str(f.type)
-    return int if t.startswith("int") else float if t.startswith("float") else str
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The command line, one flag per LearnOptions field declared with opt(). A flag not given is left out of
-    the namespace (argparse.SUPPRESS), so the field keeps its default."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS)
-    for f in dataclasses.fields(LearnOptions):
-        if "help" not in f.metadata:
-            continue
-        meta = dict(f.metadata)
-        flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
-        if f.default is dataclasses.MISSING and not meta.get("required"):
-            meta["default"] = None  # --generator: optional on the command line, no default in the class
-        if meta.get("action") not in ("store_true", "store_false"):
-            meta.setdefault("type", _arg_type(f))
-        if isinstance(f.default, (int, float, str)) and not isinstance(f.default, bool):
-            meta["help"] += f" [{f.default}]"
-        elif isinstance(f.default, tuple) and f.default and all(isinstance(x, str) for x in f.default):  # names
-            meta["help"] += f" [{','.join(f.default)}]"
-        p.add_argument(flag, dest=f.name, **meta)
-    return p
+    """The command line, one flag per LearnOptions field declared with a help text (training/options.py)."""
+    return add_options(argparse.ArgumentParser(description=__doc__.split("\n")[0]), LearnOptions)
 
 
 def parse_args(argv=None) -> LearnOptions:
-    given = vars(build_parser().parse_args(argv))
-    return LearnOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})  # append: lists
+    return LearnOptions(**layered_values(LearnOptions, build_parser().parse_args(argv), {"generator": None}))
 
 
 def main(argv=None) -> int:
-    try:
-        run(parse_args(argv))
-    except FaceAppError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(run, parse_args(argv))
 
 
 if __name__ == "__main__":
