@@ -22,13 +22,16 @@ G render darker or more orange skin. This script
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from faceapp.imageio import to_uint8
+from training.options import opt, parse_options
 
 __all__ = ["skin_polygon", "render_skin_lab", "skin_tone_directions", "main"]
 
@@ -88,24 +91,30 @@ def _parse_layers(items) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class ColourFreeOptions:
+    """The command line; written into report.json as "options"."""
+
+    bundle: str = opt("models/demo", "the bundle whose directions are made colour-free")
+    out: str = opt(None, "folder for the new direction set (+ report.json)", required=True)
+    num_samples: int = opt(4000, "sampled codes the skin-tone directions are fitted on")
+    eval_samples: int = opt(256, "further sampled codes the report is measured on")
+    psi: float = opt(0.8, "truncation of the sampled codes")
+    layers: tuple[str, ...] = opt((), "restrict a direction to these W+ layers, e.g. age=0:8", action="append",
+                                  metavar="NAME=START:STOP")
+    names: str = opt("", "directions to make colour-free (default: all)")
+    age_model: str | None = opt(None, "age estimator: also report the age change on renders")
+    seed: int = opt(0, "random seed of the sampled codes")
+    threads: int = opt(1, "torch CPU threads")
+
+
 def main(argv=None) -> int:
     from faceapp.bundle import load_bundle
     from faceapp.edits import DirectionSet, apply_edits, direction_scale, project_out
     from training.measures import delta_e
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", default="models/demo")
-    p.add_argument("--out", required=True, help="folder for the new direction set (+ report.json)")
-    p.add_argument("--num-samples", type=int, default=4000)
-    p.add_argument("--eval-samples", type=int, default=256)
-    p.add_argument("--psi", type=float, default=0.8)
-    p.add_argument("--layers", action="append", default=[], metavar="NAME=START:STOP",
-                   help="restrict a direction to these W+ layers, e.g. age=0:8")
-    p.add_argument("--names", default="", help="directions to make colour-free (default: all)")
-    p.add_argument("--age-model", default=None, help="age estimator: also report the age change on renders")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
+    args = parse_options(ColourFreeOptions, argv, description=__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     torch.set_num_threads(args.threads)
     import cv2
 
@@ -165,7 +174,7 @@ def main(argv=None) -> int:
         report["directions"][name] = rows
     out = Path(args.out)
     new_set.save(out)
-    (out / "report.json").write_text(json.dumps({**report, "options": vars(args)}, indent=2) + "\n")
+    (out / "report.json").write_text(json.dumps({**report, "options": dataclasses.asdict(args)}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
