@@ -25,7 +25,6 @@ go to ``<dest stem>-options.json``. Both sit beside the archive (inside it when
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import csv
 import dataclasses
@@ -48,6 +47,7 @@ from faceapp.align import (
     utkface_spec,
 )
 from faceapp.errors import FaceAppError, ImageError, NoFaceError
+from training.options import opt, parse_options
 from training.utkface import parse_utkface_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -58,19 +58,23 @@ LABEL_FIELDS = ("none", "gender", "race")
 class PrepareOptions:
     """What prepare_dataset ran with (written to <dest stem>-options.json)."""
 
-    source: str  # folder (searched recursively) or zip of photos
-    dest: str  # output .zip, or a folder
-    resolution: int  # crop side in pixels
-    align_spec: str = "utkface"  # 'utkface' (template crop) or 'ffhq'
-    detector: str = "dlib"  # faceapp.align backend: auto, dlib, dlib_cnn, face_alignment
-    label: str = "none"  # class label kept for conditional training: none, gender, race
-    fallback_detector: str | None = None  # tried where `detector` finds no face (e.g. dlib_cnn)
-    detect_pad: float = 0.0  # mirror-pad photos by this fraction of their size for detection
-    min_score: float | None = None  # detector confidence cut; None = the detector's default
-    workers: int = 1  # processes; 1 = in this process
-    max_images: int | None = None  # stop after this many source files (sorted order)
-    aligned: bool = False  # sources are already crops in the spec's frame (UTKFace's own): resize, no detection
-    exclude: tuple[str, ...] = ()  # text files of source names (one per line) to leave out: held-out splits
+    source: str = opt(dataclasses.MISSING, "folder (recursive) or .zip of photos", required=True)
+    dest: str = opt(dataclasses.MISSING, "output archive (.zip) or folder", required=True)
+    resolution: int = opt(dataclasses.MISSING, "crop side in pixels (a power of two to train)", required=True)
+    align_spec: str = opt("utkface", "'utkface' (template crop) or 'ffhq'", choices=["utkface", "ffhq"])
+    detector: str = opt("dlib", "auto | dlib | dlib_cnn | face_alignment")
+    label: str = opt("none", "class label for conditional training, from UTKFace file names", choices=LABEL_FIELDS)
+    fallback_detector: str | None = opt(
+        None, "second detector for photos the first finds no face in (dlib_cnn: slower, finds more)")
+    detect_pad: float = opt(0.0, "mirror-pad by this fraction for detection (0.15 helps tight crops like UTKFace's)")
+    min_score: float | None = opt(None, "detector confidence cut (default: the detector's; 0 keeps weak detections)")
+    workers: int = opt(1, "processes; 1 = in this process")
+    max_images: int | None = opt(None, "stop after this many source files (sorted order)")
+    aligned: bool = opt(False, "sources already are crops in the --align-spec frame (UTKFace's own, with utkface):\n"
+                               "resize only, no detection", action="store_true")
+    exclude: tuple[str, ...] = opt((), "files of source file names (one per line) to leave out: held-out splits such "
+                                       "as\ntraining/labels/utkface-heldout-fd.txt "
+                                       "training/labels/utkface-heldout-eval.txt", nargs="+")
 
 
 def list_sources(source: Path) -> list[str]:
@@ -264,34 +268,7 @@ def prepare(opts: PrepareOptions, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", required=True, help="folder (recursive) or .zip of photos")
-    p.add_argument("--dest", required=True, help="output archive (.zip) or folder")
-    p.add_argument("--resolution", type=int, required=True, help="crop side in pixels (a power of two to train)")
-    p.add_argument("--align-spec", choices=["utkface", "ffhq"], default="utkface")
-    p.add_argument("--detector", default="dlib", help="auto | dlib | dlib_cnn | face_alignment")
-    p.add_argument("--label", choices=LABEL_FIELDS, default="none",
-                   help="class label for conditional training, from UTKFace file names")
-    p.add_argument("--fallback-detector", default=None,
-                   help="second detector for photos the first finds no face in (dlib_cnn: slower, finds more)")
-    p.add_argument("--detect-pad", type=float, default=0.0,
-                   help="mirror-pad by this fraction for detection (0.15 helps tight crops like UTKFace's)")
-    p.add_argument("--min-score", type=float, default=None,
-                   help="detector confidence cut (default: the detector's; 0 keeps weak detections)")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--aligned", action="store_true",
-                   help="sources already are crops in the --align-spec frame (UTKFace's own, with utkface):\n"
-                        "resize only, no detection")
-    p.add_argument("--exclude", nargs="+", default=(),
-                   help="files of source file names (one per line) to leave out: held-out splits such as\n"
-                        "training/labels/utkface-heldout-fd.txt training/labels/utkface-heldout-eval.txt")
-    a = p.parse_args(argv)
-    opts = PrepareOptions(
-        source=a.source, dest=a.dest, resolution=a.resolution, align_spec=a.align_spec, detector=a.detector,
-        fallback_detector=a.fallback_detector, detect_pad=a.detect_pad, min_score=a.min_score, label=a.label,
-        workers=a.workers, max_images=a.max_images, aligned=a.aligned, exclude=tuple(a.exclude),
-    )
+    opts = parse_options(PrepareOptions, argv, description=__doc__.split("\n\n")[0])
     summary = prepare(opts)
     rate = summary["failures"] / max(summary["sources"], 1)
     print(f"{summary['images']} crops -> {summary['dest']}; {summary['failures']} failed ({rate:.1%}), "
