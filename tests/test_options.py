@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from faceapp.errors import CheckpointError
-from training.options import opt, parse_options, run_main
+from training.options import opt, parse_command, parse_options, run_main
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -58,3 +58,20 @@ def test_run_main_turns_faceapp_errors_into_exit_2(capsys):
 
     assert run_main(fails, None) == 2 and "error: no such file" in capsys.readouterr().err
     assert run_main(lambda o: None, None) == 0
+
+
+@dataclass(frozen=True)
+class Fit:
+    out: str = opt("runs/x", "output")
+    C: float = opt(1.0, "the SVM's C")  # --C
+
+
+def test_subcommands_each_from_its_dataclass(capsys):
+    commands = {"fit": (Fit, "fit it"), "extras": (Extras, "more")}
+    assert parse_command(commands, ["fit", "--C", "0.5"]) == ("fit", Fit(out="runs/x", C=0.5))
+    name, o = parse_command(commands, ["extras", "r", "--out", "y"])
+    assert name == "extras" and o.runs == ("r",)
+    with pytest.raises(SystemExit):
+        parse_command(commands, [])  # a subcommand is required
+    with pytest.raises(SystemExit):
+        parse_command(commands, ["fit", "--quick"])  # another subcommand's flag

@@ -27,11 +27,13 @@ command to resume.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceapp.imageio import from_uint8
+from training.options import opt, parse_command
 
 __all__ = ["AgeEstimator", "load_age_estimator", "register", "estimate_ages", "main"]
 
@@ -250,7 +253,7 @@ def train(args) -> int:
         net.eval()
         extra = {"trained_with": "training/age_estimator.py", "steps": step, "epochs": step / steps_per_epoch,
                  "train_photos": n, "train_minutes": round(spent / 60, 1), "excluded_digests": digests,
-                 "options": {k: v for k, v in vars(args).items() if k != "fn"}, "final": final,
+                 "options": {"cmd": "train", **dataclasses.asdict(args)}, "final": final,
                  "note": "trained on UTKFace: non-commercial research use only"}
         save_networks(out, {"age": net}, extra=extra, dtype=torch.float16)
         net.train()
@@ -313,30 +316,39 @@ def evaluate(args) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class TrainAgeOptions:
+    """`train`'s command line (saved in the model's header as "options", with "cmd")."""
+
+    zip: str = opt(str(DEFAULT_ZIP), "UTKFace 200 px zip")
+    out: str = opt("runs/age/age_estimator.safetensors", "the model file to write (its state beside it)")
+    resolution: int = opt(128, "input side in px")
+    batch: int = opt(64, "photos per step")
+    epochs: int = opt(4, "passes over the training photos")
+    lr: float = opt(1e-3, "learning rate of the head (the features: 0.3 x)")
+    seed: int = opt(0, "random seed")
+    threads: int = opt(2, "torch CPU threads")
+    minutes: float = opt(0, "stop (resumably) after this much training time")
+    snapshot_minutes: float = opt(5, "minutes between snapshots")
+
+
+@dataclass(frozen=True)
+class EvaluateAgeOptions:
+    model: str = opt("models/age/age_estimator.safetensors", "the age estimator to evaluate")
+    zip: str = opt(str(DEFAULT_ZIP), "UTKFace 200 px zip")
+    knn: str = opt("runs/labelers/age_gender.safetensors", "the kNN age labeler measured beside it (if the file is "
+                   "there)")
+    threads: int = opt(2, "torch CPU threads")
+    json: str | None = opt(None, "write the results to this JSON file")
+
+
+COMMANDS = {"train": (TrainAgeOptions, "fine-tune MobileNetV2 on UTKFace's ages (resumable)"),
+            "evaluate": (EvaluateAgeOptions, "MAE on the held-out faces (beside the kNN labeler's with --knn)")}
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="fine-tune MobileNetV2 on UTKFace's ages (resumable)")
-    t.add_argument("--zip", default=str(DEFAULT_ZIP))
-    t.add_argument("--out", default="runs/age/age_estimator.safetensors")
-    t.add_argument("--resolution", type=int, default=128)
-    t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--epochs", type=int, default=4)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--minutes", type=float, default=0, help="stop (resumably) after this much training time")
-    t.add_argument("--snapshot-minutes", type=float, default=5)
-    t.set_defaults(fn=train)
-    e = sub.add_parser("evaluate", help="MAE on the held-out faces (beside the kNN labeler's with --knn)")
-    e.add_argument("--model", default="models/age/age_estimator.safetensors")
-    e.add_argument("--zip", default=str(DEFAULT_ZIP))
-    e.add_argument("--knn", default="runs/labelers/age_gender.safetensors")
-    e.add_argument("--threads", type=int, default=2)
-    e.add_argument("--json", default=None)
-    e.set_defaults(fn=evaluate)
-    args = p.parse_args(argv)
-    return args.fn(args)
+    cmd, args = parse_command(COMMANDS, argv, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return (train if cmd == "train" else evaluate)(args)
 
 
 if __name__ == "__main__":

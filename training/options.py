@@ -31,7 +31,7 @@ import sys
 from dataclasses import field
 
 __all__ = ["AUTO", "opt", "add_options", "given_options", "layered_values", "option_flag", "parse_options",
-           "run_main"]
+           "parse_command", "run_main"]
 
 AUTO = None  # an option left at AUTO is filled in when the options are resolved
 
@@ -126,6 +126,18 @@ def parse_options(cls, argv=None, *layers: dict, **parser_kwargs):
     values layered over the defaults and `layers`."""
     parser = add_options(argparse.ArgumentParser(**parser_kwargs), cls)
     return cls(**layered_values(cls, parser.parse_args(argv), *layers))
+
+
+def parse_command(commands: dict, argv=None, **parser_kwargs) -> tuple[str, object]:
+    """(name, options) of a command line with subcommands: `commands` maps each name to (options dataclass,
+    its one-line help); each subcommand's flags are generated from its dataclass."""
+    parser = argparse.ArgumentParser(**parser_kwargs)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name, (cls, help_) in commands.items():
+        add_options(sub.add_parser(name, help=help_), cls)
+    args = parser.parse_args(argv)
+    cls = commands[args.cmd][0]
+    return args.cmd, cls(**layered_values(cls, args))
 
 
 def run_main(run, options) -> int:
