@@ -28,8 +28,10 @@ reconstructions it trained on (edited ones). Snapshots (fp16 safetensors) and a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 
 from faceapp.imageio import from_uint8, to_uint8
 from training.age_estimator import DEFAULT_ZIP, _heldout_names, load_utkface_arrays
+from training.options import opt, parse_command
 
 __all__ = ["make_pairs", "train", "condition_augment", "main"]
 
@@ -160,12 +163,12 @@ def train(args) -> int:
         save_state(out / "state.pt", state)
         extra = {"trained_with": "training/train_detail.py", "steps": step, "epochs": step / steps_per_epoch,
                  "train_minutes": round(spent / 60, 1), "pairs": n, "pairs_model_id": pairs_id,
-                 "excluded_digests": digests, "options": vars(args), "final": final,
+                 "excluded_digests": digests, "options": {"cmd": "train", **dataclasses.asdict(args)}, "final": final,
                  "note": "trained on UTKFace: non-commercial research use only"}
         save_networks(out / "detail.safetensors", {"detail": net.eval()}, extra=extra, dtype=torch.float16)
         net.train()
 
-    (out / "options.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    (out / "options.json").write_text(json.dumps({"cmd": "train", **dataclasses.asdict(args)}, indent=2) + "\n")
     log = open(out / "log.jsonl", "a")
     snaps = Snapshotter(args.snapshot_minutes)
     t_start = time.time() - spent
@@ -258,47 +261,61 @@ def evaluate(args) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class PairsOptions:
+    bundle: str = opt("models/demo", "the bundle that encodes and renders the photos")
+    zip: str = opt(str(DEFAULT_ZIP), "UTKFace 200 px zip")
+    out: str = opt("runs/detail/pairs.npz", "the pairs file to write")
+    threads: int = opt(1, "torch CPU threads")
+    limit: int | None = opt(None, "only the first N training photos")
+
+
+@dataclass(frozen=True)
+class DetailTrainOptions:
+    """`train`'s command line (options.json and the model's header, with "cmd")."""
+
+    pairs: str = opt("runs/detail/pairs.npz", "with --input render: the `pairs` file")
+    in_resolution: int = opt(64, "with --input photo: G's resolution")
+    zip: str = opt(str(DEFAULT_ZIP), "UTKFace 200 px zip")
+    out: str = opt("runs/detail", "run folder")
+    input: str = opt("photo", "photo: the real photo at G's resolution (default); render: G's render of its code",
+                     choices=["photo", "render"])
+    scale: int = opt(2, "upscaling factor")
+    channels: int = opt(40, "the detail network's channels")
+    blocks: int = opt(4, "the detail network's blocks")
+    batch: int = opt(16, "photos per step")
+    epochs: int = opt(1, "passes over the training photos")
+    lr: float = opt(5e-4, "learning rate")
+    percep_weight: float = opt(1.0, "weight of the perceptual loss (beside L1)")
+    adv_weight: float = opt(0.0, "weight of the adversarial loss (0: no discriminator)")
+    adv_start: int = opt(0, "step at which the adversarial loss starts")
+    d_resolution: int = opt(128, "the projected D's feature resolution")
+    init: str | None = opt(None, "start from this detail stage (fine-tuning)")
+    seed: int = opt(0, "random seed")
+    threads: int = opt(1, "torch CPU threads")
+    minutes: float = opt(0, "stop (resumably) after this much training time")
+    snapshot_minutes: float = opt(5, "minutes between snapshots")
+
+
+@dataclass(frozen=True)
+class DetailEvaluateOptions:
+    model: str = opt("models/demo/detail.safetensors", "the detail stage to evaluate")
+    zip: str = opt(str(DEFAULT_ZIP), "UTKFace 200 px zip")
+    num: int = opt(500, "the first N of each held-out list")
+    threads: int = opt(1, "torch CPU threads")
+    json: str | None = opt(None, "write the results to this JSON file")
+
+
+COMMANDS = {"pairs": (PairsOptions, "encode + render the training photos (the detail stage's inputs)"),
+            "train": (DetailTrainOptions, "fit the detail stage (resumable)"),
+            "evaluate": (DetailEvaluateOptions, "the detail stage against bicubic upsampling on the held-out photos")}
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("pairs", help="encode + render the training photos (the detail stage's inputs)")
-    a.add_argument("--bundle", default="models/demo")
-    a.add_argument("--zip", default=str(DEFAULT_ZIP))
-    a.add_argument("--out", default="runs/detail/pairs.npz")
-    a.add_argument("--threads", type=int, default=1)
-    a.add_argument("--limit", type=int, default=None)
-    t = sub.add_parser("train", help="fit the detail stage (resumable)")
-    t.add_argument("--pairs", default="runs/detail/pairs.npz", help="with --input render: the `pairs` file")
-    t.add_argument("--in-resolution", type=int, default=64, help="with --input photo: G's resolution")
-    t.add_argument("--zip", default=str(DEFAULT_ZIP))
-    t.add_argument("--out", default="runs/detail")
-    t.add_argument("--input", default="photo", choices=["photo", "render"],
-                   help="photo: the real photo at G's resolution (default); render: G's render of its code")
-    t.add_argument("--scale", type=int, default=2)
-    t.add_argument("--channels", type=int, default=40)
-    t.add_argument("--blocks", type=int, default=4)
-    t.add_argument("--batch", type=int, default=16)
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--percep-weight", type=float, default=1.0)
-    t.add_argument("--adv-weight", type=float, default=0.0)
-    t.add_argument("--adv-start", type=int, default=0)
-    t.add_argument("--d-resolution", type=int, default=128, help="the projected D's feature resolution")
-    t.add_argument("--init", default=None, help="start from this detail stage (fine-tuning)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=1)
-    t.add_argument("--minutes", type=float, default=0)
-    t.add_argument("--snapshot-minutes", type=float, default=5)
-    e = sub.add_parser("evaluate", help="the detail stage against bicubic upsampling on the held-out photos")
-    e.add_argument("--model", default="models/demo/detail.safetensors")
-    e.add_argument("--zip", default=str(DEFAULT_ZIP))
-    e.add_argument("--num", type=int, default=500, help="the first N of each held-out list")
-    e.add_argument("--threads", type=int, default=1)
-    e.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    if args.cmd == "evaluate":
+    cmd, args = parse_command(COMMANDS, argv, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if cmd == "evaluate":
         return evaluate(args)
-    if args.cmd == "pairs":
+    if cmd == "pairs":
         make_pairs(args.bundle, args.zip, args.out, threads=args.threads, limit=args.limit)
         return 0
     return train(args)
