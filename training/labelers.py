@@ -13,11 +13,11 @@ their public names.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ from training.face_labels import (
     smile_features,
     smile_score,
 )
+from training.options import opt, parse_command
 from training.utkface import (
     HELDOUT_LISTS,
     LABELS_DIR,
@@ -270,49 +271,66 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+UTKFACE = "../shared/data/utkface/utkface-200px.zip"
+
+
+@dataclass(frozen=True)
+class FitAgeGenderOptions:
+    utkface: str = opt(UTKFACE, "UTKFace 200 px zip")
+    out: str = opt("runs/labelers/age_gender.safetensors", "the labeler file to write")
+    num_train: int = opt(3000, "photos fitted on")
+    num_test: int = opt(1000, "further photos tested on")
+    seed: int = opt(0, "seed of the photos' order")
+    threads: int = opt(2, "torch CPU threads")
+    cache: str | None = opt(None, "descriptors .npz: written once, reused on later runs")
+    exclude: tuple[str, ...] | None = opt(None, "photo names never fitted or tested on (repeatable; default: both "
+                                          "training/labels/utkface-heldout-*.txt lists)", action="append",
+                                          metavar="LIST.txt")
+    no_exclude: bool = opt(False, "leave no photos out (not for calibration)", action="store_true")
+
+
+@dataclass(frozen=True)
+class FitGlassesOptions:
+    utkface: str = opt(UTKFACE, "UTKFace 200 px zip")
+    labels: str = opt(None, 'JSON {utkface file name: {"glasses": 0|1}}', required=True)
+    random_subset: str | None = opt(None, "JSON list of names drawn at random (reported apart)")
+    out: str = opt("runs/labelers/glasses.safetensors", "the labeler file to write")
+    C: float = opt(1.0, "the logistic regression's C")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    utkface: str = opt(UTKFACE, "UTKFace 200 px zip")
+    age_gender: str | None = opt(None, "age/gender labeler (fit-age-gender); without it: smile and glasses only")
+    glasses_model: str | None = opt(None, "glasses labeler (fit-glasses)")
+    out: str = opt(None, "the JSON file to write", required=True)
+    num: int = opt(300, "photos to score")
+    seed: int = opt(1, "seed of the photos' order")
+    skip: int = opt(0, "leave out the first N of that order")
+    threads: int = opt(2, "torch CPU threads")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    scores: str = opt(None, "the JSON written by score", required=True)
+    labels: str = opt(None, "labels checked by eye (JSON)", required=True)
+    glasses_threshold: float = opt(GLASSES_THRESHOLD, "0 for scores from a GlassesModel (logits)")
+
+
+COMMANDS = {
+    "fit-age-gender": (FitAgeGenderOptions, "fit the age/gender heads on UTKFace descriptors"),
+    "fit-glasses": (FitGlassesOptions, "fit the HOG glasses classifier on photos labelled by eye"),
+    "score": (ScoreOptions, "score UTKFace photos into a JSON (for checking by eye)"),
+    "evaluate": (EvaluateOptions, "accuracy of smile/glasses scores against labels checked by eye"),
+}
+RUN = {"fit-age-gender": _cmd_fit_age_gender, "fit-glasses": _cmd_fit_glasses, "score": _cmd_score,
+       "evaluate": _cmd_evaluate}
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fit-age-gender", help="fit the age/gender heads on UTKFace descriptors")
-    f.add_argument("--utkface", default="../shared/data/utkface/utkface-200px.zip")
-    f.add_argument("--out", default="runs/labelers/age_gender.safetensors")
-    f.add_argument("--num-train", type=int, default=3000)
-    f.add_argument("--num-test", type=int, default=1000)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--threads", type=int, default=2)
-    f.add_argument("--cache", default=None, help="descriptors .npz: written once, reused on later runs")
-    f.add_argument("--exclude", action="append", default=None, metavar="LIST.txt",
-                   help="photo names never fitted or tested on (repeatable; default: both "
-                   "training/labels/utkface-heldout-*.txt lists)")
-    f.add_argument("--no-exclude", action="store_true", help="leave no photos out (not for calibration)")
-    f.set_defaults(fn=_cmd_fit_age_gender)
-    g = sub.add_parser("fit-glasses", help="fit the HOG glasses classifier on photos labelled by eye")
-    g.add_argument("--utkface", default="../shared/data/utkface/utkface-200px.zip")
-    g.add_argument("--labels", required=True, help='JSON {utkface file name: {"glasses": 0|1}}')
-    g.add_argument("--random-subset", default=None, help="JSON list of names drawn at random (reported apart)")
-    g.add_argument("--out", default="runs/labelers/glasses.safetensors")
-    g.add_argument("--C", type=float, default=1.0)
-    g.set_defaults(fn=_cmd_fit_glasses)
-    s = sub.add_parser("score", help="score UTKFace photos into a JSON (for checking by eye)")
-    s.add_argument("--utkface", default="../shared/data/utkface/utkface-200px.zip")
-    s.add_argument("--age-gender", default=None)
-    s.add_argument("--glasses-model", default=None)
-    s.add_argument("--out", required=True)
-    s.add_argument("--num", type=int, default=300)
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--skip", type=int, default=0)
-    s.add_argument("--threads", type=int, default=2)
-    s.set_defaults(fn=_cmd_score)
-    e = sub.add_parser("evaluate", help="accuracy of smile/glasses scores against labels checked by eye")
-    e.add_argument("--scores", required=True)
-    e.add_argument("--labels", required=True)
-    e.add_argument(
-        "--glasses-threshold", type=float, default=GLASSES_THRESHOLD, help="0 for scores from a GlassesModel (logits)"
-    )
-    e.set_defaults(fn=_cmd_evaluate)
-    args = p.parse_args(argv)
+    cmd, args = parse_command(COMMANDS, argv, description=__doc__.split("\n")[0])
     try:
-        return args.fn(args)
+        return RUN[cmd](args)
     except FaceAppError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
