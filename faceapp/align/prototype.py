@@ -194,7 +194,11 @@ class AgePrototypes:
         # folds and shading, not tone: on the skin the local mean goes, and what is left averages to zero there
         d_light = d_light - skin * cv2.GaussianBlur(d_light, (0, 0), s * LIGHT_SIGMA)
         d_light = d_light - skin * (float((d_light * skin).sum()) / max(float(skin.sum()), 1e-6))
-        out = {"map_x": map_x, "map_y": map_y, "light": (t * d_light * window).astype(np.float32), "skin": skin}
+        # lightness only on the face: around it the groups' means differ by their photos' backgrounds and hair
+        # (lighter in older people's photos), which would draw a light rim round the head, not age
+        face = _feathered_polygon(face_hull(target, forehead=0.45), s, 0.2)
+        out = {"map_x": map_x, "map_y": map_y, "light": (t * d_light * window * face).astype(np.float32),
+               "skin": skin}
         eps = 0.05  # energy floor (L units): a flat region must not get an enormous gain
         for k in range(len(self.sigmas)):
             ratio = (proto(self.old_energy[k]) + eps) / (proto(self.young_energy[k]) + eps)
@@ -253,10 +257,13 @@ class AgePrototypes:
             band = cv2.GaussianBlur(light, (0, 0), sg) - cv2.GaussianBlur(light, (0, 0), 2 * sg)
             delta += at(f[f"gain{k}"] - 1.0) * band  # outside the canonical frame: gain 1
         lab[..., 0] = light + delta
-        # 4. chroma only down, never on the skin
-        lab[..., 1:] *= 1.0 + at(f["chroma"] - 1.0)[..., None]
+        # 4. chroma only down, never on the skin; greying fades out over a wide band so that greyed hair inside
+        # the head's outline meets the hair outside it without an edge
+        side = max(x1 - x0, y1 - y0)
+        alpha = _feathered_polygon(hull - [x0, y0], side, 0.12)[: y1 - y0, : x1 - x0]
+        grey_alpha = _feathered_polygon(hull - [x0, y0], side, 0.35)[: y1 - y0, : x1 - x0]
+        lab[..., 1:] *= 1.0 + (grey_alpha * at(f["chroma"] - 1.0))[..., None]
         out = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
-        alpha = _feathered_polygon(hull - [x0, y0], max(x1 - x0, y1 - y0), 0.12)[: y1 - y0, : x1 - x0]
         roi = roi0 + (out - roi0) * alpha[..., None]
         if _is_grey(roi0):  # float error must not tint a greyscale photo
             roi = np.repeat(roi.mean(-1, keepdims=True), 3, -1)
