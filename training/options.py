@@ -31,7 +31,7 @@ import sys
 from dataclasses import field
 
 __all__ = ["AUTO", "opt", "add_options", "given_options", "layered_values", "option_flag", "parse_options",
-           "parse_command", "run_main"]
+           "parse_command", "run_main", "training_parser"]
 
 AUTO = None  # an option left at AUTO is filled in when the options are resolved
 
@@ -126,6 +126,17 @@ def parse_options(cls, argv=None, *layers: dict, **parser_kwargs):
     values layered over the defaults and `layers`."""
     parser = add_options(argparse.ArgumentParser(**parser_kwargs), cls)
     return cls(**layered_values(cls, parser.parse_args(argv), *layers))
+
+
+def training_parser(cls, description: str, smoke_help: str, **parser_kwargs) -> argparse.ArgumentParser:
+    """A training script's command line: `cls`'s flags (raw-text help) plus --cpu-smoke (`smoke_help`) and
+    --dry-run, the two flags that steer the script rather than the run."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawTextHelpFormatter,
+                                **parser_kwargs)
+    add_options(p, cls)
+    p.add_argument("--cpu-smoke", action="store_true", help=smoke_help)
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options and network sizes, then exit")
+    return p
 
 
 def parse_command(commands: dict, argv=None, **parser_kwargs) -> tuple[str, object]:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from faceapp.inversion.encoder import Encoder4Editing, load_encoder
 from faceapp.stylegan.checkpoint import load_generator, save_networks
 from training.dataset import ImageArchive, age_balance_weights
-from training.options import AUTO, add_options, layered_values, opt
+from training.options import AUTO, layered_values, opt, training_parser
 from training.runtime import (
     STATE_PREFIX,
     DistInfo,
@@ -154,12 +154,8 @@ CPU_SMOKE_ARGS = dict(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one flag per EncoderTrainOptions field (every default None = 'not given')."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    add_options(p, EncoderTrainOptions)
-    p.add_argument("--cpu-smoke", action="store_true",
-                   help="tiny nets on CPU for a few steps (a random 32 px generator if --generator is not given)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved options and network sizes, then exit")
-    return p
+    return training_parser(EncoderTrainOptions, __doc__.split("\n\n")[0], "tiny nets on CPU for a few steps (a "
+                           "random 32 px generator if --generator is not given)")
 
 
 def resolve_options(args: argparse.Namespace, G) -> EncoderTrainOptions:

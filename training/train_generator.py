@@ -46,7 +46,7 @@ from faceapp.stylegan import Discriminator, Generator
 from training.augment import AugmentPipe, adjust_ada_p
 from training.dataset import ImageArchive, age_balance_weights, write_synthetic_archive
 from training.loss import HingeLoss, LossConfig, StyleGAN2Loss
-from training.options import AUTO, add_options, given_options, layered_values, opt
+from training.options import AUTO, given_options, layered_values, opt, training_parser
 from training.runtime import (
     DistInfo,
     Every,
@@ -184,15 +184,11 @@ CPU_SMOKE_ARGS = dict(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one flag per TrainOptions field (every default None = 'not given')."""
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter,
+    return training_parser(
+        TrainOptions, __doc__.split("\n\n")[0],
+        "tiny 16 px nets on CPU for a few steps (a synthetic archive if --data is not given)",
         epilog="[defaults] are the ada recipe's; --recipe fast changes some (RECIPES in this file; --dry-run shows "
                "what a command resolves to).")
-    add_options(p, TrainOptions)
-    p.add_argument("--cpu-smoke", action="store_true",
-                   help="tiny 16 px nets on CPU for a few steps (a synthetic archive if --data is not given)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved options and network sizes, then exit")
-    return p
 
 
 def resolve_options(args: argparse.Namespace, resolution: int, base: dict | None = None,
