@@ -42,6 +42,25 @@ def face_descriptors(imgs: list[np.ndarray], lms: list[np.ndarray], net, batch: 
     return np.concatenate(out) if out else np.zeros((0, 128))
 
 
+def save_labeler(path: str | os.PathLike, tensors: dict, meta: dict) -> None:
+    """Write a labeler: numpy `tensors` + string `meta` as one .safetensors file (its folder made)."""
+    from safetensors.numpy import save_file
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(tensors, os.fspath(path), metadata=meta)
+
+
+def read_labeler(path: str | os.PathLike, what: str, make_with: str) -> tuple[dict, dict]:
+    """(tensors, metadata) of a labeler file written by `save_labeler`; CheckpointError naming `what` and the
+    command that makes it (`make_with`) when the file is not there."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} not found: {path}; make it with {make_with}")
+    with safe_open(os.fspath(path), framework="numpy") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+
+
 @dataclass(frozen=True)
 class AgeGenderModel:
     """Age and gender from dlib descriptors [N, 128].
@@ -105,9 +124,6 @@ class AgeGenderModel:
         return 1.0 / (1.0 + np.exp(-(((desc - self.mean) / self.std) @ self.gender_coef + self.gender_intercept)))
 
     def save(self, path: str | os.PathLike) -> None:
-        from safetensors.numpy import save_file
-
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         t = {
             k: np.ascontiguousarray(np.asarray(getattr(self, k), dtype=np.float64))
             for k in ("ref_desc", "ref_age", "mean", "std", "gender_coef")
@@ -119,25 +135,16 @@ class AgeGenderModel:
             "k": str(self.k),
             "metrics": json.dumps(self.metrics),
         }
-        save_file(t, os.fspath(path), metadata=meta)
+        save_labeler(path, t, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AgeGenderModel:
-        from safetensors import safe_open
-
-        if not os.path.isfile(path):
+        t, meta = read_labeler(path, "age/gender labeler", "python -m training.labelers fit-age-gender --out PATH")
+        if meta.get("format") != cls.FORMAT or meta.get("format_version") != str(cls.FORMAT_VERSION):
             raise CheckpointError(
-                f"age/gender labeler not found: {path}; make it with "
-                "python -m training.labelers fit-age-gender --out PATH"
+                f"{path} is not an age/gender labeler of this version "
+                f"({meta.get('format')!r} v{meta.get('format_version')}); fit it again"
             )
-        with safe_open(os.fspath(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != cls.FORMAT or meta.get("format_version") != str(cls.FORMAT_VERSION):
-                raise CheckpointError(
-                    f"{path} is not an age/gender labeler of this version "
-                    f"({meta.get('format')!r} v{meta.get('format_version')}); fit it again"
-                )
-            t = {k: f.get_tensor(k) for k in f.keys()}
         return cls(
             t["ref_desc"],
             t["ref_age"],

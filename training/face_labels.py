@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from faceapp.errors import CheckpointError, FaceAppError
-from training.age_gender import AgeGenderModel, face_descriptors
+from training.age_gender import AgeGenderModel, face_descriptors, read_labeler, save_labeler
 
 __all__ = [
     "ALIGNED_FACE_BOX",
@@ -220,37 +220,23 @@ class GlassesModel:
         return np.asarray(feats) @ self.coef + self.intercept
 
     def save(self, path: str | os.PathLike) -> None:
-        from safetensors.numpy import save_file
-
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         meta = {
             "format": self.FORMAT,
             "metrics": json.dumps(self.metrics),
             "band": json.dumps(GLASSES_BAND),
             "cell": str(GLASSES_HOG_CELL),
         }
-        save_file(
-            {"coef": self.coef.astype(np.float64), "intercept": np.array([self.intercept])},
-            os.fspath(path),
-            metadata=meta,
-        )
+        save_labeler(path, {"coef": self.coef.astype(np.float64), "intercept": np.array([self.intercept])}, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GlassesModel:
-        from safetensors import safe_open
-
-        if not os.path.isfile(path):
-            raise CheckpointError(
-                f"glasses labeler not found: {path}; make it with "
-                "python -m training.labelers fit-glasses --labels LABELS.json --out PATH"
-            )
-        with safe_open(os.fspath(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != cls.FORMAT:
-                raise CheckpointError(f"{path} is not a glasses labeler (format {meta.get('format')!r})")
-            if json.loads(meta.get("band", "null")) != list(GLASSES_BAND) or meta.get("cell") != str(GLASSES_HOG_CELL):
-                raise CheckpointError(f"{path} was fitted on other HOG settings; fit it again")
-            coef, b = f.get_tensor("coef"), f.get_tensor("intercept")
+        t, meta = read_labeler(path, "glasses labeler",
+                               "python -m training.labelers fit-glasses --labels LABELS.json --out PATH")
+        if meta.get("format") != cls.FORMAT:
+            raise CheckpointError(f"{path} is not a glasses labeler (format {meta.get('format')!r})")
+        if json.loads(meta.get("band", "null")) != list(GLASSES_BAND) or meta.get("cell") != str(GLASSES_HOG_CELL):
+            raise CheckpointError(f"{path} was fitted on other HOG settings; fit it again")
+        coef, b = t["coef"], t["intercept"]
         return cls(coef, float(b[0]), json.loads(meta.get("metrics", "{}")))
 
 
