@@ -28,18 +28,14 @@ from faceapp.errors import CheckpointError
 from faceapp.inversion.encoder import Encoder4Editing, register_encoder_class
 from faceapp.stylegan.checkpoint import build_network, load_state_checked
 from faceapp.stylegan.converters import convert_rosinality_generator, estimate_w_avg, fill_missing_buffers
-from faceapp.stylegan.safe_load import load_torch_weights
+from faceapp.stylegan.safe_load import checkpoint_file, load_torch_weights
 
 __all__ = ["import_e4e_checkpoint", "read_e4e_checkpoint", "encoder_kwargs_from_state"]
 
 
 def read_e4e_checkpoint(path: str | os.PathLike) -> dict:
     """The raw dict of an e4e .pt file, read with weights_only=True (+ argparse.Namespace)."""
-    where = os.fspath(path)
-    if not os.path.exists(where):
-        raise CheckpointError(f"checkpoint not found: {where}")
-    if os.path.isdir(where):
-        raise CheckpointError(f"{where} is a folder; expected an e4e .pt checkpoint file")
+    where = checkpoint_file(path, "an e4e .pt checkpoint file")
     ckpt = load_torch_weights(where, what="an e4e weights file")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise CheckpointError(f"{where} is not an e4e checkpoint (expected a dict with a 'state_dict')")

@@ -45,7 +45,7 @@ from faceapp.stylegan.converters import (
     nvidia_state_dict,
     plain,
 )
-from faceapp.stylegan.safe_load import PersistentObject, load_network_pickle, load_torch_weights
+from faceapp.stylegan.safe_load import PersistentObject, checkpoint_file, load_network_pickle, load_torch_weights
 
 __all__ = [
     "ImportedNetworks",
@@ -80,11 +80,7 @@ class ImportedNetworks:
 
 def detect_format(path: str | os.PathLike) -> str:
     """'faceapp', 'nvidia-pkl' or 'rosinality-pt', judged by the file's content, not its name."""
-    where = os.fspath(path)
-    if not os.path.exists(where):
-        raise CheckpointError(f"checkpoint not found: {where}")
-    if os.path.isdir(where):
-        raise CheckpointError(f"{where} is a folder; expected a checkpoint file")
+    where = checkpoint_file(path)
     if is_safetensors_file(where):
         return "faceapp"
     with open(where, "rb") as f:

@@ -30,7 +30,7 @@ import torch
 
 from faceapp.errors import CheckpointError, UnsafeCheckpointError
 
-__all__ = ["PersistentObject", "load_network_pickle", "load_torch_weights"]
+__all__ = ["PersistentObject", "checkpoint_file", "load_network_pickle", "load_torch_weights"]
 
 
 class PersistentObject:
@@ -247,6 +247,17 @@ def _torch_pickle_bytes(where: str) -> bytes | None:
             return f.read(64 << 20)
     except (OSError, zipfile.BadZipFile):
         return None
+
+
+def checkpoint_file(path: str | os.PathLike, expected: str = "a checkpoint file") -> str:
+    """`path` as a string, once it is known to be a file: CheckpointError ("checkpoint not found", or a folder
+    where `expected` was wanted) otherwise."""
+    where = os.fspath(path)
+    if not os.path.exists(where):
+        raise CheckpointError(f"checkpoint not found: {where}")
+    if os.path.isdir(where):
+        raise CheckpointError(f"{where} is a folder; expected {expected}")
+    return where
 
 
 def load_network_pickle(path: str | os.PathLike) -> object:
