@@ -37,3 +37,19 @@ def _seed():
 
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def bench_script():
+    """Load a bench/ script as a module by its name: ``bench_script("years_bound")`` (bench/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

@@ -1,33 +1,21 @@
 """bench/readme_figure.py: the README's before/after strip, on the random stand-in bundle."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
 from faceapp.bundle import make_random_bundle
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("readme_figure", REPO / "bench" / "readme_figure.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_face_square_stays_inside_the_photo():
-    fig = _script()
+def test_face_square_stays_inside_the_photo(bench_script):
+    fig = bench_script("readme_figure")
     assert fig.face_square((10, 10, 30, 30), (100, 80)) == (1, 0, 39, 38)
     left, top, right, bottom = fig.face_square((80, 60, 100, 80), (100, 80))  # at the corner: shifted in
     assert right <= 100 and bottom <= 80 and right - left == bottom - top == 38
     assert fig.face_square((0, 0, 90, 90), (100, 80)) == (5, 0, 85, 80)  # never bigger than the photo
 
 
-def test_strip_shows_the_photo_then_each_edit(tmp_path):
-    fig = _script()
+def test_strip_shows_the_photo_then_each_edit(tmp_path, bench_script):
+    fig = bench_script("readme_figure")
     bundle = make_random_bundle(tmp_path / "b")
     out = tmp_path / "strip.png"
     assert fig.main(["--bundle", str(bundle), "--out", str(out), "--mode", "fast", "--size", "64"]) == 0

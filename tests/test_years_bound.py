@@ -1,24 +1,12 @@
 """bench/years_bound.py: the least descriptor move that makes the age labeler read N years older."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 from training.age_gender import AgeGenderModel
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("years_bound", REPO / "bench" / "years_bound.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_least_move_is_the_distance_to_where_the_references_are_that_much_older():
-    mod = _load()
+def test_least_move_is_the_distance_to_where_the_references_are_that_much_older(bench_script):
+    mod = bench_script("years_bound")
     rng = np.random.default_rng(0)
     # references on a line: age = 100 * descriptor 0 (so +20 years is a move of 0.2), tiny noise elsewhere
     desc = rng.normal(size=(2000, 128)) * 0.002
