@@ -53,3 +53,25 @@ def bench_script():
         return mod
 
     return load
+
+
+@pytest.fixture(scope="session")
+def tiny_invert():
+    """An InvertConfig of two projection steps per stage without the perceptual net: for tests of the flow, not
+    of the inversion's quality."""
+    from faceapp.inversion import InvertConfig
+
+    return InvertConfig(fast_steps_no_encoder=2, balanced_w_steps_no_encoder=2, balanced_wplus_steps_no_encoder=2,
+                        pti_steps=2, perceptual_weight=0.0)
+
+
+@pytest.fixture(scope="session")
+def random_bundle(tmp_path_factory):
+    """``random_bundle(seed)``: a loaded tiny random 32 px bundle (faceapp.bundle.make_random_bundle), made in a
+    fresh temporary folder."""
+    from faceapp.bundle import load_bundle, make_random_bundle
+
+    def make(seed: int):
+        return load_bundle(make_random_bundle(tmp_path_factory.mktemp("b") / "bundle", resolution=32, seed=seed))
+
+    return make

@@ -18,20 +18,17 @@ from PIL import Image
 import app
 import faceapp.inversion
 from faceapp.bundle import load_bundle, make_random_bundle
-from faceapp.inversion import InvertConfig
 from faceapp.pipeline import FaceEditor
 from faceapp.web import session as web_session
 from faceapp.web import startup
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
-TINY = InvertConfig(fast_steps_no_encoder=2, balanced_w_steps_no_encoder=2, balanced_wplus_steps_no_encoder=2,
-                    pti_steps=2, perceptual_weight=0.0)
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(make_random_bundle(tmp_path_factory.mktemp("b") / "bundle", resolution=32, seed=5))
+def bundle(random_bundle):
+    return random_bundle(seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +47,8 @@ def inversions():
 
 
 @pytest.fixture(scope="module")
-def url(bundle, inversions):
-    editor = FaceEditor(bundle, cache_size=0, max_pixels=app.MAX_PIXELS, invert_kwargs={"config": TINY})
+def url(bundle, inversions, tiny_invert):
+    editor = FaceEditor(bundle, cache_size=0, max_pixels=app.MAX_PIXELS, invert_kwargs={"config": tiny_invert})
     demo = app.build_demo(editor)
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
                         allowed_paths=[str(app.EXAMPLES)])
@@ -242,7 +239,7 @@ def test_closing_a_session_deletes_its_files(tmp_path, monkeypatch):
     assert example.exists() and not other.workdir.exists() and "tab-2" not in web_session.sessions
 
 
-def test_a_session_is_in_one_state_at_a_time(bundle, tmp_path, monkeypatch):
+def test_a_session_is_in_one_state_at_a_time(bundle, tmp_path, monkeypatch, tiny_invert):
     """EMPTY -> LATENT (a generated face sent to the editor; the photo box it empties changes nothing) -> PHOTO
     (an upload) -> EMPTY (the photo box cleared)."""
     import gradio as gr
@@ -250,7 +247,7 @@ def test_a_session_is_in_one_state_at_a_time(bundle, tmp_path, monkeypatch):
     from faceapp.web.session import State
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    h = app.Handlers(FaceEditor(bundle, cache_size=0, invert_kwargs={"config": TINY}))
+    h = app.Handlers(FaceEditor(bundle, cache_size=0, invert_kwargs={"config": tiny_invert}))
     request = SimpleNamespace(session_hash="states")
     session = h.generate(None, 3, 0.7, 0, "none", request).session
     assert session.state is State.EMPTY and session.generated is not None
@@ -615,8 +612,8 @@ def test_age_slider_and_presets_in_years_when_calibrated(calibrated_bundle, bund
     assert "+30 years" not in plain.presets  # no years on a button unless they were measured
 
 
-def test_the_page_shows_the_years_slider(calibrated_bundle):
-    editor = FaceEditor(calibrated_bundle, cache_size=0, invert_kwargs={"config": TINY})
+def test_the_page_shows_the_years_slider(calibrated_bundle, tiny_invert):
+    editor = FaceEditor(calibrated_bundle, cache_size=0, invert_kwargs={"config": tiny_invert})
     demo = app.build_demo(editor)
     sliders = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", "") or ""}
     age = sliders["slider-age"]

@@ -15,14 +15,11 @@ from faceapp.pipeline import FaceEditor, InversionCache
 from faceapp.writers import save_gif
 
 DATA = Path(__file__).parent / "data"
-# Two projection steps without the perceptual net: the flow, not the quality, is under test here.
-TINY = InvertConfig(fast_steps_no_encoder=2, balanced_w_steps_no_encoder=2, balanced_wplus_steps_no_encoder=2,
-                    pti_steps=2, perceptual_weight=0.0)
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(make_random_bundle(tmp_path_factory.mktemp("b") / "bundle", resolution=32, seed=1))
+def bundle(random_bundle):
+    return random_bundle(seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +35,8 @@ def faces(bundle, photo):
 
 
 @pytest.fixture
-def editor(bundle):
-    return FaceEditor(bundle, invert_kwargs={"config": TINY})
+def editor(bundle, tiny_invert):
+    return FaceEditor(bundle, invert_kwargs={"config": tiny_invert})
 
 
 @pytest.fixture
@@ -60,7 +57,7 @@ def _face_box(faces, photo, i=0):
     return x0, y0, x1, y1
 
 
-def test_edit_photo_changes_the_face_and_only_the_face(editor, photo, faces, count_inversions):
+def test_edit_photo_changes_the_face_and_only_the_face(editor, photo, faces, count_inversions, tiny_invert):
     plain = np.asarray(editor.edit_photo(photo, {}), dtype=np.int16)
     older = np.asarray(editor.edit_photo(photo, {"age": 3}), dtype=np.int16)
     orig = np.asarray(photo, dtype=np.int16)
@@ -74,7 +71,7 @@ def test_edit_photo_changes_the_face_and_only_the_face(editor, photo, faces, cou
     # far from the face the photo is untouched, pixel for pixel
     assert np.array_equal(older[:, :40], orig[:, :40]) and np.array_equal(older[-60:], orig[-60:])
     # the old paste-back, kept as an option: the face is replaced by the generator's rendering
-    render = FaceEditor(editor.bundle, invert_kwargs={"config": TINY}, paste="render")
+    render = FaceEditor(editor.bundle, invert_kwargs={"config": tiny_invert}, paste="render")
     replaced = np.asarray(render.edit_photo(photo, {}), dtype=np.int16)
     assert np.abs(replaced[inside] - orig[inside]).mean() > 10
     assert np.array_equal(replaced[:, :40], orig[:, :40])
@@ -89,10 +86,10 @@ def _sharpness(a: np.ndarray) -> float:
     return float(cv2.Laplacian(cv2.cvtColor(a.astype(np.uint8), cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
 
 
-def test_difference_paste_keeps_the_photo_sharp_and_adds_the_change(bundle, photo, faces):
+def test_difference_paste_keeps_the_photo_sharp_and_adds_the_change(bundle, photo, faces, tiny_invert):
     # the plain difference (no motion: a random model's noise renders give optical flow noise to follow;
     # paste_difference's motion has its own tests in test_colour_paste.py)
-    editor = FaceEditor(bundle, invert_kwargs={"config": TINY}, paste_kwargs={"motion": False})
+    editor = FaceEditor(bundle, invert_kwargs={"config": tiny_invert}, paste_kwargs={"motion": False})
     prepared = editor.prepare(photo)
     x0, y0, x1, y1 = _face_box(faces, photo)
     inside = (slice(y0 + (y1 - y0) // 4, y1 - (y1 - y0) // 4), slice(x0 + (x1 - x0) // 4, x1 - (x1 - x0) // 4))
@@ -168,8 +165,8 @@ def test_hold_fixes_the_other_attributes(editor):
     assert abs(free @ dirs["gender"].vector.astype(np.float64)) > 1e-3  # random directions are not orthogonal
 
 
-def test_cache_by_content_mode_and_bound(bundle, photo, faces, count_inversions):
-    editor = FaceEditor(bundle, invert_kwargs={"config": TINY}, cache_size=1)
+def test_cache_by_content_mode_and_bound(bundle, photo, faces, count_inversions, tiny_invert):
+    editor = FaceEditor(bundle, invert_kwargs={"config": tiny_invert}, cache_size=1)
     a = editor.align(photo, faces[0])
     b = a.image.transpose(Image.FLIP_LEFT_RIGHT)  # another crop
     first = editor.invert(a)
@@ -183,7 +180,7 @@ def test_cache_by_content_mode_and_bound(bundle, photo, faces, count_inversions)
     editor.invert(b, cache=own)
     assert len(own) == 1 and own.hits == 1 and count_inversions[-1] == "fast" and len(count_inversions) == 4
     assert editor.cache_key(a, "fast") != editor.cache_key(b, "fast")
-    nocache = FaceEditor(bundle, invert_kwargs={"config": TINY}, cache_size=0)
+    nocache = FaceEditor(bundle, invert_kwargs={"config": tiny_invert}, cache_size=0)
     nocache.invert(a)
     nocache.invert(a)
     assert len(nocache.cache) == 0 and len(count_inversions) == 6
@@ -263,7 +260,7 @@ def test_a_remembered_inversion_is_not_inverted_again(editor, photo, faces, coun
         editor.remember_inversion(aligned, ws, "quick", cache=cache)
 
 
-def test_open_editor_is_the_one_set_up(bundle, tmp_path):
+def test_open_editor_is_the_one_set_up(bundle, tmp_path, tiny_invert):
     from faceapp.errors import ModelUnavailableError
     from faceapp.pipeline import open_editor
 
@@ -277,7 +274,7 @@ def test_open_editor_is_the_one_set_up(bundle, tmp_path):
         config = editor.invert_kwargs["config"]
         assert editor.bundle.root == root and editor.resolution == 16 and torch.get_num_threads() == 1
         assert (config.fast_steps_no_encoder, config.balanced_steps, config.pti_steps) == (3, 3, 3)
-        assert open_editor(bundle, config=TINY, threads=False).invert_kwargs == {"config": TINY}
+        assert open_editor(bundle, config=tiny_invert, threads=False).invert_kwargs == {"config": tiny_invert}
         with pytest.raises(ModelUnavailableError, match="no model: pass --model"):
             open_editor(None)
     finally:
