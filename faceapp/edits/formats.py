@@ -90,6 +90,28 @@ def _as_w(arr: np.ndarray, where: str, w_dim: int | None) -> np.ndarray:
     return a
 
 
+def _existing_file(path: str | os.PathLike, what: str = "direction") -> str:
+    """`path` as a string once it is known to be a file: CheckpointError ("<what> file not found") otherwise."""
+    where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise CheckpointError(f"{what} file not found: {where}")
+    return where
+
+
+def _file_direction(v: np.ndarray, *, name: str, source: str, layers, scale: float | None,
+                    strength_range: tuple[float, float], description: str) -> Direction:
+    """A single-direction file's vector `v` as a Direction; scale None = the vector's norm (the file's own units)."""
+    return Direction(
+        name=name,
+        vector=v,
+        layers=layers,
+        scale=scale or float(np.linalg.norm(v)),
+        strength_range=strength_range,
+        description=description,
+        source=source,
+    )
+
+
 def from_interfacegan_npy(
     path: str | os.PathLike,
     name: str | None = None,
@@ -110,9 +132,7 @@ def from_interfacegan_npy(
     scale: None keeps the file's own units (its norm, 1 for InterFaceGAN's unit normals), so strength s
         moves a code exactly as InterFaceGAN's distance s does.
     """
-    where = os.fspath(path)
-    if not os.path.isfile(where):
-        raise CheckpointError(f"direction file not found: {where}")
+    where = _existing_file(path)
     try:
         arr = np.load(where, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:  # pickled object arrays land here too: refused
@@ -124,16 +144,8 @@ def from_interfacegan_npy(
             f"{where} is a boundary in Z space; faceapp edits codes in W. Use the W-space boundary "
             "(…_w_boundary.npy) of the same attribute"
         )
-    v = _as_w(arr, where, w_dim)
-    return Direction(
-        name=name or guessed,
-        vector=v,
-        layers=layers,
-        scale=scale or float(np.linalg.norm(v)),
-        strength_range=strength_range,
-        description=description,
-        source=f"interfacegan:{Path(where).name}",
-    )
+    return _file_direction(_as_w(arr, where, w_dim), name=name or guessed, source=f"interfacegan:{Path(where).name}",
+                           layers=layers, scale=scale, strength_range=strength_range, description=description)
 
 
 def load_pt_safely(path: str | os.PathLike):
@@ -144,9 +156,7 @@ def load_pt_safely(path: str | os.PathLike):
     """
     import torch
 
-    where = os.fspath(path)
-    if not os.path.isfile(where):
-        raise CheckpointError(f"direction file not found: {where}")
+    where = _existing_file(path)
     try:
         return torch.load(where, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refused a global: the file wants to run code
@@ -179,16 +189,9 @@ def from_e4e_pt(
     where = os.fspath(path)
     if not isinstance(obj, torch.Tensor):
         raise CheckpointError(f"{where} holds a {type(obj).__name__}, not a direction tensor [1, w_dim]")
-    v = _as_w(obj.detach().double().numpy(), where, None)
-    return Direction(
-        name=name or Path(where).stem,
-        vector=v,
-        layers=layers,
-        scale=scale or float(np.linalg.norm(v)),
-        strength_range=strength_range,
-        description=description,
-        source=f"e4e:{Path(where).name}",
-    )
+    return _file_direction(_as_w(obj.detach().double().numpy(), where, None), name=name or Path(where).stem,
+                           source=f"e4e:{Path(where).name}", layers=layers, scale=scale,
+                           strength_range=strength_range, description=description)
 
 
 def _ganspace_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -231,9 +234,7 @@ def from_ganspace(
         all layers, named 'pc0', 'pc1', ...
     Each Direction's scale is the component's ``lat_stdev``, so strengths are in stdevs as in GANSpace.
     """
-    where = os.fspath(path)
-    if not os.path.isfile(where):
-        raise CheckpointError(f"GANSpace file not found: {where}")
+    where = _existing_file(path, "GANSpace")
     comp, std = _ganspace_arrays(where)
     if edits is None:
         edits = {f"pc{i}": (i, None) for i in range(min(num_components, comp.shape[0]))}
