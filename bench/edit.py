@@ -194,6 +194,20 @@ def summarise(fig: dict, edits: dict, *, older: str | None, younger: str | None,
     return out
 
 
+def prepared_photos(editor, photos, mode="fast"):
+    """(name, photo, faces, prepared) for each of `photos` ([(name, PIL)]) whose largest face the editor detects
+    and prepares in `mode`; a photo it cannot (a FaceAppError: no face, ...) is skipped."""
+    from faceapp.errors import FaceAppError
+
+    for name, photo in photos:
+        try:
+            faces = editor.detect(photo)
+            prepared = editor.prepare(photo, faces="largest", mode=mode, detected=faces)
+        except FaceAppError:
+            continue
+        yield name, photo, faces, prepared
+
+
 def attribute_figures(editor, meter, photos, name: str, strengths, *, mode="fast", progress=print) -> dict:
     """Smile or glasses on the returned photo: the labeler's share at each strength, and who stays the same person.
 
@@ -201,7 +215,6 @@ def attribute_figures(editor, meter, photos, name: str, strengths, *, mode="fast
     .safetensors, from `python -m training.labelers fit-glasses`). Returns {strength: {share, share_of_none,
     same_person}} where share_of_none is the share among the faces the labeler says do not have it at strength 0.
     """
-    from faceapp.errors import FaceAppError
     from training.face_labels import GlassesModel, find_landmarks, glasses_hog, smile_score
 
     if name == "smile":
@@ -213,12 +226,7 @@ def attribute_figures(editor, meter, photos, name: str, strengths, *, mode="fast
         def score(crop, lm):
             return float(gm.logit(glasses_hog(crop, lm)[None])[0])
     scores, dists = [], []
-    for _n, photo in photos:
-        try:
-            faces = editor.detect(photo)
-            prepared = editor.prepare(photo, faces="largest", mode=mode, detected=faces)
-        except FaceAppError:
-            continue
+    for _n, photo, faces, prepared in prepared_photos(editor, photos, mode):
         crops = meter.views(faces[0], [editor.compose(photo, prepared, {name: float(v)} if v else {})
                                        for v in [0.0, *strengths]])
         m = meter.measure(crops)
@@ -241,18 +249,11 @@ def edit_grids(editor, meter, photos, edits: dict, timeline_edits: list, folder,
 
     edits: {name: (minus strength, plus strength)}; timeline_edits: age strengths for the timeline's columns.
     """
-    from faceapp.errors import FaceAppError
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = {n: [] for n in edits}
     tl_rows = []
-    for _name, photo in photos:
-        try:
-            faces = editor.detect(photo)
-            prepared = editor.prepare(photo, faces="largest", mode=mode, detected=faces)
-        except FaceAppError:
-            continue
+    for _name, photo, faces, prepared in prepared_photos(editor, photos, mode):
         for n, (lo, hi) in edits.items():
             ims = [editor.compose(photo, prepared, {n: lo}), photo, editor.compose(photo, prepared, {n: hi})]
             rows[n].append(meter.views(faces[0], ims))
