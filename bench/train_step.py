@@ -165,22 +165,18 @@ def generator_step(argv: list[str] | None = None) -> float:
     else:
         add("D forward, no grad (one batch)", lambda: torch.no_grad()(D)(real, None))
 
-    def d_phase():
-        D.requires_grad_(True)
-        for p_ in D.parameters():
-            p_.grad = None
-        loss.accumulate_gradients("Dmain", real, c, z, c, gain=1.0)
-        D.requires_grad_(False)
+    def main_phase(phase: str, module: torch.nn.Module):
+        """The loss phase `phase` (Dmain, Gmain) with fresh gradients on `module` (D, G) only."""
+        def run():
+            module.requires_grad_(True)
+            for p_ in module.parameters():
+                p_.grad = None
+            loss.accumulate_gradients(phase, real, c, z, c, gain=1.0)
+            module.requires_grad_(False)
+        return run
 
-    def g_phase():
-        G.requires_grad_(True)
-        for p_ in G.parameters():
-            p_.grad = None
-        loss.accumulate_gradients("Gmain", real, c, z, c, gain=1.0)
-        G.requires_grad_(False)
-
-    add("D phase, whole (G fwd + 2x aug + 2x D fwd + backward)", d_phase)
-    add("G phase, whole (G fwd + aug + D fwd + backward through D and G)", g_phase)
+    add("D phase, whole (G fwd + 2x aug + 2x D fwd + backward)", main_phase("Dmain", D))
+    add("G phase, whole (G fwd + aug + D fwd + backward through D and G)", main_phase("Gmain", G))
 
     def g_forward_grad():
         G.requires_grad_(True)
