@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,38 @@ def test_out_of_time_in_one_process():
     assert not runtime.out_of_time(1e9, 0.0, ONE, step=1)  # no budget
     assert runtime.out_of_time(60.0, 1.0, ONE, step=3, every=16)  # one process needs no agreement
     assert not runtime.out_of_time(59.9, 1.0, ONE, step=16)
+
+
+def test_batch_per_rank_splits_the_batch_or_refuses_what_does_not_divide():
+    four = runtime.DistInfo(rank=1, world_size=4, device=torch.device("cpu"))
+    assert runtime.batch_per_rank(32, ONE) == 32 and runtime.batch_per_rank(32, four) == 8
+    with pytest.raises(SystemExit, match=r"--batch 6 must be a multiple of the number of processes \(4\)"):
+        runtime.batch_per_rank(6, four)
+
+
+def test_log_stats_appends_on_rank_0_only(tmp_path):
+    path, logged = tmp_path / "stats.jsonl", []
+    runtime.log_stats(path, {"step": 1, "loss": 0.5}, ONE, logged.append)
+    other = runtime.DistInfo(rank=1, world_size=2, device=torch.device("cpu"))
+    runtime.log_stats(path, {"step": 1, "loss": 0.25}, other, logged.append)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"step": 1, "loss": 0.5}]
+    assert logged == ["step=1 loss=0.5"]  # no gpu_mem_gb off CUDA
+
+
+def test_rank0_writes_the_file_once_and_the_other_ranks_wait_for_it(tmp_path, monkeypatch):
+    path, calls = tmp_path / "smoke.bin", []
+
+    def write(p):
+        calls.append(p)
+        p.write_bytes(b"x")
+
+    monkeypatch.setenv("RANK", "1")  # another rank: it does not write, and gives up waiting after wait_s
+    runtime.rank0_writes(path, write, wait_s=0.2)
+    assert calls == [] and not path.exists()
+    monkeypatch.setenv("RANK", "0")
+    runtime.rank0_writes(str(path), write)
+    runtime.rank0_writes(path, write)  # already there: not written again
+    assert calls == [path] and path.read_bytes() == b"x"
 
 
 # ---------------------------------------------------------------------------------------------

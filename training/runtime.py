@@ -42,7 +42,8 @@ from faceapp.imageio import atomic_path
 __all__ = [
     # processes
     "DistInfo", "init_distributed", "run_distributed", "exit_after_torchrun", "reduce_gradients",
-    "average_buffers", "broadcast_weights", "check_ranks_in_sync", "out_of_time",
+    "average_buffers", "broadcast_weights", "check_ranks_in_sync", "out_of_time", "batch_per_rank",
+    "rank0_writes",
     # seeds and RNG streams
     "default_device", "seed_rank", "get_rng_states", "set_rng_states", "gather_rng_states",
     # data
@@ -51,7 +52,7 @@ __all__ = [
     "SNAPSHOT_PREFIX", "STATE_PREFIX", "save_state", "load_state", "save_snapshot", "prune_snapshots",
     "find_resume", "restore_progress", "Every", "Snapshotter",
     # logs and outputs
-    "append_stats", "save_grid", "count_params", "cosine_warmup",
+    "append_stats", "log_stats", "save_grid", "count_params", "cosine_warmup",
 ]
 
 # A run folder's files (train_generator's names; other scripts pass their own snapshot prefix).
@@ -112,6 +113,25 @@ def exit_after_torchrun() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def batch_per_rank(batch: int, info: DistInfo) -> int:
+    """Each process's share of the total --batch (SystemExit unless the process count divides it)."""
+    if batch % info.world_size != 0:
+        raise SystemExit(f"--batch {batch} must be a multiple of the number of processes ({info.world_size})")
+    return batch // info.world_size
+
+
+def rank0_writes(path: str | os.PathLike, write, wait_s: float = 60.0) -> None:
+    """A file every torchrun rank reads (a --cpu-smoke input): rank 0 calls ``write(path)`` unless `path`
+    exists; the other ranks wait (up to `wait_s`) for it to appear. Before the process group exists (RANK)."""
+    path = Path(path)
+    if int(os.environ.get("RANK", "0")) == 0 and not path.exists():
+        write(path)
+    for _ in range(int(wait_s * 10)):
+        if path.exists():
+            break
+        time.sleep(0.1)
 
 
 def reduce_gradients(module: torch.nn.Module, world_size: int, sanitize: bool) -> None:
@@ -413,6 +433,15 @@ def append_stats(path: str | os.PathLike, record: dict, log=print) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")
     log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+
+def log_stats(path: str | os.PathLike, record: dict, info: DistInfo, log=print) -> None:
+    """A log interval's `record`, with the peak GPU memory (``gpu_mem_gb``) on CUDA, appended by rank 0
+    (append_stats)."""
+    if info.device.type == "cuda":
+        record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(info.device) / 2**30
+    if info.rank == 0:
+        append_stats(path, record, log)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +47,18 @@ from training.options import AUTO, layered_values, opt, training_parser
 from training.runtime import (
     STATE_PREFIX,
     DistInfo,
-    append_stats,
     average_buffers,
+    batch_per_rank,
     count_params,
     default_device,
     exit_after_torchrun,
     gather_rng_states,
     infinite_batches,
     load_state,
+    log_stats,
     make_loader,
     out_of_time,
+    rank0_writes,
     reduce_gradients,
     restore_progress,
     run_distributed,
@@ -281,9 +282,7 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
     # == Set-up: networks (the same initial weights on every rank), seeds, data, losses, optimisers ===
     device, rank0, outdir = info.device, info.rank == 0, Path(opts.outdir)
     log = log if rank0 else (lambda *a: None)
-    if opts.batch % info.world_size != 0:
-        raise SystemExit(f"--batch {opts.batch} must be a multiple of the number of processes ({info.world_size})")
-    batch_gpu = opts.batch // info.world_size
+    batch_gpu = batch_per_rank(opts.batch, info)
     n_gen = int(round(batch_gpu * opts.synthetic_fraction))
     n_real = batch_gpu - n_gen
 
@@ -363,10 +362,7 @@ def training_loop(opts: EncoderTrainOptions, info: DistInfo, log=print, G=None) 
             record = {"step": step, "stage": stage, "time_s": round(now - t_start, 3),
                       "train_time_s": round(train_time, 3),
                       "sec_per_step": (now - t_log) / max(step - step_log, 1), **last}
-            if device.type == "cuda":
-                record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-            if rank0:
-                append_stats(outdir / "stats.jsonl", record, log)
+            log_stats(outdir / "stats.jsonl", record, info, log)
             stats_acc.clear()
             t_log, step_log = now, step
 
@@ -515,12 +511,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = parser.parse_args(argv)
     if args.cpu_smoke and args.generator is None:
         args.generator = str(Path(args.outdir) / "smoke-generator.safetensors")
-        if int(os.environ.get("RANK", "0")) == 0 and not Path(args.generator).exists():
-            smoke_generator(Path(args.generator), seed=args.seed or 0)
-        for _ in range(600):  # other ranks wait for rank 0 to write it
-            if Path(args.generator).exists():
-                break
-            time.sleep(0.1)
+        rank0_writes(args.generator, lambda path: smoke_generator(path, seed=args.seed or 0))
     if args.generator is None:
         parser.error("--generator is required (or use --cpu-smoke)")
 

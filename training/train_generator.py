@@ -51,6 +51,7 @@ from training.runtime import (
     DistInfo,
     Every,
     append_stats,
+    batch_per_rank,
     broadcast_weights,
     check_ranks_in_sync,
     count_params,
@@ -60,9 +61,11 @@ from training.runtime import (
     gather_rng_states,
     infinite_batches,
     load_state,
+    log_stats,
     make_loader,
     out_of_time,
     prune_snapshots,
+    rank0_writes,
     reduce_gradients,
     restore_progress,
     run_distributed,
@@ -437,9 +440,7 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
     log = log if rank0 else (lambda *a: None)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    if opts.batch % info.world_size != 0:
-        raise SystemExit(f"--batch {opts.batch} must be a multiple of the number of processes ({info.world_size})")
-    batch_gpu = opts.batch // info.world_size
+    batch_gpu = batch_per_rank(opts.batch, info)
     seed_rank(opts.seed, info)  # each rank draws different z; everything else is in the snapshots
 
     dataset = ImageArchive(opts.data, use_labels=opts.cond, xflip=opts.mirror)
@@ -520,10 +521,7 @@ def training_loop(opts: TrainOptions, info: DistInfo, log=print) -> dict:
                 "sec_per_kimg": (now - t_log) / max((cur_nimg - nimg_log) / 1000, 1e-9),
                 "ada_p": float(getattr(augment_pipe, "p", 0.0)), **last,
             }
-            if device.type == "cuda":
-                record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-            if rank0:
-                append_stats(outdir / "stats.jsonl", record, log)
+            log_stats(outdir / "stats.jsonl", record, info, log)
             t_log, nimg_log = time.time(), cur_nimg
 
         # == Snapshot: networks, training state and a sample grid every --snap-kimg =====================
@@ -775,14 +773,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         if not args.cpu_smoke:
             parser.error("--data is required (or use --cpu-smoke for a synthetic archive)")
         args.data = str(Path(args.outdir) / "synthetic-16px.zip")
-        if not Path(args.data).exists() and int(os.environ.get("RANK", "0")) == 0:
-            write_synthetic_archive(args.data, num_images=64, resolution=16, seed=args.seed or 0)
-        elif not Path(args.data).exists():
-            # Other ranks wait for rank 0 to write it.
-            for _ in range(600):
-                if Path(args.data).exists():
-                    break
-                time.sleep(0.1)
+        rank0_writes(args.data, lambda path: write_synthetic_archive(path, num_images=64, resolution=16,
+                                                                     seed=args.seed or 0))
 
     resolution = ImageArchive(args.data).resolution
     base = None
