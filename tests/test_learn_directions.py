@@ -332,6 +332,23 @@ def test_ridge_fit_recovers_the_normal_and_finds_nothing_in_noise():
     assert noise["val_r2"] < 0.05
 
 
+def test_both_fits_drop_the_codes_without_a_finite_valid_score():
+    from training.learn_directions import fit_direction_ridge
+
+    w, scores, _ = labelled_codes(400)
+    s = scores[:, 0].copy()
+    s[:30] = np.nan
+    s[30:40] = np.inf
+    valid = np.ones(len(s), bool)
+    valid[40:100] = False  # 300 usable codes
+    keep = slice(100, None)
+    for fit in (fit_direction, fit_direction_ridge):
+        normal, metrics = fit(w, s, valid=valid)
+        same, same_metrics = fit(w[keep], s[keep])  # the same codes given alone: the same fit
+        assert metrics["usable_codes"] == 300 and metrics == same_metrics
+        assert np.array_equal(normal, same)
+
+
 def test_age_min_fits_growing_old_not_growing_up_and_condition_stores_an_orthogonal_direction(tmp_path):
     rng = np.random.default_rng(0)
     axes = np.linalg.qr(rng.normal(size=(16, 3)))[0].T  # growing up, growing old, gender: orthonormal

@@ -163,6 +163,14 @@ def render(G, ws, batch: int = 16, device="cpu"):
         yield from img
 
 
+def _usable_codes(w: np.ndarray, scores: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(w [M, D], scores [M]) as float64: the codes whose score is finite and, given `valid` (bool [N]), valid."""
+    w = np.asarray(w, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    keep = np.isfinite(scores) & (np.ones(len(scores), bool) if valid is None else np.asarray(valid, bool))
+    return w[keep], scores[keep]
+
+
 def fit_direction(
     w: np.ndarray,
     scores: np.ndarray,
@@ -180,10 +188,7 @@ def fit_direction(
     """
     from sklearn.svm import LinearSVC
 
-    w = np.asarray(w, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64)
-    keep = np.isfinite(scores) & (np.ones(len(scores), bool) if valid is None else np.asarray(valid, bool))
-    w, scores = w[keep], scores[keep]
+    w, scores = _usable_codes(w, scores, valid)
     order = np.argsort(-scores)
     chosen = int(len(order) * chosen_ratio)
     if chosen < 4:
@@ -263,10 +268,7 @@ def fit_direction_ridge(
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import train_test_split
 
-    w = np.asarray(w, dtype=np.float64)
-    y = np.asarray(scores, dtype=np.float64)
-    keep = np.isfinite(y) & (np.ones(len(y), bool) if valid is None else np.asarray(valid, bool))
-    w, y = w[keep], y[keep]
+    w, y = _usable_codes(w, scores, valid)
     if len(y) < 10 or np.ptp(y) == 0:
         raise FaceAppError(f"ridge regression needs at least 10 codes with varied scores (got {len(y)})")
     tr, va = train_test_split(np.arange(len(y)), test_size=val_ratio, random_state=seed)  # shuffled
