@@ -142,7 +142,22 @@ def _make_filter(kind, gen):
     return torch.randn(fh, fw, generator=gen, dtype=torch.float64)
 
 
-def _norm_args(up, down, padding):
+def _case_inputs(case, seed):
+    """(x float64 [n, c, h, w], filter or None, the generator they were drawn from, upfirdn2d's keyword
+    arguments) of an UPFIRDN_CASES / GRAD_CASES case: x first, then the filter, from `seed`."""
+    n, c, h, w, kind, up, down, padding, flip, gain = case
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    return x, _make_filter(kind, gen), gen, dict(up=up, down=down, padding=padding, flip_filter=flip, gain=gain)
+
+
+def _assert_grads(fn, inputs):
+    """First and second derivatives of `fn` at `inputs` against finite differences."""
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+def _norm_args(up, down, padding, **_):
     up = (up, up) if isinstance(up, int) else up
     down = (down, down) if isinstance(down, int) else down
     padding = (padding,) * 4 if isinstance(padding, int) else padding
@@ -151,13 +166,11 @@ def _norm_args(up, down, padding):
 
 @pytest.mark.parametrize("case", UPFIRDN_CASES)
 def test_upfirdn2d_ref_matches_naive(case):
-    n, c, h, w, kind, up, down, padding, flip, gain = case
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    f = _make_filter(kind, gen)
-    y = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="ref")
-    up_, down_, pad_ = _norm_args(up, down, padding)
-    expect = naive_upfirdn2d(x.numpy(), np.ones((1, 1)) if f is None else f.numpy(), up_, down_, pad_, flip, gain)
+    x, f, _, kw = _case_inputs(case, seed=1)
+    y = upfirdn2d(x, f, impl="ref", **kw)
+    up_, down_, pad_ = _norm_args(**kw)
+    expect = naive_upfirdn2d(x.numpy(), np.ones((1, 1)) if f is None else f.numpy(), up_, down_, pad_,
+                             kw["flip_filter"], kw["gain"])
     assert y.shape == expect.shape
     np.testing.assert_allclose(y.numpy(), expect, rtol=1e-10, atol=1e-10)
 
@@ -289,37 +302,29 @@ def test_bias_act_ref_gradcheck(act):
     x = torch.randn(2, 3, 2, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True)
     # clamp chosen away from every |y| so the numeric derivative never straddles it
-    fn = lambda x, b: ba.bias_act(x, b, act=act, gain=1.3, clamp=50.0, impl="ref")  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (x, b))
-    assert torch.autograd.gradgradcheck(fn, (x, b))
+    _assert_grads(lambda x, b: ba.bias_act(x, b, act=act, gain=1.3, clamp=50.0, impl="ref"), (x, b))
 
 
 @pytest.mark.parametrize("case", GRAD_CASES)
 def test_upfirdn2d_ref_gradcheck(case):
-    n, c, h, w, kind, up, down, padding, flip, gain = case
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
-    f = _make_filter(kind, gen)
-    fn = lambda x: upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="ref")  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (x,))
-    assert torch.autograd.gradgradcheck(fn, (x,))
+    x, f, _, kw = _case_inputs(case, seed=5)
+    _assert_grads(lambda x: upfirdn2d(x, f, impl="ref", **kw), (x.requires_grad_(True),))
 
 
 @pytest.mark.parametrize("case", UPFIRDN_CASES)
 def test_upfirdn2d_adjoint_padding(case):
     # The CUDA backward is upfirdn2d(dy, f, up=down, down=up, padding=_grad_padding(...),
     # flip_filter=not flip); check that formula against autograd of the reference path.
-    n, c, h, w, kind, up, down, padding, flip, gain = case
-    gen = torch.Generator().manual_seed(6)
-    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
-    f = _make_filter(kind, gen)
+    x, f, gen, kw = _case_inputs(case, seed=6)
+    x.requires_grad_(True)
     f = torch.ones(1, 1, dtype=torch.float64) if f is None else f
-    y = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="ref")
+    y = upfirdn2d(x, f, impl="ref", **kw)
     dy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
     (dx,) = torch.autograd.grad(y, x, dy)
-    up_, down_, pad_ = _norm_args(up, down, padding)
+    up_, down_, pad_ = _norm_args(**kw)
     p = ufd._grad_padding(x.shape, y.shape, f, up_, down_, pad_)
-    dx2 = upfirdn2d(dy, f, up=down_, down=up_, padding=p, flip_filter=not flip, gain=gain, impl="ref")
+    dx2 = upfirdn2d(dy, f, up=down_, down=up_, padding=p, flip_filter=not kw["flip_filter"], gain=kw["gain"],
+                    impl="ref")
     torch.testing.assert_close(dx2, dx)
 
 
@@ -532,22 +537,19 @@ def test_bias_act_cuda_identity_shortcut(kernel_ops):
 
 @pytest.mark.parametrize("case", GRAD_CASES)
 def test_upfirdn2d_cuda_wiring(kernel_ops, case):
-    n, c, h, w, kind, up, down, padding, flip, gain = case
-    gen = torch.Generator().manual_seed(8)
-    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
-    f = _make_filter(kind, gen).float()
-    up_, down_, pad_ = _norm_args(up, down, padding)
-    fn = lambda x: ufd._upfirdn2d_cuda(up_, down_, pad_, flip, float(gain)).apply(x, f)  # noqa: E731
-    ref = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="ref")
+    x, f, _, kw = _case_inputs(case, seed=8)
+    x, f = x.requires_grad_(True), f.float()
+    up_, down_, pad_ = _norm_args(**kw)
+    fn = lambda x: ufd._upfirdn2d_cuda(up_, down_, pad_, kw["flip_filter"], float(kw["gain"])).apply(x, f)  # noqa: E731
+    ref = upfirdn2d(x, f, impl="ref", **kw)
     torch.testing.assert_close(fn(x), ref)
-    assert torch.autograd.gradcheck(fn, (x,))
-    assert torch.autograd.gradgradcheck(fn, (x,))
+    _assert_grads(fn, (x,))
     if f.ndim == 1:  # separable filters run as a horizontal then a vertical pass
         assert {tuple(s) for op, s in kernel_ops.calls} >= {(1, f.shape[0]), (f.shape[0], 1)}
     if isinstance(kernel_ops, HostOps):
         xs = x.detach().float().contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(fn(xs), fn(xs.contiguous()), rtol=1e-5, atol=1e-5)
-        ref = upfirdn2d(xs, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="ref")
+        ref = upfirdn2d(xs, f, impl="ref", **kw)
         torch.testing.assert_close(fn(xs), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -555,12 +557,10 @@ def test_upfirdn2d_cuda_wiring(kernel_ops, case):
 def test_upfirdn2d_kernel_code_matches_naive(host_lib, monkeypatch, case):
     # The kernel arithmetic (run on the CPU) against the numpy definition, every case.
     monkeypatch.setattr(_ext, "load", lambda: HostOps(host_lib))
-    n, c, h, w, kind, up, down, padding, flip, gain = case
-    gen = torch.Generator().manual_seed(12)
-    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    f = _make_filter(kind, gen)
+    x, f, _, kw = _case_inputs(case, seed=12)
     f = torch.ones(1, 1) if f is None else f.float()
-    up_, down_, pad_ = _norm_args(up, down, padding)
+    up_, down_, pad_ = _norm_args(**kw)
+    flip, gain = kw["flip_filter"], kw["gain"]
     y = ufd._upfirdn2d_cuda(up_, down_, pad_, flip, float(gain)).apply(x, f)
     expect = naive_upfirdn2d(x.numpy(), f.double().numpy(), up_, down_, pad_, flip, gain)
     np.testing.assert_allclose(y.numpy(), expect, rtol=1e-6, atol=1e-6)
@@ -767,32 +767,22 @@ def test_bias_act_cuda_parity(cuda_ext, act, clamp, channels_last):
 def test_bias_act_cuda_gradcheck(cuda_ext, act):
     x = torch.randn(2, 3, 4, dtype=torch.float64, device="cuda", requires_grad=True)
     b = torch.randn(3, dtype=torch.float64, device="cuda", requires_grad=True)
-    fn = lambda x, b: ba.bias_act(x, b, act=act, clamp=50.0, impl="cuda")  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (x, b))
-    assert torch.autograd.gradgradcheck(fn, (x, b))
+    _assert_grads(lambda x, b: ba.bias_act(x, b, act=act, clamp=50.0, impl="cuda"), (x, b))
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", GRAD_CASES)
 def test_upfirdn2d_cuda_gradcheck(cuda_ext, case):
-    n, c, h, w, kind, up, down, padding, flip, gain = case
-    gen = torch.Generator().manual_seed(11)
-    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64).cuda().requires_grad_(True)
-    f = _make_filter(kind, gen).float().cuda()
-    fn = lambda x: upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="cuda")  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (x,))
-    assert torch.autograd.gradgradcheck(fn, (x,))
+    x, f, _, kw = _case_inputs(case, seed=11)
+    x, f = x.cuda().requires_grad_(True), f.float().cuda()
+    _assert_grads(lambda x: upfirdn2d(x, f, impl="cuda", **kw), (x,))
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", UPFIRDN_CASES)
 def test_upfirdn2d_cuda_parity(cuda_ext, case):
-    n, c, h, w, kind, up, down, padding, flip, gain = case
-    gen = torch.Generator().manual_seed(10)
-    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64).cuda().requires_grad_(True)
-    f = _make_filter(kind, gen)
-    f = None if f is None else f.float().cuda()
-    kw = dict(up=up, down=down, padding=padding, flip_filter=flip, gain=gain)
+    x, f, _, kw = _case_inputs(case, seed=10)
+    x, f = x.cuda().requires_grad_(True), None if f is None else f.float().cuda()
     y = upfirdn2d(x, f, impl="cuda", **kw)
     yr = upfirdn2d(x, f, impl="ref", **kw)
     torch.testing.assert_close(y, yr)
