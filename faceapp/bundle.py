@@ -7,7 +7,8 @@ A bundle folder holds ``bundle.json`` and the files it names::
                             "encoder": "encoder.safetensors" | null,
                             "detail": "detail.safetensors" (optional),
                             "age_prototypes": "age_prototypes.safetensors" (optional),
-                            "age_prototypes_options": {"t_per_strength": .., "gan_share": ..},
+                            "age_prototypes_options": {"t_per_strength": .., "gan_share": ..,
+                                                       "t_per_strength_younger": .. (optional)},
                             "directions": "directions/" | null,
                             "align": AlignSpec.to_dict(),
                             "card": "MODEL_CARD.md",
@@ -124,12 +125,15 @@ class ModelBundle:
 
     def age_split(self, strength: float) -> tuple[float, float]:
         """An age strength as (the generator's share of it, the prototypes' t): with age prototypes the photo
-        is aged by both, as bundle.json's age_prototypes_options say; without, (strength, 0)."""
+        is aged by both, as bundle.json's age_prototypes_options say (t_per_strength_younger, when given, for
+        negative strengths); without, (strength, 0)."""
         if self.age_prototypes is None or not strength:
             return float(strength), 0.0
         opts = self.meta.get("age_prototypes_options") or {}
-        return (float(strength) * float(opts.get("gan_share", 1.0)),
-                float(strength) * float(opts.get("t_per_strength", 0.0)))
+        per = opts.get("t_per_strength", 0.0)
+        if strength < 0:
+            per = opts.get("t_per_strength_younger", per)
+        return float(strength) * float(opts.get("gan_share", 1.0)), float(strength) * float(per)
 
     @property
     def untrained(self) -> bool:
@@ -347,13 +351,15 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
 
 
 def _check_prototype_options(opts, root) -> None:
-    """bundle.json's age_prototypes_options: {'t_per_strength': finite, 'gan_share': in [0, 1]}."""
+    """bundle.json's age_prototypes_options: {'t_per_strength': finite, 'gan_share': in [0, 1],
+    't_per_strength_younger': finite (optional)}."""
     import math
 
-    ok = isinstance(opts, dict) and set(opts) <= {"t_per_strength", "gan_share"}
+    ok = isinstance(opts, dict) and set(opts) <= {"t_per_strength", "gan_share", "t_per_strength_younger"}
     try:
         ok = ok and all(math.isfinite(float(v)) for v in opts.values())
-        ok = ok and 0.0 <= float(opts.get("gan_share", 1.0)) <= 1.0 and abs(float(opts.get("t_per_strength", 0))) < 10
+        ok = ok and 0.0 <= float(opts.get("gan_share", 1.0)) <= 1.0
+        ok = ok and all(abs(float(opts.get(k, 0))) < 10 for k in ("t_per_strength", "t_per_strength_younger"))
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -555,6 +561,7 @@ def build_bundle(
     age_prototypes: str | os.PathLike | None = None,
     age_prototypes_end: float = 1.75,
     age_gan_share: float = 0.0,
+    age_prototypes_younger_end: float | None = None,
 ) -> Path:
     """Make a bundle folder at `out` from files in any supported format; returns `out`.
 
@@ -575,7 +582,8 @@ def build_bundle(
             training/train_detail.py); it must take G's resolution.
         age_prototypes: optional age prototypes (faceapp.align.prototype.AgePrototypes, made by
             training/age_prototypes.py); they need an age direction. At the age slider's end the prototypes move the
-            face by t = age_prototypes_end, and the generator gets age_gan_share of the slider's strength.
+            face by t = age_prototypes_end (at its younger end by age_prototypes_younger_end, default the same), and
+            the generator gets age_gan_share of the slider's strength.
 
     Raises:
         DirectionMismatchError: a direction file made for another generator (see faceapp.edits.provenance).
@@ -648,10 +656,12 @@ def build_bundle(
         protos = AgePrototypes.load(age_prototypes)
         end = max(abs(x) for x in direction_set["age"].strength_range)
         proto_opts = {"t_per_strength": round(float(age_prototypes_end) / end, 6), "gan_share": float(age_gan_share)}
+        if age_prototypes_younger_end is not None:
+            proto_opts["t_per_strength_younger"] = round(float(age_prototypes_younger_end) / end, 6)
         _check_prototype_options(proto_opts, Path(out))
         sources["age_prototypes"] = {"file": Path(age_prototypes).name, "format": "faceapp"}
         options |= {"age_prototypes": os.fspath(age_prototypes), "age_prototypes_end": float(age_prototypes_end),
-                    "age_gan_share": float(age_gan_share)}
+                    "age_gan_share": float(age_gan_share), "age_prototypes_younger_end": age_prototypes_younger_end}
     return save_bundle(out, G=G, align_spec=spec, encoder=E, directions=direction_set, name=name, card=card,
                        meta=meta, detail=det, age_prototypes=protos, age_prototypes_options=proto_opts)
 

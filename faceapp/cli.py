@@ -419,7 +419,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     path = build_bundle(args.out, generator=args.generator, encoder=args.encoder, directions=args.directions,
                         align=args.align, name=args.name, force_directions=args.force_directions,
                         calibrate=args.calibrate, detail=args.detail, age_prototypes=args.age_prototypes,
-                        age_prototypes_end=args.age_prototypes_end, age_gan_share=args.age_gan_share)
+                        age_prototypes_end=args.age_prototypes_end, age_gan_share=args.age_gan_share,
+                        age_prototypes_younger_end=args.age_prototypes_younger_end)
     _print_bundle(path, force_directions=args.force_directions)
     print(f"use it: python app.py --model {path}")
     print(f"    or: python -m faceapp edit PHOTO --model {path} --age 2 --out OUT.png")
@@ -459,6 +460,8 @@ def _add_bundle(subparsers) -> None:
     p.add_argument("--age-prototypes-end", type=float, default=1.75, metavar="T",
                    help="how far the prototypes move a face at the age slider's end (1 = from the younger group's "
                    "mean to the older one's; default 1.75)")
+    p.add_argument("--age-prototypes-younger-end", type=float, default=None, metavar="T",
+                   help="how far they move a face at the slider's younger end (default: --age-prototypes-end)")
     p.add_argument("--age-gan-share", type=float, default=0.0, metavar="S",
                    help="the generator's share of the age edit next to the prototypes, 0..1 (default 0: a 64 px "
                    "generator's aging reads as smudges; 1 for a generator that renders age well)")

@@ -222,12 +222,13 @@ def test_cli_bundle_takes_age_prototypes(face, proto_bundle, tmp_path):
     proto_bundle.directions.save(tmp_path / "dirs")
     args = ["bundle", "--generator", str(tmp_path / "G.safetensors"), "--align", "utkface",
             "--age-prototypes", str(proto_bundle.root / "age_prototypes.safetensors"), "--age-prototypes-end", "1.5",
-            "--age-gan-share", "0.25"]
+            "--age-gan-share", "0.25", "--age-prototypes-younger-end", "2.0"]
     assert cli([*args, "--directions", str(tmp_path / "dirs"), "--out", str(tmp_path / "b")]) == 0
     b = load_bundle(tmp_path / "b")
     end = max(abs(x) for x in b.directions["age"].strength_range)
     gan, t = b.age_split(end)
     assert t == pytest.approx(1.5) and gan == pytest.approx(0.25 * end)
+    assert b.age_split(-end) == (pytest.approx(-0.25 * end), pytest.approx(-2.0))
     assert np.allclose(b.age_prototypes.old_shape, proto_bundle.age_prototypes.old_shape)
     assert cli([*args, "--out", str(tmp_path / "c")]) != 0  # no directions: no age direction to go with
 
