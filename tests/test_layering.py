@@ -180,6 +180,12 @@ def test_no_import_cycles_in_faceapp(edges):
         pytest.fail("import cycles among faceapp modules:\n" + "\n".join(map(_show, found)), pytrace=False)
 
 
+def test_no_import_cycles_in_training_or_bench(edges):
+    found = cycles(edges, within=lambda m: m.split(".")[0] in ("training", "bench"))
+    if found:
+        pytest.fail("import cycles among training / bench modules:\n" + "\n".join(map(_show, found)), pytrace=False)
+
+
 def test_imports_follow_the_layers(edges):
     bad = layer_violations(edges, KNOWN)
     if bad:

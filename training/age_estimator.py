@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceapp.imageio import from_uint8
+from training.measures import estimate_ages
 from training.options import opt, parse_command
 
 __all__ = ["AgeEstimator", "load_age_estimator", "register", "estimate_ages", "main"]
@@ -110,17 +110,6 @@ def load_age_estimator(path: str | os.PathLike, device: torch.device | str = "cp
     register()
     net = load_networks(path, device=device)["age"]
     return net.float().eval().requires_grad_(False)
-
-
-@torch.inference_mode()
-def estimate_ages(net: AgeEstimator, images, batch: int = 64) -> np.ndarray:
-    """Ages [N] (years) of UTKFace-style crops: uint8 arrays [H,W,3] or PIL images."""
-    out = []
-    for i in range(0, len(images), batch):
-        arr = np.stack([np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images[i:i + batch]])
-        x = from_uint8(arr)  # [B,3,H,W]
-        out.append(net(x).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
 
 
 # ----------------------------------------------------------------------------- data
@@ -303,11 +292,13 @@ def evaluate(args) -> int:
         row = {"faces": len(names), "mae": float(np.mean(np.abs(est - ages))),
                "median_abs_error": float(np.median(np.abs(est - ages))), "bias": float(np.mean(est - ages))}
         if args.knn and Path(args.knn).is_file():
-            from training.age_gender import AgeGenderModel
-            from training.calibrate_years import PhotoMeter
+            from faceapp.inversion.dlib_resnet import load_dlib_face_resnet
+            from training.age_gender import AgeGenderModel, face_descriptors
+            from training.face_labels import find_landmarks
 
-            meter = PhotoMeter(AgeGenderModel.load(args.knn))
-            knn = meter.raw(list(imgs))["age"]
+            crops = [np.asarray(im) for im in imgs]  # UTKFace crops, as the kNN labeler was fitted on
+            desc = face_descriptors(crops, [find_landmarks(c)[0] for c in crops], load_dlib_face_resnet())
+            knn = AgeGenderModel.load(args.knn).age(desc)
             row["knn_mae"] = float(np.nanmean(np.abs(knn - ages)))
         res[p.name] = row
         print(f"{p.name}: {row}")
