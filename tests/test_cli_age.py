@@ -248,7 +248,7 @@ def test_edit_years_and_its_refusals(calibrated_model, model, tmp_path, capsys):
     assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--years", "10", "--out", str(missing),
                      "--model", model, "--steps", "1"]) == 2
     err = capsys.readouterr().err
-    assert "no years calibration" in err and "calibrate_years.py" in err and not missing.exists()
+    assert "no years calibration" in err and "python -m training.calibrate_years" in err and not missing.exists()
     assert cli.main(["age", str(DATA / "astronaut.jpg"), "--out", str(tmp_path / "o"), "--model", model,
                      "--years", "10", *FAST]) == 2
     assert "no years calibration" in capsys.readouterr().err

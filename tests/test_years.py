@@ -119,7 +119,7 @@ def test_calibration_is_per_w_unit_so_a_new_scale_keeps_the_years():
 
 def test_refused_without_calibration_with_a_message_that_says_what_to_do():
     ds = age_set()
-    with pytest.raises(YearsUnavailableError, match="no years calibration.*strength.*calibrate_years.py"):
+    with pytest.raises(YearsUnavailableError, match="no years calibration.*strength.*-m training.calibrate_years"):
         years_to_strength(ds, "age", 10)
     with pytest.raises(YearsUnavailableError):
         strength_to_years(ds, "age", 1.0)
