@@ -50,6 +50,9 @@ SHAPE_SIGMA = 1 / 48
 #: Younger (t < 0) moves the shape only this share of the way: past the younger group's mean, the reversed aging
 #: vector is a caricature (big eyes, a small chin), not a younger face.
 YOUNGER_SHAPE = 0.5
+#: Younger (t < 0) adds this share of the reversed lightness difference. Reversed, it also darkens brows and lashes
+#: (like make-up) and pales the chin a little; at 0.5, faces aged 40+ read −10.6 years instead of −13.7.
+YOUNGER_LIGHT = 1.0
 
 
 def eye_similarity(lm68: np.ndarray, size: float) -> np.ndarray:
@@ -197,7 +200,8 @@ class AgePrototypes:
         # lightness only on the face: around it the groups' means differ by their photos' backgrounds and hair
         # (lighter in older people's photos), which would draw a light rim round the head, not age
         face = _feathered_polygon(face_hull(target, forehead=0.45), s, 0.2)
-        out = {"map_x": map_x, "map_y": map_y, "light": (t * d_light * window * face).astype(np.float32),
+        light_t = t if t > 0 else t * YOUNGER_LIGHT
+        out = {"map_x": map_x, "map_y": map_y, "light": (light_t * d_light * window * face).astype(np.float32),
                "skin": skin}
         eps = 0.05  # energy floor (L units): a flat region must not get an enormous gain
         for k in range(len(self.sigmas)):
