@@ -180,7 +180,8 @@ class AgePrototypes:
 
         s = self.size
         lm = np.asarray(lm_canon, np.float64)
-        target = lm + t * (1.0 if t > 0 else YOUNGER_SHAPE) * (self.old_shape - self.young_shape)
+        frontal = _frontal(lm)  # a turned face gets less of the (frontal) shape and lightness change
+        target = lm + t * (1.0 if t > 0 else YOUNGER_SHAPE) * frontal * (self.old_shape - self.young_shape)
         map_x, map_y = _piecewise_map(target, lm, s)
         gx, gy = _grid(s)
         window = _window(s)  # every change fades out before the frame's edge: no seam where it ends
@@ -200,7 +201,7 @@ class AgePrototypes:
         # lightness only on the face: around it the groups' means differ by their photos' backgrounds and hair
         # (lighter in older people's photos), which would draw a light rim round the head, not age
         face = _feathered_polygon(face_hull(target, forehead=0.45), s, 0.2)
-        light_t = t if t > 0 else t * YOUNGER_LIGHT
+        light_t = frontal * (t if t > 0 else t * YOUNGER_LIGHT)
         out = {"map_x": map_x, "map_y": map_y, "light": (light_t * d_light * window * face).astype(np.float32),
                "skin": skin}
         eps = 0.05  # energy floor (L units): a flat region must not get an enormous gain
@@ -274,6 +275,19 @@ class AgePrototypes:
         result = rgb.copy()
         result.paste(Image.fromarray(np.clip(np.rint(roi * 255), 0, 255).astype(np.uint8)), (int(x0), int(y0)))
         return result
+
+
+def _frontal(lm: np.ndarray) -> float:
+    """1 for a face seen from the front, falling to 0 for one in profile: how much of the shape change to make.
+
+    The prototypes' shape and lightness changes are frontal: on a turned face the far side's landmarks crowd
+    together, the warp folds there and the lightness change lands on the background (a wedge by the far cheek).
+    Yaw = the nose tip's offset from the jaw's middle, in jaw widths: |yaw| up to 0.2 gets the whole change, 0.4
+    and more none.
+    """
+    width = max(float(lm[16, 0] - lm[0, 0]), 1e-6)
+    yaw = abs(float(lm[30, 0] - (lm[0, 0] + lm[16, 0]) / 2)) / width
+    return float(np.clip((0.4 - yaw) / 0.2, 0.0, 1.0))
 
 
 def _window(size: int, edge: float = 0.1) -> np.ndarray:
