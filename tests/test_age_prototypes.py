@@ -241,3 +241,18 @@ def test_the_app_names_the_age_prototypes(proto_bundle):
     trained = dataclasses.replace(proto_bundle, meta={**proto_bundle.meta, "untrained": False})
     assert "age prototypes" in model_notice(trained)
     assert "age prototypes" not in model_notice(dataclasses.replace(trained, age_prototypes=None))
+
+
+def test_a_turned_face_gets_less_of_the_frontal_change(face):
+    """The astronaut faces the camera (the whole shape change); with the nose tip moved towards one jaw edge, as
+    on a face in profile, the shape change fades out (a frontal warp would fold the far cheek)."""
+    from faceapp.align.prototype import _frontal
+
+    photo, lm, lmc = face
+    assert _frontal(lmc) == 1.0
+    turned = lmc.copy()
+    width = lmc[16, 0] - lmc[0, 0]
+    turned[30, 0] = (lmc[0, 0] + lmc[16, 0]) / 2 + 0.35 * width
+    assert _frontal(turned) == pytest.approx(0.25)
+    turned[30, 0] = (lmc[0, 0] + lmc[16, 0]) / 2 - 0.45 * width
+    assert _frontal(turned) == 0.0
