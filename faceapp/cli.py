@@ -318,8 +318,15 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     if args.years:
         if "age" not in editor.bundle.directions:
             raise FaceAppError(f"model {editor.bundle.name!r} has no age direction")
+        from faceapp.edits import strength_to_years, years_to_strength
+
         strengths["age"] = _years_strengths(editor, [args.years])[0]
-        shown.insert(0, f"age {args.years:+g} years (strength {strengths['age']:+.2f})")
+        if abs(years_to_strength(editor.bundle.directions, "age", args.years) - strengths["age"]) < 1e-6:
+            shown.insert(0, f"age {args.years:+g} years (strength {strengths['age']:+.2f})")
+        else:  # clipped to the slider's end: say what was made, not what was asked
+            made = strength_to_years(editor.bundle.directions, "age", strengths["age"])
+            shown.insert(0, f"age {made:+.1f} years at the model's limit (strength {strengths['age']:+.2f}; "
+                            f"{args.years:+g} asked)")
     result = editor.edit_photo(args.photo, strengths, faces=args.faces, mode=args.mode, hold=args.hold)
     out = Path(args.out)
     with atomic_path(out) as tmp:

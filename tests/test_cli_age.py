@@ -243,6 +243,12 @@ def test_edit_years_and_its_refusals(calibrated_model, model, tmp_path, capsys):
     assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--age", "-2", "--out", str(ref),
                      "--model", calibrated_model, "--steps", "1"]) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(ref)))
+    # past the slider's end: made at the end, and the summary says what that reads, not the years asked
+    far = tmp_path / "far.png"
+    assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--years", "30", "--out", str(far),
+                     "--model", calibrated_model, "--steps", "1"]) == 0
+    said = capsys.readouterr().out
+    assert "at the model's limit (strength +3.00; +30 asked)" in said and "age +30 years" not in said
     # a model whose age direction has no calibration: one clear line, nothing written
     missing = tmp_path / "none.png"
     assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--years", "10", "--out", str(missing),

@@ -14,8 +14,8 @@ faces from a group of younger ones (made by training/age_prototypes.py from labe
 group's mean to the older one's; t < 0 makes it younger), in the photo itself:
 
 1. shape: the photo's pixels are moved as the landmarks move (one piecewise-affine warp, only inside the head);
-2. lightness: the prototypes' lightness difference is added, with its local mean taken out on the skin (folds and
-   shading, no tan or pallor);
+2. lightness: the prototypes' lightness difference is added on the face, with its local mean taken out on the skin
+   (folds and shading, no tan or pallor); a turned face gets less of it and of the shape change (`_frontal`);
 3. detail: each band of the photo's own lightness, at the photo's resolution, is scaled by the prototypes'
    energy ratio (older: the person's own lines deepen; younger: they smooth out);
 4. colour: chroma is only ever scaled down (greying hair and brows), never on the skin, so the person keeps their
