@@ -8,7 +8,10 @@ A bundle folder holds ``bundle.json`` and the files it names::
                             "detail": "detail.safetensors" (optional),
                             "age_prototypes": "age_prototypes.safetensors" (optional),
                             "age_prototypes_options": {"t_per_strength": .., "gan_share": ..,
-                                                       "t_per_strength_younger": .. (optional)},
+                                                       "t_per_strength_younger": .. (optional),
+                                                       "hair_grey": 0..1 (optional)},
+                            "glasses_overlay": {"gan_share": 0..1} (optional: the glasses edit draws
+                                               frames on the photo, faceapp.align.glasses),
                             "directions": "directions/" | null,
                             "align": AlignSpec.to_dict(),
                             "card": "MODEL_CARD.md",
@@ -134,6 +137,26 @@ class ModelBundle:
         if strength < 0:
             per = opts.get("t_per_strength_younger", per)
         return float(strength) * float(opts.get("gan_share", 1.0)), float(strength) * float(per)
+
+    def glasses_split(self, strength: float) -> tuple[float, float]:
+        """A glasses strength as (the generator's share of it, the drawn frames' weight in [0, 1]): with bundle.json's
+        glasses_overlay a positive strength draws frames (faceapp.align.glasses), their weight growing to 1 at the
+        slider's end, and the generator gets glasses_overlay's gan_share of it (default 0); a negative strength (and
+        any strength without the overlay) goes to the generator alone."""
+        opts = self.meta.get("glasses_overlay")
+        if not opts or strength <= 0 or self.directions is None or "glasses" not in self.directions:
+            return float(strength), 0.0
+        hi = float(self.directions["glasses"].strength_range[1])
+        weight = min(float(strength) / hi, 1.0) if hi > 0 else 1.0
+        return float(strength) * float(opts.get("gan_share", 0.0)), weight
+
+    @property
+    def hair_grey(self) -> float:
+        """How grey the age prototypes turn the hair at full strength (bundle.json's age_prototypes_options
+        'hair_grey'; default faceapp.align.prototype.HAIR_GREY)."""
+        from faceapp.align.prototype import HAIR_GREY
+
+        return float((self.meta.get("age_prototypes_options") or {}).get("hair_grey", HAIR_GREY))
 
     @property
     def untrained(self) -> bool:
@@ -319,6 +342,7 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
 
         protos = AgePrototypes.load(proto_path)
         _check_prototype_options(meta.get("age_prototypes_options"), root)
+    _check_glasses_overlay(meta.get("glasses_overlay"), root)
     dir_path = _member(root, meta.get("directions"), "directions")
     if dir_path is not None:
         from faceapp.edits.directions import DirectionSet
@@ -352,19 +376,34 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
 
 def _check_prototype_options(opts, root) -> None:
     """bundle.json's age_prototypes_options: {'t_per_strength': finite, 'gan_share': in [0, 1],
-    't_per_strength_younger': finite (optional)}."""
+    't_per_strength_younger': finite (optional), 'hair_grey': in [0, 1] (optional)}."""
     import math
 
-    ok = isinstance(opts, dict) and set(opts) <= {"t_per_strength", "gan_share", "t_per_strength_younger"}
+    ok = isinstance(opts, dict) and set(opts) <= {"t_per_strength", "gan_share", "t_per_strength_younger", "hair_grey"}
     try:
         ok = ok and all(math.isfinite(float(v)) for v in opts.values())
         ok = ok and 0.0 <= float(opts.get("gan_share", 1.0)) <= 1.0
+        ok = ok and 0.0 <= float(opts.get("hair_grey", 0.0)) <= 1.0
         ok = ok and all(abs(float(opts.get(k, 0))) < 10 for k in ("t_per_strength", "t_per_strength_younger"))
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise CheckpointError(f"{root / 'bundle.json'}: age_prototypes_options must be {{'t_per_strength': number, "
                               f"'gan_share': 0..1}}, got {opts!r}")
+
+
+def _check_glasses_overlay(opts, root) -> None:
+    """bundle.json's glasses_overlay: absent, null, or {'gan_share': in [0, 1] (optional)}."""
+    if opts is None:
+        return
+    ok = isinstance(opts, dict) and set(opts) <= {"gan_share"}
+    try:
+        ok = ok and 0.0 <= float(opts.get("gan_share", 0.0)) <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{root / 'bundle.json'}: glasses_overlay must be {{'gan_share': 0..1}} or absent, "
+                              f"got {opts!r}")
 
 
 def _load_detail(path: Path, G, device) -> torch.nn.Module:
@@ -562,6 +601,7 @@ def build_bundle(
     age_prototypes_end: float = 1.75,
     age_gan_share: float = 0.0,
     age_prototypes_younger_end: float | None = None,
+    glasses_overlay: bool = False,
 ) -> Path:
     """Make a bundle folder at `out` from files in any supported format; returns `out`.
 
@@ -639,6 +679,11 @@ def build_bundle(
         "calibrate": int(calibrate),
     }
     meta = {"sources": sources, "build_options": options, "notes": notes, **(extra_meta or {})}
+    if glasses_overlay:
+        if direction_set is None or "glasses" not in direction_set:
+            raise CheckpointError("drawn glasses go with a glasses direction (its slider): give one with --directions")
+        meta["glasses_overlay"] = {"gan_share": 0.0}
+        options["glasses_overlay"] = True
     spec = FFHQ_SPEC(res) if align == "ffhq" else utkface_spec(res)
     if card is None:
         card = _build_card(name, G, fp, sources, align, notes)

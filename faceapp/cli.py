@@ -427,7 +427,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                         align=args.align, name=args.name, force_directions=args.force_directions,
                         calibrate=args.calibrate, detail=args.detail, age_prototypes=args.age_prototypes,
                         age_prototypes_end=args.age_prototypes_end, age_gan_share=args.age_gan_share,
-                        age_prototypes_younger_end=args.age_prototypes_younger_end)
+                        age_prototypes_younger_end=args.age_prototypes_younger_end,
+                        glasses_overlay=args.glasses_overlay)
     _print_bundle(path, force_directions=args.force_directions)
     print(f"use it: python app.py --model {path}")
     print(f"    or: python -m faceapp edit PHOTO --model {path} --age 2 --out OUT.png")
@@ -472,6 +473,9 @@ def _add_bundle(subparsers) -> None:
     p.add_argument("--age-gan-share", type=float, default=0.0, metavar="S",
                    help="the generator's share of the age edit next to the prototypes, 0..1 (default 0: a 64 px "
                    "generator's aging reads as smudges; 1 for a generator that renders age well)")
+    p.add_argument("--glasses-overlay", action="store_true",
+                   help="the glasses edit draws frames on the photo, fitted to the landmarks (for a small generator "
+                   "that cannot add glasses; needs a glasses direction for the slider)")
     p.set_defaults(handler=_cmd_bundle)
 
 

@@ -679,29 +679,38 @@ class FaceEditor:
             if len(per_face) != len(prepared):
                 raise FaceAppError(f"{len(per_face)} sets of strengths for {len(prepared)} faces")
         resolution = self.preview_resolution if preview else None
-        items, ages = [], []
+        items, overlays = [], []
         for f, st in zip(prepared, per_face):
-            st, t = self._age_split(st)  # with age prototypes: the generator's share, and the prototypes' t
-            ages.append(t)
+            st, ov = self._split(st)  # the generator's share, and what is drawn on the photo itself
+            overlays.append(ov)
             ws = self.edit(f.ws, st, hold)
             edited = self.render_many(ws, f.G, resolution=resolution)[0]
             recon = self.reconstruction(f, resolution=resolution) if method == "difference" else None
             items.append((f.aligned, edited, recon))
-        return self._age_faces(self._paste_all(photo, items, method), prepared, ages)
+        return self._photo_edits(self._paste_all(photo, items, method), prepared, overlays)
 
-    def _age_split(self, strengths: Mapping[str, float]) -> tuple[dict, float]:
-        """(strengths with age at the generator's share, the age prototypes' t) (`ModelBundle.age_split`)."""
-        st = dict(strengths)
-        if "age" not in st:
-            return st, 0.0
-        st["age"], t = self.bundle.age_split(st["age"])
-        return st, t
+    def _split(self, strengths: Mapping[str, float]) -> tuple[dict, dict[str, float]]:
+        """(strengths at the generator's share, {'age': the age prototypes' t, 'glasses': the drawn frames'
+        weight}) as the bundle divides them (`ModelBundle.age_split`, `ModelBundle.glasses_split`)."""
+        st, ov = dict(strengths), {}
+        if "age" in st:
+            st["age"], ov["age"] = self.bundle.age_split(st["age"])
+        if "glasses" in st:
+            st["glasses"], ov["glasses"] = self.bundle.glasses_split(st["glasses"])
+        return st, ov
 
-    def _age_faces(self, photo: Image.Image, prepared: Sequence[EditableFace], ts: Sequence[float]) -> Image.Image:
-        """`photo` with each prepared face aged by the bundle's age prototypes by its t (0: untouched)."""
-        for f, t in zip(prepared, ts):
-            if t:
-                photo = self.bundle.age_prototypes.apply(photo, f.aligned.face.landmarks68, t)
+    def _photo_edits(self, photo: Image.Image, prepared: Sequence[EditableFace],
+                     overlays: Sequence[Mapping[str, float]]) -> Image.Image:
+        """`photo` with each prepared face aged by the bundle's age prototypes (its 'age' t) and then wearing drawn
+        glasses (its 'glasses' weight); 0 or absent: untouched."""
+        from faceapp.align.glasses import draw_glasses
+
+        for f, ov in zip(prepared, overlays):
+            lm = f.aligned.face.landmarks68
+            if ov.get("age"):
+                photo = self.bundle.age_prototypes.apply(photo, lm, ov["age"], hair=self.bundle.hair_grey)
+            if ov.get("glasses"):
+                photo = draw_glasses(photo, lm, ov["glasses"])
         return photo
 
     def timeline(
@@ -724,21 +733,19 @@ class FaceEditor:
         if method not in PASTE_METHODS:
             raise FaceAppError(f"paste must be one of {', '.join(PASTE_METHODS)}; got {method!r}")
         values = self._timeline_values(name, strengths)
-        # with age prototypes, age goes partly to the generator and partly to the prototypes (`_age_split`)
-        base, t_base = self._age_split(base or {})
-        if name == "age":
-            split = [self._age_split({"age": v}) for v in values]
-            gan_values, ts = np.array([st["age"] for st, _ in split]), [t for _, t in split]
-        else:
-            gan_values, ts = values, [t_base] * len(values)
+        # age (with age prototypes) and glasses (drawn) go partly to the generator and partly to the photo (`_split`)
+        base, base_ov = self._split({k: v for k, v in (base or {}).items() if k != name})
+        split = [self._split({name: v}) for v in values]
+        gan_values = np.array([st[name] for st, _ in split])
+        frames_ov = [{**base_ov, **ov} for _, ov in split]
         per_face = [self.render_many(self._timeline_ws(f.ws, name, gan_values, hold, base), f.G)
                     for f in prepared]  # [faces][T] crops
         recons = [self.reconstruction(f) if method == "difference" else None for f in prepared]
         return [
-            self._age_faces(
+            self._photo_edits(
                 self._paste_all(photo, [(f.aligned, crops[t], r) for f, crops, r in zip(prepared, per_face, recons)],
                                 method),
-                prepared, [ts[t]] * len(prepared))
+                prepared, [frames_ov[t]] * len(prepared))
             for t in range(len(values))
         ]
 

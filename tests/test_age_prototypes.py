@@ -58,13 +58,13 @@ def test_zero_strength_and_no_difference_change_nothing(face):
     photo, lm, lmc = face
     p = _protos(lmc)
     assert np.array_equal(np.asarray(p.apply(photo, lm, 0.0)), np.asarray(photo))
-    out = np.asarray(p.apply(photo, lm, 1.5)).astype(int)  # identical groups: nothing to move towards
+    out = np.asarray(p.apply(photo, lm, 1.5, hair=0.0)).astype(int)  # identical groups: nothing to move towards
     assert np.abs(out - np.asarray(photo).astype(int)).max() <= 2
 
 
 def test_shape_moves_the_photos_own_pixels(face):
     photo, lm, lmc = face
-    out = np.asarray(_protos(lmc, shift=(0.0, 3.0)).apply(photo, lm, 1.0)).astype(np.float32)
+    out = np.asarray(_protos(lmc, shift=(0.0, 3.0)).apply(photo, lm, 1.0, hair=0.0)).astype(np.float32)
     before = np.asarray(photo).astype(np.float32)
     m = eye_similarity(lm, S)
     expected = np.linalg.inv(m[:, :2]) @ np.array([0.0, 3.0])  # 3 canonical px down, in photo px
@@ -80,7 +80,7 @@ def test_shape_moves_the_photos_own_pixels(face):
 def test_detail_deepens_the_photos_own_lines_without_a_tone_change(face):
     photo, lm, lmc = face
     before = np.asarray(photo)
-    out = np.asarray(_protos(lmc, gain=(2.0, 2.0, 2.0)).apply(photo, lm, 1.0))
+    out = np.asarray(_protos(lmc, gain=(2.0, 2.0, 2.0)).apply(photo, lm, 1.0, hair=0.0))
     hull = cv2.convexHull(lm[:27].astype(np.float32))[:, 0].astype(np.int32)
     inside = np.zeros(before.shape[:2], np.uint8)
     cv2.fillPoly(inside, [hull], 1)
@@ -93,7 +93,7 @@ def test_detail_deepens_the_photos_own_lines_without_a_tone_change(face):
 def test_a_darker_older_group_is_no_tan_but_its_lines_go_in(face):
     photo, lm, lmc = face
     before = np.asarray(photo)
-    out = np.asarray(_protos(lmc, light=-20.0, stripe=25.0).apply(photo, lm, 1.0))
+    out = np.asarray(_protos(lmc, light=-20.0, stripe=25.0).apply(photo, lm, 1.0, hair=0.0))
     assert delta_e(mean_skin_lab(before, lm), mean_skin_lab(out, lm)) < 2.5  # the skin keeps its tone
     m = eye_similarity(lm, S)
     inv = cv2.invertAffineTransform(m)

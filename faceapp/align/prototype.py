@@ -19,7 +19,8 @@ group's mean to the older one's; t < 0 makes it younger), in the photo itself:
 3. detail: each band of the photo's own lightness, at the photo's resolution, is scaled by the prototypes'
    energy ratio (older: the person's own lines deepen; younger: they smooth out);
 4. colour: chroma is only ever scaled down (greying hair and brows), never on the skin, so the person keeps their
-   skin tone and a greyscale photo stays greyscale.
+   skin tone and a greyscale photo stays greyscale;
+5. hair (older only): the hair found round the face (`faceapp.align.hair`) turns silver, more the older the edit.
 
 Nothing but the face's box is touched, so a 12 MP photo costs what its face costs.
 """
@@ -53,6 +54,10 @@ YOUNGER_SHAPE = 0.5
 #: Younger (t < 0) adds this share of the reversed lightness difference. Reversed, it also darkens brows and lashes
 #: (like make-up) and pales the chin a little; at 0.5, faces aged 40+ read −10.6 years instead of −13.7.
 YOUNGER_LIGHT = 1.0
+#: Hair greying at full strength (0: none, 1: silver with no colour left), reached at t = HAIR_FULL_T and growing
+#: as (t / HAIR_FULL_T) ** 1.5 before it: a timeline greys gradually, at the temples' pace rather than at once.
+HAIR_GREY = 0.85
+HAIR_FULL_T = 1.5
 
 
 def eye_similarity(lm68: np.ndarray, size: float) -> np.ndarray:
@@ -213,10 +218,11 @@ class AgePrototypes:
         out["chroma"] = (1.0 - window * (1.0 - factor) * (1.0 - skin)).astype(np.float32)
         return out
 
-    def apply(self, photo: Image.Image, landmarks68: np.ndarray, t: float) -> Image.Image:
+    def apply(self, photo: Image.Image, landmarks68: np.ndarray, t: float, *, hair: float = HAIR_GREY) -> Image.Image:
         """`photo` with the face at `landmarks68` ([68, 2] photo pixels) aged by t (t < 0: younger); RGB out.
 
-        t = 0 returns an unchanged copy. The change stays inside a feathered head outline (face, hairline, neck).
+        t = 0 returns an unchanged copy. The face's change stays inside a feathered head outline (face, hairline,
+        neck); with t > 0 the hair round it also greys, up to `hair` (0..1, see HAIR_GREY; 0: hair untouched).
         """
         from faceapp.align.paste import _feathered_polygon, head_hull
 
@@ -274,7 +280,24 @@ class AgePrototypes:
             roi = np.repeat(roi.mean(-1, keepdims=True), 3, -1)
         result = rgb.copy()
         result.paste(Image.fromarray(np.clip(np.rint(roi * 255), 0, 255).astype(np.uint8)), (int(x0), int(y0)))
+        if t > 0 and hair > 0:
+            result = _grey_hair(rgb, result, lm, float(hair) * min(t / HAIR_FULL_T, 1.0) ** 1.5)
         return result
+
+
+def _grey_hair(before: Image.Image, after: Image.Image, lm: np.ndarray, amount: float) -> Image.Image:
+    """`after` with the hair found in `before` (the unedited photo, whose face is at `lm`) greyed by `amount`."""
+    from faceapp.align.hair import grey_hair, hair_mask
+
+    mask, (x0, y0, x1, y1) = hair_mask(np.asarray(before), lm)
+    if mask.size == 0 or mask.max() <= 0:
+        return after
+    box = np.asarray(after.crop((x0, y0, x1, y1)), np.float32) / 255.0
+    out = grey_hair(box, mask, amount)
+    if _is_grey(box):
+        out = np.repeat(out.mean(-1, keepdims=True), 3, -1)
+    after.paste(Image.fromarray(np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)), (x0, y0))
+    return after
 
 
 def _frontal(lm: np.ndarray) -> float:

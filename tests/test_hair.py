@@ -1,0 +1,97 @@
+"""Grey hair for the age edit: the hair is found round the face (and nowhere else), greying lifts and desaturates
+it without touching the skin, a grey photo stays grey, and a head with no hair above the forehead is left alone."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.color import rgb2lab
+
+from faceapp.align import detect_faces
+from faceapp.align.hair import grey_hair, hair_mask
+from faceapp.align.paste import face_hull, head_hull
+from faceapp.align.prototype import HAIR_FULL_T, AgePrototypes
+from faceapp.imageio import load_image
+
+DATA = Path(__file__).parent / "data"
+DEMO_PROTOTYPES = Path(__file__).parents[1] / "models" / "demo" / "age_prototypes.safetensors"
+
+
+@pytest.fixture(scope="module")
+def face():
+    photo = load_image(DATA / "astronaut.jpg")
+    return photo, detect_faces(photo)[0].landmarks68
+
+
+def _inside(hull, shape):
+    import cv2
+
+    m = np.zeros(shape, np.uint8)
+    cv2.fillPoly(m, [np.round(hull).astype(np.int32)], 1)
+    return m.astype(bool)
+
+
+def _full_mask(photo, lm):
+    rgb = np.asarray(photo)
+    m, (x0, y0, x1, y1) = hair_mask(rgb, lm)
+    full = np.zeros(rgb.shape[:2], np.float32)
+    full[y0:y1, x0:x1] = m
+    return full
+
+
+def test_hair_is_found_round_the_face_and_nowhere_else(face):
+    photo, lm = face
+    full = _full_mask(photo, lm)
+    up = lm[17:27].mean(0) - lm[8]  # brows minus chin: towards the crown
+    crown = np.round(lm[17:27].mean(0) + 0.45 * up).astype(int)
+    assert full[crown[1] - 3:crown[1] + 4, crown[0] - 3:crown[0] + 4].min() > 0.5  # the hair above the forehead
+    skin = _inside(face_hull(lm, forehead=0.0), full.shape)
+    assert full[skin].max() < 0.05  # never the face
+    far = ~_inside(head_hull(lm, top=1.0, widen=1.6, neck=0.3), full.shape)
+    assert (full[far] > 0.5).mean() < 0.01  # not the flag, the shuttle or the suit
+    hair = full > 0.5
+    assert 0.3 < hair.sum() / skin.sum() < 3.0  # a head of hair, not a speck and not the background
+
+
+def test_greying_lifts_and_desaturates_the_hair_only(face):
+    photo, lm = face
+    full = _full_mask(photo, lm)
+    rgb = np.asarray(photo, np.float32) / 255
+    out = grey_hair(rgb, full, 0.85)
+    lab0, lab1 = rgb2lab(rgb), rgb2lab(np.clip(out, 0, 1))
+    hair = full > 0.9
+    assert lab1[hair, 0].mean() > lab0[hair, 0].mean() + 15  # lighter: silver, not dyed black
+    c0, c1 = np.hypot(lab0[..., 1], lab0[..., 2]), np.hypot(lab1[..., 1], lab1[..., 2])
+    assert c1[hair].mean() < 0.3 * c0[hair].mean()  # and its colour is gone
+    # strands keep their contrast (not a flat silver cap)
+    assert lab1[hair, 0].std() > 0.8 * lab0[hair, 0].std()
+    untouched = full == 0
+    assert np.array_equal(out[untouched], rgb[untouched])
+    assert np.array_equal(grey_hair(rgb, full, 0.0), rgb)
+
+
+def test_a_grey_photo_stays_grey_and_a_bald_head_is_left_alone(face):
+    photo, lm = face
+    grey = photo.convert("L").convert("RGB")
+    protos = AgePrototypes.load(DEMO_PROTOTYPES)
+    out = np.asarray(protos.apply(grey, lm, HAIR_FULL_T)).astype(int)
+    assert np.abs(out - out.mean(-1, keepdims=True)).max() <= 1
+    # paint everything above the brows (the hair) in the forehead's own colour: no hair to grey
+    rgb = np.asarray(photo).copy()
+    band = _inside(face_hull(lm, forehead=1.6), rgb.shape[:2]) & ~_inside(face_hull(lm, forehead=0.3), rgb.shape[:2])
+    rgb[band] = np.median(rgb[_inside(face_hull(lm, forehead=0.0), rgb.shape[:2])], 0)
+    m, _ = hair_mask(rgb, lm)
+    assert m.max() == 0.0
+
+
+def test_age_edit_greys_more_with_strength_and_not_younger(face):
+    photo, lm = face
+    protos = AgePrototypes.load(DEMO_PROTOTYPES)
+    hair = _full_mask(photo, lm) > 0.9
+    chroma = lambda im: np.hypot(*rgb2lab(np.asarray(im))[hair][:, 1:].T).mean()  # noqa: E731
+    c = [chroma(protos.apply(photo, lm, t)) for t in (0.0, 0.5 * HAIR_FULL_T, HAIR_FULL_T)]
+    assert c[0] > c[1] + 1 > c[2] + 2  # greyer as the edit grows
+    plain = chroma(protos.apply(photo, lm, HAIR_FULL_T, hair=0.0))
+    assert plain > c[2] + 3  # the greying is the hair step's, not the prototypes' chroma
+    younger = np.asarray(protos.apply(photo, lm, -1.0))
+    assert np.array_equal(younger, np.asarray(protos.apply(photo, lm, -1.0, hair=0.0)))  # younger: no hair step
