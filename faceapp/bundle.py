@@ -12,6 +12,8 @@ A bundle folder holds ``bundle.json`` and the files it names::
                                                        "hair_grey": 0..1 (optional)},
                             "glasses_overlay": {"gan_share": 0..1} (optional: the glasses edit draws
                                                frames on the photo, faceapp.align.glasses),
+                            "smile_prototypes": "smile_prototypes.safetensors" (optional),
+                            "smile_prototypes_options": {"t_per_strength": .., "gan_share": ..},
                             "directions": "directions/" | null,
                             "align": AlignSpec.to_dict(),
                             "card": "MODEL_CARD.md",
@@ -22,6 +24,8 @@ A bundle folder holds ``bundle.json`` and the files it names::
                            a sharper, larger face; bundles without one (official FFHQ) render as G does
     age_prototypes.safetensors  optional age prototypes (faceapp.align.prototype.AgePrototypes): the age
                            edit's wrinkles, folds, sagging and greying at the photo's own resolution
+    smile_prototypes.safetensors  optional smile prototypes (the same format, training/smile_prototypes.py):
+                           the smile moves the photo's own mouth and cheeks (no second mouth pasted over it)
     directions/            a DirectionSet (safetensors + JSON)
     MODEL_CARD.md          what the model is, what it was trained on, its terms
 
@@ -125,6 +129,7 @@ class ModelBundle:
     model_id: str = ""
     detail: torch.nn.Module | None = None  # the optional detail stage (faceapp.stylegan.detail.DetailNet)
     age_prototypes: object = None  # optional faceapp.align.prototype.AgePrototypes
+    smile_prototypes: object = None  # optional, the same class: neutral -> smiling
 
     def age_split(self, strength: float) -> tuple[float, float]:
         """An age strength as (the generator's share of it, the prototypes' t): with age prototypes the photo
@@ -137,6 +142,16 @@ class ModelBundle:
         if strength < 0:
             per = opts.get("t_per_strength_younger", per)
         return float(strength) * float(opts.get("gan_share", 1.0)), float(strength) * float(per)
+
+    def smile_split(self, strength: float) -> tuple[float, float]:
+        """A smile strength as (the generator's share of it, the smile prototypes' t): with smile prototypes the
+        photo's own mouth moves by t = strength x smile_prototypes_options' t_per_strength (t < 0: a smile fades)
+        and the generator gets its gan_share (default 0); without them the strength is the generator's alone."""
+        if self.smile_prototypes is None or not strength:
+            return float(strength), 0.0
+        opts = self.meta.get("smile_prototypes_options") or {}
+        return (float(strength) * float(opts.get("gan_share", 0.0)),
+                float(strength) * float(opts.get("t_per_strength", 0.0)))
 
     def glasses_split(self, strength: float) -> tuple[float, float]:
         """A glasses strength as (the generator's share of it, the drawn frames' weight in [0, 1]): with bundle.json's
@@ -342,6 +357,13 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
 
         protos = AgePrototypes.load(proto_path)
         _check_prototype_options(meta.get("age_prototypes_options"), root)
+    smile_protos = None
+    smile_path = _member(root, meta.get("smile_prototypes"), "smile_prototypes")
+    if smile_path is not None:
+        from faceapp.align.prototype import AgePrototypes
+
+        smile_protos = AgePrototypes.load(smile_path)
+        _check_prototype_options(meta.get("smile_prototypes_options"), root, key="smile_prototypes_options")
     _check_glasses_overlay(meta.get("glasses_overlay"), root)
     dir_path = _member(root, meta.get("directions"), "directions")
     if dir_path is not None:
@@ -358,12 +380,13 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         raise CheckpointError(f"{root / 'bundle.json'}: bad or missing 'align' spec ({e})") from None
     card_path = _member(root, meta.get("card"), "card")
     card = card_path.read_text(encoding="utf-8") if card_path is not None else ""
-    files = [root / "bundle.json", gen_path] + [p for p in (enc_path, det_path, proto_path) if p]
+    files = [root / "bundle.json", gen_path] + [p for p in (enc_path, det_path, proto_path, smile_path) if p]
     return ModelBundle(
         G=G,
         encoder=encoder,
         detail=detail,
         age_prototypes=protos,
+        smile_prototypes=smile_protos,
         directions=directions,
         align_spec=align,
         card=card,
@@ -374,7 +397,7 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
     )
 
 
-def _check_prototype_options(opts, root) -> None:
+def _check_prototype_options(opts, root, key: str = "age_prototypes_options") -> None:
     """bundle.json's age_prototypes_options: {'t_per_strength': finite, 'gan_share': in [0, 1],
     't_per_strength_younger': finite (optional), 'hair_grey': in [0, 1] (optional)}."""
     import math
@@ -388,7 +411,7 @@ def _check_prototype_options(opts, root) -> None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise CheckpointError(f"{root / 'bundle.json'}: age_prototypes_options must be {{'t_per_strength': number, "
+        raise CheckpointError(f"{root / 'bundle.json'}: {key} must be {{'t_per_strength': number, "
                               f"'gan_share': 0..1}}, got {opts!r}")
 
 
@@ -473,12 +496,15 @@ def save_bundle(
     detail: torch.nn.Module | None = None,
     age_prototypes=None,
     age_prototypes_options: dict | None = None,
+    smile_prototypes=None,
+    smile_prototypes_options: dict | None = None,
 ) -> Path:
     """Write a bundle folder (see the module doc); returns its path. bundle.json is written last.
 
     ``detail``: an optional detail stage (`DetailNet` taking G's renders), stored as detail.safetensors.
     ``age_prototypes``: optional `AgePrototypes`, stored as age_prototypes.safetensors, used as
-    ``age_prototypes_options`` say ({'t_per_strength', 'gan_share'}, see `ModelBundle.age_split`).
+    ``age_prototypes_options`` say ({'t_per_strength', 'gan_share'}, see `ModelBundle.age_split`);
+    ``smile_prototypes`` likewise (smile_prototypes.safetensors, `ModelBundle.smile_split`).
 
     ``dtype=torch.float16`` stores the networks' float32 tensors in half precision (half the size;
     loading casts them back to float32), as the demo bundle does to keep every file under 10 MB.
@@ -508,6 +534,10 @@ def save_bundle(
         _check_prototype_options(age_prototypes_options, root)
         with atomic_path(root / "age_prototypes.safetensors") as tmp:
             age_prototypes.save(tmp)
+    if smile_prototypes is not None:
+        _check_prototype_options(smile_prototypes_options, root, key="smile_prototypes_options")
+        with atomic_path(root / "smile_prototypes.safetensors") as tmp:
+            smile_prototypes.save(tmp)
     if directions is not None and len(directions):
         if (root / "directions").exists():
             shutil.rmtree(root / "directions")
@@ -523,6 +553,8 @@ def save_bundle(
         **({"detail": "detail.safetensors"} if detail is not None else {}),
         **({"age_prototypes": "age_prototypes.safetensors", "age_prototypes_options": dict(age_prototypes_options)}
            if age_prototypes is not None else {}),
+        **({"smile_prototypes": "smile_prototypes.safetensors",
+            "smile_prototypes_options": dict(smile_prototypes_options)} if smile_prototypes is not None else {}),
         "directions": "directions/" if directions is not None and len(directions) else None,
         "align": align_spec.to_dict(),
         "card": "MODEL_CARD.md",
@@ -602,6 +634,8 @@ def build_bundle(
     age_gan_share: float = 0.0,
     age_prototypes_younger_end: float | None = None,
     glasses_overlay: bool = False,
+    smile_prototypes: str | os.PathLike | None = None,
+    smile_prototypes_end: float = 1.0,
 ) -> Path:
     """Make a bundle folder at `out` from files in any supported format; returns `out`.
 
@@ -707,8 +741,21 @@ def build_bundle(
         sources["age_prototypes"] = {"file": Path(age_prototypes).name, "format": "faceapp"}
         options |= {"age_prototypes": os.fspath(age_prototypes), "age_prototypes_end": float(age_prototypes_end),
                     "age_gan_share": float(age_gan_share), "age_prototypes_younger_end": age_prototypes_younger_end}
+    smile_protos, smile_opts = None, None
+    if smile_prototypes is not None:
+        from faceapp.align.prototype import AgePrototypes
+
+        if direction_set is None or "smile" not in direction_set:
+            raise CheckpointError("smile prototypes go with a smile direction (its slider): give one with --directions")
+        smile_protos = AgePrototypes.load(smile_prototypes)
+        hi = float(direction_set["smile"].strength_range[1])
+        smile_opts = {"t_per_strength": round(float(smile_prototypes_end) / hi, 6), "gan_share": 0.0}
+        _check_prototype_options(smile_opts, Path(out), key="smile_prototypes_options")
+        sources["smile_prototypes"] = {"file": Path(smile_prototypes).name, "format": "faceapp"}
+        options |= {"smile_prototypes": os.fspath(smile_prototypes), "smile_prototypes_end": float(smile_prototypes_end)}
     return save_bundle(out, G=G, align_spec=spec, encoder=E, directions=direction_set, name=name, card=card,
-                       meta=meta, detail=det, age_prototypes=protos, age_prototypes_options=proto_opts)
+                       meta=meta, detail=det, age_prototypes=protos, age_prototypes_options=proto_opts,
+                       smile_prototypes=smile_protos, smile_prototypes_options=smile_opts)
 
 
 def _build_card(name: str, G, fp: dict, sources: dict, align: str, notes: list[str]) -> str:

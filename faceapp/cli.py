@@ -428,7 +428,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                         calibrate=args.calibrate, detail=args.detail, age_prototypes=args.age_prototypes,
                         age_prototypes_end=args.age_prototypes_end, age_gan_share=args.age_gan_share,
                         age_prototypes_younger_end=args.age_prototypes_younger_end,
-                        glasses_overlay=args.glasses_overlay)
+                        glasses_overlay=args.glasses_overlay, smile_prototypes=args.smile_prototypes,
+                        smile_prototypes_end=args.smile_prototypes_end)
     _print_bundle(path, force_directions=args.force_directions)
     print(f"use it: python app.py --model {path}")
     print(f"    or: python -m faceapp edit PHOTO --model {path} --age 2 --out OUT.png")
@@ -476,6 +477,12 @@ def _add_bundle(subparsers) -> None:
     p.add_argument("--glasses-overlay", action="store_true",
                    help="the glasses edit draws frames on the photo, fitted to the landmarks (for a small generator "
                    "that cannot add glasses; needs a glasses direction for the slider)")
+    p.add_argument("--smile-prototypes", metavar="FILE",
+                   help="smile prototypes (python -m training.smile_prototypes): the smile moves the photo's own "
+                   "mouth and cheeks instead of pasting the generator's mouth over it; needs a smile direction")
+    p.add_argument("--smile-prototypes-end", type=float, default=1.0, metavar="T",
+                   help="how far they move a face at the smile slider's end (1 = from the neutral group's mean to "
+                   "the smiling one's; default 1)")
     p.set_defaults(handler=_cmd_bundle)
 
 

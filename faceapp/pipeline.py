@@ -690,23 +690,28 @@ class FaceEditor:
         return self._photo_edits(self._paste_all(photo, items, method), prepared, overlays)
 
     def _split(self, strengths: Mapping[str, float]) -> tuple[dict, dict[str, float]]:
-        """(strengths at the generator's share, {'age': the age prototypes' t, 'glasses': the drawn frames'
-        weight}) as the bundle divides them (`ModelBundle.age_split`, `ModelBundle.glasses_split`)."""
+        """(strengths at the generator's share, {'age': the age prototypes' t, 'smile': the smile prototypes' t,
+        'glasses': the drawn frames' weight}) as the bundle divides them (`ModelBundle.age_split`, `smile_split`,
+        `glasses_split`)."""
         st, ov = dict(strengths), {}
         if "age" in st:
             st["age"], ov["age"] = self.bundle.age_split(st["age"])
+        if "smile" in st:
+            st["smile"], ov["smile"] = self.bundle.smile_split(st["smile"])
         if "glasses" in st:
             st["glasses"], ov["glasses"] = self.bundle.glasses_split(st["glasses"])
         return st, ov
 
     def _photo_edits(self, photo: Image.Image, prepared: Sequence[EditableFace],
                      overlays: Sequence[Mapping[str, float]]) -> Image.Image:
-        """`photo` with each prepared face aged by the bundle's age prototypes (its 'age' t) and then wearing drawn
-        glasses (its 'glasses' weight); 0 or absent: untouched."""
+        """`photo` with each prepared face smiling by the bundle's smile prototypes (its 'smile' t), aged by its age
+        prototypes (its 'age' t) and then wearing drawn glasses (its 'glasses' weight); 0 or absent: untouched."""
         from faceapp.align.glasses import draw_glasses
 
         for f, ov in zip(prepared, overlays):
             lm = f.aligned.face.landmarks68
+            if ov.get("smile"):  # before aging: the smile moves the face's own features, then they age
+                photo = self.bundle.smile_prototypes.apply(photo, lm, ov["smile"], hair=0.0)
             if ov.get("age"):
                 photo = self.bundle.age_prototypes.apply(photo, lm, ov["age"], hair=self.bundle.hair_grey)
             if ov.get("glasses"):

@@ -174,6 +174,24 @@ class AgePrototypes:
 
     # ------------------------------------------------------------------ the edit
 
+    def progress(self, lm_canon: np.ndarray) -> float:
+        """Where a face's shape lies between the groups' mean shapes (0: the first group's, 1: the second's), its
+        landmarks' offset from the first projected on the groups' difference (canonical px, [68, 2])."""
+        d = (self.old_shape - self.young_shape).astype(np.float64)
+        return float(((np.asarray(lm_canon, np.float64) - self.young_shape) * d).sum() / max((d * d).sum(), 1e-9))
+
+    def effective_t(self, lm_canon: np.ndarray, t: float) -> float:
+        """t, or with meta 'saturate' = S (smile prototypes) at most what takes the face to S x the second group's
+        difference: a face already smiling smiles a little more, not twice as wide; t < 0 at most to
+        -'saturate_below' (default 0.2): a smile fades to neutral, a neutral face barely changes."""
+        cap = self.meta.get("saturate")
+        if cap is None or t == 0:
+            return t
+        if t < 0:  # back towards the first group, and at most `floor` past it (a smile fades; no frown drawn)
+            floor = -float(self.meta.get("saturate_below", 0.2))
+            return float(max(t, min(floor - self.progress(lm_canon), 0.0)))
+        return float(min(t, max(float(cap) - self.progress(lm_canon), 0.0)))
+
     def fields(self, lm_canon: np.ndarray, t: float) -> dict[str, np.ndarray]:
         """The edit in the canonical frame for a face with landmarks `lm_canon` [68, 2] (canonical px), strength t.
 
@@ -186,7 +204,9 @@ class AgePrototypes:
         s = self.size
         lm = np.asarray(lm_canon, np.float64)
         frontal = _frontal(lm)  # a turned face gets less of the (frontal) shape and lightness change
-        target = lm + t * (1.0 if t > 0 else YOUNGER_SHAPE) * frontal * (self.old_shape - self.young_shape)
+        t = self.effective_t(lm, t)
+        back_shape = float(self.meta.get("negative_shape", YOUNGER_SHAPE))  # t < 0: the share of shape change
+        target = lm + t * (1.0 if t > 0 else back_shape) * frontal * (self.old_shape - self.young_shape)
         map_x, map_y = _piecewise_map(target, lm, s)
         gx, gy = _grid(s)
         window = _window(s)  # every change fades out before the frame's edge: no seam where it ends
@@ -199,6 +219,10 @@ class AgePrototypes:
 
         young, old = proto(self.young_lab), proto(self.old_lab)
         skin = _feathered_polygon(face_hull(target, forehead=0.25), s, 0.15)
+        # smile prototypes: the inside of the lips is not skin (teeth the smile shows there are lighter and lose the
+        # lips' red); age prototypes keep the lips' inside with the skin, as they were tuned
+        mouth = _feathered_polygon(target[60:68], s, 0.15) if self.meta.get("kind") == "smile" else np.zeros_like(skin)
+        skin = skin * (1.0 - mouth)
         d_light = old[..., 0] - young[..., 0]
         # folds and shading, not tone: on the skin the local mean goes, and what is left averages to zero there
         d_light = d_light - skin * cv2.GaussianBlur(d_light, (0, 0), s * LIGHT_SIGMA)
@@ -214,7 +238,9 @@ class AgePrototypes:
             ratio = (proto(self.old_energy[k]) + eps) / (proto(self.young_energy[k]) + eps)
             out[f"gain{k}"] = 1.0 + window * (np.clip(ratio, 0.25, 4.0) ** t - 1.0)
         c_young, c_old = np.hypot(young[..., 1], young[..., 2]), np.hypot(old[..., 1], old[..., 2])
-        factor = np.minimum(cv2.GaussianBlur((c_old + 4.0) / (c_young + 4.0), (0, 0), s / 16), 1.0) ** max(t, 0.0)
+        ratio = (c_old + 4.0) / (c_young + 4.0)
+        ratio = mouth * cv2.GaussianBlur(ratio, (0, 0), s / 96) + (1.0 - mouth) * cv2.GaussianBlur(ratio, (0, 0), s / 16)
+        factor = np.minimum(ratio, 1.0) ** max(t, 0.0)
         out["chroma"] = (1.0 - window * (1.0 - factor) * (1.0 - skin)).astype(np.float32)
         return out
 

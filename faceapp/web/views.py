@@ -40,7 +40,11 @@ def model_notice(bundle) -> str:
         out = int(bundle.detail.img_resolution)
         enc += f", a detail stage to {out}x{out}"
     if bundle.age_prototypes is not None:
-        enc += ", age prototypes (aging at your photo's resolution)"
+        enc += ", age prototypes (aging and grey hair at your photo's resolution)"
+    if bundle.smile_prototypes is not None:
+        enc += ", smile prototypes (your own mouth moves)"
+    if bundle.meta.get("glasses_overlay"):
+        enc += ", drawn glasses"
     edits = ", ".join(bundle.direction_names) or "none"
     return f"Model: **{bundle.name}** ({res}x{res}, {enc}; edits: {edits})."
 
