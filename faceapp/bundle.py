@@ -752,7 +752,8 @@ def build_bundle(
         smile_opts = {"t_per_strength": round(float(smile_prototypes_end) / hi, 6), "gan_share": 0.0}
         _check_prototype_options(smile_opts, Path(out), key="smile_prototypes_options")
         sources["smile_prototypes"] = {"file": Path(smile_prototypes).name, "format": "faceapp"}
-        options |= {"smile_prototypes": os.fspath(smile_prototypes), "smile_prototypes_end": float(smile_prototypes_end)}
+        options |= {"smile_prototypes": os.fspath(smile_prototypes),
+                    "smile_prototypes_end": float(smile_prototypes_end)}
     return save_bundle(out, G=G, align_spec=spec, encoder=E, directions=direction_set, name=name, card=card,
                        meta=meta, detail=det, age_prototypes=protos, age_prototypes_options=proto_opts,
                        smile_prototypes=smile_protos, smile_prototypes_options=smile_opts)

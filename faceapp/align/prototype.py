@@ -239,7 +239,8 @@ class AgePrototypes:
             out[f"gain{k}"] = 1.0 + window * (np.clip(ratio, 0.25, 4.0) ** t - 1.0)
         c_young, c_old = np.hypot(young[..., 1], young[..., 2]), np.hypot(old[..., 1], old[..., 2])
         ratio = (c_old + 4.0) / (c_young + 4.0)
-        ratio = mouth * cv2.GaussianBlur(ratio, (0, 0), s / 96) + (1.0 - mouth) * cv2.GaussianBlur(ratio, (0, 0), s / 16)
+        ratio = (mouth * cv2.GaussianBlur(ratio, (0, 0), s / 96)
+                 + (1.0 - mouth) * cv2.GaussianBlur(ratio, (0, 0), s / 16))
         factor = np.minimum(ratio, 1.0) ** max(t, 0.0)
         out["chroma"] = (1.0 - window * (1.0 - factor) * (1.0 - skin)).astype(np.float32)
         return out
