@@ -112,3 +112,15 @@ def test_a_smiling_face_smiles_a_little_more_and_a_neutral_one_does_not_frown(fa
     assert p.effective_t(smiling, -2.0) == pytest.approx(-1.2)  # a smile fades to just past neutral
     assert p.effective_t(neutral, -2.0) == pytest.approx(-0.2)  # a neutral face barely changes
     assert p.effective_t(neutral + 3 * (p.old_shape - p.young_shape), 0.5) == 0.0  # past the cap: nothing
+
+
+def test_the_app_names_smile_prototypes_and_drawn_glasses(smile_bundle):
+    import dataclasses
+
+    from faceapp.web.views import model_notice
+
+    trained = dataclasses.replace(smile_bundle, meta={**smile_bundle.meta, "untrained": False})
+    assert "smile prototypes" in model_notice(trained) and "drawn glasses" not in model_notice(trained)
+    plain = dataclasses.replace(trained, smile_prototypes=None,
+                                meta={**trained.meta, "glasses_overlay": {"gan_share": 0.0}})
+    assert "smile prototypes" not in model_notice(plain) and "drawn glasses" in model_notice(plain)
