@@ -124,3 +124,29 @@ def test_the_app_names_smile_prototypes_and_drawn_glasses(smile_bundle):
     plain = dataclasses.replace(trained, smile_prototypes=None,
                                 meta={**trained.meta, "glasses_overlay": {"gan_share": 0.0}})
     assert "smile prototypes" not in model_notice(plain) and "drawn glasses" in model_notice(plain)
+
+
+def test_skin_light_scales_the_folds_outside_the_lips(face):
+    """meta 'skin_light' scales the prototypes' lightness change outside the lips' inside: a dark fold line of the
+    smiling group across the cheeks is drawn whole at 1 and not at all at 0."""
+    import dataclasses
+
+    from skimage.color import rgb2lab
+
+    photo, lm = face
+    m = eye_similarity(lm, S)
+    p = _smile_protos(lm @ m[:, :2].T + m[:, 2])
+    old = p.old_lab.copy()
+    row = int(S * 0.62)
+    old[row:row + 2, :, 0] -= 25.0  # a thin dark line across the cheeks
+    p = dataclasses.replace(p, old_lab=old, old_shape=p.young_shape.copy(), meta={"kind": "smile"})
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+    x, y = np.round(np.array([S * 0.3, row + 1.0]) @ inv[:, :2].T + inv[:, 2]).astype(int)  # on the cheek
+
+    def dark(q):
+        d = rgb2lab(np.asarray(q.apply(photo, lm, 1.0, hair=0.0)))[..., 0] - rgb2lab(np.asarray(photo))[..., 0]
+        return d[y - 1:y + 2, x - 2:x + 3].mean()
+
+    whole = dark(p)
+    none = dark(dataclasses.replace(p, meta={"kind": "smile", "skin_light": 0.0}))
+    assert whole < -3 and abs(none) < 0.5

@@ -51,6 +51,10 @@ class SmilePrototypeOptions:
                           "(a face already smiling smiles a little more, not twice as wide)")
     saturate_below: float = opt(0.2, "less smile moves a face at most this far past the neutral group's shape "
                                 "(a smile fades; a neutral face is not made to frown)")
+    skin_light: float = opt(0.3, "share of the lightness change outside the lips' inside (the smilers' mean folds, "
+                            "added whole, read as grey smudges beside a pale face's nose)")
+    mouth_chroma_power: float = opt(2.5, "inside the lips, the chroma falls this many times faster than the mean "
+                                    "images say (teeth, not pink teeth)")
 
 
 def main(argv=None) -> int:
@@ -97,6 +101,7 @@ def main(argv=None) -> int:
         return 2
     meta = {"source": "UTKFace training photos (non-commercial research licence)", "kind": "smile",
             "saturate": float(args.saturate), "saturate_below": float(args.saturate_below), "negative_shape": 1.0,
+            "skin_light": float(args.skin_light), "mouth_chroma_power": float(args.mouth_chroma_power),
             "groups": {"young": f"neutral, smile score <= {args.neutral_max}, inner-lip gap <= {args.closed}",
                        "old": f"smiling, smile score >= {args.smile_min}, inner-lip gap >= {args.teeth}"},
             "options": dataclasses.asdict(args), "counts": counts, "built_with": "training/smile_prototypes.py",

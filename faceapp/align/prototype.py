@@ -231,6 +231,10 @@ class AgePrototypes:
         # (lighter in older people's photos), which would draw a light rim round the head, not age
         face = _feathered_polygon(face_hull(target, forehead=0.45), s, 0.2)
         light_t = frontal * (t if t > 0 else t * YOUNGER_LIGHT)
+        # meta 'skin_light' (smile prototypes): the share of the lightness change outside the lips' inside; the
+        # smilers' mean folds, added whole, read as grey smudges beside a pale face's nose
+        share = float(self.meta.get("skin_light", 1.0))
+        d_light = d_light * (mouth + (1.0 - mouth) * share)
         out = {"map_x": map_x, "map_y": map_y, "light": (light_t * d_light * window * face).astype(np.float32),
                "skin": skin}
         eps = 0.05  # energy floor (L units): a flat region must not get an enormous gain
@@ -241,7 +245,9 @@ class AgePrototypes:
         ratio = (c_old + 4.0) / (c_young + 4.0)
         ratio = (mouth * cv2.GaussianBlur(ratio, (0, 0), s / 96)
                  + (1.0 - mouth) * cv2.GaussianBlur(ratio, (0, 0), s / 16))
-        factor = np.minimum(ratio, 1.0) ** max(t, 0.0)
+        # meta 'mouth_chroma_power' (smile prototypes): teeth lose the lips' red faster than the mean image says
+        power = 1.0 + mouth * (float(self.meta.get("mouth_chroma_power", 1.0)) - 1.0)
+        factor = np.minimum(ratio, 1.0) ** (max(t, 0.0) * power)
         out["chroma"] = (1.0 - window * (1.0 - factor) * (1.0 - skin)).astype(np.float32)
         return out
 
