@@ -150,3 +150,43 @@ def test_skin_light_scales_the_folds_outside_the_lips(face):
     whole = dark(p)
     none = dark(dataclasses.replace(p, meta={"kind": "smile", "skin_light": 0.0}))
     assert whole < -3 and abs(none) < 0.5
+
+
+def test_the_build_script_groups_by_the_landmark_smile_and_writes_a_file(face, tmp_path, monkeypatch):
+    """`python -m training.smile_prototypes` on a tiny UTKFace-style zip of face crops: faces go to the neutral or the
+    smiling group by the landmark smile score and the lips' gap (here stubbed to alternate), and the file holds the
+    saturation knobs; too few faces in a group is refused with exit 2 and no file."""
+    import io
+    import zipfile
+
+    from training import face_labels, smile_prototypes
+
+    photo, lm = face
+    x, y = lm.mean(0).astype(int)
+    crop = photo.crop((x - 110, y - 120, x + 110, y + 100)).resize((200, 200))
+    z = tmp_path / "utk.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        for i in range(20):
+            buf = io.BytesIO()
+            crop.save(buf, "JPEG")
+            f.writestr(f"UTKFace/{25 + i}_1_0_201701{i:04d}.jpg.chip.jpg", buf.getvalue())
+    state = {"n": 0, "smiling": False, "all_neutral": False}
+
+    def fake_score(lm68):  # alternate: neutral, smiling, neutral, ...
+        state["smiling"] = state["n"] % 2 == 1 and not state["all_neutral"]
+        state["n"] += 1
+        return 2.0 if state["smiling"] else -2.0
+
+    monkeypatch.setattr(face_labels, "smile_score", fake_score)
+    monkeypatch.setattr(face_labels, "smile_features",
+                        lambda lm68: {"width": 1.0, "lift": 0.1, "open": 0.1 if state["smiling"] else 0.0})
+    out = tmp_path / "smile.safetensors"
+    args = ["--zip", str(z), "--out", str(out), "--num", "10", "--size", "64", "--ages", "18,70"]
+    assert smile_prototypes.main(args) == 0
+    p = AgePrototypes.load(out)
+    assert p.meta["counts"] == {"neutral": 10, "smiling": 10} and p.meta["kind"] == "smile"
+    assert p.meta["saturate"] == 1.2 and p.meta["saturate_below"] == 0.2 and p.meta["skin_light"] == 0.5
+    assert "utkface-heldout-eval.txt" in p.meta["heldout_excluded"]
+    state["all_neutral"] = True  # no smiling group
+    assert smile_prototypes.main([*args[:3], str(tmp_path / "none.safetensors"), *args[4:]]) == 2
+    assert not (tmp_path / "none.safetensors").exists()

@@ -30,7 +30,7 @@ import numpy as np
 from faceapp.align.prototype import AgePrototypes, _piecewise_map, eye_similarity
 from training.options import add_options, layered_values, opt
 
-__all__ = ["PrototypeOptions", "build_prototypes", "main"]
+__all__ = ["PrototypeOptions", "build_prototypes", "main", "write_prototypes"]
 
 SIGMAS = (0.7, 1.5, 3.0)
 
@@ -88,7 +88,7 @@ def build_prototypes(faces, size: int = 192, sigmas=SIGMAS, meta: dict | None = 
 def main(argv=None) -> int:
     from training.calibrate_years import UTKFACE_ZIP
     from training.face_labels import find_landmarks
-    from training.utkface import LABELS_DIR, name_list_digest, read_name_list, read_utkface
+    from training.utkface import LABELS_DIR, read_name_list, read_utkface
 
     p = add_options(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
                     PrototypeOptions)
@@ -119,15 +119,24 @@ def main(argv=None) -> int:
     if min(counts.values()) < 10:
         print("error: too few faces in a group", file=sys.stderr)
         return 2
-    meta = {"source": "UTKFace training photos (non-commercial research licence)", "groups": groups,
+    write_prototypes(faces, args, {"groups": groups, "counts": counts, "built_with": "training/age_prototypes.py",
+                                   "seed": args.seed}, heldout, t0)
+    return 0
+
+
+def write_prototypes(faces, args, meta: dict, heldout, t0: float) -> AgePrototypes:
+    """Build prototypes from `faces` (see `build_prototypes`) at args.size and write them to args.out, with `meta`,
+    the options, the data's licence and the digests of the held-out lists left out; prints what it wrote."""
+    from training.utkface import name_list_digest, read_name_list
+
+    meta = {"source": "UTKFace training photos (non-commercial research licence)", **meta,
             "options": dataclasses.asdict(args),
-            "counts": counts, "built_with": "training/age_prototypes.py", "seed": args.seed,
             "heldout_excluded": {f.name: name_list_digest(read_name_list(f)) for f in heldout}}
     protos = build_prototypes(faces, args.size, meta=meta)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     protos.save(args.out)
-    print(f"wrote {args.out} ({time.time() - t0:.0f} s): {json.dumps(counts)}")
-    return 0
+    print(f"wrote {args.out} ({time.time() - t0:.0f} s): {json.dumps(meta['counts'])}")
+    return protos
 
 
 if __name__ == "__main__":

@@ -22,14 +22,12 @@ and a closed-lip smile is rarely read as one); between the photo's parted lips t
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.age_prototypes import build_prototypes
+from training.age_prototypes import write_prototypes
 from training.options import add_options, layered_values, opt
 
 __all__ = ["SmilePrototypeOptions", "main"]
@@ -51,7 +49,7 @@ class SmilePrototypeOptions:
                           "(a face already smiling smiles a little more, not twice as wide)")
     saturate_below: float = opt(0.2, "less smile moves a face at most this far past the neutral group's shape "
                                 "(a smile fades; a neutral face is not made to frown)")
-    skin_light: float = opt(0.3, "share of the lightness change outside the lips' inside (the smilers' mean folds, "
+    skin_light: float = opt(0.5, "share of the lightness change outside the lips' inside (the smilers' mean folds, "
                             "added whole, read as grey smudges beside a pale face's nose)")
     mouth_chroma_power: float = opt(2.5, "inside the lips, the chroma falls this many times faster than the mean "
                                     "images say (teeth, not pink teeth)")
@@ -60,7 +58,7 @@ class SmilePrototypeOptions:
 def main(argv=None) -> int:
     from training.calibrate_years import UTKFACE_ZIP
     from training.face_labels import find_landmarks, smile_features, smile_score
-    from training.utkface import LABELS_DIR, name_list_digest, read_name_list, read_utkface
+    from training.utkface import LABELS_DIR, read_name_list, read_utkface
 
     p = add_options(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
                     SmilePrototypeOptions)
@@ -99,17 +97,13 @@ def main(argv=None) -> int:
     if min(counts.values()) < 10:
         print("error: too few faces in a group", file=sys.stderr)
         return 2
-    meta = {"source": "UTKFace training photos (non-commercial research licence)", "kind": "smile",
-            "saturate": float(args.saturate), "saturate_below": float(args.saturate_below), "negative_shape": 1.0,
-            "skin_light": float(args.skin_light), "mouth_chroma_power": float(args.mouth_chroma_power),
-            "groups": {"young": f"neutral, smile score <= {args.neutral_max}, inner-lip gap <= {args.closed}",
-                       "old": f"smiling, smile score >= {args.smile_min}, inner-lip gap >= {args.teeth}"},
-            "options": dataclasses.asdict(args), "counts": counts, "built_with": "training/smile_prototypes.py",
-            "heldout_excluded": {f.name: name_list_digest(read_name_list(f)) for f in heldout}}
-    protos = build_prototypes(faces, args.size, meta=meta)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    protos.save(args.out)
-    print(f"wrote {args.out} ({time.time() - t0:.0f} s): {json.dumps(counts)}")
+    write_prototypes(faces, args, {
+        "kind": "smile", "saturate": float(args.saturate), "saturate_below": float(args.saturate_below),
+        "negative_shape": 1.0, "skin_light": float(args.skin_light),
+        "mouth_chroma_power": float(args.mouth_chroma_power),
+        "groups": {"young": f"neutral, smile score <= {args.neutral_max}, inner-lip gap <= {args.closed}",
+                   "old": f"smiling, smile score >= {args.smile_min}, inner-lip gap >= {args.teeth}"},
+        "counts": counts, "built_with": "training/smile_prototypes.py"}, heldout, t0)
     return 0
 
 
