@@ -190,3 +190,12 @@ def test_the_build_script_groups_by_the_landmark_smile_and_writes_a_file(face, t
     state["all_neutral"] = True  # no smiling group
     assert smile_prototypes.main([*args[:3], str(tmp_path / "none.safetensors"), *args[4:]]) == 2
     assert not (tmp_path / "none.safetensors").exists()
+
+
+def test_smile_prototypes_never_grey_the_hair(face):
+    """Only age greys hair: smile prototypes' apply leaves it alone by default."""
+    _, lm = face
+    photo, _ = face
+    m = eye_similarity(lm, S)
+    p = _smile_protos(lm @ m[:, :2].T + m[:, 2])
+    assert np.array_equal(np.asarray(p.apply(photo, lm, 1.0)), np.asarray(p.apply(photo, lm, 1.0, hair=0.0)))

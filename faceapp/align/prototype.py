@@ -251,11 +251,12 @@ class AgePrototypes:
         out["chroma"] = (1.0 - window * (1.0 - factor) * (1.0 - skin)).astype(np.float32)
         return out
 
-    def apply(self, photo: Image.Image, landmarks68: np.ndarray, t: float, *, hair: float = HAIR_GREY) -> Image.Image:
+    def apply(self, photo: Image.Image, landmarks68: np.ndarray, t: float, *, hair: float | None = None) -> Image.Image:
         """`photo` with the face at `landmarks68` ([68, 2] photo pixels) aged by t (t < 0: younger); RGB out.
 
         t = 0 returns an unchanged copy. The face's change stays inside a feathered head outline (face, hairline,
-        neck); with t > 0 the hair round it also greys, up to `hair` (0..1, see HAIR_GREY; 0: hair untouched).
+        neck); with t > 0 the hair round it also greys, up to `hair` (0..1; default HAIR_GREY for age prototypes,
+        0 for smile prototypes; 0: hair untouched).
         """
         from faceapp.align.paste import _feathered_polygon, head_hull
 
@@ -313,6 +314,8 @@ class AgePrototypes:
             roi = np.repeat(roi.mean(-1, keepdims=True), 3, -1)
         result = rgb.copy()
         result.paste(Image.fromarray(np.clip(np.rint(roi * 255), 0, 255).astype(np.uint8)), (int(x0), int(y0)))
+        if hair is None:
+            hair = 0.0 if self.meta.get("kind") == "smile" else HAIR_GREY
         if t > 0 and hair > 0:
             result = _grey_hair(rgb, result, lm, float(hair) * min(t / HAIR_FULL_T, 1.0) ** 1.5)
         return result
