@@ -738,7 +738,7 @@ class FaceEditor:
         if method not in PASTE_METHODS:
             raise FaceAppError(f"paste must be one of {', '.join(PASTE_METHODS)}; got {method!r}")
         values = self._timeline_values(name, strengths)
-        # age (with age prototypes) and glasses (drawn) go partly to the generator and partly to the photo (`_split`)
+        # age, smile (prototypes) and glasses (drawn) go partly to the generator, partly to the photo (`_split`)
         base, base_ov = self._split({k: v for k, v in (base or {}).items() if k != name})
         split = [self._split({name: v}) for v in values]
         gan_values = np.array([st[name] for st, _ in split])
