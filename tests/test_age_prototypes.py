@@ -256,3 +256,23 @@ def test_a_turned_face_gets_less_of_the_frontal_change(face):
     assert _frontal(turned) == pytest.approx(0.25)
     turned[30, 0] = (lmc[0, 0] + lmc[16, 0]) / 2 - 0.45 * width
     assert _frontal(turned) == 0.0
+
+
+def test_a_turned_faces_near_side_gets_the_whole_change(face):
+    """`_near_side`: all ones for a frontal face; for one turned (nose towards the image's right jaw edge) the right
+    (far) side gets `_frontal` of the change and the left (near) side all of it."""
+    from faceapp.align.prototype import _frontal, _near_side
+
+    _, _, lmc = face
+    assert (_near_side(lmc, S) == 1.0).all()
+    turned = lmc.copy()
+    width = lmc[16, 0] - lmc[0, 0]
+    turned[30, 0] = (lmc[0, 0] + lmc[16, 0]) / 2 + 0.35 * width
+    w = _near_side(turned, S)
+    row = w[S // 2]
+    assert row[int(lmc[0, 0])] == pytest.approx(1.0)
+    assert row[-1] == pytest.approx(_frontal(turned)) and row[int(lmc[16, 0])] < 0.3
+    assert np.all(np.diff(row) <= 1e-6)  # falling from the near side to the far side
+    turned[30, 0] = (lmc[0, 0] + lmc[16, 0]) / 2 - 0.45 * width  # the other way, fully in profile
+    w = _near_side(turned, S)[S // 2]
+    assert w[int(lmc[16, 0])] == pytest.approx(1.0) and w[0] == pytest.approx(0.0)

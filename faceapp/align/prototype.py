@@ -15,7 +15,8 @@ group's mean to the older one's; t < 0 makes it younger), in the photo itself:
 
 1. shape: the photo's pixels are moved as the landmarks move (one piecewise-affine warp, only inside the head);
 2. lightness: the prototypes' lightness difference is added on the face, with its local mean taken out on the skin
-   (folds and shading, no tan or pallor); a turned face gets less of it and of the shape change (`_frontal`);
+   (folds and shading, no tan or pallor); a turned face's far side gets less of it and of the shape change
+   (`_near_side`);
 3. detail: each band of the photo's own lightness, at the photo's resolution, is scaled by the prototypes'
    energy ratio (older: the person's own lines deepen; younger: they smooth out);
 4. colour: chroma is only ever scaled down (greying hair and brows), never on the skin, so the person keeps their
@@ -203,10 +204,13 @@ class AgePrototypes:
 
         s = self.size
         lm = np.asarray(lm_canon, np.float64)
-        frontal = _frontal(lm)  # a turned face gets less of the (frontal) shape and lightness change
+        # a turned face: its near side gets the whole (frontal) shape and lightness change, its far side less
+        near = _near_side(lm, s)
         t = self.effective_t(lm, t)
         back_shape = float(self.meta.get("negative_shape", YOUNGER_SHAPE))  # t < 0: the share of shape change
-        target = lm + t * (1.0 if t > 0 else back_shape) * frontal * (self.old_shape - self.young_shape)
+        at_lm = cv2.remap(near, lm[:, 0:1].astype(np.float32), lm[:, 1:2].astype(np.float32), cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)  # [68, 1]: the weight at each landmark
+        target = lm + t * (1.0 if t > 0 else back_shape) * at_lm * (self.old_shape - self.young_shape)
         map_x, map_y = _piecewise_map(target, lm, s)
         gx, gy = _grid(s)
         window = _window(s)  # every change fades out before the frame's edge: no seam where it ends
@@ -230,12 +234,12 @@ class AgePrototypes:
         # lightness only on the face: around it the groups' means differ by their photos' backgrounds and hair
         # (lighter in older people's photos), which would draw a light rim round the head, not age
         face = _feathered_polygon(face_hull(target, forehead=0.45), s, 0.2)
-        light_t = frontal * (t if t > 0 else t * YOUNGER_LIGHT)
+        light_t = t if t > 0 else t * YOUNGER_LIGHT
         # meta 'skin_light' (smile prototypes): the share of the lightness change outside the lips' inside; the
         # smilers' mean folds, added whole, read as grey smudges beside a pale face's nose
         share = float(self.meta.get("skin_light", 1.0))
         d_light = d_light * (mouth + (1.0 - mouth) * share)
-        out = {"map_x": map_x, "map_y": map_y, "light": (light_t * d_light * window * face).astype(np.float32),
+        out = {"map_x": map_x, "map_y": map_y, "light": (light_t * d_light * near * window * face).astype(np.float32),
                "skin": skin}
         eps = 0.05  # energy floor (L units): a flat region must not get an enormous gain
         for k in range(len(self.sigmas)):
@@ -347,6 +351,21 @@ def _frontal(lm: np.ndarray) -> float:
     width = max(float(lm[16, 0] - lm[0, 0]), 1e-6)
     yaw = abs(float(lm[30, 0] - (lm[0, 0] + lm[16, 0]) / 2)) / width
     return float(np.clip((0.4 - yaw) / 0.2, 0.0, 1.0))
+
+
+def _near_side(lm: np.ndarray, size: int, ramp: float = 0.15) -> np.ndarray:
+    """[size, size] float32 weights for a face with canonical landmarks `lm`: 1 everywhere for a frontal face; for a
+    turned one, 1 on its near side and `_frontal(lm)` on its far side (the side its nose points to, where the
+    landmarks crowd), ramping over +-`ramp` jaw widths round the nose's line."""
+    frontal = _frontal(lm)
+    if frontal >= 1.0:
+        return np.ones((size, size), np.float32)
+    width = max(float(lm[16, 0] - lm[0, 0]), 1e-6)
+    far = np.sign(float(lm[30, 0] - (lm[0, 0] + lm[16, 0]) / 2)) or 1.0
+    xs = np.arange(size, dtype=np.float64)
+    r = np.clip(0.5 - far * (xs - float(lm[30, 0])) / (2 * ramp * width), 0.0, 1.0)  # 1: near side
+    r = r * r * (3.0 - 2.0 * r)
+    return np.broadcast_to((frontal + (1.0 - frontal) * r).astype(np.float32), (size, size)).copy()
 
 
 def _window(size: int, edge: float = 0.1) -> np.ndarray:
