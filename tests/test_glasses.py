@@ -123,3 +123,23 @@ def test_without_the_overlay_glasses_stay_the_generators_and_bad_options_are_ref
         (copy / "bundle.json").write_text(json.dumps(meta | {"glasses_overlay": bad}))
         with pytest.raises(CheckpointError, match="glasses_overlay"):
             load_bundle(copy)
+
+
+def test_cli_bundle_draws_glasses_on_request(glasses_bundle, tmp_path):
+    """`python -m faceapp bundle --glasses-overlay` writes the switch the editor reads; refused without a glasses
+    direction (the slider it rides on)."""
+    from faceapp.bundle import load_bundle
+    from faceapp.cli import main as cli
+    from faceapp.stylegan.checkpoint import save_networks
+
+    _, bundle = glasses_bundle
+    save_networks(tmp_path / "G.safetensors", {"G_ema": bundle.G})
+    bundle.directions.save(tmp_path / "dirs")
+    args = ["bundle", "--generator", str(tmp_path / "G.safetensors"), "--align", "utkface", "--glasses-overlay"]
+    assert cli([*args, "--directions", str(tmp_path / "dirs"), "--out", str(tmp_path / "b")]) == 0
+    b = load_bundle(tmp_path / "b")
+    hi = b.directions["glasses"].strength_range[1]
+    assert b.meta["glasses_overlay"] == {"gan_share": 0.0} and b.glasses_split(hi) == (0.0, 1.0)
+    assert cli([*args, "--out", str(tmp_path / "c")]) != 0
+    assert cli([*args[:-1], "--directions", str(tmp_path / "dirs"), "--out", str(tmp_path / "d")]) == 0
+    assert load_bundle(tmp_path / "d").glasses_split(hi) == (hi, 0.0)  # without the switch: the generator's

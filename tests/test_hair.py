@@ -95,3 +95,41 @@ def test_age_edit_greys_more_with_strength_and_not_younger(face):
     assert plain > c[2] + 3  # the greying is the hair step's, not the prototypes' chroma
     younger = np.asarray(protos.apply(photo, lm, -1.0))
     assert np.array_equal(younger, np.asarray(protos.apply(photo, lm, -1.0, hair=0.0)))  # younger: no hair step
+
+
+def test_the_bundle_says_how_grey_and_the_editor_obeys(face, tmp_path):
+    """bundle.json's age_prototypes_options.hair_grey reaches the editor (0: the hair is left as it was); a value
+    outside 0..1 is refused."""
+    import json
+    import shutil
+
+    from faceapp.bundle import load_bundle, make_random_bundle
+    from faceapp.errors import CheckpointError
+    from faceapp.inversion import InvertConfig
+    from faceapp.pipeline import FaceEditor
+
+    photo, _ = face
+    root = make_random_bundle(tmp_path / "b", resolution=32, seed=4)
+    shutil.copy(DEMO_PROTOTYPES, root / "age_prototypes.safetensors")
+    meta = json.loads((root / "bundle.json").read_text())
+    opts = {"t_per_strength": 0.25, "gan_share": 0.0}
+    results = {}
+    for grey in (None, 0.0):
+        o = opts if grey is None else opts | {"hair_grey": grey}
+        (root / "bundle.json").write_text(json.dumps(meta | {"age_prototypes": "age_prototypes.safetensors",
+                                                             "age_prototypes_options": o}))
+        bundle = load_bundle(root)
+        editor = FaceEditor(bundle, invert_kwargs={"config": InvertConfig(fast_steps_no_encoder=2,
+                                                                          perceptual_weight=0.0)})
+        prepared = editor.prepare(photo)
+        plain = editor.compose(photo, prepared, {})
+        results[grey] = np.asarray(editor.compose(photo, prepared, {"age": 6.0}))
+        lm = prepared[0].aligned.face.landmarks68
+        assert np.array_equal(results[grey], np.asarray(bundle.age_prototypes.apply(plain, lm, 1.5, hair=grey)))
+    hair = _full_mask(photo, lm) > 0.9
+    c = lambda a: np.hypot(*rgb2lab(a)[hair][:, 1:].T).mean()  # noqa: E731
+    assert c(results[0.0]) > c(results[None]) + 3  # the default greys; 0 does not
+    (root / "bundle.json").write_text(json.dumps(meta | {"age_prototypes": "age_prototypes.safetensors",
+                                                         "age_prototypes_options": opts | {"hair_grey": 2.0}}))
+    with pytest.raises(CheckpointError, match="age_prototypes_options"):
+        load_bundle(root)

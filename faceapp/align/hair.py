@@ -79,10 +79,10 @@ def hair_mask(rgb: np.ndarray, landmarks68: np.ndarray) -> tuple[np.ndarray, tup
         return out, (x0, y0, x1, y1)
 
     # the face's frame: u towards the crown; levels in brow-to-chin units from the brows (0) to the chin (-1)
-    length = float(np.hypot(*(p[BROWS].mean(0) - p[8])))
-    u = (p[BROWS].mean(0) - p[8]) / max(length, 1e-6)
+    length = max(float(np.hypot(*(p[BROWS].mean(0) - p[8]))), 1e-6)
+    u = (p[BROWS].mean(0) - p[8]) / length
     ys, xs = np.mgrid[0 : sh[0], 0 : sh[1]].astype(np.float64)
-    level = ((xs - p[BROWS].mean(0)[0]) * u[0] + (ys - p[BROWS].mean(0)[1]) * u[1]) / max(length, 1e-6)
+    level = ((xs - p[BROWS].mean(0)[0]) * u[0] + (ys - p[BROWS].mean(0)[1]) * u[1]) / length
     mouth_level = float((p[62] - p[BROWS].mean(0)) @ u) / length
 
     mask = np.full(sh, cv2.GC_PR_BGD, np.uint8)
