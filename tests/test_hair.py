@@ -133,3 +133,25 @@ def test_the_bundle_says_how_grey_and_the_editor_obeys(face, tmp_path):
                                                          "age_prototypes_options": opts | {"hair_grey": 2.0}}))
     with pytest.raises(CheckpointError, match="age_prototypes_options"):
         load_bundle(root)
+
+
+def test_masks_are_reused_for_the_same_photo_and_face_only(face, monkeypatch):
+    """An aging timeline asks for one face's hair once per frame: the second ask is served from the cache (GrabCut
+    not run again), a changed photo or face is not, and a caller changing its copy changes nothing cached."""
+    from faceapp.align import hair
+
+    photo, lm = face
+    rgb = np.asarray(photo)
+    hair._CACHE.clear()
+    calls = []
+    real = hair._hair_mask
+    monkeypatch.setattr(hair, "_hair_mask", lambda *a: calls.append(1) or real(*a))
+    m1, box = hair_mask(rgb, lm)
+    m1[:] = 0.0  # the caller's copy
+    m2, _ = hair_mask(rgb, lm)
+    assert len(calls) == 1 and m2.max() > 0.5
+    other = rgb.copy()
+    other[box[1]:box[1] + 10, box[0]:box[2]] = 0  # the same face in another photo
+    hair_mask(other, lm)
+    hair_mask(rgb, lm + 1.0)
+    assert len(calls) == 3

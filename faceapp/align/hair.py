@@ -16,6 +16,10 @@ Nothing but the hair's box is touched; the skin never is.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
+
 import cv2
 import numpy as np
 
@@ -49,17 +53,43 @@ def _box(lm: np.ndarray, w: int, h: int) -> tuple[int, int, int, int]:
     return int(x0), int(y0), int(x1), int(y1)
 
 
+#: Recent masks by (box pixels, landmarks) digest: an aging timeline's frames share one photo and one face, and
+#: GrabCut is the costly step (~0.2 s for a face in a 512 px photo). Only masks are kept, never pixels.
+_CACHE: OrderedDict[bytes, np.ndarray] = OrderedDict()
+_CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
+
+
 def hair_mask(rgb: np.ndarray, landmarks68: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Where the face's hair is: (float32 [y1-y0, x1-x0] weights in [0, 1], (x0, y0, x1, y1) box in `rgb`).
 
     rgb: uint8 [H, W, 3]; landmarks68: [68, 2] photo pixels. All zeros where no hair is found above the forehead.
+    The same photo and face give the same mask (GrabCut is seeded), so recent ones are reused.
     """
     lm = np.asarray(landmarks68, np.float64)
     h, w = rgb.shape[:2]
-    x0, y0, x1, y1 = _box(lm, w, h)
+    box = _box(lm, w, h)
+    x0, y0, x1, y1 = box
+    key = hashlib.blake2b(np.ascontiguousarray(rgb[y0:y1, x0:x1]).tobytes() + lm.tobytes() + str(box).encode(),
+                          digest_size=16).digest()
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key].copy(), box
+    mask = _hair_mask(rgb, lm, box)
+    with _CACHE_LOCK:
+        _CACHE[key] = mask
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return mask.copy(), box
+
+
+def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """`hair_mask`'s work, uncached: the mask in `box`."""
+    x0, y0, x1, y1 = box
     out = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.float32)
     if x1 - x0 < 8 or y1 - y0 < 8:
-        return out, (x0, y0, x1, y1)
+        return out
     up = lm[BROWS].mean(0) - lm[8]
     k = min(1.0, WORK_FACE / max(float(np.hypot(*up)), 1e-6))  # work scale
     roi = rgb[y0:y1, x0:x1]
@@ -71,12 +101,12 @@ def hair_mask(rgb: np.ndarray, landmarks68: np.ndarray) -> tuple[np.ndarray, tup
     skin = _poly(face_hull(p, forehead=0.1), sh)
     inner = cv2.erode(skin.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     if inner.sum() < 16:
-        return out, (x0, y0, x1, y1)
+        return out
     skin_lab = np.median(lab[inner], 0)
     strip = _poly(face_hull(p, forehead=0.8), sh) & ~_poly(face_hull(p, forehead=0.5), sh)
     seeds = strip & (np.linalg.norm(lab - skin_lab, axis=-1) > SEED_DELTA_E)
     if strip.sum() == 0 or seeds.sum() < MIN_SEED_SHARE * strip.sum():
-        return out, (x0, y0, x1, y1)
+        return out
 
     # the face's frame: u towards the crown; levels in brow-to-chin units from the brows (0) to the chin (-1)
     length = max(float(np.hypot(*(p[BROWS].mean(0) - p[8]))), 1e-6)
@@ -99,7 +129,7 @@ def hair_mask(rgb: np.ndarray, landmarks68: np.ndarray) -> tuple[np.ndarray, tup
     try:
         cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
     except cv2.error:  # a colour model that cannot be fitted (e.g. a flat image): no hair found
-        return out, (x0, y0, x1, y1)
+        return out
     hair = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
     # only what is connected to the seeds: a dark patch of background elsewhere is not hair
     n, labels = cv2.connectedComponents(hair, connectivity=8)
@@ -119,7 +149,7 @@ def hair_mask(rgb: np.ndarray, landmarks68: np.ndarray) -> tuple[np.ndarray, tup
     soft[skin] = 0.0
     if soft.shape != out.shape:
         soft = cv2.resize(soft, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return np.clip(soft, 0.0, 1.0), (x0, y0, x1, y1)
+    return np.clip(soft, 0.0, 1.0)
 
 
 def grey_hair(rgb: np.ndarray, mask: np.ndarray, amount: float) -> np.ndarray:
