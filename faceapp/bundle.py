@@ -9,7 +9,13 @@ A bundle folder holds ``bundle.json`` and the files it names::
                             "age_prototypes": "age_prototypes.safetensors" (optional),
                             "age_prototypes_options": {"t_per_strength": .., "gan_share": ..,
                                                        "t_per_strength_younger": .. (optional),
-                                                       "hair_grey": 0..1 (optional)},
+                                                       "hair_grey": 0..1 (optional),
+                                                       "wrinkles": 0..5 (optional: drawn fine lines),
+                                                       "by_age": {"ages": [..], "shape": [..], "light": [..],
+                                                                  "gain": [..], "wrinkles": [..]} (optional:
+                                                                  the face's age profile, needs age_estimator)},
+                            "age_estimator": "age_estimator.safetensors" (optional: how old each face looks,
+                                             faceapp.align.age_estimator),
                             "glasses_overlay": {"gan_share": 0..1} (optional: the glasses edit draws
                                                frames on the photo, faceapp.align.glasses),
                             "smile_prototypes": "smile_prototypes.safetensors" (optional),
@@ -24,6 +30,9 @@ A bundle folder holds ``bundle.json`` and the files it names::
                            a sharper, larger face; bundles without one (official FFHQ) render as G does
     age_prototypes.safetensors  optional age prototypes (faceapp.align.prototype.AgePrototypes): the age
                            edit's wrinkles, folds, sagging and greying at the photo's own resolution
+    age_estimator.safetensors  optional age estimator (MobileNetV2, training/age_estimator.py): with
+                           age_prototypes_options' by_age, older faces get more of the aging change and
+                           younger ones less, so "+N years" reads about N years on any face
     smile_prototypes.safetensors  optional smile prototypes (the same format, training/smile_prototypes.py):
                            the smile moves the photo's own mouth and cheeks (no second mouth pasted over it)
     directions/            a DirectionSet (safetensors + JSON)
@@ -130,6 +139,7 @@ class ModelBundle:
     detail: torch.nn.Module | None = None  # the optional detail stage (faceapp.stylegan.detail.DetailNet)
     age_prototypes: object = None  # optional faceapp.align.prototype.AgePrototypes
     smile_prototypes: object = None  # optional, the same class: neutral -> smiling
+    age_estimator: torch.nn.Module | None = None  # optional faceapp.align.age_estimator.AgeEstimator
 
     def age_split(self, strength: float) -> tuple[float, float]:
         """An age strength as (the generator's share of it, the prototypes' t): with age prototypes the photo
@@ -172,6 +182,38 @@ class ModelBundle:
         from faceapp.align.prototype import HAIR_GREY
 
         return float((self.meta.get("age_prototypes_options") or {}).get("hair_grey", HAIR_GREY))
+
+    @property
+    def uses_face_age(self) -> bool:
+        """True when the age edit depends on how old each face looks (an age estimator and a by_age profile)."""
+        opts = self.meta.get("age_prototypes_options") or {}
+        return self.age_prototypes is not None and self.age_estimator is not None and bool(opts.get("by_age"))
+
+    def face_age(self, photo, face) -> float | None:
+        """How old `face` (a faceapp.align.Face of `photo`) looks to the bundle's age estimator, in years; None
+        when the age edit does not use it."""
+        if not self.uses_face_age:
+            return None
+        from faceapp.align.age_estimator import face_age
+
+        return face_age(self.age_estimator, photo, face)
+
+    def age_scales(self, age: float | None) -> dict[str, float] | None:
+        """The aging change's parts ({'shape', 'light', 'gain', 'wrinkles'}, multiples of the prototypes' t) for a
+        face that looks `age` years old: the by_age profile read linearly between its ages (held at its ends);
+        None without a profile or an age."""
+        profile = (self.meta.get("age_prototypes_options") or {}).get("by_age")
+        if age is None or not profile or not self.uses_face_age:
+            return None
+        return {k: float(np.interp(float(age), profile["ages"], profile[k])) for k in AGE_PARTS if k in profile}
+
+    @property
+    def wrinkles(self) -> float:
+        """How much of the missing fine-line energy the age prototypes draw at full strength (bundle.json's
+        age_prototypes_options 'wrinkles'; default faceapp.align.prototype.WRINKLES; 0: none drawn)."""
+        from faceapp.align.prototype import WRINKLES
+
+        return float((self.meta.get("age_prototypes_options") or {}).get("wrinkles", WRINKLES))
 
     @property
     def untrained(self) -> bool:
@@ -357,6 +399,17 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
 
         protos = AgePrototypes.load(proto_path)
         _check_prototype_options(meta.get("age_prototypes_options"), root)
+    age_net = None
+    age_path = _member(root, meta.get("age_estimator"), "age_estimator")
+    if age_path is not None:
+        from faceapp.align.age_estimator import AgeEstimator, register
+        from faceapp.stylegan.checkpoint import load_networks
+
+        register()
+        net = load_networks(age_path, device=device).get("age")
+        if not isinstance(net, AgeEstimator):
+            raise CheckpointError(f"{age_path} holds no age estimator")
+        age_net = net.float().eval().requires_grad_(False)
     smile_protos = None
     smile_path = _member(root, meta.get("smile_prototypes"), "smile_prototypes")
     if smile_path is not None:
@@ -380,13 +433,14 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         raise CheckpointError(f"{root / 'bundle.json'}: bad or missing 'align' spec ({e})") from None
     card_path = _member(root, meta.get("card"), "card")
     card = card_path.read_text(encoding="utf-8") if card_path is not None else ""
-    files = [root / "bundle.json", gen_path] + [p for p in (enc_path, det_path, proto_path, smile_path) if p]
+    files = [root / "bundle.json", gen_path] + [p for p in (enc_path, det_path, proto_path, smile_path, age_path) if p]
     return ModelBundle(
         G=G,
         encoder=encoder,
         detail=detail,
         age_prototypes=protos,
         smile_prototypes=smile_protos,
+        age_estimator=age_net,
         directions=directions,
         align_spec=align,
         card=card,
@@ -397,16 +451,46 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
     )
 
 
-def _check_prototype_options(opts, root, key: str = "age_prototypes_options") -> None:
-    """bundle.json's age_prototypes_options: {'t_per_strength': finite, 'gan_share': in [0, 1],
-    't_per_strength_younger': finite (optional), 'hair_grey': in [0, 1] (optional)}."""
+AGE_PARTS = ("shape", "light", "gain", "wrinkles")
+
+
+def _check_age_profile(profile, root) -> None:
+    """age_prototypes_options' by_age: {'ages': increasing years in [0, 120], and for some of AGE_PARTS a list as
+    long of multiples in [0, 4]}."""
     import math
 
-    ok = isinstance(opts, dict) and set(opts) <= {"t_per_strength", "gan_share", "t_per_strength_younger", "hair_grey"}
     try:
-        ok = ok and all(math.isfinite(float(v)) for v in opts.values())
+        ages = [float(a) for a in profile["ages"]]
+        ok = (isinstance(profile, dict) and set(profile) <= {"ages", *AGE_PARTS} and len(profile) > 1
+              and 1 <= len(ages) <= 32 and all(0 <= a <= 120 for a in ages)
+              and all(b > a for a, b in zip(ages, ages[1:])))
+        for k in AGE_PARTS:
+            if k in profile:
+                vals = [float(v) for v in profile[k]]
+                ok = ok and len(vals) == len(ages) and all(math.isfinite(v) and 0.0 <= v <= 4.0 for v in vals)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{root / 'bundle.json'}: age_prototypes_options' by_age must be {{'ages': [increasing "
+                              f"years], 'shape'/'light'/'gain'/'wrinkles': [as many multiples in 0..4]}}, got "
+                              f"{profile!r}")
+
+
+def _check_prototype_options(opts, root, key: str = "age_prototypes_options") -> None:
+    """bundle.json's age_prototypes_options: {'t_per_strength': finite, 'gan_share': in [0, 1],
+    't_per_strength_younger': finite (optional), 'hair_grey': in [0, 1] (optional), 'wrinkles': in [0, 5] (optional),
+    'by_age': an age profile (optional, `_check_age_profile`)}."""
+    import math
+
+    ok = isinstance(opts, dict) and set(opts) <= {"t_per_strength", "gan_share", "t_per_strength_younger", "hair_grey",
+                                                  "wrinkles", "by_age"}
+    if ok and "by_age" in opts:
+        _check_age_profile(opts["by_age"], root)
+    try:
+        ok = ok and all(math.isfinite(float(v)) for k, v in opts.items() if k != "by_age")
         ok = ok and 0.0 <= float(opts.get("gan_share", 1.0)) <= 1.0
         ok = ok and 0.0 <= float(opts.get("hair_grey", 0.0)) <= 1.0
+        ok = ok and 0.0 <= float(opts.get("wrinkles", 0.0)) <= 5.0
         ok = ok and all(abs(float(opts.get(k, 0))) < 10 for k in ("t_per_strength", "t_per_strength_younger"))
     except (TypeError, ValueError):
         ok = False
@@ -498,6 +582,7 @@ def save_bundle(
     age_prototypes_options: dict | None = None,
     smile_prototypes=None,
     smile_prototypes_options: dict | None = None,
+    age_estimator: torch.nn.Module | None = None,
 ) -> Path:
     """Write a bundle folder (see the module doc); returns its path. bundle.json is written last.
 
@@ -505,6 +590,8 @@ def save_bundle(
     ``age_prototypes``: optional `AgePrototypes`, stored as age_prototypes.safetensors, used as
     ``age_prototypes_options`` say ({'t_per_strength', 'gan_share'}, see `ModelBundle.age_split`);
     ``smile_prototypes`` likewise (smile_prototypes.safetensors, `ModelBundle.smile_split`).
+    ``age_estimator``: an optional `AgeEstimator`, stored as age_estimator.safetensors (float32): with a by_age
+    profile in ``age_prototypes_options`` each face is aged by its own share (`ModelBundle.age_scales`).
 
     ``dtype=torch.float16`` stores the networks' float32 tensors in half precision (half the size;
     loading casts them back to float32), as the demo bundle does to keep every file under 10 MB.
@@ -534,6 +621,8 @@ def save_bundle(
         _check_prototype_options(age_prototypes_options, root)
         with atomic_path(root / "age_prototypes.safetensors") as tmp:
             age_prototypes.save(tmp)
+    if age_estimator is not None:
+        save_networks(root / "age_estimator.safetensors", {"age": age_estimator})
     if smile_prototypes is not None:
         _check_prototype_options(smile_prototypes_options, root, key="smile_prototypes_options")
         with atomic_path(root / "smile_prototypes.safetensors") as tmp:
@@ -553,6 +642,7 @@ def save_bundle(
         **({"detail": "detail.safetensors"} if detail is not None else {}),
         **({"age_prototypes": "age_prototypes.safetensors", "age_prototypes_options": dict(age_prototypes_options)}
            if age_prototypes is not None else {}),
+        **({"age_estimator": "age_estimator.safetensors"} if age_estimator is not None else {}),
         **({"smile_prototypes": "smile_prototypes.safetensors",
             "smile_prototypes_options": dict(smile_prototypes_options)} if smile_prototypes is not None else {}),
         "directions": "directions/" if directions is not None and len(directions) else None,
@@ -636,6 +726,9 @@ def build_bundle(
     glasses_overlay: bool = False,
     smile_prototypes: str | os.PathLike | None = None,
     smile_prototypes_end: float = 1.0,
+    age_estimator: str | os.PathLike | None = None,
+    age_profile: str | os.PathLike | None = None,
+    age_wrinkles: float | None = None,
 ) -> Path:
     """Make a bundle folder at `out` from files in any supported format; returns `out`.
 
@@ -658,6 +751,10 @@ def build_bundle(
             training/age_prototypes.py); they need an age direction. At the age slider's end the prototypes move the
             face by t = age_prototypes_end (at its younger end by age_prototypes_younger_end, default the same), and
             the generator gets age_gan_share of the slider's strength.
+        age_estimator: an optional age estimator (faceapp checkpoint of an AgeEstimator, training/age_estimator.py),
+            with age_profile: a JSON file holding a by_age profile (training/age_profile.py's output, or the profile
+            alone), so each face gets the aging parts its estimated age calls for (`ModelBundle.age_scales`).
+        age_wrinkles: the age prototypes' drawn-line amount (default faceapp.align.prototype.WRINKLES).
 
     Raises:
         DirectionMismatchError: a direction file made for another generator (see faceapp.edits.provenance).
@@ -737,6 +834,18 @@ def build_bundle(
         proto_opts = {"t_per_strength": round(float(age_prototypes_end) / end, 6), "gan_share": float(age_gan_share)}
         if age_prototypes_younger_end is not None:
             proto_opts["t_per_strength_younger"] = round(float(age_prototypes_younger_end) / end, 6)
+        if age_wrinkles is not None:
+            proto_opts["wrinkles"] = float(age_wrinkles)
+        if age_profile is not None:
+            try:
+                doc = json.loads(Path(age_profile).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise CheckpointError(f"{age_profile}: not a readable age profile ({e})") from None
+            proto_opts["by_age"] = doc.get("by_age", doc) if isinstance(doc, dict) else doc
+            if age_estimator is None:
+                raise CheckpointError("an age profile goes with an age estimator (--age-estimator): it reads each "
+                                      "face's age")
+            options["age_profile"] = os.fspath(age_profile)
         _check_prototype_options(proto_opts, Path(out))
         sources["age_prototypes"] = {"file": Path(age_prototypes).name, "format": "faceapp"}
         options |= {"age_prototypes": os.fspath(age_prototypes), "age_prototypes_end": float(age_prototypes_end),
@@ -754,9 +863,19 @@ def build_bundle(
         sources["smile_prototypes"] = {"file": Path(smile_prototypes).name, "format": "faceapp"}
         options |= {"smile_prototypes": os.fspath(smile_prototypes),
                     "smile_prototypes_end": float(smile_prototypes_end)}
+    age_net = None
+    if age_estimator is not None:
+        from faceapp.align.age_estimator import AgeEstimator
+        from faceapp.stylegan.checkpoint import load_networks
+
+        age_net = load_networks(Path(age_estimator), device=device).get("age")
+        if not isinstance(age_net, AgeEstimator):
+            raise CheckpointError(f"{age_estimator} holds no age estimator")
+        sources["age_estimator"] = {"file": Path(age_estimator).name, "format": "faceapp"}
+        options["age_estimator"] = os.fspath(age_estimator)
     return save_bundle(out, G=G, align_spec=spec, encoder=E, directions=direction_set, name=name, card=card,
                        meta=meta, detail=det, age_prototypes=protos, age_prototypes_options=proto_opts,
-                       smile_prototypes=smile_protos, smile_prototypes_options=smile_opts)
+                       smile_prototypes=smile_protos, smile_prototypes_options=smile_opts, age_estimator=age_net)
 
 
 def _build_card(name: str, G, fp: dict, sources: dict, align: str, notes: list[str]) -> str:

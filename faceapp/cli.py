@@ -429,7 +429,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                         age_prototypes_end=args.age_prototypes_end, age_gan_share=args.age_gan_share,
                         age_prototypes_younger_end=args.age_prototypes_younger_end,
                         glasses_overlay=args.glasses_overlay, smile_prototypes=args.smile_prototypes,
-                        smile_prototypes_end=args.smile_prototypes_end)
+                        smile_prototypes_end=args.smile_prototypes_end, age_estimator=args.age_estimator,
+                        age_profile=args.age_profile, age_wrinkles=args.age_wrinkles)
     _print_bundle(path, force_directions=args.force_directions)
     print(f"use it: python app.py --model {path}")
     print(f"    or: python -m faceapp edit PHOTO --model {path} --age 2 --out OUT.png")
@@ -474,6 +475,14 @@ def _add_bundle(subparsers) -> None:
     p.add_argument("--age-gan-share", type=float, default=0.0, metavar="S",
                    help="the generator's share of the age edit next to the prototypes, 0..1 (default 0: a 64 px "
                    "generator's aging reads as smudges; 1 for a generator that renders age well)")
+    p.add_argument("--age-wrinkles", type=float, default=None, metavar="W",
+                   help="share of the older group's missing fine-line energy the age prototypes draw at the slider's "
+                   "end, 0..5 (default 1.5; 0: none drawn)")
+    p.add_argument("--age-estimator", metavar="FILE",
+                   help="an age estimator (python -m training.age_estimator): with --age-profile each face is aged "
+                   "by the parts its estimated age calls for")
+    p.add_argument("--age-profile", metavar="FILE",
+                   help="the age profile (python -m training.age_profile's JSON): the aging parts by estimated age")
     p.add_argument("--glasses-overlay", action="store_true",
                    help="the glasses edit draws frames on the photo, fitted to the landmarks (for a small generator "
                    "that cannot add glasses; needs a glasses direction for the slider)")

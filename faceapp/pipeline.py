@@ -192,12 +192,14 @@ class EditableFace:
 
     index: its rank in the photo (0 = largest). aligned: the crop at the generator's
     resolution and the map back into the photo. inversion: `faceapp.inversion.Inversion`
-    (ws [1, num_ws, w_dim], and G: the shared generator, or a tuned copy in 'best' mode).
+    (ws [1, num_ws, w_dim], and G: the shared generator, or a tuned copy in 'best' mode). age: its estimated
+    age in the unedited photo (`ModelBundle.face_age`), when the bundle's age edit depends on it.
     """
 
     index: int
     aligned: AlignedFace
     inversion: object
+    age: float | None = None  # how old the face looks in the photo (when the bundle's age edit uses it)
 
     @property
     def ws(self) -> torch.Tensor:
@@ -647,7 +649,8 @@ class FaceEditor:
             msg = f"face {i + 1} of {len(found)}: " if len(indices) > 1 else ""
             sub = _sub_progress(progress, k / len(indices), (k + 1) / len(indices), msg)
             aligned = self.align(photo, found[i])
-            out.append(EditableFace(i, aligned, self.invert(aligned, mode, sub, cache=cache)))
+            out.append(EditableFace(i, aligned, self.invert(aligned, mode, sub, cache=cache),
+                                    age=self.bundle.face_age(photo, found[i])))
         return out
 
     def compose(
@@ -713,7 +716,12 @@ class FaceEditor:
             if ov.get("smile"):  # before aging: the smile moves the face's own features, then they age
                 photo = self.bundle.smile_prototypes.apply(photo, lm, ov["smile"], hair=0.0)
             if ov.get("age"):
-                photo = self.bundle.age_prototypes.apply(photo, lm, ov["age"], hair=self.bundle.hair_grey)
+                age = f.age
+                if age is None and ov["age"] > 0 and self.bundle.uses_face_age:  # made without prepare()
+                    age = self.bundle.face_age(photo, f.aligned.face)
+                photo = self.bundle.age_prototypes.apply(photo, lm, ov["age"], hair=self.bundle.hair_grey,
+                                                         wrinkles=self.bundle.wrinkles,
+                                                         scales=self.bundle.age_scales(age))
             if ov.get("glasses"):
                 photo = draw_glasses(photo, lm, ov["glasses"])
         return photo

@@ -58,7 +58,9 @@ def test_zero_strength_and_no_difference_change_nothing(face):
     photo, lm, lmc = face
     p = _protos(lmc)
     assert np.array_equal(np.asarray(p.apply(photo, lm, 0.0)), np.asarray(photo))
-    out = np.asarray(p.apply(photo, lm, 1.5, hair=0.0)).astype(int)  # identical groups: nothing to move towards
+    # identical groups: nothing to move towards (drawn lines aside: they bring the older group's line energy to skin
+    # that lacks it, whatever the younger group's; tested below)
+    out = np.asarray(p.apply(photo, lm, 1.5, hair=0.0, wrinkles=0.0)).astype(int)
     assert np.abs(out - np.asarray(photo).astype(int)).max() <= 2
 
 
@@ -276,3 +278,137 @@ def test_a_turned_faces_near_side_gets_the_whole_change(face):
     turned[30, 0] = (lmc[0, 0] + lmc[16, 0]) / 2 - 0.45 * width  # the other way, fully in profile
     w = _near_side(turned, S)[S // 2]
     assert w[int(lmc[16, 0])] == pytest.approx(1.0) and w[0] == pytest.approx(0.0)
+
+
+def test_drawn_lines_follow_the_older_faces_folds_keep_the_tone_and_repeat(face):
+    """Where the older group has more fine-line energy than the photo's skin, lines are drawn (older only): they
+    run along the older mean face's folds (horizontal stripes here), leave the skin's tone and a grey photo's
+    greyness alone, come out the same twice, and `wrinkles=0` draws none."""
+    photo, lm, lmc = face
+    old_lab = np.zeros((S, S, 3), np.float32)
+    old_lab[...] = (60.0, 15.0, 20.0)
+    old_lab[(np.arange(S) % 6) < 2, :, 0] -= 8.0  # the older mean face: horizontal folds everywhere
+    young_lab = np.repeat(old_lab.mean((0, 1), keepdims=True), S, 0).repeat(S, 1)
+    energy = np.full((3, S, S), 0.5, np.float32)
+    p = AgePrototypes(size=S, mean_shape=lmc, young_shape=lmc, old_shape=lmc, young_lab=young_lab, old_lab=young_lab,
+                      young_energy=energy, old_energy=energy * 12.0)  # the older group: 12x the line energy
+    p_folds = AgePrototypes(size=S, mean_shape=lmc, young_shape=lmc, old_shape=lmc, young_lab=young_lab,
+                            old_lab=old_lab, young_energy=energy, old_energy=energy * 12.0)
+    before = np.asarray(photo)
+    plain = np.asarray(p.apply(photo, lm, 1.0, hair=0.0, wrinkles=0.0))
+    drawn = np.asarray(p.apply(photo, lm, 1.0, hair=0.0, wrinkles=1.5))
+    assert np.array_equal(drawn, np.asarray(p.apply(photo, lm, 1.0, hair=0.0, wrinkles=1.5)))  # seeded
+    assert np.array_equal(np.asarray(p.apply(photo, lm, -1.0, hair=0.0, wrinkles=1.5)),
+                          np.asarray(p.apply(photo, lm, -1.0, hair=0.0, wrinkles=0.0)))  # younger: none
+    cheek = (slice(int(lm[29, 1]) - 8, int(lm[29, 1]) + 8), slice(int(lm[2, 0]) + 6, int(lm[31, 0]) - 4))
+    light = lambda a: rgb2lab(a)[..., 0].astype(np.float32)  # noqa: E731
+    change = light(drawn) - light(plain)
+    assert change[cheek].std() > 0.8  # lines were drawn on the cheek (where its own were fainter than the target)
+    assert delta_e(mean_skin_lab(plain, lm), mean_skin_lab(drawn, lm)) < 1.5  # and no tone came with them
+    # with folds in the older mean face, the lines run along them: lightness varies across (y) more than along (x)
+    folds = light(np.asarray(p_folds.apply(photo, lm, 1.0, hair=0.0, wrinkles=1.5))) - light(plain)
+    m = eye_similarity(lm, S)
+    turn = np.degrees(np.arctan2(m[1, 0], m[0, 0]))
+    assert abs(turn) < 10  # the astronaut's face is upright, so canonical horizontal is the photo's
+    d = folds[cheek]
+    gy, gx = np.abs(np.diff(d, axis=0)).mean(), np.abs(np.diff(d, axis=1)).mean()
+    assert gy > 1.3 * gx
+    grey = photo.convert("L").convert("RGB")
+    assert face_chroma(np.asarray(p.apply(grey, lm, 1.0, wrinkles=1.5)), lm) < 0.5
+
+
+def test_scales_move_each_part_by_its_own_multiple_of_t(face):
+    """scales={'shape': 2} at t moves the face as t x 2 does (prototypes that differ by shape alone), scales are
+    ignored when younger, and {'shape': 0} leaves the features where they were."""
+    photo, lm, lmc = face
+    p = _protos(lmc, shift=(0.0, 2.0))
+    kw = {"hair": 0.0, "wrinkles": 0.0}
+    assert np.array_equal(np.asarray(p.apply(photo, lm, 0.75, scales={"shape": 2.0}, **kw)),
+                          np.asarray(p.apply(photo, lm, 1.5, **kw)))
+    assert np.array_equal(np.asarray(p.apply(photo, lm, -0.75, scales={"shape": 2.0}, **kw)),
+                          np.asarray(p.apply(photo, lm, -0.75, **kw)))
+    still = np.asarray(p.apply(photo, lm, 1.5, scales={"shape": 0.0}, **kw)).astype(int)
+    assert np.abs(still - np.asarray(photo)).max() <= 2
+
+
+def test_a_bundles_age_profile_ages_each_face_by_its_own_estimated_age(face, proto_bundle, tmp_path):
+    """A bundle with an age estimator and a by_age profile: prepare() reads each face's age once, on the
+    estimator's UTKFace-style crop; compose ages it with the profile's parts read at that age; bad profiles and
+    estimator files are refused."""
+    import dataclasses
+    import json
+    import shutil
+
+    import torch
+
+    from faceapp.align.age_estimator import AgeEstimator, face_age
+    from faceapp.bundle import load_bundle
+    from faceapp.inversion import InvertConfig
+    from faceapp.pipeline import FaceEditor
+    from faceapp.stylegan.checkpoint import save_networks
+
+    photo, lm, _ = face
+    root = tmp_path / "b"
+    shutil.copytree(proto_bundle.root, root)
+    torch.manual_seed(0)
+    net = AgeEstimator(resolution=32, width_mult=0.25).eval()
+    save_networks(root / "age_estimator.safetensors", {"age": net})
+    meta = json.loads((root / "bundle.json").read_text())
+    profile = {"ages": [0, 100], "shape": [0.0, 2.0], "wrinkles": [0.0, 1.0]}
+    meta["age_estimator"] = "age_estimator.safetensors"
+    meta["age_prototypes_options"] |= {"by_age": profile}
+    (root / "bundle.json").write_text(json.dumps(meta))
+    b = load_bundle(root)
+    assert b.uses_face_age and b.age_scales(25.0) == {"shape": 0.5, "wrinkles": 0.25}
+    assert b.age_scales(150.0) == {"shape": 2.0, "wrinkles": 1.0} and b.age_scales(None) is None
+    editor = FaceEditor(b, invert_kwargs={"config": InvertConfig(fast_steps_no_encoder=2, perceptual_weight=0.0)})
+    prepared = editor.prepare(photo)
+    age = face_age(b.age_estimator, photo, prepared[0].aligned.face)
+    assert prepared[0].age == pytest.approx(age) and 0 < age < 100
+    plain = editor.compose(photo, prepared, {})
+    aged = editor.compose(photo, prepared, {"age": 6.0})
+    by_hand = b.age_prototypes.apply(plain, lm, 0.6, scales={"shape": age / 50, "wrinkles": age / 100})
+    assert np.array_equal(np.asarray(aged), np.asarray(by_hand))
+    unscaled = b.age_prototypes.apply(plain, lm, 0.6)
+    assert not np.array_equal(np.asarray(aged), np.asarray(unscaled))  # the profile made a difference
+    # without an estimator the profile is not used
+    assert not dataclasses.replace(b, age_estimator=None).uses_face_age
+    for bad in ({"ages": [50, 10], "shape": [1, 1]}, {"ages": [10, 50], "shape": [1]},
+                {"ages": [10, 50], "shape": [1, 9]}, {"ages": [10, 50], "colour": [1, 1]}, {"ages": [10, 50]}):
+        meta["age_prototypes_options"]["by_age"] = bad
+        (root / "bundle.json").write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match="by_age"):
+            load_bundle(root)
+    meta["age_prototypes_options"]["by_age"] = profile
+    (root / "bundle.json").write_text(json.dumps(meta))
+    (root / "age_estimator.safetensors").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_bundle(root)
+
+
+def test_cli_bundle_takes_an_age_estimator_profile_and_line_amount(face, proto_bundle, tmp_path):
+    """`faceapp bundle --age-estimator --age-profile --age-wrinkles`: stored and loaded back (the profile as
+    training/age_profile.py writes it); a profile without an estimator is refused."""
+    import json
+
+    import torch
+
+    from faceapp.align.age_estimator import AgeEstimator
+    from faceapp.bundle import load_bundle
+    from faceapp.cli import main as cli
+    from faceapp.stylegan.checkpoint import save_networks
+
+    save_networks(tmp_path / "G.safetensors", {"G_ema": proto_bundle.G})
+    proto_bundle.directions.save(tmp_path / "dirs")
+    torch.manual_seed(0)
+    save_networks(tmp_path / "age.safetensors", {"age": AgeEstimator(resolution=32, width_mult=0.25).eval()})
+    profile = {"ages": [30.0, 60.0], "shape": [0.8, 1.7], "wrinkles": [1.0, 1.3]}
+    (tmp_path / "profile.json").write_text(json.dumps({"by_age": profile, "table": []}))
+    args = ["bundle", "--generator", str(tmp_path / "G.safetensors"), "--align", "utkface", "--directions",
+            str(tmp_path / "dirs"), "--age-prototypes", str(proto_bundle.root / "age_prototypes.safetensors"),
+            "--age-wrinkles", "0.5", "--age-profile", str(tmp_path / "profile.json")]
+    assert cli([*args, "--age-estimator", str(tmp_path / "age.safetensors"), "--out", str(tmp_path / "b")]) == 0
+    b = load_bundle(tmp_path / "b")
+    assert b.uses_face_age and b.wrinkles == 0.5
+    assert b.age_scales(45.0) == {"shape": pytest.approx(1.25), "wrinkles": pytest.approx(1.15)}
+    assert cli([*args, "--out", str(tmp_path / "c")]) != 0  # a profile needs an estimator to read ages

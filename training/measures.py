@@ -72,14 +72,3 @@ def detail_energy(before: np.ndarray, after: np.ndarray, lm68: np.ndarray, sigma
     band = cv2.Laplacian(cv2.GaussianBlur(change, (0, 0), sigma), cv2.CV_32F)
     return float(np.mean(band[face_mask_of(lm68, change.shape)] ** 2))
 
-
-def estimate_ages(net, images, batch: int = 64) -> np.ndarray:
-    """Ages [N] (years) of UTKFace-style crops (uint8 arrays [H,W,3] or PIL images) by an age estimator `net`
-    (training/age_estimator.py's AgeEstimator: images [B,3,H,W] in [-1, 1] -> ages [B])."""
-    from faceapp.imageio import from_uint8
-
-    out = []
-    for i in range(0, len(images), batch):
-        arr = np.stack([np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images[i:i + batch]])
-        out.append(net(from_uint8(arr)).float().cpu().numpy())  # from [B,3,H,W]
-    return np.concatenate(out) if out else np.zeros(0)

@@ -21,7 +21,10 @@ group's mean to the older one's; t < 0 makes it younger), in the photo itself:
    energy ratio (older: the person's own lines deepen; younger: they smooth out);
 4. colour: chroma is only ever scaled down (greying hair and brows), never on the skin, so the person keeps their
    skin tone and a greyscale photo stays greyscale;
-5. hair (older only): the hair found round the face (`faceapp.align.hair`) turns silver, more the older the edit.
+5. hair (older only): the hair found round the face (`faceapp.align.hair`) turns silver, more the older the edit;
+6. lines (older only): where the skin has less fine-line energy than the older group's even after step 3 (smooth,
+   young or blurred skin), new fine lines are drawn along the older mean face's own fold directions (forehead
+   lines, nasolabial folds, arcs under the eyes), at the photo's resolution.
 
 Nothing but the face's box is touched, so a 12 MP photo costs what its face costs.
 """
@@ -59,6 +62,13 @@ YOUNGER_LIGHT = 1.0
 #: as (t / HAIR_FULL_T) ** 1.5 before it: a timeline greys gradually, at the temples' pace rather than at once.
 HAIR_GREY = 0.85
 HAIR_FULL_T = 1.5
+#: Older (t > 0): where the older group's skin has more fine-line energy than the photo's skin keeps after its own
+#: lines are deepened (smooth, young or blurred skin), new lines are drawn: band-limited noise stretched along the
+#: older prototype's own fold directions, this share of the missing energy at t = WRINKLE_FULL_T (growing with t).
+WRINKLES = 1.5
+WRINKLE_FULL_T = 1.75
+#: The drawn lines' length along their direction, in units of their band's width.
+WRINKLE_STRETCH = 3.0
 
 
 def eye_similarity(lm68: np.ndarray, size: float) -> np.ndarray:
@@ -193,7 +203,7 @@ class AgePrototypes:
             return float(max(t, min(floor - self.progress(lm_canon), 0.0)))
         return float(min(t, max(float(cap) - self.progress(lm_canon), 0.0)))
 
-    def fields(self, lm_canon: np.ndarray, t: float) -> dict[str, np.ndarray]:
+    def fields(self, lm_canon: np.ndarray, t: float, scales: dict | None = None) -> dict[str, np.ndarray]:
         """The edit in the canonical frame for a face with landmarks `lm_canon` [68, 2] (canonical px), strength t.
 
         Returns float32 [size, size] maps in the aged face's geometry: 'map_x', 'map_y' (where each pixel comes
@@ -207,10 +217,12 @@ class AgePrototypes:
         # a turned face: its near side gets the whole (frontal) shape and lightness change, its far side less
         near = _near_side(lm, s)
         t = self.effective_t(lm, t)
+        # older only: each part of the change may move by its own multiple of t (a face's age profile)
+        sc = {k: float(v) for k, v in (scales or {}).items()} if t > 0 else {}
         back_shape = float(self.meta.get("negative_shape", YOUNGER_SHAPE))  # t < 0: the share of shape change
         at_lm = cv2.remap(near, lm[:, 0:1].astype(np.float32), lm[:, 1:2].astype(np.float32), cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)  # [68, 1]: the weight at each landmark
-        target = lm + t * (1.0 if t > 0 else back_shape) * at_lm * (self.old_shape - self.young_shape)
+        target = lm + t * (sc.get("shape", 1.0) if t > 0 else back_shape) * at_lm * (self.old_shape - self.young_shape)
         map_x, map_y = _piecewise_map(target, lm, s)
         gx, gy = _grid(s)
         window = _window(s)  # every change fades out before the frame's edge: no seam where it ends
@@ -234,7 +246,7 @@ class AgePrototypes:
         # lightness only on the face: around it the groups' means differ by their photos' backgrounds and hair
         # (lighter in older people's photos), which would draw a light rim round the head, not age
         face = _feathered_polygon(face_hull(target, forehead=0.45), s, 0.2)
-        light_t = t if t > 0 else t * YOUNGER_LIGHT
+        light_t = t * sc.get("light", 1.0) if t > 0 else t * YOUNGER_LIGHT
         # meta 'skin_light' (smile prototypes): the share of the lightness change outside the lips' inside; the
         # smilers' mean folds, added whole, read as grey smudges beside a pale face's nose
         share = float(self.meta.get("skin_light", 1.0))
@@ -244,7 +256,9 @@ class AgePrototypes:
         eps = 0.05  # energy floor (L units): a flat region must not get an enormous gain
         for k in range(len(self.sigmas)):
             ratio = (proto(self.old_energy[k]) + eps) / (proto(self.young_energy[k]) + eps)
-            out[f"gain{k}"] = 1.0 + window * (np.clip(ratio, 0.25, 4.0) ** t - 1.0)
+            out[f"gain{k}"] = 1.0 + window * (np.clip(ratio, 0.25, 4.0) ** (t * sc.get("gain", 1.0)) - 1.0)
+        if t > 0:
+            out.update(self._wrinkle_fields(old[..., 0], target, proto, window * near))
         c_young, c_old = np.hypot(young[..., 1], young[..., 2]), np.hypot(old[..., 1], old[..., 2])
         ratio = (c_old + 4.0) / (c_young + 4.0)
         ratio = (mouth * cv2.GaussianBlur(ratio, (0, 0), s / 96)
@@ -255,12 +269,45 @@ class AgePrototypes:
         out["chroma"] = (1.0 - window * (1.0 - factor) * (1.0 - skin)).astype(np.float32)
         return out
 
-    def apply(self, photo: Image.Image, landmarks68: np.ndarray, t: float, *, hair: float | None = None) -> Image.Image:
+    def _wrinkle_fields(self, old_light: np.ndarray, target: np.ndarray, proto, weight: np.ndarray) -> dict:
+        """Canonical maps for drawn lines: 'wr_skin' (where: the skin, less brows, eyes and lips), 'wr_c', 'wr_s'
+        (the older prototype's fold direction as coherence x (cos, sin) of twice the line's angle) and 'wr_target{k}'
+        (the older group's band energy), all in the aged face's geometry."""
+        from faceapp.align.paste import _feathered_polygon, face_hull
+
+        s = self.size
+        skin = _feathered_polygon(face_hull(target, forehead=0.35), s, 0.15)
+        lift = 0.06 * float(target[8, 1] - target[27, 1])
+        for idx in (range(17, 22), range(22, 27), range(36, 42), range(42, 48), range(48, 60)):
+            poly = target[list(idx)]
+            if len(poly) == 5:  # a brow: closed by the same line a little lower
+                poly = np.vstack([poly, poly[::-1] + [0.0, lift]])
+            skin = skin * (1.0 - _feathered_polygon(poly, s, 0.35))
+        # the mean older face's folds (forehead lines, nasolabial folds, arcs under the eyes) give the lines' way:
+        # the structure tensor of its lightness band, whose lines run across its gradient
+        band = cv2.GaussianBlur(old_light, (0, 0), 1.5) - cv2.GaussianBlur(old_light, (0, 0), 3.0)
+        gx, gy = cv2.Sobel(band, cv2.CV_32F, 1, 0), cv2.Sobel(band, cv2.CV_32F, 0, 1)
+        jxx, jxy, jyy = (cv2.GaussianBlur(a, (0, 0), s / 48) for a in (gx * gx, gx * gy, gy * gy))
+        coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy ** 2) / (jxx + jyy + 1e-6)
+        # twice the line's angle = twice the gradient's + pi
+        c2, s2 = -(jxx - jyy), -2 * jxy
+        norm = np.hypot(c2, s2) + 1e-9
+        out = {"wr_skin": (skin * weight).astype(np.float32),
+               "wr_c": (coherence * c2 / norm).astype(np.float32), "wr_s": (coherence * s2 / norm).astype(np.float32)}
+        for k in range(len(self.sigmas)):
+            out[f"wr_target{k}"] = proto(self.old_energy[k]).astype(np.float32)
+        return out
+
+    def apply(self, photo: Image.Image, landmarks68: np.ndarray, t: float, *, hair: float | None = None,
+              wrinkles: float | None = None, scales: dict | None = None) -> Image.Image:
         """`photo` with the face at `landmarks68` ([68, 2] photo pixels) aged by t (t < 0: younger); RGB out.
 
         t = 0 returns an unchanged copy. The face's change stays inside a feathered head outline (face, hairline,
         neck); with t > 0 the hair round it also greys, up to `hair` (0..1; default HAIR_GREY for age prototypes,
-        0 for smile prototypes; 0: hair untouched).
+        0 for smile prototypes; 0: hair untouched) and fine lines are drawn where the skin lacks the older group's
+        (`wrinkles`: the share of the missing line energy drawn at t = WRINKLE_FULL_T; default WRINKLES for age
+        prototypes, 0 for smile prototypes). scales (t > 0 only): {'shape', 'light', 'gain', 'wrinkles'} multiples
+        of t for each part of the change (default 1; `faceapp.bundle.ModelBundle.age_scales` gives a face's).
         """
         from faceapp.align.paste import _feathered_polygon, head_hull
 
@@ -271,7 +318,7 @@ class AgePrototypes:
         s = self.size
         m = eye_similarity(lm, s)  # photo -> canonical
         inv = cv2.invertAffineTransform(m)
-        f = self.fields(lm @ m[:, :2].T + m[:, 2], t)
+        f = self.fields(lm @ m[:, :2].T + m[:, 2], t, scales)
         # The head's box in the photo: everything happens there.
         hull = head_hull(lm, top=0.8, widen=1.2, neck=0.3)
         w, h = rgb.size
@@ -306,6 +353,16 @@ class AgePrototypes:
             band = cv2.GaussianBlur(light, (0, 0), sg) - cv2.GaussianBlur(light, (0, 0), 2 * sg)
             delta += at(f[f"gain{k}"] - 1.0) * band  # outside the canonical frame: gain 1
         lab[..., 0] = light + delta
+        if wrinkles is None:
+            wrinkles = 0.0 if self.meta.get("kind") == "smile" else WRINKLES
+        if t > 0 and wrinkles > 0 and "wr_skin" in f:
+            rho = np.arctan2(m[1, 0], m[0, 0])  # the similarity's rotation: photo angle a is canonical angle a + rho
+            c, sn = at(f["wr_c"]), at(f["wr_s"])
+            c, sn = c * np.cos(2 * rho) + sn * np.sin(2 * rho), sn * np.cos(2 * rho) - c * np.sin(2 * rho)
+            amount = wrinkles * min(t / WRINKLE_FULL_T, 1.5) * float((scales or {}).get("wrinkles", 1.0))
+            lab[..., 0] += _draw_lines(lab[..., 0], at(f["wr_skin"]), c, sn,
+                                       [at(f[f"wr_target{k}"]) for k in range(len(self.sigmas))],
+                                       [max(sg * scale, 0.5) for sg in self.sigmas], amount)
         # 4. chroma only down, never on the skin; greying fades out over a wide band so that greyed hair inside
         # the head's outline meets the hair outside it without an edge
         side = max(x1 - x0, y1 - y0)
@@ -338,6 +395,64 @@ def _grey_hair(before: Image.Image, after: Image.Image, lm: np.ndarray, amount: 
         out = np.repeat(out.mean(-1, keepdims=True), 3, -1)
     after.paste(Image.fromarray(np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)), (x0, y0))
     return after
+
+
+def _band(a: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(a, (0, 0), sigma) - cv2.GaussianBlur(a, (0, 0), 2 * sigma)
+
+
+def _line_kernel(sigma: float, angle: float, stretch: float) -> np.ndarray:
+    """A Gaussian kernel `stretch` times longer along `angle` (radians, image x to y) than across it."""
+    half = int(np.ceil(3 * sigma * stretch))
+    ys, xs = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
+    along, across = xs * np.cos(angle) + ys * np.sin(angle), -xs * np.sin(angle) + ys * np.cos(angle)
+    k = np.exp(-0.5 * ((along / (sigma * stretch)) ** 2 + (across / sigma) ** 2))
+    return (k / k.sum()).astype(np.float32)
+
+
+def _draw_lines(light: np.ndarray, where: np.ndarray, c2: np.ndarray, s2: np.ndarray, targets, sigmas,
+                amount: float, seed: int = 0) -> np.ndarray:
+    """Lightness [H, W] to add: in each band (photo-px `sigmas`), fine lines where `targets` (the older group's band
+    energy [H, W]) exceeds the photo's own (`light`), `amount` x the shortfall, on `where` [H, W] in [0, 1].
+
+    The lines are white noise stretched along the local direction ((c2, s2): coherence x (cos, sin) of twice the
+    line's angle; where the direction is unclear the noise stays round, like pores and spots), then band-passed.
+    Each band is made where its sigma is ~1.2 px and enlarged, so a large photo costs what a small one does. Seeded:
+    the same face gets the same lines, and a timeline's lines deepen rather than flicker.
+    """
+    h, w = light.shape
+    out = np.zeros((h, w), np.float32)
+    angles = np.arange(4) * np.pi / 4
+    for k, sg in enumerate(sigmas):
+        own = cv2.GaussianBlur(np.abs(_band(light, sg)), (0, 0), 2 * sg)
+        amp = amount * np.maximum(targets[k] - own, 0.0) * where
+        if float(amp.max()) < 1e-3:
+            continue
+        f = max(sg / 1.2, 1.0)
+        hs, ws = max(int(np.ceil(h / f)), 1), max(int(np.ceil(w / f)), 1)
+        sd = sg / f
+        z = np.random.default_rng(seed + k).standard_normal((5, hs, ws)).astype(np.float32)
+        if f > 1:
+            cs, ss = (cv2.resize(a, (ws, hs), interpolation=cv2.INTER_AREA) for a in (c2, s2))
+        else:
+            cs, ss = c2, s2
+        coh, th2 = np.clip(np.hypot(cs, ss), 0.0, 1.0), np.arctan2(ss, cs)
+        wts = np.stack([np.maximum(np.cos(th2 - 2 * a), 0.0) ** 2 for a in angles])
+        wts /= wts.sum(0) + 1e-6
+        lines = sum(wts[i] * _unit_band(cv2.filter2D(z[i], -1, _line_kernel(sd, angles[i], WRINKLE_STRETCH)), sd)
+                    for i in range(4))
+        lines = lines / np.sqrt((wts ** 2).sum(0) + 1e-6)  # independent fields mixed: keep unit strength
+        tex = ((1 - coh) * _unit_band(z[4], sd) + coh * lines) / np.sqrt((1 - coh) ** 2 + coh ** 2)
+        if f > 1:
+            tex = cv2.resize(tex, (w, h), interpolation=cv2.INTER_CUBIC)
+        out += amp * tex
+    return out
+
+
+def _unit_band(a: np.ndarray, sigma: float) -> np.ndarray:
+    """`a`'s difference-of-Gaussians band at `sigma`, scaled to a mean absolute value of 1."""
+    b = _band(a, sigma)
+    return b / max(float(np.abs(b).mean()), 1e-6)
 
 
 def _frontal(lm: np.ndarray) -> float:

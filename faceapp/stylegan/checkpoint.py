@@ -49,10 +49,12 @@ _MAX_HEADER_BYTES = 100_000_000
 
 
 def _builtin_classes() -> dict[str, type[torch.nn.Module]]:
+    from faceapp.align.age_estimator import AgeEstimator
     from faceapp.stylegan.detail import DetailNet
     from faceapp.stylegan.networks import Discriminator, Generator
 
-    return {"Generator": Generator, "Discriminator": Discriminator, "DetailNet": DetailNet}
+    return {"Generator": Generator, "Discriminator": Discriminator, "DetailNet": DetailNet,
+            "AgeEstimator": AgeEstimator}
 
 
 def register_network_class(cls: type[torch.nn.Module], name: str | None = None) -> None:

@@ -40,7 +40,8 @@ def model_notice(bundle) -> str:
         out = int(bundle.detail.img_resolution)
         enc += f", a detail stage to {out}x{out}"
     if bundle.age_prototypes is not None:
-        enc += ", age prototypes (aging and grey hair at your photo's resolution)"
+        fitted = ", as much as your face's estimated age calls for" if bundle.uses_face_age else ""
+        enc += f", age prototypes (wrinkles and grey hair at your photo's resolution{fitted})"
     if bundle.smile_prototypes is not None:
         enc += ", smile prototypes (your own mouth moves)"
     if bundle.meta.get("glasses_overlay"):

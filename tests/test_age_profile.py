@@ -1,0 +1,51 @@
+"""training/age_profile.py's choice: per estimated-age band, the candidate that ages most faces past the target
+among those that keep enough of them the same person; the profile it writes is one a bundle accepts."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceapp.bundle import _check_age_profile
+from training.age_profile import CANDIDATES, choose_profile
+
+
+def test_each_band_gets_the_strongest_candidate_that_keeps_its_faces():
+    est0 = np.array([20.0, 22, 24, 26, 50, 52, 54, 56])
+    young, old = est0 < 38, est0 >= 38
+    names = list(CANDIDATES)
+    change = {k: np.zeros(8) for k in names}
+    dist = {k: np.full(8, 0.3) for k in names}
+    # young faces: every candidate ages them past 15, the strongest ones lose them (identity distance 0.7)
+    for k in names:
+        change[k][young] = 20.0
+    dist["strongest"][young] = 0.7
+    dist["stronger"][young] = 0.7
+    # old faces: only the strongest ages them past 15, and it keeps them
+    change["strongest"][old] = 16.0
+    profile, table = choose_profile(est0, change, dist, (38,), min_same=0.85, target=15.0)
+    chosen = {(r["band"][0], r["candidate"]) for r in table if r["chosen"]}
+    assert len(chosen) == 2
+    young_pick = next(c for lo, c in chosen if lo < 0)
+    assert young_pick not in ("strongest", "stronger")  # they lose the young faces
+    assert (38.0, "strongest") in chosen
+    assert profile["ages"] == [23.0, 53.0]
+    assert profile["shape"][1] == CANDIDATES["strongest"]["shape"]
+    _check_age_profile(profile, root=Path("."))  # a bundle takes it
+
+
+def test_a_band_no_candidate_keeps_gets_the_one_that_keeps_most():
+    est0 = np.array([50.0, 60.0])
+    change = {k: np.full(2, 20.0) for k in CANDIDATES}
+    dist = {k: np.full(2, 0.7) for k in CANDIDATES}
+    dist["gentle"][:] = [0.5, 0.7]  # keeps one of two
+    _, table = choose_profile(est0, change, dist, (38,), min_same=0.85)
+    assert [r["candidate"] for r in table if r["chosen"]] == ["gentle"]
+
+
+@pytest.mark.parametrize("bad", [{"ages": [3, 3], "shape": [1, 1]}, {"ages": [1], "shape": [5]}])
+def test_bad_profiles_are_refused(bad):
+    from faceapp.errors import CheckpointError
+
+    with pytest.raises(CheckpointError):
+        _check_age_profile(bad, root=Path("."))

@@ -1,0 +1,163 @@
+"""Fit a bundle's age profile: how much of each part of the aging change a face gets, by how old it looks.
+
+    python -m training.age_profile --bundle models/demo --out scratch/age_profile.json --threads 2
+
+One fixed aging change does not read as the same number of years on every face: at the demo's slider end a
+face of 20 read +45 years and stopped looking like itself, a face of 60 read +7. A bundle with an age estimator
+and a `by_age` profile (faceapp.bundle.ModelBundle.age_scales) gives each face its own multiples of the
+prototypes' t for the shape, the lightness, the band gains and the drawn lines. This script finds them:
+
+1. draws `--per-band` UTKFace training photos from each true-age band of `--true-bands` (seeded; the held-out
+   lists are never read), finds each face and reads its age with the bundle's age estimator;
+2. ages each photo at the slider's end with every candidate of CANDIDATES (multiples of the bundle's t and
+   drawn-line amount), as the user gets it back (the prototypes act on the photo itself), and reads the
+   returned photo on the same crop: the estimated age change, and dlib's identity distance (< 0.6: the same
+   person; a measure the edit does not use);
+3. splits the faces by their estimated age at `--bands`; in each band, keeps the candidates that leave at least
+   `--min-same` of its faces the same person and picks the one with the largest share aged >= `--target`
+   years (ties: the larger share still the same person);
+4. writes the profile (anchored at each band's median estimated age; read linearly between, held at the ends),
+   the table it chose from, and the command line, to `--out`. Put the profile into bundle.json's
+   age_prototypes_options as 'by_age' (`python -m faceapp bundle ... --age-profile FILE`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.options import add_options, layered_values, opt
+
+__all__ = ["CANDIDATES", "AgeProfileOptions", "choose_profile", "main"]
+
+#: Candidate parts, as multiples of the bundle's prototype t (slider's end) and its drawn-line amount.
+CANDIDATES = {
+    "gentle": {"shape": 0.8, "light": 0.8, "gain": 0.8, "wrinkles": 1.0},
+    "even": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 1.0},
+    "even-fewer-lines": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 0.67},
+    "stronger": {"shape": 1.37, "light": 0.8, "gain": 1.2, "wrinkles": 1.0},
+    "strongest": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33},
+}
+
+
+@dataclass(frozen=True)
+class AgeProfileOptions:
+    bundle: str = opt("models/demo", "the bundle whose age prototypes, age estimator and slider are fitted")
+    out: str = opt("scratch/age_profile.json", "where the profile and its table go (UTKFace-derived figures)")
+    zip: str = opt(None, "UTKFace 200 px zip (default: ../shared/data/utkface/utkface-200px.zip)")
+    per_band: int = opt(40, "training faces drawn from each true-age band")
+    true_bands: tuple[int, ...] = opt((1, 15, 30, 45, 60, 100), "true-age band edges the faces are drawn from")
+    bands: tuple[int, ...] = opt((38, 47), "estimated-age edges of the profile's bands")
+    min_same: float = opt(0.85, "least share of a band's faces that must stay the same person (dlib < 0.6)")
+    target: float = opt(15.0, "the age change (years, estimated) whose share is maximised")
+    seed: int = opt(7, "seed of the photos' order")
+    threads: int = opt(2, "torch threads")
+
+
+def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[str, np.ndarray], bands,
+                   *, min_same: float = 0.85, target: float = 15.0) -> tuple[dict, list[dict]]:
+    """(profile, table) from each face's estimated age `est0` [N] and, per candidate name, its age change [N] and
+    identity distance [N]. In each band of `bands` (estimated-age edges), the candidate with the largest share
+    >= `target` among those keeping >= `min_same` the same person (none: the one keeping the most); the profile
+    is anchored at each band's median estimated age."""
+    edges = [-np.inf, *bands, np.inf]
+    ages, parts, table = [], {k: [] for k in ("shape", "light", "gain", "wrinkles")}, []
+    for lo, hi in zip(edges, edges[1:]):
+        m = (est0 >= lo) & (est0 < hi)
+        if not m.any():
+            continue
+        rows = [{"band": [float(lo), float(hi)], "faces": int(m.sum()), "candidate": k,
+                 "median_change": float(np.median(change[k][m])),
+                 "share_target": float(np.mean(change[k][m] >= target)),
+                 "same": float(np.mean(dist[k][m] < 0.6))} for k in change]
+        ok = [r for r in rows if r["same"] >= min_same] or [max(rows, key=lambda r: r["same"])]
+        best = max(ok, key=lambda r: (r["share_target"], r["same"]))
+        for r in rows:
+            r["chosen"] = r is best
+        table += rows
+        ages.append(float(np.median(est0[m])))
+        for k in parts:
+            parts[k].append(CANDIDATES[best["candidate"]][k])
+    # anchors must increase: bands are ordered, their medians are too unless two bands hold the same faces' ages
+    for i in range(1, len(ages)):
+        ages[i] = max(ages[i], ages[i - 1] + 1.0)
+    return {"ages": [round(a, 1) for a in ages], **parts}, table
+
+
+def main(argv=None) -> int:
+    import io
+
+    import torch
+    from PIL import Image
+
+    from faceapp.align import detect_faces
+    from faceapp.bundle import load_bundle
+    from training.calibrate_years import UTKFACE_ZIP, PhotoMeter
+    from training.utkface import HELDOUT_LISTS, read_name_list, utkface_names
+
+    p = add_options(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
+                    AgeProfileOptions)
+    args = AgeProfileOptions(**layered_values(AgeProfileOptions, p.parse_args(argv), {"zip": str(UTKFACE_ZIP)}))
+    torch.set_num_threads(args.threads)
+    if not Path(args.zip).is_file():
+        print(f"error: no UTKFace zip at {args.zip}", file=sys.stderr)
+        return 2
+    bundle = load_bundle(args.bundle)
+    if bundle.age_prototypes is None or bundle.age_estimator is None:
+        print(f"error: {args.bundle} needs age prototypes and an age estimator", file=sys.stderr)
+        return 2
+    end = max(abs(x) for x in bundle.directions["age"].strength_range)
+    t_end = bundle.age_split(end)[1]
+    meter = PhotoMeter(None, age_estimator=bundle.age_estimator)
+    exclude = {n for f in HELDOUT_LISTS for n in read_name_list(f)}
+    rng = np.random.default_rng(args.seed)
+    est0, change, dist = [], {k: [] for k in CANDIDATES}, {k: [] for k in CANDIDATES}
+    t0 = time.time()
+    with zipfile.ZipFile(args.zip) as z:
+        names = [n for n in utkface_names(z) if Path(n).name not in exclude]
+        names = [names[i] for i in rng.permutation(len(names))]
+        edges = args.true_bands
+        chosen = []
+        for lo, hi in zip(edges, edges[1:]):
+            chosen += [n for n in names if lo <= int(Path(n).name.split("_")[0]) < hi][: args.per_band]
+        for i, n in enumerate(chosen):
+            photo = Image.open(io.BytesIO(z.read(n))).convert("RGB")
+            faces = detect_faces(photo)
+            if not faces:
+                continue
+            face = faces[0]
+            outs = [bundle.age_prototypes.apply(photo, face.landmarks68, t_end, hair=bundle.hair_grey,
+                                                wrinkles=bundle.wrinkles, scales=sc) for sc in CANDIDATES.values()]
+            m = meter.measure(meter.views(face, [photo, *outs]))
+            est0.append(float(m["age"][0]))
+            for j, k in enumerate(CANDIDATES, 1):
+                change[k].append(float(m["age"][j] - m["age"][0]))
+                dist[k].append(float(np.linalg.norm(m["desc"][j] - m["desc"][0])))
+            if (i + 1) % 25 == 0:
+                print(f"  {i + 1}/{len(chosen)} photos ({time.time() - t0:.0f} s)", flush=True)
+    profile, table = choose_profile(np.array(est0), {k: np.array(v) for k, v in change.items()},
+                                    {k: np.array(v) for k, v in dist.items()}, args.bands,
+                                    min_same=args.min_same, target=args.target)
+    print(f"{'band':>12s} {'candidate':>17s} faces  median  >=target  same")
+    for r in table:
+        print(f"{r['band'][0]:5.0f}-{r['band'][1]:<6.0f} {r['candidate']:>17s} {r['faces']:5d} "
+              f"{r['median_change']:+7.1f} {r['share_target']:8.0%} {r['same']:5.0%}{'  <-' if r['chosen'] else ''}")
+    out = {"by_age": profile, "table": table, "options": dataclasses.asdict(args), "faces": len(est0),
+           "t_end": t_end, "wrinkles": bundle.wrinkles, "seconds": round(time.time() - t0, 1),
+           "command": "python -m training.age_profile " + " ".join(argv if argv is not None else sys.argv[1:])}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"profile: {json.dumps(profile)}\nwrote {args.out} ({time.time() - t0:.0f} s, {len(est0)} faces)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
