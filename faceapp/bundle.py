@@ -15,7 +15,7 @@ A bundle folder holds ``bundle.json`` and the files it names::
                                                                   "gain": [..], "wrinkles": [..]} (optional:
                                                                   the face's age profile, needs age_estimator)},
                             "age_estimator": "age_estimator.safetensors" (optional: how old each face looks,
-                                             faceapp.align.age_estimator),
+                                             faceapp.stylegan.age_estimator),
                             "glasses_overlay": {"gan_share": 0..1} (optional: the glasses edit draws
                                                frames on the photo, faceapp.align.glasses),
                             "smile_prototypes": "smile_prototypes.safetensors" (optional),
@@ -139,7 +139,7 @@ class ModelBundle:
     detail: torch.nn.Module | None = None  # the optional detail stage (faceapp.stylegan.detail.DetailNet)
     age_prototypes: object = None  # optional faceapp.align.prototype.AgePrototypes
     smile_prototypes: object = None  # optional, the same class: neutral -> smiling
-    age_estimator: torch.nn.Module | None = None  # optional faceapp.align.age_estimator.AgeEstimator
+    age_estimator: torch.nn.Module | None = None  # optional faceapp.stylegan.age_estimator.AgeEstimator
 
     def age_split(self, strength: float) -> tuple[float, float]:
         """An age strength as (the generator's share of it, the prototypes' t): with age prototypes the photo
@@ -190,13 +190,16 @@ class ModelBundle:
         return self.age_prototypes is not None and self.age_estimator is not None and bool(opts.get("by_age"))
 
     def face_age(self, photo, face) -> float | None:
-        """How old `face` (a faceapp.align.Face of `photo`) looks to the bundle's age estimator, in years; None
-        when the age edit does not use it."""
+        """How old `face` (a faceapp.align.Face of `photo`) looks to the bundle's age estimator, read on its
+        UTKFace-style crop, in years; None when the age edit does not use it."""
         if not self.uses_face_age:
             return None
-        from faceapp.align.age_estimator import face_age
+        from faceapp.align import align_face, utkface_spec
+        from faceapp.stylegan.age_estimator import estimate_ages
 
-        return face_age(self.age_estimator, photo, face)
+        # the same 200 px UTKFace-style crop the estimator was trained on and the project's measures read
+        crop = align_face(photo, face, utkface_spec(200)).image
+        return float(estimate_ages(self.age_estimator, [crop])[0])
 
     def age_scales(self, age: float | None) -> dict[str, float] | None:
         """The aging change's parts ({'shape', 'light', 'gain', 'wrinkles'}, multiples of the prototypes' t) for a
@@ -402,10 +405,9 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
     age_net = None
     age_path = _member(root, meta.get("age_estimator"), "age_estimator")
     if age_path is not None:
-        from faceapp.align.age_estimator import AgeEstimator, register
+        from faceapp.stylegan.age_estimator import AgeEstimator
         from faceapp.stylegan.checkpoint import load_networks
 
-        register()
         net = load_networks(age_path, device=device).get("age")
         if not isinstance(net, AgeEstimator):
             raise CheckpointError(f"{age_path} holds no age estimator")
@@ -865,7 +867,7 @@ def build_bundle(
                     "smile_prototypes_end": float(smile_prototypes_end)}
     age_net = None
     if age_estimator is not None:
-        from faceapp.align.age_estimator import AgeEstimator
+        from faceapp.stylegan.age_estimator import AgeEstimator
         from faceapp.stylegan.checkpoint import load_networks
 
         age_net = load_networks(Path(age_estimator), device=device).get("age")

@@ -294,7 +294,6 @@ def test_drawn_lines_follow_the_older_faces_folds_keep_the_tone_and_repeat(face)
                       young_energy=energy, old_energy=energy * 12.0)  # the older group: 12x the line energy
     p_folds = AgePrototypes(size=S, mean_shape=lmc, young_shape=lmc, old_shape=lmc, young_lab=young_lab,
                             old_lab=old_lab, young_energy=energy, old_energy=energy * 12.0)
-    before = np.asarray(photo)
     plain = np.asarray(p.apply(photo, lm, 1.0, hair=0.0, wrinkles=0.0))
     drawn = np.asarray(p.apply(photo, lm, 1.0, hair=0.0, wrinkles=1.5))
     assert np.array_equal(drawn, np.asarray(p.apply(photo, lm, 1.0, hair=0.0, wrinkles=1.5)))  # seeded
@@ -341,10 +340,11 @@ def test_a_bundles_age_profile_ages_each_face_by_its_own_estimated_age(face, pro
 
     import torch
 
-    from faceapp.align.age_estimator import AgeEstimator, face_age
+    from faceapp.align import align_face, utkface_spec
     from faceapp.bundle import load_bundle
     from faceapp.inversion import InvertConfig
     from faceapp.pipeline import FaceEditor
+    from faceapp.stylegan.age_estimator import AgeEstimator, estimate_ages
     from faceapp.stylegan.checkpoint import save_networks
 
     photo, lm, _ = face
@@ -363,7 +363,8 @@ def test_a_bundles_age_profile_ages_each_face_by_its_own_estimated_age(face, pro
     assert b.age_scales(150.0) == {"shape": 2.0, "wrinkles": 1.0} and b.age_scales(None) is None
     editor = FaceEditor(b, invert_kwargs={"config": InvertConfig(fast_steps_no_encoder=2, perceptual_weight=0.0)})
     prepared = editor.prepare(photo)
-    age = face_age(b.age_estimator, photo, prepared[0].aligned.face)
+    crop = align_face(photo, prepared[0].aligned.face, utkface_spec(200)).image
+    age = float(estimate_ages(b.age_estimator, [crop])[0])
     assert prepared[0].age == pytest.approx(age) and 0 < age < 100
     plain = editor.compose(photo, prepared, {})
     aged = editor.compose(photo, prepared, {"age": 6.0})
@@ -393,9 +394,9 @@ def test_cli_bundle_takes_an_age_estimator_profile_and_line_amount(face, proto_b
 
     import torch
 
-    from faceapp.align.age_estimator import AgeEstimator
     from faceapp.bundle import load_bundle
     from faceapp.cli import main as cli
+    from faceapp.stylegan.age_estimator import AgeEstimator
     from faceapp.stylegan.checkpoint import save_networks
 
     save_networks(tmp_path / "G.safetensors", {"G_ema": proto_bundle.G})

@@ -40,12 +40,35 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from faceapp.align.age_estimator import AgeEstimator, estimate_ages, load_age_estimator, register
+from faceapp.stylegan.age_estimator import AgeEstimator, estimate_ages
 from training.options import opt, parse_command
 
 __all__ = ["AgeEstimator", "load_age_estimator", "register", "estimate_ages", "main"]
 
 DEFAULT_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "utkface" / "utkface-200px.zip"
+
+
+def register() -> None:
+    """Let faceapp's checkpoint reader rebuild an AgeEstimator (one of its built-in classes now; kept for callers
+    that still call it)."""
+    from faceapp.stylegan.checkpoint import register_network_class
+
+    register_network_class(AgeEstimator)
+
+
+def load_age_estimator(path: str | os.PathLike, device: torch.device | str = "cpu") -> AgeEstimator:
+    """The estimator stored at `path` (faceapp's safetensors format), in eval mode."""
+    from faceapp.errors import ModelUnavailableError
+    from faceapp.stylegan.checkpoint import load_networks
+
+    if not Path(path).is_file():
+        raise ModelUnavailableError(
+            f"no age estimator at {path}: train one with `python -m training.age_estimator train` "
+            "(or use the committed models/age/age_estimator.safetensors)")
+    register()
+    net = load_networks(path, device=device)["age"]
+    return net.float().eval().requires_grad_(False)
+
 
 
 # ----------------------------------------------------------------------------- data
@@ -156,7 +179,9 @@ def train(args) -> int:
     print(f"{n} training photos; ages {ages.min()}..{ages.max()} (median {np.median(ages):.0f})")
     register()
     torch.manual_seed(args.seed)
-    net = AgeEstimator(resolution=args.resolution, pretrained=True).train()
+    from faceapp.inversion.losses import load_mobilenet_v2_weights
+
+    net = AgeEstimator(resolution=args.resolution, pretrained=load_mobilenet_v2_weights()).train()
     net = net.to(memory_format=torch.channels_last)
     steps_per_epoch = n // args.batch
     total = steps_per_epoch * args.epochs

@@ -175,7 +175,7 @@ class PhotoMeter:
             out["age_knn"] = self.age_gender.age(desc)
             out["p_female"] = self.age_gender.p_female(desc)
         if self.age_estimator is not None:
-            from faceapp.align.age_estimator import estimate_ages
+            from faceapp.stylegan.age_estimator import estimate_ages
 
             out["age"] = estimate_ages(self.age_estimator, list(crops))
         else:

@@ -49,7 +49,7 @@ _MAX_HEADER_BYTES = 100_000_000
 
 
 def _builtin_classes() -> dict[str, type[torch.nn.Module]]:
-    from faceapp.align.age_estimator import AgeEstimator
+    from faceapp.stylegan.age_estimator import AgeEstimator
     from faceapp.stylegan.detail import DetailNet
     from faceapp.stylegan.networks import Discriminator, Generator
 
