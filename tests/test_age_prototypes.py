@@ -79,10 +79,15 @@ def test_shape_moves_the_photos_own_pixels(face):
     assert np.array_equal(out[outside], before[outside])  # nothing outside the head moved
 
 
-def test_detail_deepens_the_photos_own_lines_without_a_tone_change(face):
+def test_detail_deepens_the_photos_own_lines_without_a_tone_change(face, monkeypatch):
+    import faceapp.align.prototype as proto_mod
+
+    # the gains alone: no drawn lines, and no cap (these flat prototypes' older group has less line energy than the
+    # photo's own skin, which the cap would leave as it is; the cap has its own test)
+    monkeypatch.setattr(proto_mod, "GAIN_CAP", 0.0)
     photo, lm, lmc = face
     before = np.asarray(photo)
-    out = np.asarray(_protos(lmc, gain=(2.0, 2.0, 2.0)).apply(photo, lm, 1.0, hair=0.0))
+    out = np.asarray(_protos(lmc, gain=(2.0, 2.0, 2.0)).apply(photo, lm, 1.0, hair=0.0, wrinkles=0.0))
     hull = cv2.convexHull(lm[:27].astype(np.float32))[:, 0].astype(np.int32)
     inside = np.zeros(before.shape[:2], np.uint8)
     cv2.fillPoly(inside, [hull], 1)
@@ -413,3 +418,80 @@ def test_cli_bundle_takes_an_age_estimator_profile_and_line_amount(face, proto_b
     assert b.uses_face_age and b.wrinkles == 0.5
     assert b.age_scales(45.0) == {"shape": pytest.approx(1.25), "wrinkles": pytest.approx(1.15)}
     assert cli([*args, "--out", str(tmp_path / "c")]) != 0  # a profile needs an estimator to read ages
+
+
+def test_the_shape_change_never_folds_the_mesh_and_keeps_the_mouths_move(face):
+    """Older lips are thinner: pushed far enough, the lips' thin triangles turn over and the warp folds the photo.
+    `_without_folds` scales the mouth's own change of shape down first (the mouth still moves as a whole), then
+    the whole change; a change that folds nothing is left alone."""
+    from scipy.spatial import Delaunay
+
+    from faceapp.align.prototype import FOLD_FLOOR, _border, _without_folds
+
+    _, _, lmc = face
+    ok = lmc + np.array([0.0, 1.0])  # everything down a pixel: nothing folds
+    assert np.array_equal(_without_folds(lmc, ok, S), ok)
+    folded = lmc.copy()
+    folded[48:68] += (0.0, 1.5)  # the mouth moves down...
+    folded[49:54, 1] += 2.0 * np.ptp(lmc[48:68, 1])  # ... and its upper lip through the lower one
+    fixed = _without_folds(lmc, folded, S)
+    pts = np.vstack([lmc, _border(S)])
+    tri = Delaunay(pts).simplices
+
+    def areas(p):
+        a, b, c = p[tri[:, 0]], p[tri[:, 1]], p[tri[:, 2]]
+        return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+    a0 = areas(pts)
+    assert (areas(np.vstack([folded, _border(S)])) / a0 < 0).any()  # it did fold
+    assert (areas(np.vstack([fixed, _border(S)])) / a0 >= FOLD_FLOOR - 1e-9).all()  # and now does not
+    assert np.allclose((fixed - lmc)[48:68].mean(0), (folded - lmc)[48:68].mean(0))  # the mouth still moved down
+    assert np.array_equal(fixed[:48], folded[:48])  # nothing else was touched
+
+
+def test_already_lined_skin_is_not_deepened_past_the_cap(face, monkeypatch):
+    """The band gains (older group's energy / younger's, to the power t) stop where the skin's own line energy would
+    pass GAIN_CAP x the older group's: deepened, but not into gashes."""
+    import faceapp.align.prototype as proto_mod
+
+    photo, lm, lmc = face
+    p = _protos(lmc, gain=(4.0, 4.0, 4.0))  # the older group: 4x the line energy of the younger (4 L units)
+    light = lambda a: rgb2lab(a)[..., 0].astype(np.float32)  # noqa: E731
+    hull = cv2.convexHull(lm[:27].astype(np.float32))[:, 0].astype(np.int32)
+    inside = np.zeros(photo.size[::-1], np.uint8)
+    cv2.fillPoly(inside, [hull], 1)
+
+    def energy(img):
+        return band_energy(light(np.asarray(img)))[:, inside > 0].mean()
+
+    kw = {"hair": 0.0, "wrinkles": 0.0}
+    monkeypatch.setattr(proto_mod, "GAIN_CAP", 0.0)
+    free = energy(p.apply(photo, lm, 1.0, **kw))
+    monkeypatch.setattr(proto_mod, "GAIN_CAP", 1.0)
+    capped = energy(p.apply(photo, lm, 1.0, **kw))
+    before = energy(photo)
+    assert before < capped < free
+
+
+def test_smile_prototypes_part_the_lips_whole(face):
+    """The fold guard is for aging: a smile's lips part and stretch (that is the edit), so smile prototypes keep the
+    mouth change their shapes say, where age prototypes with the same shapes get a tamer one; a change that folds
+    nothing is the same for both. Drawn lines and the gains' cap are aging's too."""
+    import dataclasses
+
+    _, _, lmc = face
+    folding = lmc.copy()
+    folding[49:54, 1] += 2.0 * np.ptp(lmc[48:68, 1])  # the upper lip through the lower one
+    gentle = lmc.copy()
+    gentle[48:68, 1] += 1.0
+
+    def maps(old, kind):
+        p = dataclasses.replace(_protos(lmc), old_shape=old, meta={"kind": kind} if kind else {})
+        return p.fields(lmc, 1.0)["map_y"]
+
+    assert np.abs(maps(folding, "smile") - maps(folding, None)).max() > 1.0
+    assert np.array_equal(maps(gentle, "smile"), maps(gentle, None))
+    # nor do smiles get the aging's drawn lines or its cap on the band gains
+    smile = dataclasses.replace(_protos(lmc), old_shape=gentle, meta={"kind": "smile"})
+    assert not [k for k in smile.fields(lmc, 1.0) if k.startswith("wr_")]
+    assert [k for k in dataclasses.replace(smile, meta={}).fields(lmc, 1.0) if k.startswith("wr_")]

@@ -14,8 +14,8 @@ prototypes' t for the shape, the lightness, the band gains and the drawn lines. 
    returned photo on the same crop: the estimated age change, and dlib's identity distance (< 0.6: the same
    person; a measure the edit does not use);
 3. splits the faces by their estimated age at `--bands`; in each band, keeps the candidates that leave at least
-   `--min-same` of its faces the same person and picks the one with the largest share aged >= `--target`
-   years (ties: the larger share still the same person);
+   `--min-same` of its faces the same person (none does: those that keep the most) and picks the one with the
+   largest share aged >= `--target` years (ties: the larger share still the same person);
 4. writes the profile (anchored at each band's median estimated age; read linearly between, held at the ends),
    the table it chose from, and the command line, to `--out`. Put the profile into bundle.json's
    age_prototypes_options as 'by_age' (`python -m faceapp bundle ... --age-profile FILE`).
@@ -56,17 +56,17 @@ class AgeProfileOptions:
     per_band: int = opt(40, "training faces drawn from each true-age band")
     true_bands: tuple[int, ...] = opt((1, 15, 30, 45, 60, 100), "true-age band edges the faces are drawn from")
     bands: tuple[int, ...] = opt((38, 47), "estimated-age edges of the profile's bands")
-    min_same: float = opt(0.85, "least share of a band's faces that must stay the same person (dlib < 0.6)")
+    min_same: float = opt(0.9, "least share of a band's faces that must stay the same person (dlib < 0.6)")
     target: float = opt(15.0, "the age change (years, estimated) whose share is maximised")
     seed: int = opt(7, "seed of the photos' order")
     threads: int = opt(2, "torch threads")
 
 
 def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[str, np.ndarray], bands,
-                   *, min_same: float = 0.85, target: float = 15.0) -> tuple[dict, list[dict]]:
+                   *, min_same: float = 0.9, target: float = 15.0) -> tuple[dict, list[dict]]:
     """(profile, table) from each face's estimated age `est0` [N] and, per candidate name, its age change [N] and
     identity distance [N]. In each band of `bands` (estimated-age edges), the candidate with the largest share
-    >= `target` among those keeping >= `min_same` the same person (none: the one keeping the most); the profile
+    >= `target` among those keeping >= `min_same` the same person (none: of those keeping the most); the profile
     is anchored at each band's median estimated age."""
     edges = [-np.inf, *bands, np.inf]
     ages, parts, table = [], {k: [] for k in ("shape", "light", "gain", "wrinkles")}, []
@@ -78,7 +78,8 @@ def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[s
                  "median_change": float(np.median(change[k][m])),
                  "share_target": float(np.mean(change[k][m] >= target)),
                  "same": float(np.mean(dist[k][m] < 0.6))} for k in change]
-        ok = [r for r in rows if r["same"] >= min_same] or [max(rows, key=lambda r: r["same"])]
+        most = max(r["same"] for r in rows)
+        ok = [r for r in rows if r["same"] >= min_same] or [r for r in rows if r["same"] == most]
         best = max(ok, key=lambda r: (r["share_target"], r["same"]))
         for r in rows:
             r["chosen"] = r is best

@@ -67,6 +67,8 @@ HAIR_FULL_T = 1.5
 #: older prototype's own fold directions, this share of the missing energy at t = WRINKLE_FULL_T (growing with t).
 WRINKLES = 1.5
 WRINKLE_FULL_T = 1.75
+#: Older: a band's gain never takes the skin's own line energy past this multiple of the older group's (0: no cap).
+GAIN_CAP = 2.0
 #: The drawn lines' length along their direction, in units of their band's width.
 WRINKLE_STRETCH = 3.0
 
@@ -223,6 +225,8 @@ class AgePrototypes:
         at_lm = cv2.remap(near, lm[:, 0:1].astype(np.float32), lm[:, 1:2].astype(np.float32), cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)  # [68, 1]: the weight at each landmark
         target = lm + t * (sc.get("shape", 1.0) if t > 0 else back_shape) * at_lm * (self.old_shape - self.young_shape)
+        if self.meta.get("kind") != "smile":  # a smile's lips part and stretch: that is the edit, not a fold
+            target = _without_folds(lm, target, s)
         map_x, map_y = _piecewise_map(target, lm, s)
         gx, gy = _grid(s)
         window = _window(s)  # every change fades out before the frame's edge: no seam where it ends
@@ -257,7 +261,7 @@ class AgePrototypes:
         for k in range(len(self.sigmas)):
             ratio = (proto(self.old_energy[k]) + eps) / (proto(self.young_energy[k]) + eps)
             out[f"gain{k}"] = 1.0 + window * (np.clip(ratio, 0.25, 4.0) ** (t * sc.get("gain", 1.0)) - 1.0)
-        if t > 0:
+        if t > 0 and self.meta.get("kind") != "smile":  # aging only: drawn lines and the gains' cap
             out.update(self._wrinkle_fields(old[..., 0], target, proto, window * near))
         c_young, c_old = np.hypot(young[..., 1], young[..., 2]), np.hypot(old[..., 1], old[..., 2])
         ratio = (c_old + 4.0) / (c_young + 4.0)
@@ -351,7 +355,14 @@ class AgePrototypes:
         for k, sigma in enumerate(self.sigmas):
             sg = max(sigma * scale, 0.5)
             band = cv2.GaussianBlur(light, (0, 0), sg) - cv2.GaussianBlur(light, (0, 0), 2 * sg)
-            delta += at(f[f"gain{k}"] - 1.0) * band  # outside the canonical frame: gain 1
+            gain = at(f[f"gain{k}"] - 1.0)  # outside the canonical frame: gain 1
+            if t > 0 and GAIN_CAP and f"wr_target{k}" in f:
+                # skin already as lined as the older group's is not deepened past GAIN_CAP x their energy: an old
+                # face's own folds would turn into black gashes
+                own = cv2.GaussianBlur(np.abs(band), (0, 0), 2 * sg)
+                cap = np.maximum(GAIN_CAP * at(f[f"wr_target{k}"]) / (own + 0.05), 1.0) - 1.0
+                gain = np.minimum(gain, cap)
+            delta += gain * band
         lab[..., 0] = light + delta
         if wrinkles is None:
             wrinkles = 0.0 if self.meta.get("kind") == "smile" else WRINKLES
@@ -395,6 +406,47 @@ def _grey_hair(before: Image.Image, after: Image.Image, lm: np.ndarray, amount: 
         out = np.repeat(out.mean(-1, keepdims=True), 3, -1)
     after.paste(Image.fromarray(np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)), (x0, y0))
     return after
+
+
+#: The shape change may shrink a triangle of the landmarks' mesh to this share of its area, no further: past it the
+#: thin triangles of the lips (older lips are thinner) turn over and the warp folds the photo (a pale wedge under the
+#: lower lip).
+FOLD_FLOOR = 0.2
+
+
+def _without_folds(src: np.ndarray, dst: np.ndarray, size: int) -> np.ndarray:
+    """`dst` [68, 2], or the nearest tamer landmarks under which no triangle of `src`'s mesh (Delaunay, with the
+    frame's fixed border points) keeps less than FOLD_FLOOR of its area or turns over: first the mouth's own change
+    of shape is scaled down (the mouth still moves as a whole), then, if that is not enough, the whole change."""
+    from scipy.spatial import Delaunay
+
+    border = _border(size)
+    pts = np.vstack([src, border])
+    tri = Delaunay(pts).simplices
+
+    def areas(p):
+        a, b, c = p[tri[:, 0]], p[tri[:, 1]], p[tri[:, 2]]
+        return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+    a0 = areas(pts)
+    keep = np.abs(a0) > 1e-9
+
+    def folds(d):
+        return bool((areas(np.vstack([src + d, border]))[keep] / a0[keep] < FOLD_FLOOR).any())
+
+    disp = np.asarray(dst, np.float64) - src
+    if not folds(disp):
+        return dst
+    mouth = disp[48:68].mean(0)
+    for alpha in (0.75, 0.5, 0.25, 0.0):
+        d = disp.copy()
+        d[48:68] = mouth + alpha * (disp[48:68] - mouth)
+        if not folds(d):
+            return src + d
+    for beta in np.linspace(0.9, 0.0, 10):
+        if not folds(beta * d):
+            return src + beta * d
+    return src.copy()
 
 
 def _band(a: np.ndarray, sigma: float) -> np.ndarray:
