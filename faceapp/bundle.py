@@ -206,7 +206,7 @@ class ModelBundle:
         face that looks `age` years old: the by_age profile read linearly between its ages (held at its ends);
         None without a profile or an age."""
         profile = (self.meta.get("age_prototypes_options") or {}).get("by_age")
-        if age is None or not profile or not self.uses_face_age:
+        if age is None or not np.isfinite(age) or not profile or not self.uses_face_age:
             return None
         return {k: float(np.interp(float(age), profile["ages"], profile[k])) for k in AGE_PARTS if k in profile}
 

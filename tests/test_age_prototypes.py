@@ -366,6 +366,7 @@ def test_a_bundles_age_profile_ages_each_face_by_its_own_estimated_age(face, pro
     b = load_bundle(root)
     assert b.uses_face_age and b.age_scales(25.0) == {"shape": 0.5, "wrinkles": 0.25}
     assert b.age_scales(150.0) == {"shape": 2.0, "wrinkles": 1.0} and b.age_scales(None) is None
+    assert b.age_scales(float("nan")) is None  # an unreadable age: every part as the bundle's t says
     editor = FaceEditor(b, invert_kwargs={"config": InvertConfig(fast_steps_no_encoder=2, perceptual_weight=0.0)})
     prepared = editor.prepare(photo)
     crop = align_face(photo, prepared[0].aligned.face, utkface_spec(200)).image
