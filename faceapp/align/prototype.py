@@ -13,12 +13,14 @@ faces from a group of younger ones (made by training/age_prototypes.py from labe
 `AgePrototypes.apply(photo, landmarks68, t)` moves a face by `t` times that difference (t = 1: from the younger
 group's mean to the older one's; t < 0 makes it younger), in the photo itself:
 
-1. shape: the photo's pixels are moved as the landmarks move (one piecewise-affine warp, only inside the head);
+1. shape: the photo's pixels are moved as the landmarks move (one piecewise-affine warp, only inside the head;
+   aging never shrinks a triangle of the landmarks' mesh past FOLD_FLOOR, so the warp never folds the photo);
 2. lightness: the prototypes' lightness difference is added on the face, with its local mean taken out on the skin
    (folds and shading, no tan or pallor); a turned face's far side gets less of it and of the shape change
    (`_near_side`);
 3. detail: each band of the photo's own lightness, at the photo's resolution, is scaled by the prototypes'
-   energy ratio (older: the person's own lines deepen; younger: they smooth out);
+   energy ratio (older: the person's own lines deepen, never past GAIN_CAP x the older group's energy; younger:
+   they smooth out);
 4. colour: chroma is only ever scaled down (greying hair and brows), never on the skin, so the person keeps their
    skin tone and a greyscale photo stays greyscale;
 5. hair (older only): the hair found round the face (`faceapp.align.hair`) turns silver, more the older the edit;
@@ -26,7 +28,8 @@ group's mean to the older one's; t < 0 makes it younger), in the photo itself:
    young or blurred skin), new fine lines are drawn along the older mean face's own fold directions (forehead
    lines, nasolabial folds, arcs under the eyes), at the photo's resolution.
 
-Nothing but the face's box is touched, so a 12 MP photo costs what its face costs.
+Nothing but the face's box is touched, so a 12 MP photo costs what its face costs. A bundle may give each face its
+own multiples of t for the parts of the change (`apply(scales=...)`, `faceapp.bundle.ModelBundle.age_scales`).
 """
 
 from __future__ import annotations
