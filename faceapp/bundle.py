@@ -16,6 +16,8 @@ A bundle folder holds ``bundle.json`` and the files it names::
                                                                   the face's age profile, needs age_estimator)},
                             "age_estimator": "age_estimator.safetensors" (optional: how old each face looks,
                                              faceapp.stylegan.age_estimator),
+                            "age_prototypes_late": "age_prototypes_late.safetensors" (optional: a second,
+                                             late-life change, used as by_age's 'late' part says),
                             "glasses_overlay": {"gan_share": 0..1} (optional: the glasses edit draws
                                                frames on the photo, faceapp.align.glasses),
                             "smile_prototypes": "smile_prototypes.safetensors" (optional),
@@ -30,6 +32,8 @@ A bundle folder holds ``bundle.json`` and the files it names::
                            a sharper, larger face; bundles without one (official FFHQ) render as G does
     age_prototypes.safetensors  optional age prototypes (faceapp.align.prototype.AgePrototypes): the age
                            edit's wrinkles, folds, sagging and greying at the photo's own resolution
+    age_prototypes_late.safetensors  optional late-life prototypes (the same format: e.g. faces aged 55-65 against
+                           80+), applied after the age prototypes by t x the face's by_age 'late' multiple
     age_estimator.safetensors  optional age estimator (MobileNetV2, training/age_estimator.py): with
                            age_prototypes_options' by_age, older faces get more of the aging change and
                            younger ones less, so "+N years" reads about N years on any face
@@ -140,6 +144,7 @@ class ModelBundle:
     age_prototypes: object = None  # optional faceapp.align.prototype.AgePrototypes
     smile_prototypes: object = None  # optional, the same class: neutral -> smiling
     age_estimator: torch.nn.Module | None = None  # optional faceapp.stylegan.age_estimator.AgeEstimator
+    age_prototypes_late: object = None  # optional AgePrototypes: a second, late-life change (by_age's 'late')
 
     def age_split(self, strength: float) -> tuple[float, float]:
         """An age strength as (the generator's share of it, the prototypes' t): with age prototypes the photo
@@ -202,9 +207,9 @@ class ModelBundle:
         return float(estimate_ages(self.age_estimator, [crop])[0])
 
     def age_scales(self, age: float | None) -> dict[str, float] | None:
-        """The aging change's parts ({'shape', 'light', 'gain', 'wrinkles'}, multiples of the prototypes' t) for a
-        face that looks `age` years old: the by_age profile read linearly between its ages (held at its ends);
-        None without a profile or an age."""
+        """The aging change's parts ({'shape', 'light', 'gain', 'wrinkles'}, multiples of the prototypes' t, and
+        'late': the late-life prototypes' t as a multiple of it) for a face that looks `age` years old: the by_age
+        profile read linearly between its ages (held at its ends); None without a profile or an age."""
         profile = (self.meta.get("age_prototypes_options") or {}).get("by_age")
         if age is None or not np.isfinite(age) or not profile or not self.uses_face_age:
             return None
@@ -412,6 +417,12 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         if not isinstance(net, AgeEstimator):
             raise CheckpointError(f"{age_path} holds no age estimator")
         age_net = net.float().eval().requires_grad_(False)
+    late_protos = None
+    late_path = _member(root, meta.get("age_prototypes_late"), "age_prototypes_late")
+    if late_path is not None:
+        from faceapp.align.prototype import AgePrototypes
+
+        late_protos = AgePrototypes.load(late_path)
     smile_protos = None
     smile_path = _member(root, meta.get("smile_prototypes"), "smile_prototypes")
     if smile_path is not None:
@@ -435,7 +446,8 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         raise CheckpointError(f"{root / 'bundle.json'}: bad or missing 'align' spec ({e})") from None
     card_path = _member(root, meta.get("card"), "card")
     card = card_path.read_text(encoding="utf-8") if card_path is not None else ""
-    files = [root / "bundle.json", gen_path] + [p for p in (enc_path, det_path, proto_path, smile_path, age_path) if p]
+    files = [root / "bundle.json", gen_path] + [p for p in (enc_path, det_path, proto_path, smile_path, age_path,
+                                                            late_path) if p]
     return ModelBundle(
         G=G,
         encoder=encoder,
@@ -443,6 +455,7 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         age_prototypes=protos,
         smile_prototypes=smile_protos,
         age_estimator=age_net,
+        age_prototypes_late=late_protos,
         directions=directions,
         align_spec=align,
         card=card,
@@ -453,7 +466,7 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
     )
 
 
-AGE_PARTS = ("shape", "light", "gain", "wrinkles")
+AGE_PARTS = ("shape", "light", "gain", "wrinkles", "late")
 
 
 def _check_age_profile(profile, root) -> None:
@@ -585,6 +598,7 @@ def save_bundle(
     smile_prototypes=None,
     smile_prototypes_options: dict | None = None,
     age_estimator: torch.nn.Module | None = None,
+    age_prototypes_late=None,
 ) -> Path:
     """Write a bundle folder (see the module doc); returns its path. bundle.json is written last.
 
@@ -593,7 +607,8 @@ def save_bundle(
     ``age_prototypes_options`` say ({'t_per_strength', 'gan_share'}, see `ModelBundle.age_split`);
     ``smile_prototypes`` likewise (smile_prototypes.safetensors, `ModelBundle.smile_split`).
     ``age_estimator``: an optional `AgeEstimator`, stored as age_estimator.safetensors (float32): with a by_age
-    profile in ``age_prototypes_options`` each face is aged by its own share (`ModelBundle.age_scales`).
+    profile in ``age_prototypes_options`` each face is aged by its own share (`ModelBundle.age_scales`);
+    ``age_prototypes_late``: optional late-life `AgePrototypes` (age_prototypes_late.safetensors), the profile's 'late'.
 
     ``dtype=torch.float16`` stores the networks' float32 tensors in half precision (half the size;
     loading casts them back to float32), as the demo bundle does to keep every file under 10 MB.
@@ -625,6 +640,9 @@ def save_bundle(
             age_prototypes.save(tmp)
     if age_estimator is not None:
         save_networks(root / "age_estimator.safetensors", {"age": age_estimator})
+    if age_prototypes_late is not None:
+        with atomic_path(root / "age_prototypes_late.safetensors") as tmp:
+            age_prototypes_late.save(tmp)
     if smile_prototypes is not None:
         _check_prototype_options(smile_prototypes_options, root, key="smile_prototypes_options")
         with atomic_path(root / "smile_prototypes.safetensors") as tmp:
@@ -645,6 +663,7 @@ def save_bundle(
         **({"age_prototypes": "age_prototypes.safetensors", "age_prototypes_options": dict(age_prototypes_options)}
            if age_prototypes is not None else {}),
         **({"age_estimator": "age_estimator.safetensors"} if age_estimator is not None else {}),
+        **({"age_prototypes_late": "age_prototypes_late.safetensors"} if age_prototypes_late is not None else {}),
         **({"smile_prototypes": "smile_prototypes.safetensors",
             "smile_prototypes_options": dict(smile_prototypes_options)} if smile_prototypes is not None else {}),
         "directions": "directions/" if directions is not None and len(directions) else None,
@@ -731,6 +750,7 @@ def build_bundle(
     age_estimator: str | os.PathLike | None = None,
     age_profile: str | os.PathLike | None = None,
     age_wrinkles: float | None = None,
+    age_prototypes_late: str | os.PathLike | None = None,
 ) -> Path:
     """Make a bundle folder at `out` from files in any supported format; returns `out`.
 
@@ -757,6 +777,8 @@ def build_bundle(
             with age_profile: a JSON file holding a by_age profile (training/age_profile.py's output, or the profile
             alone), so each face gets the aging parts its estimated age calls for (`ModelBundle.age_scales`).
         age_wrinkles: the age prototypes' drawn-line amount (default faceapp.align.prototype.WRINKLES).
+        age_prototypes_late: optional late-life prototypes (training/age_prototypes.py with older groups), applied
+            after the age prototypes as the profile's 'late' part says.
 
     Raises:
         DirectionMismatchError: a direction file made for another generator (see faceapp.edits.provenance).
@@ -865,6 +887,15 @@ def build_bundle(
         sources["smile_prototypes"] = {"file": Path(smile_prototypes).name, "format": "faceapp"}
         options |= {"smile_prototypes": os.fspath(smile_prototypes),
                     "smile_prototypes_end": float(smile_prototypes_end)}
+    late = None
+    if age_prototypes_late is not None:
+        from faceapp.align.prototype import AgePrototypes
+
+        if protos is None:
+            raise CheckpointError("late-life prototypes go after age prototypes: give --age-prototypes too")
+        late = AgePrototypes.load(age_prototypes_late)
+        sources["age_prototypes_late"] = {"file": Path(age_prototypes_late).name, "format": "faceapp"}
+        options["age_prototypes_late"] = os.fspath(age_prototypes_late)
     age_net = None
     if age_estimator is not None:
         from faceapp.stylegan.age_estimator import AgeEstimator
@@ -877,7 +908,8 @@ def build_bundle(
         options["age_estimator"] = os.fspath(age_estimator)
     return save_bundle(out, G=G, align_spec=spec, encoder=E, directions=direction_set, name=name, card=card,
                        meta=meta, detail=det, age_prototypes=protos, age_prototypes_options=proto_opts,
-                       smile_prototypes=smile_protos, smile_prototypes_options=smile_opts, age_estimator=age_net)
+                       smile_prototypes=smile_protos, smile_prototypes_options=smile_opts, age_estimator=age_net,
+                       age_prototypes_late=late)
 
 
 def _build_card(name: str, G, fp: dict, sources: dict, align: str, notes: list[str]) -> str:

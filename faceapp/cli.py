@@ -430,7 +430,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                         age_prototypes_younger_end=args.age_prototypes_younger_end,
                         glasses_overlay=args.glasses_overlay, smile_prototypes=args.smile_prototypes,
                         smile_prototypes_end=args.smile_prototypes_end, age_estimator=args.age_estimator,
-                        age_profile=args.age_profile, age_wrinkles=args.age_wrinkles)
+                        age_profile=args.age_profile, age_wrinkles=args.age_wrinkles,
+                        age_prototypes_late=args.age_prototypes_late)
     _print_bundle(path, force_directions=args.force_directions)
     print(f"use it: python app.py --model {path}")
     print(f"    or: python -m faceapp edit PHOTO --model {path} --age 2 --out OUT.png")
@@ -478,6 +479,9 @@ def _add_bundle(subparsers) -> None:
     p.add_argument("--age-wrinkles", type=float, default=None, metavar="W",
                    help="share of the older group's missing fine-line energy the age prototypes draw at the slider's "
                    "end, 0..5 (default 1.5; 0: none drawn)")
+    p.add_argument("--age-prototypes-late", metavar="FILE",
+                   help="late-life prototypes (python -m training.age_prototypes --young 55,66 --old 80,120): a "
+                   "second change for faces the age profile gives a 'late' part")
     p.add_argument("--age-estimator", metavar="FILE",
                    help="an age estimator (python -m training.age_estimator): with --age-profile each face is aged "
                    "by the parts its estimated age calls for")

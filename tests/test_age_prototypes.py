@@ -376,6 +376,22 @@ def test_a_bundles_age_profile_ages_each_face_by_its_own_estimated_age(face, pro
     aged = editor.compose(photo, prepared, {"age": 6.0})
     by_hand = b.age_prototypes.apply(plain, lm, 0.6, scales={"shape": age / 50, "wrinkles": age / 100})
     assert np.array_equal(np.asarray(aged), np.asarray(by_hand))
+    # with late-life prototypes and a 'late' part, they follow, by t x the face's 'late' multiple
+    _protos(face[2], shift=(0.0, 1.0), gain=(1.3, 1.2, 1.0)).save(root / "late.safetensors")
+    meta_late = {**meta, "age_prototypes_late": "late.safetensors",
+                 "age_prototypes_options": {**meta["age_prototypes_options"],
+                                            "by_age": {**profile, "late": [0.0, 1.0]}}}
+    (root / "bundle.json").write_text(json.dumps(meta_late))
+    bl = load_bundle(root)
+    editor_l = FaceEditor(bl, invert_kwargs={"config": InvertConfig(fast_steps_no_encoder=2, perceptual_weight=0.0)})
+    aged_l = editor_l.compose(photo, prepared, {"age": 6.0})
+    sc = bl.age_scales(age)
+    by_hand_l = bl.age_prototypes_late.apply(bl.age_prototypes.apply(plain, lm, 0.6, scales=sc), lm,
+                                             0.6 * age / 100, hair=0.0, wrinkles=0.0)
+    assert sc["late"] == pytest.approx(age / 100)
+    assert np.array_equal(np.asarray(aged_l), np.asarray(by_hand_l))
+    assert not np.array_equal(np.asarray(aged_l), np.asarray(aged))
+    (root / "bundle.json").write_text(json.dumps(meta))
     unscaled = b.age_prototypes.apply(plain, lm, 0.6)
     assert not np.array_equal(np.asarray(aged), np.asarray(unscaled))  # the profile made a difference
     # without an estimator the profile is not used
@@ -419,6 +435,11 @@ def test_cli_bundle_takes_an_age_estimator_profile_and_line_amount(face, proto_b
     assert b.uses_face_age and b.wrinkles == 0.5
     assert b.age_scales(45.0) == {"shape": pytest.approx(1.25), "wrinkles": pytest.approx(1.15)}
     assert cli([*args, "--out", str(tmp_path / "c")]) != 0  # a profile needs an estimator to read ages
+    late = ["--age-prototypes-late", str(proto_bundle.root / "age_prototypes.safetensors")]
+    assert cli([*args, *late, "--age-estimator", str(tmp_path / "age.safetensors"), "--out", str(tmp_path / "d")]) == 0
+    assert load_bundle(tmp_path / "d").age_prototypes_late is not None
+    no_protos = args[:7]  # bundle --generator G --align utkface --directions D: no age prototypes
+    assert cli([*no_protos, *late, "--out", str(tmp_path / "e")]) != 0  # late-life prototypes go after age ones
 
 
 def test_the_shape_change_never_folds_the_mesh_and_keeps_the_mouths_move(face):

@@ -39,12 +39,15 @@ from training.options import add_options, layered_values, opt
 __all__ = ["CANDIDATES", "AgeProfileOptions", "choose_profile", "main"]
 
 #: Candidate parts, as multiples of the bundle's prototype t (slider's end) and its drawn-line amount.
+#: 'late': the bundle's late-life prototypes' t as a multiple of the age prototypes' t (when it has them).
 CANDIDATES = {
-    "gentle": {"shape": 0.8, "light": 0.8, "gain": 0.8, "wrinkles": 1.0},
-    "even": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 1.0},
-    "even-fewer-lines": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 0.67},
-    "stronger": {"shape": 1.37, "light": 0.8, "gain": 1.2, "wrinkles": 1.0},
-    "strongest": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33},
+    "gentle": {"shape": 0.8, "light": 0.8, "gain": 0.8, "wrinkles": 1.0, "late": 0.0},
+    "even": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 1.0, "late": 0.0},
+    "even-fewer-lines": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 0.67, "late": 0.0},
+    "stronger": {"shape": 1.37, "light": 0.8, "gain": 1.2, "wrinkles": 1.0, "late": 0.0},
+    "strongest": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, "late": 0.0},
+    "strongest-late-half": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, "late": 0.57},
+    "strongest-late": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, "late": 1.14},
 }
 
 
@@ -69,7 +72,7 @@ def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[s
     >= `target` among those keeping >= `min_same` the same person (none: of those keeping the most); the profile
     is anchored at each band's median estimated age."""
     edges = [-np.inf, *bands, np.inf]
-    ages, parts, table = [], {k: [] for k in ("shape", "light", "gain", "wrinkles")}, []
+    ages, parts, table = [], {k: [] for k in ("shape", "light", "gain", "wrinkles", "late")}, []
     for lo, hi in zip(edges, edges[1:]):
         m = (est0 >= lo) & (est0 < hi)
         if not m.any():
@@ -115,12 +118,13 @@ def main(argv=None) -> int:
     if bundle.age_prototypes is None or bundle.age_estimator is None:
         print(f"error: {args.bundle} needs age prototypes and an age estimator", file=sys.stderr)
         return 2
+    candidates = {k: v for k, v in CANDIDATES.items() if not v["late"] or bundle.age_prototypes_late is not None}
     end = max(abs(x) for x in bundle.directions["age"].strength_range)
     t_end = bundle.age_split(end)[1]
     meter = PhotoMeter(None, age_estimator=bundle.age_estimator)
     exclude = {n for f in HELDOUT_LISTS for n in read_name_list(f)}
     rng = np.random.default_rng(args.seed)
-    est0, change, dist = [], {k: [] for k in CANDIDATES}, {k: [] for k in CANDIDATES}
+    est0, change, dist = [], {k: [] for k in candidates}, {k: [] for k in candidates}
     t0 = time.time()
     with zipfile.ZipFile(args.zip) as z:
         names = [n for n in utkface_names(z) if Path(n).name not in exclude]
@@ -135,11 +139,17 @@ def main(argv=None) -> int:
             if not faces:
                 continue
             face = faces[0]
-            outs = [bundle.age_prototypes.apply(photo, face.landmarks68, t_end, hair=bundle.hair_grey,
-                                                wrinkles=bundle.wrinkles, scales=sc) for sc in CANDIDATES.values()]
+            outs = []
+            for sc in candidates.values():  # as the editor does (FaceEditor._photo_edits)
+                out = bundle.age_prototypes.apply(photo, face.landmarks68, t_end, hair=bundle.hair_grey,
+                                                  wrinkles=bundle.wrinkles, scales=sc)
+                if sc["late"] > 0 and bundle.age_prototypes_late is not None:
+                    out = bundle.age_prototypes_late.apply(out, face.landmarks68, t_end * sc["late"], hair=0.0,
+                                                           wrinkles=0.0)
+                outs.append(out)
             m = meter.measure(meter.views(face, [photo, *outs]))
             est0.append(float(m["age"][0]))
-            for j, k in enumerate(CANDIDATES, 1):
+            for j, k in enumerate(candidates, 1):
                 change[k].append(float(m["age"][j] - m["age"][0]))
                 dist[k].append(float(np.linalg.norm(m["desc"][j] - m["desc"][0])))
             if (i + 1) % 25 == 0:
