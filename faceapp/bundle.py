@@ -215,6 +215,17 @@ class ModelBundle:
             return None
         return {k: float(np.interp(float(age), profile["ages"], profile[k])) for k in AGE_PARTS if k in profile}
 
+    def age_photo(self, photo, landmarks68, t: float, scales: dict | None = None):
+        """`photo` (PIL) with the face at `landmarks68` ([68, 2] photo px) aged by the age prototypes' t, with the
+        bundle's grey hair and drawn lines and the parts' multiples `scales` (`age_scales`); then, where scales
+        give a 'late' part, by the late-life prototypes at t x that part. What the editor and the profile fit use."""
+        photo = self.age_prototypes.apply(photo, landmarks68, t, hair=self.hair_grey, wrinkles=self.wrinkles,
+                                          scales=scales)
+        late = float((scales or {}).get("late", 0.0)) * t
+        if late > 0 and self.age_prototypes_late is not None:  # older faces: the late-life change too
+            photo = self.age_prototypes_late.apply(photo, landmarks68, late, hair=0.0, wrinkles=0.0)
+        return photo
+
     @property
     def wrinkles(self) -> float:
         """How much of the missing fine-line energy the age prototypes draw at full strength (bundle.json's

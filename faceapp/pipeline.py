@@ -719,12 +719,7 @@ class FaceEditor:
                 age = f.age
                 if age is None and ov["age"] > 0 and self.bundle.uses_face_age:  # made without prepare()
                     age = self.bundle.face_age(photo, f.aligned.face)
-                scales = self.bundle.age_scales(age)
-                photo = self.bundle.age_prototypes.apply(photo, lm, ov["age"], hair=self.bundle.hair_grey,
-                                                         wrinkles=self.bundle.wrinkles, scales=scales)
-                late = (scales or {}).get("late", 0.0) * ov["age"]
-                if late > 0 and self.bundle.age_prototypes_late is not None:  # older faces: the late-life change too
-                    photo = self.bundle.age_prototypes_late.apply(photo, lm, late, hair=0.0, wrinkles=0.0)
+                photo = self.bundle.age_photo(photo, lm, ov["age"], self.bundle.age_scales(age))
             if ov.get("glasses"):
                 photo = draw_glasses(photo, lm, ov["glasses"])
         return photo

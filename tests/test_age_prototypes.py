@@ -248,6 +248,7 @@ def test_the_app_names_the_age_prototypes(proto_bundle):
     trained = dataclasses.replace(proto_bundle, meta={**proto_bundle.meta, "untrained": False})
     assert "age prototypes" in model_notice(trained)
     assert "age prototypes" not in model_notice(dataclasses.replace(trained, age_prototypes=None))
+    assert "estimated age" not in model_notice(trained)  # no age estimator: every face aged alike
 
 
 def test_a_turned_face_gets_less_of_the_frontal_change(face):
@@ -310,7 +311,8 @@ def test_drawn_lines_follow_the_older_faces_folds_keep_the_tone_and_repeat(face)
     assert change[cheek].std() > 0.8  # lines were drawn on the cheek (where its own were fainter than the target)
     assert delta_e(mean_skin_lab(plain, lm), mean_skin_lab(drawn, lm)) < 1.5  # and no tone came with them
     # with folds in the older mean face, the lines run along them: lightness varies across (y) more than along (x)
-    folds = light(np.asarray(p_folds.apply(photo, lm, 1.0, hair=0.0, wrinkles=1.5))) - light(plain)
+    folds = (light(np.asarray(p_folds.apply(photo, lm, 1.0, hair=0.0, wrinkles=1.5)))
+             - light(np.asarray(p_folds.apply(photo, lm, 1.0, hair=0.0, wrinkles=0.0))))  # the drawn lines alone
     m = eye_similarity(lm, S)
     turn = np.degrees(np.arctan2(m[1, 0], m[0, 0]))
     assert abs(turn) < 10  # the astronaut's face is upright, so canonical horizontal is the photo's
@@ -365,6 +367,9 @@ def test_a_bundles_age_profile_ages_each_face_by_its_own_estimated_age(face, pro
     (root / "bundle.json").write_text(json.dumps(meta))
     b = load_bundle(root)
     assert b.uses_face_age and b.age_scales(25.0) == {"shape": 0.5, "wrinkles": 0.25}
+    from faceapp.web.views import model_notice
+
+    assert "estimated age" in model_notice(dataclasses.replace(b, meta={**b.meta, "untrained": False}))
     assert b.age_scales(150.0) == {"shape": 2.0, "wrinkles": 1.0} and b.age_scales(None) is None
     assert b.age_scales(float("nan")) is None  # an unreadable age: every part as the bundle's t says
     editor = FaceEditor(b, invert_kwargs={"config": InvertConfig(fast_steps_no_encoder=2, perceptual_weight=0.0)})

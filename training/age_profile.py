@@ -139,14 +139,8 @@ def main(argv=None) -> int:
             if not faces:
                 continue
             face = faces[0]
-            outs = []
-            for sc in candidates.values():  # as the editor does (FaceEditor._photo_edits)
-                out = bundle.age_prototypes.apply(photo, face.landmarks68, t_end, hair=bundle.hair_grey,
-                                                  wrinkles=bundle.wrinkles, scales=sc)
-                if sc["late"] > 0 and bundle.age_prototypes_late is not None:
-                    out = bundle.age_prototypes_late.apply(out, face.landmarks68, t_end * sc["late"], hair=0.0,
-                                                           wrinkles=0.0)
-                outs.append(out)
+            # as the editor ages a face (the prototypes act on the photo itself)
+            outs = [bundle.age_photo(photo, face.landmarks68, t_end, sc) for sc in candidates.values()]
             m = meter.measure(meter.views(face, [photo, *outs]))
             est0.append(float(m["age"][0]))
             for j, k in enumerate(candidates, 1):
