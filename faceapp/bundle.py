@@ -18,6 +18,8 @@ A bundle folder holds ``bundle.json`` and the files it names::
                                              faceapp.stylegan.age_estimator),
                             "age_prototypes_late": "age_prototypes_late.safetensors" (optional: a second,
                                              late-life change, used as by_age's 'late' part says),
+                            "age_prototypes_growth": "age_prototypes_growth.safetensors" (optional: children's
+                                             growth, used as by_age's 'growth' part says),
                             "glasses_overlay": {"gan_share": 0..1} (optional: the glasses edit draws
                                                frames on the photo, faceapp.align.glasses),
                             "smile_prototypes": "smile_prototypes.safetensors" (optional),
@@ -34,6 +36,8 @@ A bundle folder holds ``bundle.json`` and the files it names::
                            edit's wrinkles, folds, sagging and greying at the photo's own resolution
     age_prototypes_late.safetensors  optional late-life prototypes (the same format: e.g. faces aged 55-65 against
                            80+), applied after the age prototypes by t x the face's by_age 'late' multiple
+    age_prototypes_growth.safetensors  optional growth prototypes (the same format: children against young
+                           adults): a child grows up rather than wrinkles, by t x the face's by_age 'growth' multiple
     age_estimator.safetensors  optional age estimator (MobileNetV2, training/age_estimator.py): with
                            age_prototypes_options' by_age, older faces get more of the aging change and
                            younger ones less, so "+N years" reads about N years on any face
@@ -145,6 +149,7 @@ class ModelBundle:
     smile_prototypes: object = None  # optional, the same class: neutral -> smiling
     age_estimator: torch.nn.Module | None = None  # optional faceapp.stylegan.age_estimator.AgeEstimator
     age_prototypes_late: object = None  # optional AgePrototypes: a second, late-life change (by_age's 'late')
+    age_prototypes_growth: object = None  # optional AgePrototypes: children -> young adults (by_age's 'growth')
 
     def age_split(self, strength: float) -> tuple[float, float]:
         """An age strength as (the generator's share of it, the prototypes' t): with age prototypes the photo
@@ -207,9 +212,10 @@ class ModelBundle:
         return float(estimate_ages(self.age_estimator, [crop])[0])
 
     def age_scales(self, age: float | None) -> dict[str, float] | None:
-        """The aging change's parts ({'shape', 'light', 'gain', 'wrinkles'}, multiples of the prototypes' t, and
-        'late': the late-life prototypes' t as a multiple of it) for a face that looks `age` years old: the by_age
-        profile read linearly between its ages (held at its ends); None without a profile or an age."""
+        """The aging change's parts ({'shape', 'light', 'gain', 'wrinkles', 'hair'}, multiples of the prototypes' t
+        (hair: of the greying), 'late' and 'growth': the late-life and growth prototypes' t as multiples of it) for a
+        face that looks `age` years old: the by_age profile read linearly between its ages (held at its ends); None
+        without a profile or an age."""
         profile = (self.meta.get("age_prototypes_options") or {}).get("by_age")
         if age is None or not np.isfinite(age) or not profile or not self.uses_face_age:
             return None
@@ -217,11 +223,18 @@ class ModelBundle:
 
     def age_photo(self, photo, landmarks68, t: float, scales: dict | None = None):
         """`photo` (PIL) with the face at `landmarks68` ([68, 2] photo px) aged by the age prototypes' t, with the
-        bundle's grey hair and drawn lines and the parts' multiples `scales` (`age_scales`); then, where scales
-        give a 'late' part, by the late-life prototypes at t x that part. What the editor and the profile fit use."""
-        photo = self.age_prototypes.apply(photo, landmarks68, t, hair=self.hair_grey, wrinkles=self.wrinkles,
-                                          scales=scales)
-        late = float((scales or {}).get("late", 0.0)) * t
+        bundle's grey hair and drawn lines and the parts' multiples `scales` (`age_scales`; 'hair' scales the
+        greying); first, where scales give a 'growth' part, grown up by the growth prototypes at t x that part;
+        last, where they give a 'late' part, by the late-life prototypes at t x that part. What the editor and the
+        profile fit use."""
+        sc = scales or {}
+        growth = float(sc.get("growth", 0.0)) * t
+        if growth > 0 and self.age_prototypes_growth is not None:  # a child grows up: no greying, no drawn lines
+            photo = self.age_prototypes_growth.apply(photo, landmarks68, growth, hair=0.0, wrinkles=0.0)
+        hair = self.hair_grey * float(sc.get("hair", 1.0)) if t > 0 else self.hair_grey
+        parts = {k: v for k, v in sc.items() if k not in ("late", "growth")} if scales is not None else None
+        photo = self.age_prototypes.apply(photo, landmarks68, t, hair=hair, wrinkles=self.wrinkles, scales=parts)
+        late = float(sc.get("late", 0.0)) * t
         if late > 0 and self.age_prototypes_late is not None:  # older faces: the late-life change too
             photo = self.age_prototypes_late.apply(photo, landmarks68, late, hair=0.0, wrinkles=0.0)
         return photo
@@ -434,6 +447,12 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         from faceapp.align.prototype import AgePrototypes
 
         late_protos = AgePrototypes.load(late_path)
+    growth_protos = None
+    growth_path = _member(root, meta.get("age_prototypes_growth"), "age_prototypes_growth")
+    if growth_path is not None:
+        from faceapp.align.prototype import AgePrototypes
+
+        growth_protos = AgePrototypes.load(growth_path)
     smile_protos = None
     smile_path = _member(root, meta.get("smile_prototypes"), "smile_prototypes")
     if smile_path is not None:
@@ -458,7 +477,7 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
     card_path = _member(root, meta.get("card"), "card")
     card = card_path.read_text(encoding="utf-8") if card_path is not None else ""
     files = [root / "bundle.json", gen_path] + [p for p in (enc_path, det_path, proto_path, smile_path, age_path,
-                                                            late_path) if p]
+                                                            late_path, growth_path) if p]
     return ModelBundle(
         G=G,
         encoder=encoder,
@@ -467,6 +486,7 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
         smile_prototypes=smile_protos,
         age_estimator=age_net,
         age_prototypes_late=late_protos,
+        age_prototypes_growth=growth_protos,
         directions=directions,
         align_spec=align,
         card=card,
@@ -477,7 +497,7 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
     )
 
 
-AGE_PARTS = ("shape", "light", "gain", "wrinkles", "late")
+AGE_PARTS = ("shape", "light", "gain", "wrinkles", "late", "growth", "hair")
 
 
 def _check_age_profile(profile, root) -> None:
@@ -498,8 +518,8 @@ def _check_age_profile(profile, root) -> None:
         ok = False
     if not ok:
         raise CheckpointError(f"{root / 'bundle.json'}: age_prototypes_options' by_age must be {{'ages': [increasing "
-                              f"years], 'shape'/'light'/'gain'/'wrinkles': [as many multiples in 0..4]}}, got "
-                              f"{profile!r}")
+                              f"years], 'shape'/'light'/'gain'/'wrinkles'/'late'/'growth'/'hair': [as many "
+                              f"multiples in 0..4]}}, got {profile!r}")
 
 
 def _check_prototype_options(opts, root, key: str = "age_prototypes_options") -> None:
@@ -610,6 +630,7 @@ def save_bundle(
     smile_prototypes_options: dict | None = None,
     age_estimator: torch.nn.Module | None = None,
     age_prototypes_late=None,
+    age_prototypes_growth=None,
 ) -> Path:
     """Write a bundle folder (see the module doc); returns its path. bundle.json is written last.
 
@@ -619,7 +640,8 @@ def save_bundle(
     ``smile_prototypes`` likewise (smile_prototypes.safetensors, `ModelBundle.smile_split`).
     ``age_estimator``: an optional `AgeEstimator`, stored as age_estimator.safetensors (float32): with a by_age
     profile in ``age_prototypes_options`` each face is aged by its own share (`ModelBundle.age_scales`);
-    ``age_prototypes_late``: optional late-life `AgePrototypes` (age_prototypes_late.safetensors), the profile's 'late'.
+    ``age_prototypes_late``: optional late-life `AgePrototypes` (age_prototypes_late.safetensors), the profile's 'late';
+    ``age_prototypes_growth``: optional growth `AgePrototypes` (age_prototypes_growth.safetensors), its 'growth'.
 
     ``dtype=torch.float16`` stores the networks' float32 tensors in half precision (half the size;
     loading casts them back to float32), as the demo bundle does to keep every file under 10 MB.
@@ -654,6 +676,9 @@ def save_bundle(
     if age_prototypes_late is not None:
         with atomic_path(root / "age_prototypes_late.safetensors") as tmp:
             age_prototypes_late.save(tmp)
+    if age_prototypes_growth is not None:
+        with atomic_path(root / "age_prototypes_growth.safetensors") as tmp:
+            age_prototypes_growth.save(tmp)
     if smile_prototypes is not None:
         _check_prototype_options(smile_prototypes_options, root, key="smile_prototypes_options")
         with atomic_path(root / "smile_prototypes.safetensors") as tmp:
@@ -675,6 +700,8 @@ def save_bundle(
            if age_prototypes is not None else {}),
         **({"age_estimator": "age_estimator.safetensors"} if age_estimator is not None else {}),
         **({"age_prototypes_late": "age_prototypes_late.safetensors"} if age_prototypes_late is not None else {}),
+        **({"age_prototypes_growth": "age_prototypes_growth.safetensors"} if age_prototypes_growth is not None
+           else {}),
         **({"smile_prototypes": "smile_prototypes.safetensors",
             "smile_prototypes_options": dict(smile_prototypes_options)} if smile_prototypes is not None else {}),
         "directions": "directions/" if directions is not None and len(directions) else None,
@@ -762,6 +789,7 @@ def build_bundle(
     age_profile: str | os.PathLike | None = None,
     age_wrinkles: float | None = None,
     age_prototypes_late: str | os.PathLike | None = None,
+    age_prototypes_growth: str | os.PathLike | None = None,
 ) -> Path:
     """Make a bundle folder at `out` from files in any supported format; returns `out`.
 
@@ -790,6 +818,8 @@ def build_bundle(
         age_wrinkles: the age prototypes' drawn-line amount (default faceapp.align.prototype.WRINKLES).
         age_prototypes_late: optional late-life prototypes (training/age_prototypes.py with older groups), applied
             after the age prototypes as the profile's 'late' part says.
+        age_prototypes_growth: optional growth prototypes (training/age_prototypes.py with children against young
+            adults), applied before them as the profile's 'growth' part says.
 
     Raises:
         DirectionMismatchError: a direction file made for another generator (see faceapp.edits.provenance).
@@ -907,6 +937,15 @@ def build_bundle(
         late = AgePrototypes.load(age_prototypes_late)
         sources["age_prototypes_late"] = {"file": Path(age_prototypes_late).name, "format": "faceapp"}
         options["age_prototypes_late"] = os.fspath(age_prototypes_late)
+    growth = None
+    if age_prototypes_growth is not None:
+        from faceapp.align.prototype import AgePrototypes
+
+        if protos is None:
+            raise CheckpointError("growth prototypes go with age prototypes: give --age-prototypes too")
+        growth = AgePrototypes.load(age_prototypes_growth)
+        sources["age_prototypes_growth"] = {"file": Path(age_prototypes_growth).name, "format": "faceapp"}
+        options["age_prototypes_growth"] = os.fspath(age_prototypes_growth)
     age_net = None
     if age_estimator is not None:
         from faceapp.stylegan.age_estimator import AgeEstimator
@@ -920,7 +959,7 @@ def build_bundle(
     return save_bundle(out, G=G, align_spec=spec, encoder=E, directions=direction_set, name=name, card=card,
                        meta=meta, detail=det, age_prototypes=protos, age_prototypes_options=proto_opts,
                        smile_prototypes=smile_protos, smile_prototypes_options=smile_opts, age_estimator=age_net,
-                       age_prototypes_late=late)
+                       age_prototypes_late=late, age_prototypes_growth=growth)
 
 
 def _build_card(name: str, G, fp: dict, sources: dict, align: str, notes: list[str]) -> str:

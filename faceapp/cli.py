@@ -431,7 +431,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                         glasses_overlay=args.glasses_overlay, smile_prototypes=args.smile_prototypes,
                         smile_prototypes_end=args.smile_prototypes_end, age_estimator=args.age_estimator,
                         age_profile=args.age_profile, age_wrinkles=args.age_wrinkles,
-                        age_prototypes_late=args.age_prototypes_late)
+                        age_prototypes_late=args.age_prototypes_late,
+                        age_prototypes_growth=args.age_prototypes_growth)
     _print_bundle(path, force_directions=args.force_directions)
     print(f"use it: python app.py --model {path}")
     print(f"    or: python -m faceapp edit PHOTO --model {path} --age 2 --out OUT.png")
@@ -482,6 +483,9 @@ def _add_bundle(subparsers) -> None:
     p.add_argument("--age-prototypes-late", metavar="FILE",
                    help="late-life prototypes (python -m training.age_prototypes --young 55,66 --old 80,120): a "
                    "second change for faces the age profile gives a 'late' part")
+    p.add_argument("--age-prototypes-growth", metavar="FILE",
+                   help="growth prototypes (python -m training.age_prototypes --young 3,12 --old 22,32): children "
+                   "the age profile gives a 'growth' part grow up rather than wrinkle")
     p.add_argument("--age-estimator", metavar="FILE",
                    help="an age estimator (python -m training.age_estimator): with --age-profile each face is aged "
                    "by the parts its estimated age calls for")

@@ -100,3 +100,23 @@ def test_trainer_runs_and_resumes(tmp_path, monkeypatch):
     extra = read_header(out)["extra"]
     assert extra["train_photos"] == 7 and extra["excluded_digests"] == {"x": "0"} and extra["final"]
     assert main(args) == 0 and torch.load(out.with_suffix(".state.pt"), weights_only=True)["step"] == 4
+    bal = tmp_path / "bal.safetensors"
+    assert main([*args[:4], str(bal), *args[5:], "--balance-age", "0.5"]) == 0
+    assert read_header(bal)["extra"]["options"]["balance_age"] == 0.5
+
+
+def test_balanced_draws_bring_the_rare_old_faces_up():
+    """--balance-age: alpha 1 draws each age bin alike (10 faces of 85 among 90 of 25: about half the draws),
+    alpha 0 keeps the data's mix (a plain permutation); an epoch's order depends only on (seed, epoch)."""
+    from training.age_estimator import draw_probabilities, epoch_order
+
+    ages = np.array([25] * 90 + [85] * 10)
+    old = ages == 85
+    p1, p05 = draw_probabilities(ages, 1.0), draw_probabilities(ages, 0.5)
+    assert p1.sum() == pytest.approx(1.0) and p1[old].sum() == pytest.approx(0.5)
+    assert p05[old].sum() == pytest.approx(np.sqrt(10) / (np.sqrt(10) + np.sqrt(90)))
+    draws = np.concatenate([epoch_order(100, 0, e, p1) for e in range(50)])
+    assert 0.45 < old[draws].mean() < 0.55
+    assert np.array_equal(np.sort(epoch_order(100, 0, 3)), np.arange(100))
+    assert np.array_equal(epoch_order(100, 0, 3, p1), epoch_order(100, 0, 3, p1))
+    assert not np.array_equal(epoch_order(100, 0, 3, p1), epoch_order(100, 0, 4, p1))

@@ -49,3 +49,26 @@ def test_bad_profiles_are_refused(bad):
 
     with pytest.raises(CheckpointError):
         _check_age_profile(bad, root=Path("."))
+
+
+def test_children_choose_among_growth_candidates_and_no_one_else_does():
+    """Below --child-below a band picks only candidates with growth (a lined child reads old to the estimator, and
+    would win the plain rule); above it, growth candidates are never picked, whatever they score."""
+    est0 = np.array([5.0, 7, 9, 11, 30, 32, 34, 36])
+    names = list(CANDIDATES)
+    change = {k: np.full(8, 30.0 if CANDIDATES[k]["growth"] == 0 else 8.0) for k in names}
+    change["grow-more"][:] = 40.0  # the best of all, everywhere
+    dist = {k: np.full(8, 0.3) for k in names}
+    profile, table = choose_profile(est0, change, dist, (13,), min_same=0.9, target=15.0, child_below=13)
+    chosen = {r["band"][1]: r["candidate"] for r in table if r["chosen"]}
+    assert chosen[13.0] == "grow-more"
+    assert CANDIDATES[chosen[np.inf]]["growth"] == 0
+    assert profile["growth"] == [CANDIDATES["grow-more"]["growth"], 0.0] and profile["hair"] == [0.0, 1.0]
+    assert {r["candidate"] for r in table if r["band"][1] == 13.0} == {k for k in names if CANDIDATES[k]["growth"]}
+    # without child_below (or without growth candidates) no band picks a growth candidate
+    _, table = choose_profile(est0, change, dist, (13,), min_same=0.9, target=15.0)
+    assert all(CANDIDATES[r["candidate"]]["growth"] == 0 for r in table if r["chosen"])
+    plain = {k: v for k, v in change.items() if CANDIDATES[k]["growth"] == 0}
+    _, table = choose_profile(est0, plain, dist, (13,), min_same=0.9, target=15.0, child_below=13)
+    assert all(CANDIDATES[r["candidate"]]["growth"] == 0 for r in table if r["chosen"])
+    _check_age_profile(profile, root=Path("."))

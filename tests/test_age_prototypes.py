@@ -396,6 +396,26 @@ def test_a_bundles_age_profile_ages_each_face_by_its_own_estimated_age(face, pro
     assert sc["late"] == pytest.approx(age / 100)
     assert np.array_equal(np.asarray(aged_l), np.asarray(by_hand_l))
     assert not np.array_equal(np.asarray(aged_l), np.asarray(aged))
+    # a child: growth prototypes first (no greying, no drawn lines), then the age prototypes' parts, with the
+    # greying and the fading colour scaled by the 'hair' part (0 here: a child's hair and lips keep their colour)
+    _protos(face[2], shift=(0.0, -1.5), light=-4.0).save(root / "growth.safetensors")
+    child = {"ages": [0, 100], "shape": [0.0, 2.0], "growth": [1.0, 0.0], "hair": [0.0, 1.0]}
+    meta_g = {**meta, "age_prototypes_growth": "growth.safetensors",
+              "age_prototypes_options": {**meta["age_prototypes_options"], "by_age": child}}
+    (root / "bundle.json").write_text(json.dumps(meta_g))
+    bg = load_bundle(root)
+    assert "children grow up" in model_notice(dataclasses.replace(bg, meta={**bg.meta, "untrained": False}))
+    assert "children grow up" not in model_notice(dataclasses.replace(b, meta={**b.meta, "untrained": False}))
+    editor_g = FaceEditor(bg, invert_kwargs={"config": InvertConfig(fast_steps_no_encoder=2, perceptual_weight=0.0)})
+    aged_g = editor_g.compose(photo, prepared, {"age": 6.0})
+    sc = bg.age_scales(age)
+    grown = bg.age_prototypes_growth.apply(plain, lm, 0.6 * (1 - age / 100), hair=0.0, wrinkles=0.0)
+    by_hand_g = bg.age_prototypes.apply(grown, lm, 0.6, hair=bg.hair_grey * age / 100, wrinkles=bg.wrinkles,
+                                        scales={"shape": sc["shape"], "hair": sc["hair"]})
+    assert np.array_equal(np.asarray(aged_g), np.asarray(by_hand_g))
+    assert not np.array_equal(np.asarray(aged_g), np.asarray(aged))
+    younger_g = editor_g.compose(photo, prepared, {"age": -6.0})  # younger: no growth, as before
+    assert np.array_equal(np.asarray(younger_g), np.asarray(editor.compose(photo, prepared, {"age": -6.0})))
     (root / "bundle.json").write_text(json.dumps(meta))
     unscaled = b.age_prototypes.apply(plain, lm, 0.6)
     assert not np.array_equal(np.asarray(aged), np.asarray(unscaled))  # the profile made a difference
@@ -445,6 +465,12 @@ def test_cli_bundle_takes_an_age_estimator_profile_and_line_amount(face, proto_b
     assert load_bundle(tmp_path / "d").age_prototypes_late is not None
     no_protos = args[:7]  # bundle --generator G --align utkface --directions D: no age prototypes
     assert cli([*no_protos, *late, "--out", str(tmp_path / "e")]) != 0  # late-life prototypes go after age ones
+    growth = ["--age-prototypes-growth", str(proto_bundle.root / "age_prototypes.safetensors")]
+    est = ["--age-estimator", str(tmp_path / "age.safetensors")]
+    assert cli([*args, *growth, *est, "--out", str(tmp_path / "f")]) == 0
+    assert load_bundle(tmp_path / "f").age_prototypes_growth is not None
+    assert load_bundle(tmp_path / "d").age_prototypes_growth is None
+    assert cli([*no_protos, *growth, "--out", str(tmp_path / "g")]) != 0
 
 
 def test_the_shape_change_never_folds_the_mesh_and_keeps_the_mouths_move(face):

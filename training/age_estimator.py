@@ -45,6 +45,9 @@ from training.options import opt, parse_command
 
 __all__ = ["AgeEstimator", "load_age_estimator", "register", "estimate_ages", "main"]
 
+#: age bins of --balance-age: training.dataset.AGE_BINS, with 70s, 80s and 90+ apart (the old are what it is for)
+ESTIMATOR_AGE_BINS = (0, 3, 10, 20, 30, 40, 50, 60, 70, 80, 90)
+
 DEFAULT_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "utkface" / "utkface-200px.zip"
 
 
@@ -156,6 +159,26 @@ def age_loss(net: AgeEstimator, x: torch.Tensor, ages: torch.Tensor) -> torch.Te
 # ----------------------------------------------------------------------------- train / evaluate
 
 
+def draw_probabilities(ages: np.ndarray, alpha: float) -> np.ndarray:
+    """float64 [N] probabilities summing to 1 that draw age bin b (ESTIMATOR_AGE_BINS) in proportion to
+    count_b ** (1 - alpha), from the photos' true ages [N].
+
+    An expectation over one-year bins learnt from UTKFace's mix is pulled towards the common ages: true 85+ faces
+    read about 8 years young, and that is where the age edit's results land. Drawing the rarer bins more often
+    lets the estimator read old faces as old."""
+    from training.dataset import age_balance_weights
+
+    w = age_balance_weights(np.asarray(ages, np.float64), alpha, ESTIMATOR_AGE_BINS)
+    return w / w.sum()
+
+
+def epoch_order(n: int, seed: int, epoch: int, draw: np.ndarray | None = None) -> np.ndarray:
+    """The photo indices [n] of one epoch, depending only on (seed, epoch), so a resumed run continues the same
+    order: a permutation, or with `draw` ([n] probabilities) n draws with replacement."""
+    rng = np.random.default_rng([seed, epoch])
+    return rng.choice(n, n, p=draw) if draw is not None else rng.permutation(n)
+
+
 def _heldout_names():
     from training.utkface import HELDOUT_LISTS, name_list_digest, read_name_list
 
@@ -185,6 +208,7 @@ def train(args) -> int:
     net = net.to(memory_format=torch.channels_last)
     steps_per_epoch = n // args.batch
     total = steps_per_epoch * args.epochs
+    draw = draw_probabilities(ages, args.balance_age) if args.balance_age else None
     opt = torch.optim.AdamW([
         {"params": net.features.parameters(), "lr": args.lr * 0.3},
         {"params": net.head.parameters(), "lr": args.lr},
@@ -214,7 +238,7 @@ def train(args) -> int:
     while step < total:
         epoch, k = divmod(step, steps_per_epoch)
         # an epoch's order depends only on (seed, epoch): resuming mid-epoch continues the same order
-        perm = np.random.default_rng([args.seed, epoch]).permutation(n)
+        perm = epoch_order(n, args.seed, epoch, draw)
         g = torch.Generator().manual_seed(args.seed * 100003 + step)
         idx = perm[k * args.batch:(k + 1) * args.batch]
         x = torch.from_numpy(imgs[idx]).permute(0, 3, 1, 2).float() / 255
@@ -282,6 +306,8 @@ class TrainAgeOptions:
     threads: int = opt(2, "torch CPU threads")
     minutes: float = opt(0, "stop (resumably) after this much training time")
     snapshot_minutes: float = opt(5, "minutes between snapshots")
+    balance_age: float = opt(0.0, "draw the photos so that age bin b (ESTIMATOR_AGE_BINS) comes up in proportion to "
+                             "count_b ** (1 - ALPHA): 0 keeps UTKFace's mix, 1 draws every bin alike")
 
 
 @dataclass(frozen=True)

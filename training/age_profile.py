@@ -15,7 +15,9 @@ prototypes' t for the shape, the lightness, the band gains and the drawn lines. 
    person; a measure the edit does not use);
 3. splits the faces by their estimated age at `--bands`; in each band, keeps the candidates that leave at least
    `--min-same` of its faces the same person (none does: those that keep the most) and picks the one with the
-   largest share aged >= `--target` years (ties: the larger share still the same person);
+   largest share aged >= `--target` years (ties: the larger share still the same person). Bands below
+   `--child-below` pick among the growth candidates alone (with the bundle's growth prototypes): a child aged with
+   lines reads old to the estimator, and would win, but looks like neither an adult nor the child;
 4. writes the profile (anchored at each band's median estimated age; read linearly between, held at the ends),
    the table it chose from, and the command line, to `--out`. Put the profile into bundle.json's
    age_prototypes_options as 'by_age' (`python -m faceapp bundle ... --age-profile FILE`).
@@ -39,15 +41,23 @@ from training.options import add_options, layered_values, opt
 __all__ = ["CANDIDATES", "AgeProfileOptions", "choose_profile", "main"]
 
 #: Candidate parts, as multiples of the bundle's prototype t (slider's end) and its drawn-line amount.
-#: 'late': the bundle's late-life prototypes' t as a multiple of the age prototypes' t (when it has them).
+#: 'late' / 'growth': the bundle's late-life / growth prototypes' t as a multiple of the age prototypes' t (when it
+#: has them); 'hair': of the greying. Candidates with growth are a child's: children grow up, they do not wrinkle,
+#: so the bands below --child-below choose among them alone, and the others never do.
+_AGE = {"late": 0.0, "growth": 0.0, "hair": 1.0}
+_GROW = {"shape": 0.0, "light": 0.0, "gain": 0.0, "wrinkles": 0.0, "late": 0.0, "hair": 0.0}
 CANDIDATES = {
-    "gentle": {"shape": 0.8, "light": 0.8, "gain": 0.8, "wrinkles": 1.0, "late": 0.0},
-    "even": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 1.0, "late": 0.0},
-    "even-fewer-lines": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 0.67, "late": 0.0},
-    "stronger": {"shape": 1.37, "light": 0.8, "gain": 1.2, "wrinkles": 1.0, "late": 0.0},
-    "strongest": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, "late": 0.0},
-    "strongest-late-half": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, "late": 0.57},
-    "strongest-late": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, "late": 1.14},
+    "gentle": {"shape": 0.8, "light": 0.8, "gain": 0.8, "wrinkles": 1.0, **_AGE},
+    "even": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 1.0, **_AGE},
+    "even-fewer-lines": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 0.67, **_AGE},
+    "stronger": {"shape": 1.37, "light": 0.8, "gain": 1.2, "wrinkles": 1.0, **_AGE},
+    "strongest": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE},
+    "strongest-late-half": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 0.57},
+    "strongest-late": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 1.14},
+    "grow": {**_GROW, "growth": 0.57},
+    "grow-more": {**_GROW, "growth": 0.86},
+    "grow-most": {**_GROW, "growth": 1.14},
+    "grow-and-age": {**_GROW, "growth": 0.86, "shape": 0.3, "light": 0.3, "gain": 0.3, "wrinkles": 0.3},
 }
 
 
@@ -58,7 +68,10 @@ class AgeProfileOptions:
     zip: str = opt(None, "UTKFace 200 px zip (default: ../shared/data/utkface/utkface-200px.zip)")
     per_band: int = opt(40, "training faces drawn from each true-age band")
     true_bands: tuple[int, ...] = opt((1, 15, 30, 45, 60, 100), "true-age band edges the faces are drawn from")
-    bands: tuple[int, ...] = opt((38, 47), "estimated-age edges of the profile's bands")
+    bands: tuple[int, ...] = opt((6, 13, 38, 47), "estimated-age edges of the profile's bands (babies, children, "
+                                 "then adults)")
+    child_below: float = opt(13.0, "bands whose upper edge is at most this choose among the growth candidates "
+                             "(with the bundle's growth prototypes), the others never do")
     min_same: float = opt(0.9, "least share of a band's faces that must stay the same person (dlib < 0.6)")
     target: float = opt(15.0, "the age change (years, estimated) whose share is maximised")
     seed: int = opt(7, "seed of the photos' order")
@@ -66,21 +79,27 @@ class AgeProfileOptions:
 
 
 def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[str, np.ndarray], bands,
-                   *, min_same: float = 0.9, target: float = 15.0) -> tuple[dict, list[dict]]:
+                   *, min_same: float = 0.9, target: float = 15.0,
+                   child_below: float | None = None) -> tuple[dict, list[dict]]:
     """(profile, table) from each face's estimated age `est0` [N] and, per candidate name, its age change [N] and
     identity distance [N]. In each band of `bands` (estimated-age edges), the candidate with the largest share
     >= `target` among those keeping >= `min_same` the same person (none: of those keeping the most); the profile
-    is anchored at each band's median estimated age."""
+    is anchored at each band's median estimated age. With `child_below`, a band whose upper edge is at most that
+    chooses among the growth candidates that `change` holds, and every other band among the rest."""
     edges = [-np.inf, *bands, np.inf]
-    ages, parts, table = [], {k: [] for k in ("shape", "light", "gain", "wrinkles", "late")}, []
+    parts = {k: [] for k in ("shape", "light", "gain", "wrinkles", "late", "growth", "hair")}
+    ages, table = [], []
+    growing = {k for k in change if CANDIDATES[k]["growth"] > 0}
     for lo, hi in zip(edges, edges[1:]):
         m = (est0 >= lo) & (est0 < hi)
         if not m.any():
             continue
+        child = child_below is not None and hi <= child_below and bool(growing)
+        names = [k for k in change if (k in growing) == child]
         rows = [{"band": [float(lo), float(hi)], "faces": int(m.sum()), "candidate": k,
                  "median_change": float(np.median(change[k][m])),
                  "share_target": float(np.mean(change[k][m] >= target)),
-                 "same": float(np.mean(dist[k][m] < 0.6))} for k in change]
+                 "same": float(np.mean(dist[k][m] < 0.6))} for k in names]
         most = max(r["same"] for r in rows)
         ok = [r for r in rows if r["same"] >= min_same] or [r for r in rows if r["same"] == most]
         best = max(ok, key=lambda r: (r["share_target"], r["same"]))
@@ -118,7 +137,8 @@ def main(argv=None) -> int:
     if bundle.age_prototypes is None or bundle.age_estimator is None:
         print(f"error: {args.bundle} needs age prototypes and an age estimator", file=sys.stderr)
         return 2
-    candidates = {k: v for k, v in CANDIDATES.items() if not v["late"] or bundle.age_prototypes_late is not None}
+    candidates = {k: v for k, v in CANDIDATES.items() if (not v["late"] or bundle.age_prototypes_late is not None)
+                  and (not v["growth"] or bundle.age_prototypes_growth is not None)}
     end = max(abs(x) for x in bundle.directions["age"].strength_range)
     t_end = bundle.age_split(end)[1]
     meter = PhotoMeter(None, age_estimator=bundle.age_estimator)
@@ -150,7 +170,7 @@ def main(argv=None) -> int:
                 print(f"  {i + 1}/{len(chosen)} photos ({time.time() - t0:.0f} s)", flush=True)
     profile, table = choose_profile(np.array(est0), {k: np.array(v) for k, v in change.items()},
                                     {k: np.array(v) for k, v in dist.items()}, args.bands,
-                                    min_same=args.min_same, target=args.target)
+                                    min_same=args.min_same, target=args.target, child_below=args.child_below)
     print(f"{'band':>12s} {'candidate':>17s} faces  median  >=target  same")
     for r in table:
         print(f"{r['band'][0]:5.0f}-{r['band'][1]:<6.0f} {r['candidate']:>17s} {r['faces']:5d} "

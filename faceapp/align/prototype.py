@@ -272,7 +272,8 @@ class AgePrototypes:
                  + (1.0 - mouth) * cv2.GaussianBlur(ratio, (0, 0), s / 16))
         # meta 'mouth_chroma_power' (smile prototypes): teeth lose the lips' red faster than the mean image says
         power = 1.0 + mouth * (float(self.meta.get("mouth_chroma_power", 1.0)) - 1.0)
-        factor = np.minimum(ratio, 1.0) ** (max(t, 0.0) * power)
+        # the colour that fades with age (lips, brows) follows the greying's multiple ('hair': 0 for a child)
+        factor = np.minimum(ratio, 1.0) ** (max(t, 0.0) * power * sc.get("hair", 1.0))
         out["chroma"] = (1.0 - window * (1.0 - factor) * (1.0 - skin)).astype(np.float32)
         return out
 
@@ -314,7 +315,8 @@ class AgePrototypes:
         0 for smile prototypes; 0: hair untouched) and fine lines are drawn where the skin lacks the older group's
         (`wrinkles`: the share of the missing line energy drawn at t = WRINKLE_FULL_T; default WRINKLES for age
         prototypes, 0 for smile prototypes). scales (t > 0 only): {'shape', 'light', 'gain', 'wrinkles'} multiples
-        of t for each part of the change (default 1; `faceapp.bundle.ModelBundle.age_scales` gives a face's).
+        of t for each part of the change, 'hair' of the colour that fades (lips, brows; the hair's greying is `hair`)
+        (default 1; `faceapp.bundle.ModelBundle.age_scales` gives a face's).
         """
         from faceapp.align.paste import _feathered_polygon, head_hull
 

@@ -41,6 +41,9 @@ def model_notice(bundle) -> str:
         enc += f", a detail stage to {out}x{out}"
     if bundle.age_prototypes is not None:
         fitted = ", as much as your face's estimated age calls for" if bundle.uses_face_age else ""
+        profile = (bundle.meta.get("age_prototypes_options") or {}).get("by_age") or {}
+        if fitted and bundle.age_prototypes_growth is not None and any(profile.get("growth", [])):
+            fitted += "; children grow up instead"
         enc += f", age prototypes (wrinkles and grey hair at your photo's resolution{fitted})"
     if bundle.smile_prototypes is not None:
         enc += ", smile prototypes (your own mouth moves)"
