@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from faceapp.bundle import _check_age_profile
-from training.age_profile import CANDIDATES, choose_profile
+from training.age_profile import CANDIDATES, SWITCH_YEARS, choose_profile
 
 
 def test_each_band_gets_the_strongest_candidate_that_keeps_its_faces():
@@ -63,7 +63,10 @@ def test_children_choose_among_growth_candidates_and_no_one_else_does():
     chosen = {r["band"][1]: r["candidate"] for r in table if r["chosen"]}
     assert chosen[13.0] == "grow-more"
     assert CANDIDATES[chosen[np.inf]]["growth"] == 0
-    assert profile["growth"] == [CANDIDATES["grow-more"]["growth"], 0.0] and profile["hair"] == [0.0, 1.0]
+    # growing up gives way to growing old within SWITCH_YEARS of child_below, not between the bands' medians
+    g = CANDIDATES["grow-more"]["growth"]
+    assert profile["ages"] == [8.0, 13 - SWITCH_YEARS, 13 + SWITCH_YEARS, 33.0]
+    assert profile["growth"] == [g, g, 0.0, 0.0] and profile["hair"] == [0.0, 0.0, 1.0, 1.0]
     assert {r["candidate"] for r in table if r["band"][1] == 13.0} == {k for k in names if CANDIDATES[k]["growth"]}
     # without child_below (or without growth candidates) no band picks a growth candidate
     _, table = choose_profile(est0, change, dist, (13,), min_same=0.9, target=15.0)

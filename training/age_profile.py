@@ -45,6 +45,8 @@ __all__ = ["CANDIDATES", "AgeProfileOptions", "choose_profile", "main"]
 #: has them); 'hair': of the greying. Candidates with growth are a child's: children grow up, they do not wrinkle,
 #: so the bands below --child-below choose among them alone, and the others never do.
 _AGE = {"late": 0.0, "growth": 0.0, "hair": 1.0}
+#: years either side of --child-below over which growing up gives way to growing old
+SWITCH_YEARS = 2.0
 _GROW = {"shape": 0.0, "light": 0.0, "gain": 0.0, "wrinkles": 0.0, "late": 0.0, "hair": 0.0}
 CANDIDATES = {
     "gentle": {"shape": 0.8, "light": 0.8, "gain": 0.8, "wrinkles": 1.0, **_AGE},
@@ -57,7 +59,6 @@ CANDIDATES = {
     "grow": {**_GROW, "growth": 0.57},
     "grow-more": {**_GROW, "growth": 0.86},
     "grow-most": {**_GROW, "growth": 1.14},
-    "grow-and-age": {**_GROW, "growth": 0.86, "shape": 0.3, "light": 0.3, "gain": 0.3, "wrinkles": 0.3},
 }
 
 
@@ -112,6 +113,21 @@ def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[s
     # anchors must increase: bands are ordered, their medians are too unless two bands hold the same faces' ages
     for i in range(1, len(ages)):
         ages[i] = max(ages[i], ages[i - 1] + 1.0)
+    n_child = sum(1 for lo, hi in zip(edges, edges[1:]) if child_below is not None and hi <= child_below
+                  and ((est0 >= lo) & (est0 < hi)).any() and growing)
+    if 0 < n_child < len(ages):
+        # growing up gives way to growing old within SWITCH_YEARS of child_below, not between the bands' medians
+        # (from 8 to 29): a face of 20 does not grow
+        def hold(src: int, age: float) -> None:  # band src's mix held to `age`
+            ages.insert(n_child, float(age))
+            for k in parts:
+                parts[k].insert(n_child, parts[k][src])
+
+        lo, hi = child_below - SWITCH_YEARS, child_below + SWITCH_YEARS
+        if ages[n_child - 1] < hi < ages[n_child]:
+            hold(n_child, hi)
+        if ages[n_child - 1] < lo < ages[n_child]:
+            hold(n_child - 1, lo)
     return {"ages": [round(a, 1) for a in ages], **parts}, table
 
 
