@@ -121,6 +121,15 @@ def test_greying_only_ever_lowers_chroma_and_a_grey_photo_stays_grey(face):
     assert c(out)[hair[1], hair[0]] < c(before)[hair[1], hair[0]] - 2
     grey = photo.convert("L").convert("RGB")
     assert face_chroma(np.asarray(p.apply(grey, lm, 1.0)), lm) < 0.5
+    # the 'hair' part scales the colour that fades (a child's: 0, nothing fades; half: about half the fade)
+    kw = {"hair": 0.0, "wrinkles": 0.0}
+    at = (hair[1], hair[0])
+
+    def fade(scales):  # chroma lost above the brows
+        return c(before)[at] - c(np.asarray(p.apply(photo, lm, 1.0, scales=scales, **kw)))[at]
+
+    assert abs(fade({"hair": 0.0})) < 0.5 and fade({}) > 2
+    assert 0.2 * fade({}) < fade({"hair": 0.5}) < 0.8 * fade({})
 
 
 def test_file_round_trip_and_refusals(face, tmp_path):
