@@ -231,7 +231,7 @@ class ModelBundle:
         growth = float(sc.get("growth", 0.0)) * t
         if growth > 0 and self.age_prototypes_growth is not None:  # a child grows up: no greying, no drawn lines
             photo = self.age_prototypes_growth.apply(photo, landmarks68, growth, hair=0.0, wrinkles=0.0)
-        hair = self.hair_grey * float(sc.get("hair", 1.0)) if t > 0 else self.hair_grey
+        hair = min(self.hair_grey * float(sc.get("hair", 1.0)), 1.0) if t > 0 else self.hair_grey  # 1: silver
         parts = {k: v for k, v in sc.items() if k not in ("late", "growth")} if scales is not None else None
         photo = self.age_prototypes.apply(photo, landmarks68, t, hair=hair, wrinkles=self.wrinkles, scales=parts)
         late = float(sc.get("late", 0.0)) * t

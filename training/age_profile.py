@@ -38,15 +38,13 @@ import numpy as np
 
 from training.options import add_options, layered_values, opt
 
-__all__ = ["CANDIDATES", "AgeProfileOptions", "choose_profile", "main"]
+__all__ = ["CANDIDATES", "SWITCH_YEARS", "AgeProfileOptions", "choose_profile", "main"]
 
 #: Candidate parts, as multiples of the bundle's prototype t (slider's end) and its drawn-line amount.
 #: 'late' / 'growth': the bundle's late-life / growth prototypes' t as a multiple of the age prototypes' t (when it
 #: has them); 'hair': of the greying. Candidates with growth are a child's: children grow up, they do not wrinkle,
 #: so the bands below --child-below choose among them alone, and the others never do.
 _AGE = {"late": 0.0, "growth": 0.0, "hair": 1.0}
-#: years either side of --child-below over which growing up gives way to growing old
-SWITCH_YEARS = 2.0
 _GROW = {"shape": 0.0, "light": 0.0, "gain": 0.0, "wrinkles": 0.0, "late": 0.0, "hair": 0.0}
 CANDIDATES = {
     "gentle": {"shape": 0.8, "light": 0.8, "gain": 0.8, "wrinkles": 1.0, **_AGE},
@@ -60,6 +58,9 @@ CANDIDATES = {
     "grow-more": {**_GROW, "growth": 0.86},
     "grow-most": {**_GROW, "growth": 1.14},
 }
+
+#: years either side of --child-below over which growing up gives way to growing old
+SWITCH_YEARS = 2.0
 
 
 @dataclass(frozen=True)
