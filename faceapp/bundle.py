@@ -928,24 +928,18 @@ def build_bundle(
         sources["smile_prototypes"] = {"file": Path(smile_prototypes).name, "format": "faceapp"}
         options |= {"smile_prototypes": os.fspath(smile_prototypes),
                     "smile_prototypes_end": float(smile_prototypes_end)}
-    late = None
-    if age_prototypes_late is not None:
+    stages = {}  # the age edit's optional stages, read like the age prototypes
+    for key, path, what in (("age_prototypes_late", age_prototypes_late, "late-life prototypes go after"),
+                            ("age_prototypes_growth", age_prototypes_growth, "growth prototypes go with")):
+        if path is None:
+            continue
         from faceapp.align.prototype import AgePrototypes
 
         if protos is None:
-            raise CheckpointError("late-life prototypes go after age prototypes: give --age-prototypes too")
-        late = AgePrototypes.load(age_prototypes_late)
-        sources["age_prototypes_late"] = {"file": Path(age_prototypes_late).name, "format": "faceapp"}
-        options["age_prototypes_late"] = os.fspath(age_prototypes_late)
-    growth = None
-    if age_prototypes_growth is not None:
-        from faceapp.align.prototype import AgePrototypes
-
-        if protos is None:
-            raise CheckpointError("growth prototypes go with age prototypes: give --age-prototypes too")
-        growth = AgePrototypes.load(age_prototypes_growth)
-        sources["age_prototypes_growth"] = {"file": Path(age_prototypes_growth).name, "format": "faceapp"}
-        options["age_prototypes_growth"] = os.fspath(age_prototypes_growth)
+            raise CheckpointError(f"{what} age prototypes: give --age-prototypes too")
+        stages[key] = AgePrototypes.load(path)
+        sources[key] = {"file": Path(path).name, "format": "faceapp"}
+        options[key] = os.fspath(path)
     age_net = None
     if age_estimator is not None:
         from faceapp.stylegan.age_estimator import AgeEstimator
@@ -959,7 +953,7 @@ def build_bundle(
     return save_bundle(out, G=G, align_spec=spec, encoder=E, directions=direction_set, name=name, card=card,
                        meta=meta, detail=det, age_prototypes=protos, age_prototypes_options=proto_opts,
                        smile_prototypes=smile_protos, smile_prototypes_options=smile_opts, age_estimator=age_net,
-                       age_prototypes_late=late, age_prototypes_growth=growth)
+                       **stages)
 
 
 def _build_card(name: str, G, fp: dict, sources: dict, align: str, notes: list[str]) -> str:
