@@ -75,3 +75,30 @@ def test_children_choose_among_growth_candidates_and_no_one_else_does():
     _, table = choose_profile(est0, plain, dist, (13,), min_same=0.9, target=15.0, child_below=13)
     assert all(CANDIDATES[r["candidate"]]["growth"] == 0 for r in table if r["chosen"])
     _check_age_profile(profile, root=Path("."))
+
+
+def test_reuse_chooses_again_from_saved_measures_without_measuring(tmp_path, capsys):
+    """--reuse reads the per-face measures a fit wrote (no bundle, no photos) and chooses under the rule given;
+    measures of a candidate the script no longer has are refused, not silently dropped."""
+    import json
+
+    from training.age_profile import main
+
+    rng = np.random.default_rng(0)
+    est0 = rng.uniform(15, 80, 40)
+    names = [k for k in CANDIDATES if CANDIDATES[k]["growth"] == 0]
+    change = {k: rng.uniform(0, 30, 40) for k in names}
+    dist = {k: rng.uniform(0.2, 0.7, 40) for k in names}
+    faces = tmp_path / "faces.npz"
+    np.savez(faces, est0=est0, t_end=1.75, wrinkles=1.5, **{f"change/{k}": v for k, v in change.items()},
+             **{f"dist/{k}": v for k, v in dist.items()})
+    for min_same in (0.5, 0.8):
+        out = tmp_path / f"p{min_same}.json"
+        assert main(["--reuse", "--faces", str(faces), "--out", str(out), "--bands", "38,47",
+                     "--min-same", str(min_same), "--bundle", str(tmp_path / "no-such-bundle")]) == 0
+        want, _ = choose_profile(est0, change, dist, (38, 47), min_same=min_same, target=15.0, child_below=13.0)
+        got = json.loads(out.read_text())
+        assert got["by_age"] == want and got["t_end"] == 1.75 and got["faces"] == 40
+    np.savez(faces, est0=est0, t_end=1.75, wrinkles=1.5, **{"change/retired": est0, "dist/retired": est0})
+    assert main(["--reuse", "--faces", str(faces), "--out", str(tmp_path / "x.json")]) == 2
+    assert "retired" in capsys.readouterr().err

@@ -557,3 +557,28 @@ def test_smile_prototypes_part_the_lips_whole(face):
     smile = dataclasses.replace(_protos(lmc), old_shape=gentle, meta={"kind": "smile"})
     assert not [k for k in smile.fields(lmc, 1.0) if k.startswith("wr_")]
     assert [k for k in dataclasses.replace(smile, meta={}).fields(lmc, 1.0) if k.startswith("wr_")]
+
+
+def test_the_eyes_openings_keep_the_persons_own_irises(face):
+    """The groups' means inside the eyes' openings average irises, whites and lids (a child's big irises against an
+    adult's whites): added to a photo that clouds the iris grey. The lightness change skips the openings and keeps
+    the lids and the skin round them."""
+    photo, lm, lmc = face
+    p = _protos(lmc)
+    yy, xx = np.mgrid[0:S, 0:S]
+    for idx in (slice(36, 42), slice(42, 48)):  # the older mean is much lighter over each eye and round it
+        c = lmc[idx].mean(0)
+        p.old_lab[..., 0][(xx - c[0]) ** 2 + (yy - c[1]) ** 2 < 12.0 ** 2] += 25.0
+    light = p.fields(lmc, 1.0)["light"]
+    before = rgb2lab(np.asarray(photo))[..., 0]
+    after = rgb2lab(np.asarray(p.apply(photo, lm, 1.0, hair=0.0, wrinkles=0.0)))[..., 0]
+    width = np.linalg.norm(lmc[39] - lmc[36])
+    for idx in (slice(36, 42), slice(42, 48)):
+        c = lmc[idx].mean(0)
+        ci, cj = np.round(c[::-1]).astype(int)
+        assert abs(light[ci, cj]) < 0.5  # the opening: no change
+        above = np.round(c[::-1] - [0.55 * width, 0]).astype(int)  # the upper lid, under the brow
+        assert light[above[0], above[1]] > 3
+        x, y = np.round(lm[idx].mean(0)).astype(int)  # in the photo: the iris keeps its lightness
+        iris = (slice(y - 1, y + 2), slice(x - 1, x + 2))
+        assert np.abs(after[iris] - before[iris]).max() < 1.5

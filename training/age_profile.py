@@ -54,6 +54,8 @@ CANDIDATES = {
     "strongest": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE},
     "strongest-late-half": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 0.57},
     "strongest-late": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 1.14},
+    "strongest-late-more": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 1.71},
+    "strongest-late-most": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 2.29},
     "grow": {**_GROW, "growth": 0.57},
     "grow-more": {**_GROW, "growth": 0.86},
     "grow-most": {**_GROW, "growth": 1.14},
@@ -78,6 +80,10 @@ class AgeProfileOptions:
     target: float = opt(15.0, "the age change (years, estimated) whose share is maximised")
     seed: int = opt(7, "seed of the photos' order")
     threads: int = opt(2, "torch threads")
+    faces: str = opt(None, "per-face measures (npz: estimated ages, age changes and identity distances per "
+                     "candidate): written after measuring (default: --out with .npz); with --reuse, read instead of "
+                     "measuring, to choose again under other rules")
+    reuse: bool = opt(False, "choose from --faces without measuring again")
 
 
 def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[str, np.ndarray], bands,
@@ -147,6 +153,22 @@ def main(argv=None) -> int:
                     AgeProfileOptions)
     args = AgeProfileOptions(**layered_values(AgeProfileOptions, p.parse_args(argv), {"zip": str(UTKFACE_ZIP)}))
     torch.set_num_threads(args.threads)
+    faces_file = Path(args.faces or Path(args.out).with_suffix(".npz"))
+    t0 = time.time()
+    if args.reuse:
+        if not faces_file.is_file():
+            print(f"error: --reuse: no per-face measures at {faces_file}", file=sys.stderr)
+            return 2
+        with np.load(faces_file) as f:
+            est0 = f["est0"]
+            change = {k[len("change/"):]: f[k] for k in f.files if k.startswith("change/")}
+            dist = {k[len("dist/"):]: f[k] for k in f.files if k.startswith("dist/")}
+        unknown = sorted(set(change) - set(CANDIDATES))
+        if unknown:
+            print(f"error: {faces_file} measures candidates this script no longer has: {unknown}", file=sys.stderr)
+            return 2
+        t_end, wrinkles = float(f_meta(faces_file, "t_end")), float(f_meta(faces_file, "wrinkles"))
+        return _finish(args, argv, est0, change, dist, t_end, wrinkles, t0)
     if not Path(args.zip).is_file():
         print(f"error: no UTKFace zip at {args.zip}", file=sys.stderr)
         return 2
@@ -162,7 +184,6 @@ def main(argv=None) -> int:
     exclude = {n for f in HELDOUT_LISTS for n in read_name_list(f)}
     rng = np.random.default_rng(args.seed)
     est0, change, dist = [], {k: [] for k in candidates}, {k: [] for k in candidates}
-    t0 = time.time()
     with zipfile.ZipFile(args.zip) as z:
         names = [n for n in utkface_names(z) if Path(n).name not in exclude]
         names = [names[i] for i in rng.permutation(len(names))]
@@ -185,15 +206,31 @@ def main(argv=None) -> int:
                 dist[k].append(float(np.linalg.norm(m["desc"][j] - m["desc"][0])))
             if (i + 1) % 25 == 0:
                 print(f"  {i + 1}/{len(chosen)} photos ({time.time() - t0:.0f} s)", flush=True)
-    profile, table = choose_profile(np.array(est0), {k: np.array(v) for k, v in change.items()},
-                                    {k: np.array(v) for k, v in dist.items()}, args.bands,
-                                    min_same=args.min_same, target=args.target, child_below=args.child_below)
-    print(f"{'band':>12s} {'candidate':>17s} faces  median  >=target  same")
+    est0 = np.array(est0)
+    change = {k: np.array(v) for k, v in change.items()}
+    dist = {k: np.array(v) for k, v in dist.items()}
+    faces_file.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(faces_file, est0=est0, t_end=t_end, wrinkles=bundle.wrinkles,
+             **{f"change/{k}": v for k, v in change.items()}, **{f"dist/{k}": v for k, v in dist.items()})
+    return _finish(args, argv, est0, change, dist, t_end, bundle.wrinkles, t0)
+
+
+def f_meta(path: Path, key: str) -> float:
+    """A scalar stored beside the per-face measures."""
+    with np.load(path) as f:
+        return float(f[key])
+
+
+def _finish(args, argv, est0, change, dist, t_end, wrinkles, t0) -> int:
+    """Choose the profile from the per-face measures, print its table and write --out."""
+    profile, table = choose_profile(est0, change, dist, args.bands, min_same=args.min_same, target=args.target,
+                                    child_below=args.child_below)
+    print(f"{'band':>12s} {'candidate':>19s} faces  median  >=target  same")
     for r in table:
-        print(f"{r['band'][0]:5.0f}-{r['band'][1]:<6.0f} {r['candidate']:>17s} {r['faces']:5d} "
+        print(f"{r['band'][0]:5.0f}-{r['band'][1]:<6.0f} {r['candidate']:>19s} {r['faces']:5d} "
               f"{r['median_change']:+7.1f} {r['share_target']:8.0%} {r['same']:5.0%}{'  <-' if r['chosen'] else ''}")
     out = {"by_age": profile, "table": table, "options": dataclasses.asdict(args), "faces": len(est0),
-           "t_end": t_end, "wrinkles": bundle.wrinkles, "seconds": round(time.time() - t0, 1),
+           "t_end": t_end, "wrinkles": wrinkles, "seconds": round(time.time() - t0, 1),
            "command": "python -m training.age_profile " + " ".join(argv if argv is not None else sys.argv[1:])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

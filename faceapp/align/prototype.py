@@ -250,6 +250,11 @@ class AgePrototypes:
         # folds and shading, not tone: on the skin the local mean goes, and what is left averages to zero there
         d_light = d_light - skin * cv2.GaussianBlur(d_light, (0, 0), s * LIGHT_SIGMA)
         d_light = d_light - skin * (float((d_light * skin).sum()) / max(float(skin.sum()), 1e-6))
+        if self.meta.get("kind") != "smile":
+            # the eyes' openings hold the person's own irises: the groups' mean there averages irises, whites and
+            # lids of eyes open by different amounts (a child's big irises against an adult's whites), and added
+            # to a photo it clouds the iris pale grey. The lids, bags and folds round the eyes keep the change.
+            d_light = d_light * (1.0 - _eye_openings(target, s))
         # lightness only on the face: around it the groups' means differ by their photos' backgrounds and hair
         # (lighter in older people's photos), which would draw a light rim round the head, not age
         face = _feathered_polygon(face_hull(target, forehead=0.45), s, 0.2)
@@ -510,6 +515,19 @@ def _unit_band(a: np.ndarray, sigma: float) -> np.ndarray:
     """`a`'s difference-of-Gaussians band at `sigma`, scaled to a mean absolute value of 1."""
     b = _band(a, sigma)
     return b / max(float(np.abs(b).mean()), 1e-6)
+
+
+def _eye_openings(lm: np.ndarray, size: int, grow: float = 1.25) -> np.ndarray:
+    """[size, size] float32: 1 inside the eyes' openings (landmarks 36-41, 42-47, each grown `grow` x about its
+    centre so the iris at the lids' margin is inside), feathered to 0 at the grown outline."""
+    from faceapp.align.paste import _feathered_polygon
+
+    out = np.zeros((size, size), np.float32)
+    for idx in (slice(36, 42), slice(42, 48)):
+        poly = np.asarray(lm[idx], np.float64)
+        c = poly.mean(0)
+        out = np.maximum(out, _feathered_polygon(c + grow * (poly - c), size, 0.4))
+    return out
 
 
 def _frontal(lm: np.ndarray) -> float:
