@@ -76,7 +76,7 @@ class AgeProfileOptions:
                                  "then adults)")
     child_below: float = opt(13.0, "bands whose upper edge is at most this choose among the growth candidates "
                              "(with the bundle's growth prototypes), the others never do")
-    min_same: float = opt(0.9, "least share of a band's faces that must stay the same person (dlib < 0.6)")
+    min_same: float = opt(0.85, "least share of a band's faces that must stay the same person (dlib < 0.6)")
     target: float = opt(15.0, "the age change (years, estimated) whose share is maximised")
     seed: int = opt(7, "seed of the photos' order")
     threads: int = opt(2, "torch threads")
