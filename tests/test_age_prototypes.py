@@ -582,3 +582,34 @@ def test_the_eyes_openings_keep_the_persons_own_irises(face):
         x, y = np.round(lm[idx].mean(0)).astype(int)  # in the photo: the iris keeps its lightness
         iris = (slice(y - 1, y + 2), slice(x - 1, x + 2))
         assert np.abs(after[iris] - before[iris]).max() < 1.5
+
+
+def test_a_face_too_big_for_the_frame_is_drawn_smaller_so_the_mesh_does_not_fold(face):
+    """A baby's wide cheeks or a close turned head put landmarks past the canonical frame's edge; the mesh between
+    them and the frame's fixed edge points then folds, and the edit shows a straight seam. `fit_zoom` draws such a
+    face smaller in the frame (a face that fits is left as it is)."""
+    from faceapp.align.prototype import _piecewise_map, _zoomed, fit_zoom
+
+    photo, lm, lmc = face
+    assert fit_zoom(lmc, S) == 1.0  # the astronaut fits
+    big = lmc.copy()
+    c = lmc[27:36].mean(0)
+    big[:17] = c + 1.6 * (lmc[:17] - c)  # the jaw far wider and longer: past the frame's edge
+    assert big.max() > S - 1 or big.min() < 0
+    z = fit_zoom(big, S)
+    assert 0.5 < z < 1.0
+    assert np.abs(_zoomed(big, S, z) - (S - 1) / 2).max() <= (S - 1) / 2 - 0.05 * S + 1e-6
+
+    def folded(dst):  # share of the frame where the map to the mean shape turns over (Jacobian < 0)
+        mx, my = _piecewise_map(dst, lmc, S)
+        jac = np.gradient(mx, axis=1) * np.gradient(my, axis=0) - np.gradient(mx, axis=0) * np.gradient(my, axis=1)
+        return float((jac < -0.2).mean())
+
+    assert folded(big) > 0.01 and folded(_zoomed(big, S, z)) == 0.0
+    # the edit of such a face runs through and changes the face, not the frame's edge
+    p = _protos(lmc, light=-10.0, gain=(2.0, 2.0, 2.0))
+    big_photo_lm = lm.copy()
+    cp = lm[27:36].mean(0)
+    big_photo_lm[:17] = cp + 1.6 * (lm[:17] - cp)
+    out = np.asarray(p.apply(photo, big_photo_lm, 1.0, hair=0.0, wrinkles=0.0), np.float32)
+    assert np.isfinite(out).all() and np.abs(out - np.asarray(photo, np.float32)).mean() > 0.1

@@ -16,8 +16,8 @@ group's mean to the older one's; t < 0 makes it younger), in the photo itself:
 1. shape: the photo's pixels are moved as the landmarks move (one piecewise-affine warp, only inside the head;
    aging never shrinks a triangle of the landmarks' mesh past FOLD_FLOOR, so the warp never folds the photo);
 2. lightness: the prototypes' lightness difference is added on the face, with its local mean taken out on the skin
-   (folds and shading, no tan or pallor); a turned face's far side gets less of it and of the shape change
-   (`_near_side`);
+   (folds and shading, no tan or pallor), but not inside the eyes' openings (the person's own irises); a turned
+   face's far side gets less of it and of the shape change (`_near_side`);
 3. detail: each band of the photo's own lightness, at the photo's resolution, is scaled by the prototypes'
    energy ratio (older: the person's own lines deepen, never past GAIN_CAP x the older group's energy; younger:
    they smooth out);
@@ -28,7 +28,9 @@ group's mean to the older one's; t < 0 makes it younger), in the photo itself:
    young or blurred skin), new fine lines are drawn along the older mean face's own fold directions (forehead
    lines, nasolabial folds, arcs under the eyes), at the photo's resolution.
 
-Nothing but the face's box is touched, so a 12 MP photo costs what its face costs. A bundle may give each face its
+A face too big for the canonical frame (a baby's cheeks, a close turned head) is drawn smaller in it (`fit_zoom`):
+past the frame's edge the mesh would fold and show a seam. Nothing but the face's box is touched, so a 12 MP photo
+costs what its face costs. A bundle may give each face its
 own multiples of t for the parts of the change (`apply(scales=...)`, `faceapp.bundle.ModelBundle.age_scales`).
 """
 
@@ -99,22 +101,35 @@ def _piecewise_map(dst_pts: np.ndarray, src_pts: np.ndarray, size: int, step: in
     SciPy's piecewise-linear interpolation of the source positions, evaluated every `step` px and enlarged
     bilinearly (exact, since the map is linear inside each triangle but for the few pixels on a triangle's edge).
     """
+    return _piecewise_maps(dst_pts, [src_pts], size, step)[0]
+
+
+def _piecewise_maps(dst_pts: np.ndarray, srcs: list[np.ndarray], size: int,
+                    step: int = 2) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`_piecewise_map(dst_pts, src, ...)` for each src of `srcs` ([68, 2] each), with one triangulation and one
+    interpolation pass for all (the same triangles: the same maps, at a fraction of the cost)."""
     from scipy.interpolate import LinearNDInterpolator
 
     border = _border(size)
-    interp = LinearNDInterpolator(np.vstack([dst_pts, border]), np.vstack([src_pts, border]))
+    values = np.concatenate([np.vstack([np.asarray(src, np.float64), border]) for src in srcs], axis=1)
+    interp = LinearNDInterpolator(np.vstack([dst_pts, border]), values)
     n = (size - 1) // step + 2
     coarse = np.arange(n, dtype=np.float64) * step
     gx, gy = np.meshgrid(np.clip(coarse, 0, size - 1), np.clip(coarse, 0, size - 1))
-    src = interp(gx, gy)  # [n, n, 2]
-    bad = ~np.isfinite(src).all(-1)  # outside the hull (cannot happen inside the border points, but be safe)
-    src[bad] = np.stack([gx, gy], -1)[bad]
-    disp = (src - np.stack([gx, gy], -1)).astype(np.float32)
-    # enlarge the displacement (not the positions): pixel i of the full grid is coarse index i / step
+    grid = np.stack([gx, gy], -1)
+    allsrc = interp(gx, gy)  # [n, n, 2 * len(srcs)]
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    dx = cv2.remap(disp[..., 0], xs / step, ys / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    dy = cv2.remap(disp[..., 1], xs / step, ys / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return xs + dx, ys + dy
+    out = []
+    for k in range(len(srcs)):
+        src = allsrc[..., 2 * k:2 * k + 2]
+        bad = ~np.isfinite(src).all(-1)  # outside the hull (cannot happen inside the border points, but be safe)
+        src[bad] = grid[bad]
+        disp = (src - grid).astype(np.float32)
+        # enlarge the displacement (not the positions): pixel i of the full grid is coarse index i / step
+        dx = cv2.remap(disp[..., 0], xs / step, ys / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        dy = cv2.remap(disp[..., 1], xs / step, ys / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out.append((xs + dx, ys + dy))
+    return out
 
 
 @dataclass(frozen=True)
@@ -208,9 +223,12 @@ class AgePrototypes:
             return float(max(t, min(floor - self.progress(lm_canon), 0.0)))
         return float(min(t, max(float(cap) - self.progress(lm_canon), 0.0)))
 
-    def fields(self, lm_canon: np.ndarray, t: float, scales: dict | None = None) -> dict[str, np.ndarray]:
+    def fields(self, lm_canon: np.ndarray, t: float, scales: dict | None = None,
+               zoom: float = 1.0) -> dict[str, np.ndarray]:
         """The edit in the canonical frame for a face with landmarks `lm_canon` [68, 2] (canonical px), strength t.
 
+        zoom < 1 (`fit_zoom`): the face is drawn that much smaller about the frame's centre, so that a face too big
+        for the frame (a baby's, a close turned head) keeps its landmarks inside it; the maps are in that geometry.
         Returns float32 [size, size] maps in the aged face's geometry: 'map_x', 'map_y' (where each pixel comes
         from in the face before the edit), 'light' (lightness to add), 'gain0'.. (each band's gain) and 'chroma'
         (chroma factor <= 1); plus 'skin' (the face's skin region, for reference).
@@ -218,24 +236,25 @@ class AgePrototypes:
         from faceapp.align.paste import _feathered_polygon, face_hull
 
         s = self.size
-        lm = np.asarray(lm_canon, np.float64)
+        t = self.effective_t(np.asarray(lm_canon, np.float64), t)  # measured at the prototypes' own scale
+        lm = _zoomed(np.asarray(lm_canon, np.float64), s, zoom)
         # a turned face: its near side gets the whole (frontal) shape and lightness change, its far side less
         near = _near_side(lm, s)
-        t = self.effective_t(lm, t)
         # older only: each part of the change may move by its own multiple of t (a face's age profile)
         sc = {k: float(v) for k, v in (scales or {}).items()} if t > 0 else {}
         back_shape = float(self.meta.get("negative_shape", YOUNGER_SHAPE))  # t < 0: the share of shape change
         at_lm = cv2.remap(near, lm[:, 0:1].astype(np.float32), lm[:, 1:2].astype(np.float32), cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)  # [68, 1]: the weight at each landmark
-        target = lm + t * (sc.get("shape", 1.0) if t > 0 else back_shape) * at_lm * (self.old_shape - self.young_shape)
+        target = lm + t * (sc.get("shape", 1.0) if t > 0 else back_shape) * at_lm * zoom * (self.old_shape -
+                                                                                            self.young_shape)
         if self.meta.get("kind") != "smile":  # a smile's lips part and stretch: that is the edit, not a fold
             target = _without_folds(lm, target, s)
-        map_x, map_y = _piecewise_map(target, lm, s)
+        # where each aged pixel comes from in the face, and in the prototypes' mean shape: one triangulation
+        (map_x, map_y), (px, py) = _piecewise_maps(target, [lm, self.mean_shape], s)
         gx, gy = _grid(s)
         window = _window(s)  # every change fades out before the frame's edge: no seam where it ends
-        map_x = gx + window * cv2.GaussianBlur(map_x - gx, (0, 0), s * SHAPE_SIGMA)
-        map_y = gy + window * cv2.GaussianBlur(map_y - gy, (0, 0), s * SHAPE_SIGMA)
-        px, py = _piecewise_map(target, self.mean_shape.astype(np.float64), s)
+        map_x = gx + window * cv2.GaussianBlur(map_x - gx, (0, 0), s * SHAPE_SIGMA * zoom)
+        map_y = gy + window * cv2.GaussianBlur(map_y - gy, (0, 0), s * SHAPE_SIGMA * zoom)
 
         def proto(a):
             return cv2.remap(np.ascontiguousarray(a), px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -248,7 +267,7 @@ class AgePrototypes:
         skin = skin * (1.0 - mouth)
         d_light = old[..., 0] - young[..., 0]
         # folds and shading, not tone: on the skin the local mean goes, and what is left averages to zero there
-        d_light = d_light - skin * cv2.GaussianBlur(d_light, (0, 0), s * LIGHT_SIGMA)
+        d_light = d_light - skin * cv2.GaussianBlur(d_light, (0, 0), s * LIGHT_SIGMA * zoom)
         d_light = d_light - skin * (float((d_light * skin).sum()) / max(float(skin.sum()), 1e-6))
         if self.meta.get("kind") != "smile":
             # the eyes' openings hold the person's own irises: the groups' mean there averages irises, whites and
@@ -331,8 +350,14 @@ class AgePrototypes:
         lm = np.asarray(landmarks68, np.float64)
         s = self.size
         m = eye_similarity(lm, s)  # photo -> canonical
+        lmc = lm @ m[:, :2].T + m[:, 2]
+        # the bands' and lines' widths are the prototypes' own, in photo px at the face's own scale
+        scale = 1.0 / np.sqrt(abs(np.linalg.det(m[:, :2])))
+        zoom = fit_zoom(lmc, s)
+        if zoom < 1.0:  # a face too big for the frame is drawn smaller in it: the mesh must not fold at its edge
+            m = np.hstack([zoom * m[:, :2], (zoom * m[:, 2] + (1.0 - zoom) * (s - 1) / 2)[:, None]])
         inv = cv2.invertAffineTransform(m)
-        f = self.fields(lm @ m[:, :2].T + m[:, 2], t, scales)
+        f = self.fields(lmc, t, scales, zoom=zoom)
         # The head's box in the photo: everything happens there.
         hull = head_hull(lm, top=0.8, widen=1.2, neck=0.3)
         w, h = rgb.size
@@ -359,7 +384,6 @@ class AgePrototypes:
                           borderMode=cv2.BORDER_REFLECT_101)
         lab = cv2.cvtColor(np.clip(moved, 0, 1), cv2.COLOR_RGB2Lab)
         # 2. lightness; 3. the photo's own bands, at its own scale (canonical sigma x photo px per canonical px)
-        scale = 1.0 / np.sqrt(abs(np.linalg.det(m[:, :2])))
         light = lab[..., 0]
         delta = at(f["light"])
         for k, sigma in enumerate(self.sigmas):
@@ -515,6 +539,26 @@ def _unit_band(a: np.ndarray, sigma: float) -> np.ndarray:
     """`a`'s difference-of-Gaussians band at `sigma`, scaled to a mean absolute value of 1."""
     b = _band(a, sigma)
     return b / max(float(np.abs(b).mean()), 1e-6)
+
+
+#: A face whose landmarks come nearer the canonical frame's edge than this fraction of it is drawn smaller.
+FRAME_MARGIN = 0.05
+
+
+def fit_zoom(lm: np.ndarray, size: int, margin: float = FRAME_MARGIN) -> float:
+    """1, or the scale about the frame's centre that brings canonical landmarks `lm` [68, 2] within `margin` x
+    `size` of the frame's edge. Outside the frame the prototypes' mesh (landmarks and the frame's fixed edge
+    points) folds, and the edit shows a straight seam there."""
+    c = (size - 1) / 2
+    reach = float(np.abs(np.asarray(lm, np.float64) - c).max())
+    room = c - margin * size
+    return 1.0 if reach <= room else float(room / reach)
+
+
+def _zoomed(lm: np.ndarray, size: int, zoom: float) -> np.ndarray:
+    """Landmarks [68, 2] scaled by `zoom` about the frame's centre."""
+    c = (size - 1) / 2
+    return lm if zoom == 1.0 else c + zoom * (lm - c)
 
 
 def _eye_openings(lm: np.ndarray, size: int, grow: float = 1.25) -> np.ndarray:
