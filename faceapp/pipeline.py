@@ -687,6 +687,10 @@ class FaceEditor:
             st, ov = self._split(st)  # the generator's share, and what is drawn on the photo itself
             overlays.append(ov)
             ws = self.edit(f.ws, st, hold)
+            if method == "difference" and torch.equal(ws, f.ws):
+                # the generator's share is nothing (an age or smile edit done on the photo alone): two renders of
+                # one code differ by nothing, so neither is made
+                continue
             edited = self.render_many(ws, f.G, resolution=resolution)[0]
             recon = self.reconstruction(f, resolution=resolution) if method == "difference" else None
             items.append((f.aligned, edited, recon))
@@ -749,6 +753,10 @@ class FaceEditor:
         split = [self._split({name: v}) for v in values]
         gan_values = np.array([st[name] for st, _ in split])
         frames_ov = [{**base_ov, **ov} for _, ov in split]
+        if method == "difference" and not np.any(gan_values) and not any(base.values()):
+            # the generator's share of every frame is nothing: its renders would equal the reconstruction
+            return [self._photo_edits(photo.copy(), prepared, [frames_ov[t]] * len(prepared))
+                    for t in range(len(values))]
         per_face = [self.render_many(self._timeline_ws(f.ws, name, gan_values, hold, base), f.G)
                     for f in prepared]  # [faces][T] crops
         recons = [self.reconstruction(f) if method == "difference" else None for f in prepared]

@@ -613,3 +613,27 @@ def test_a_face_too_big_for_the_frame_is_drawn_smaller_so_the_mesh_does_not_fold
     big_photo_lm[:17] = cp + 1.6 * (lm[:17] - cp)
     out = np.asarray(p.apply(photo, big_photo_lm, 1.0, hair=0.0, wrinkles=0.0), np.float32)
     assert np.isfinite(out).all() and np.abs(out - np.asarray(photo, np.float32)).mean() > 0.1
+
+
+def test_an_edit_done_on_the_photo_alone_renders_nothing(face, proto_bundle, monkeypatch):
+    """With the generator's share of an edit at nothing (age prototypes, gan_share 0) the difference paste-back's two
+    renders would be of one code: compose and timeline make none, and return the photo aged by the prototypes."""
+    from faceapp.inversion import InvertConfig
+    from faceapp.pipeline import FaceEditor
+
+    photo, _, _ = face
+    editor = FaceEditor(proto_bundle, paste="difference",
+                        invert_kwargs={"config": InvertConfig(fast_steps_no_encoder=2, perceptual_weight=0.0)})
+    prepared = editor.prepare(photo)
+    renders = []
+    real = editor.render_many
+    monkeypatch.setattr(editor, "render_many", lambda *a, **k: renders.append(1) or real(*a, **k))
+    lm = prepared[0].aligned.face.landmarks68
+    aged = editor.compose(photo, prepared, {"age": 6.0})
+    assert renders == []
+    assert np.array_equal(np.asarray(aged), np.asarray(proto_bundle.age_prototypes.apply(photo, lm, 0.6)))
+    frames = editor.timeline(photo, prepared, name="age", strengths=[0.0, 6.0])
+    assert renders == [] and np.array_equal(np.asarray(frames[1]), np.asarray(aged))
+    assert np.array_equal(np.asarray(frames[0]), np.asarray(photo.convert("RGB")))
+    editor.compose(photo, prepared, {"age": 6.0, "smile": 1.0})  # the generator's smile: rendered
+    assert renders
