@@ -163,11 +163,11 @@ def main(argv=None) -> int:
             est0 = f["est0"]
             change = {k[len("change/"):]: f[k] for k in f.files if k.startswith("change/")}
             dist = {k[len("dist/"):]: f[k] for k in f.files if k.startswith("dist/")}
+            t_end, wrinkles = float(f["t_end"]), float(f["wrinkles"])
         unknown = sorted(set(change) - set(CANDIDATES))
         if unknown:
             print(f"error: {faces_file} measures candidates this script no longer has: {unknown}", file=sys.stderr)
             return 2
-        t_end, wrinkles = float(f_meta(faces_file, "t_end")), float(f_meta(faces_file, "wrinkles"))
         return _finish(args, argv, est0, change, dist, t_end, wrinkles, t0)
     if not Path(args.zip).is_file():
         print(f"error: no UTKFace zip at {args.zip}", file=sys.stderr)
@@ -213,12 +213,6 @@ def main(argv=None) -> int:
     np.savez(faces_file, est0=est0, t_end=t_end, wrinkles=bundle.wrinkles,
              **{f"change/{k}": v for k, v in change.items()}, **{f"dist/{k}": v for k, v in dist.items()})
     return _finish(args, argv, est0, change, dist, t_end, bundle.wrinkles, t0)
-
-
-def f_meta(path: Path, key: str) -> float:
-    """A scalar stored beside the per-face measures."""
-    with np.load(path) as f:
-        return float(f[key])
 
 
 def _finish(args, argv, est0, change, dist, t_end, wrinkles, t0) -> int:
