@@ -814,7 +814,8 @@ def build_bundle(
             the generator gets age_gan_share of the slider's strength.
         age_estimator: an optional age estimator (faceapp checkpoint of an AgeEstimator, training/age_estimator.py),
             with age_profile: a JSON file holding a by_age profile (training/age_profile.py's output, or the profile
-            alone), so each face gets the aging parts its estimated age calls for (`ModelBundle.age_scales`).
+            alone), so each face gets the aging parts its estimated age calls for (`ModelBundle.age_scales`); its
+            'younger_end', when there and age_prototypes_younger_end is not given, is the younger end's t.
         age_wrinkles: the age prototypes' drawn-line amount (default faceapp.align.prototype.WRINKLES).
         age_prototypes_late: optional late-life prototypes (training/age_prototypes.py with older groups), applied
             after the age prototypes as the profile's 'late' part says.
@@ -907,6 +908,11 @@ def build_bundle(
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise CheckpointError(f"{age_profile}: not a readable age profile ({e})") from None
             proto_opts["by_age"] = doc.get("by_age", doc) if isinstance(doc, dict) else doc
+            younger = doc.get("younger_end") if isinstance(doc, dict) else None
+            if age_prototypes_younger_end is None and younger is not None:  # the profile fit chose the younger end
+                if not isinstance(younger, (int, float)) or not 0 < float(younger) < 10:
+                    raise CheckpointError(f"{age_profile}: younger_end must be a number in (0, 10), not {younger!r}")
+                proto_opts["t_per_strength_younger"] = round(float(younger) / end, 6)
             if age_estimator is None:
                 raise CheckpointError("an age profile goes with an age estimator (--age-estimator): it reads each "
                                       "face's age")

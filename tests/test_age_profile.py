@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from faceapp.bundle import _check_age_profile
-from training.age_profile import CANDIDATES, SWITCH_YEARS, choose_profile
+from training.age_profile import CANDIDATES, SWITCH_YEARS, YOUNGER_ENDS, choose_profile, choose_younger
 
 
 def test_each_band_gets_the_strongest_candidate_that_keeps_its_faces():
@@ -102,3 +102,40 @@ def test_reuse_chooses_again_from_saved_measures_without_measuring(tmp_path, cap
     np.savez(faces, est0=est0, t_end=1.75, wrinkles=1.5, **{"change/retired": est0, "dist/retired": est0})
     assert main(["--reuse", "--faces", str(faces), "--out", str(tmp_path / "x.json")]) == 2
     assert "retired" in capsys.readouterr().err
+
+
+def test_the_younger_end_drops_most_among_those_that_keep_faces():
+    """The slider's younger end: the t whose faces read youngest among those keeping >= min_same the same person;
+    faces not measured (NaN: too young to be made younger) do not count; none keeps enough: the one keeping most."""
+    nan = np.nan
+    change = {2.0: np.array([-8.0, -10, -12, nan]), 2.5: np.array([-12.0, -14, -16, nan]),
+              3.0: np.array([-20.0, -22, -24, nan])}
+    dist = {2.0: np.array([0.3, 0.4, 0.5, nan]), 2.5: np.array([0.4, 0.5, 0.55, nan]),
+            3.0: np.array([0.5, 0.7, 0.8, nan])}
+    t, table = choose_younger(change, dist, min_same=0.85)
+    assert t == 2.5 and [r["faces"] for r in table] == [3, 3, 3]
+    assert choose_younger(change, dist, min_same=0.3)[0] == 3.0
+    far = {k: v + 0.15 for k, v in dist.items()}  # none keeps 85 %: the one keeping most (2.0 keeps 2 of 3)
+    assert choose_younger(change, far, min_same=0.85)[0] == 2.0
+    assert choose_younger({}, {})[0] is None
+
+
+def test_reuse_reads_the_younger_measures(tmp_path):
+    import json
+
+    from training.age_profile import main
+
+    rng = np.random.default_rng(1)
+    est0 = rng.uniform(15, 80, 30)
+    names = [k for k in CANDIDATES if CANDIDATES[k]["growth"] == 0]
+    ych = {te: np.where(est0 > 40, -te * 5 + rng.normal(0, 1, 30), np.nan) for te in YOUNGER_ENDS}
+    yd = {te: np.where(est0 > 40, 0.2 * te, np.nan) for te in YOUNGER_ENDS}  # identity goes as t grows
+    faces = tmp_path / "faces.npz"
+    np.savez(faces, est0=est0, t_end=1.75, wrinkles=1.5, **{f"change/{k}": est0 for k in names},
+             **{f"dist/{k}": est0 * 0 for k in names}, **{f"ychange/{te}": v for te, v in ych.items()},
+             **{f"ydist/{te}": v for te, v in yd.items()})
+    out = tmp_path / "p.json"
+    assert main(["--reuse", "--faces", str(faces), "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["younger_end"] == max(te for te in YOUNGER_ENDS if 0.2 * te < 0.6)
+    assert _check_age_profile(got["by_age"], None) is None

@@ -317,7 +317,8 @@ def test_drawn_lines_follow_the_older_faces_folds_keep_the_tone_and_repeat(face)
     cheek = (slice(int(lm[29, 1]) - 8, int(lm[29, 1]) + 8), slice(int(lm[2, 0]) + 6, int(lm[31, 0]) - 4))
     light = lambda a: rgb2lab(a)[..., 0].astype(np.float32)  # noqa: E731
     change = light(drawn) - light(plain)
-    assert change[cheek].std() > 0.8  # lines were drawn on the cheek (where its own were fainter than the target)
+    # round texture where the older mean face has no folds (pores, spots), faint: WRINKLE_ROUND of the amplitude
+    assert change[cheek].std() > 0.15
     assert delta_e(mean_skin_lab(plain, lm), mean_skin_lab(drawn, lm)) < 1.5  # and no tone came with them
     # with folds in the older mean face, the lines run along them: lightness varies across (y) more than along (x)
     folds = (light(np.asarray(p_folds.apply(photo, lm, 1.0, hair=0.0, wrinkles=1.5)))
@@ -326,6 +327,7 @@ def test_drawn_lines_follow_the_older_faces_folds_keep_the_tone_and_repeat(face)
     turn = np.degrees(np.arctan2(m[1, 0], m[0, 0]))
     assert abs(turn) < 10  # the astronaut's face is upright, so canonical horizontal is the photo's
     d = folds[cheek]
+    assert d.std() > 0.8 and d.std() > 2 * change[cheek].std()  # lines along folds go in whole
     gy, gx = np.abs(np.diff(d, axis=0)).mean(), np.abs(np.diff(d, axis=1)).mean()
     assert gy > 1.3 * gx
     grey = photo.convert("L").convert("RGB")
@@ -480,6 +482,15 @@ def test_cli_bundle_takes_an_age_estimator_profile_and_line_amount(face, proto_b
     assert load_bundle(tmp_path / "f").age_prototypes_growth is not None
     assert load_bundle(tmp_path / "d").age_prototypes_growth is None
     assert cli([*no_protos, *growth, "--out", str(tmp_path / "g")]) != 0
+    # the profile fit's younger end becomes the slider's younger end, unless one is given
+    end = max(abs(x) for x in b.directions["age"].strength_range)
+    (tmp_path / "profile.json").write_text(json.dumps({"by_age": profile, "younger_end": 2.5}))
+    assert cli([*args, *est, "--out", str(tmp_path / "h")]) == 0
+    assert load_bundle(tmp_path / "h").age_split(-end)[1] == pytest.approx(-2.5)
+    assert cli([*args, *est, "--age-prototypes-younger-end", "2.0", "--out", str(tmp_path / "i")]) == 0
+    assert load_bundle(tmp_path / "i").age_split(-end)[1] == pytest.approx(-2.0)
+    (tmp_path / "profile.json").write_text(json.dumps({"by_age": profile, "younger_end": "far"}))
+    assert cli([*args, *est, "--out", str(tmp_path / "j")]) != 0
 
 
 def test_the_shape_change_never_folds_the_mesh_and_keeps_the_mouths_move(face):
@@ -637,3 +648,35 @@ def test_an_edit_done_on_the_photo_alone_renders_nothing(face, proto_bundle, mon
     assert np.array_equal(np.asarray(frames[0]), np.asarray(photo.convert("RGB")))
     editor.compose(photo, prepared, {"age": 6.0, "smile": 1.0})  # the generator's smile: rendered
     assert renders
+
+
+def test_younger_paints_no_moustache_and_no_marker_brows(face):
+    """The age groups' means differ at the brows and above the upper lip by facial hair (grey in the older group,
+    darker and sharper in the younger): reversed, that drew a moustache on every face and marker-thick brows.
+    Younger keeps there what the skin round it gets; older still greys them; the cheek's change is untouched."""
+    photo, lm, lmc = face
+    p = _protos(lmc)
+    yy, xx = np.mgrid[0:S, 0:S]
+    lip = 0.5 * (lmc[33] + lmc[51])  # the moustache's place
+    brows = [lmc[17:22].mean(0) + [0, 1.0], lmc[22:27].mean(0) + [0, 1.0]]
+    cheek = 0.5 * (lmc[3] + lmc[48])  # a control with the same difference
+    spots = [lip, *brows, cheek]
+    for c in spots:
+        disk = (xx - c[0]) ** 2 + (yy - c[1]) ** 2 < 3.0 ** 2
+        p.old_lab[..., 0][disk] += 20.0  # the older group's hair is grey here
+        p.young_energy[:, disk] = 3.0  # and the younger group's is dark and sharp
+    younger, older = p.fields(lmc, -1.0), p.fields(lmc, 1.0)
+
+    def at(a, c):
+        return float(a[int(round(c[1])), int(round(c[0]))])
+
+    assert at(younger["light"], cheek) < -3  # the control: the reversed difference goes in
+    assert at(younger["gain0"], cheek) > 1.5
+    for c in (lip, *brows):  # (each was -17.5 L and a gain of 2.9 before)
+        assert at(younger["light"], c) > -3, c  # no dark moustache, no darker brows
+        assert at(younger["gain0"], c) < 1.3, c  # and no sharper ones
+        assert at(older["light"], c) > 8, c  # older: the grey stays
+    before = rgb2lab(np.asarray(photo))[..., 0]
+    after = rgb2lab(np.asarray(p.apply(photo, lm, -1.0, hair=0.0)))[..., 0]
+    x, y = np.round(0.5 * (lm[33] + lm[51])).astype(int)
+    assert after[y - 1:y + 2, x - 1:x + 2].mean() > before[y - 1:y + 2, x - 1:x + 2].mean() - 1.5

@@ -18,8 +18,11 @@ prototypes' t for the shape, the lightness, the band gains and the drawn lines. 
    largest share aged >= `--target` years (ties: the larger share still the same person). Bands below
    `--child-below` pick among the growth candidates alone (with the bundle's growth prototypes): a child aged with
    lines reads old to the estimator, and would win, but looks like neither an adult nor the child;
-4. writes the profile (anchored at each band's median estimated age; read linearly between, held at the ends),
-   the table it chose from, and the command line, to `--out`. Put the profile into bundle.json's
+4. rejuvenates the photos of true age >= `--younger-from` at each of YOUNGER_ENDS (the prototypes' t at the slider's
+   younger end) and keeps the one with the largest median age drop among those leaving at least `--min-same` of
+   them the same person: 'younger_end';
+5. writes the profile (anchored at each band's median estimated age; read linearly between, held at the ends),
+   'younger_end', the tables it chose from, and the command line, to `--out`. Put the profile into bundle.json's
    age_prototypes_options as 'by_age' (`python -m faceapp bundle ... --age-profile FILE`).
 """
 
@@ -38,7 +41,8 @@ import numpy as np
 
 from training.options import add_options, layered_values, opt
 
-__all__ = ["CANDIDATES", "SWITCH_YEARS", "AgeProfileOptions", "choose_profile", "main"]
+__all__ = ["CANDIDATES", "SWITCH_YEARS", "YOUNGER_ENDS", "AgeProfileOptions", "choose_profile", "choose_younger",
+           "main"]
 
 #: Candidate parts, as multiples of the bundle's prototype t (slider's end) and its drawn-line amount.
 #: 'late' / 'growth': the bundle's late-life / growth prototypes' t as a multiple of the age prototypes' t (when it
@@ -60,6 +64,9 @@ CANDIDATES = {
     "grow-more": {**_GROW, "growth": 0.86},
     "grow-most": {**_GROW, "growth": 1.14},
 }
+
+#: Candidate t magnitudes for the slider's younger end (the age prototypes at -t, for faces of --younger-from and over)
+YOUNGER_ENDS = (2.0, 2.25, 2.5, 2.75)
 
 #: years either side of --child-below over which growing up gives way to growing old
 SWITCH_YEARS = 2.0
@@ -84,6 +91,7 @@ class AgeProfileOptions:
                      "candidate): written after measuring (default: --out with .npz); with --reuse, read instead of "
                      "measuring, to choose again under other rules")
     reuse: bool = opt(False, "choose from --faces without measuring again")
+    younger_from: int = opt(40, "true age (years) from which the drawn photos also choose the slider's younger end")
 
 
 def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[str, np.ndarray], bands,
@@ -138,6 +146,27 @@ def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[s
     return {"ages": [round(a, 1) for a in ages], **parts}, table
 
 
+def choose_younger(change: dict[float, np.ndarray], dist: dict[float, np.ndarray], *,
+                   min_same: float = 0.85) -> tuple[float | None, list[dict]]:
+    """(younger end, table) from each candidate t's age changes [N] and identity distances [N] (NaN: a face not
+    measured): the t with the most negative median change among those keeping >= `min_same` of the faces the same
+    person (none does: the one keeping the most); None without candidates or faces."""
+    rows = []
+    for te in sorted(change):
+        ok = np.isfinite(change[te]) & np.isfinite(dist[te])
+        if ok.any():
+            rows.append({"t": float(te), "faces": int(ok.sum()), "median_change": float(np.median(change[te][ok])),
+                         "same": float(np.mean(dist[te][ok] < 0.6))})
+    if not rows:
+        return None, []
+    most = max(r["same"] for r in rows)
+    keep = [r for r in rows if r["same"] >= min_same] or [r for r in rows if r["same"] == most]
+    best = min(keep, key=lambda r: (r["median_change"], r["t"]))
+    for r in rows:
+        r["chosen"] = r is best
+    return best["t"], rows
+
+
 def main(argv=None) -> int:
     import io
 
@@ -164,11 +193,13 @@ def main(argv=None) -> int:
             change = {k[len("change/"):]: f[k] for k in f.files if k.startswith("change/")}
             dist = {k[len("dist/"):]: f[k] for k in f.files if k.startswith("dist/")}
             t_end, wrinkles = float(f["t_end"]), float(f["wrinkles"])
+            younger_change = {float(k[len("ychange/"):]): f[k] for k in f.files if k.startswith("ychange/")}
+            younger_dist = {float(k[len("ydist/"):]): f[k] for k in f.files if k.startswith("ydist/")}
         unknown = sorted(set(change) - set(CANDIDATES))
         if unknown:
             print(f"error: {faces_file} measures candidates this script no longer has: {unknown}", file=sys.stderr)
             return 2
-        return _finish(args, argv, est0, change, dist, t_end, wrinkles, t0)
+        return _finish(args, argv, est0, change, dist, t_end, wrinkles, t0, younger_change, younger_dist)
     if not Path(args.zip).is_file():
         print(f"error: no UTKFace zip at {args.zip}", file=sys.stderr)
         return 2
@@ -184,6 +215,7 @@ def main(argv=None) -> int:
     exclude = {n for f in HELDOUT_LISTS for n in read_name_list(f)}
     rng = np.random.default_rng(args.seed)
     est0, change, dist = [], {k: [] for k in candidates}, {k: [] for k in candidates}
+    ychange, ydist = {te: [] for te in YOUNGER_ENDS}, {te: [] for te in YOUNGER_ENDS}
     with zipfile.ZipFile(args.zip) as z:
         names = [n for n in utkface_names(z) if Path(n).name not in exclude]
         names = [names[i] for i in rng.permutation(len(names))]
@@ -199,31 +231,45 @@ def main(argv=None) -> int:
             face = faces[0]
             # as the editor ages a face (the prototypes act on the photo itself)
             outs = [bundle.age_photo(photo, face.landmarks68, t_end, sc) for sc in candidates.values()]
+            young = int(Path(n).name.split("_")[0]) >= args.younger_from
+            if young:  # old enough to be made younger: the slider's other end
+                outs += [bundle.age_photo(photo, face.landmarks68, -te) for te in YOUNGER_ENDS]
             m = meter.measure(meter.views(face, [photo, *outs]))
             est0.append(float(m["age"][0]))
             for j, k in enumerate(candidates, 1):
                 change[k].append(float(m["age"][j] - m["age"][0]))
                 dist[k].append(float(np.linalg.norm(m["desc"][j] - m["desc"][0])))
+            for j, te in enumerate(YOUNGER_ENDS, len(candidates) + 1):
+                ychange[te].append(float(m["age"][j] - m["age"][0]) if young else np.nan)
+                ydist[te].append(float(np.linalg.norm(m["desc"][j] - m["desc"][0])) if young else np.nan)
             if (i + 1) % 25 == 0:
                 print(f"  {i + 1}/{len(chosen)} photos ({time.time() - t0:.0f} s)", flush=True)
     est0 = np.array(est0)
     change = {k: np.array(v) for k, v in change.items()}
     dist = {k: np.array(v) for k, v in dist.items()}
+    ychange = {te: np.array(v, np.float64) for te, v in ychange.items()}
+    ydist = {te: np.array(v, np.float64) for te, v in ydist.items()}
     faces_file.parent.mkdir(parents=True, exist_ok=True)
     np.savez(faces_file, est0=est0, t_end=t_end, wrinkles=bundle.wrinkles,
-             **{f"change/{k}": v for k, v in change.items()}, **{f"dist/{k}": v for k, v in dist.items()})
-    return _finish(args, argv, est0, change, dist, t_end, bundle.wrinkles, t0)
+             **{f"change/{k}": v for k, v in change.items()}, **{f"dist/{k}": v for k, v in dist.items()},
+             **{f"ychange/{te}": v for te, v in ychange.items()}, **{f"ydist/{te}": v for te, v in ydist.items()})
+    return _finish(args, argv, est0, change, dist, t_end, bundle.wrinkles, t0, ychange, ydist)
 
 
-def _finish(args, argv, est0, change, dist, t_end, wrinkles, t0) -> int:
-    """Choose the profile from the per-face measures, print its table and write --out."""
+def _finish(args, argv, est0, change, dist, t_end, wrinkles, t0, ychange=None, ydist=None) -> int:
+    """Choose the profile (and the younger end) from the per-face measures, print their tables and write --out."""
     profile, table = choose_profile(est0, change, dist, args.bands, min_same=args.min_same, target=args.target,
                                     child_below=args.child_below)
     print(f"{'band':>12s} {'candidate':>19s} faces  median  >=target  same")
     for r in table:
         print(f"{r['band'][0]:5.0f}-{r['band'][1]:<6.0f} {r['candidate']:>19s} {r['faces']:5d} "
               f"{r['median_change']:+7.1f} {r['share_target']:8.0%} {r['same']:5.0%}{'  <-' if r['chosen'] else ''}")
+    younger_end, ytable = choose_younger(ychange or {}, ydist or {}, min_same=args.min_same)
+    for r in ytable:
+        print(f"younger end t = -{r['t']:.2f}: {r['faces']} faces of {args.younger_from}+, median "
+              f"{r['median_change']:+.1f} y, same {r['same']:.0%}{'  <-' if r['chosen'] else ''}")
     out = {"by_age": profile, "table": table, "options": dataclasses.asdict(args), "faces": len(est0),
+           **({"younger_end": younger_end, "younger_table": ytable} if younger_end is not None else {}),
            "t_end": t_end, "wrinkles": wrinkles, "seconds": round(time.time() - t0, 1),
            "command": "python -m training.age_profile " + " ".join(argv if argv is not None else sys.argv[1:])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,10 @@ WRINKLES = 1.5
 WRINKLE_FULL_T = 1.75
 #: Older: a band's gain never takes the skin's own line energy past this multiple of the older group's (0: no cap).
 GAIN_CAP = 2.0
+#: Drawn lines where the older prototype's folds have no clear direction (round noise: pores and spots) get only this
+#: share of the amplitude that lines along a clear fold get: at 1, smooth or blurred skin came back crazed like
+#: dried mud, a net of light and dark cracks over the cheeks (and a pale patch on a brightly lit one).
+WRINKLE_ROUND = 0.3
 #: The drawn lines' length along their direction, in units of their band's width.
 WRINKLE_STRETCH = 3.0
 
@@ -266,6 +270,7 @@ class AgePrototypes:
         mouth = _feathered_polygon(target[60:68], s, 0.15) if self.meta.get("kind") == "smile" else np.zeros_like(skin)
         skin = skin * (1.0 - mouth)
         d_light = old[..., 0] - young[..., 0]
+        hair_zones = None
         # folds and shading, not tone: on the skin the local mean goes, and what is left averages to zero there
         d_light = d_light - skin * cv2.GaussianBlur(d_light, (0, 0), s * LIGHT_SIGMA * zoom)
         d_light = d_light - skin * (float((d_light * skin).sum()) / max(float(skin.sum()), 1e-6))
@@ -274,6 +279,18 @@ class AgePrototypes:
             # lids of eyes open by different amounts (a child's big irises against an adult's whites), and added
             # to a photo it clouds the iris pale grey. The lids, bags and folds round the eyes keep the change.
             d_light = d_light * (1.0 - _eye_openings(target, s))
+            if t < 0:
+                # younger: the groups' means differ at the brows and above the upper lip by facial hair (young men's
+                # dark moustaches and brows, old ones' grey), and reversed that paints a dark moustache on every
+                # face and marker-thick brows. There the face keeps its own hair: the lightness changes at most as
+                # the skin round it does (what the zone would get read from its surroundings), and no band gain
+                # passes 1 (below).
+                hair_zones = _hair_zones(target, s)
+                out_zone = 1.0 - hair_zones
+                sigma = s / 16
+                around = (cv2.GaussianBlur(d_light * out_zone, (0, 0), sigma)
+                          / np.maximum(cv2.GaussianBlur(out_zone, (0, 0), sigma), 1e-3))
+                d_light = d_light - hair_zones * np.maximum(d_light - around, 0.0)
         # lightness only on the face: around it the groups' means differ by their photos' backgrounds and hair
         # (lighter in older people's photos), which would draw a light rim round the head, not age
         face = _feathered_polygon(face_hull(target, forehead=0.45), s, 0.2)
@@ -287,7 +304,10 @@ class AgePrototypes:
         eps = 0.05  # energy floor (L units): a flat region must not get an enormous gain
         for k in range(len(self.sigmas)):
             ratio = (proto(self.old_energy[k]) + eps) / (proto(self.young_energy[k]) + eps)
-            out[f"gain{k}"] = 1.0 + window * (np.clip(ratio, 0.25, 4.0) ** (t * sc.get("gain", 1.0)) - 1.0)
+            gain = np.clip(ratio, 0.25, 4.0) ** (t * sc.get("gain", 1.0))
+            if hair_zones is not None:  # younger: the brows and a moustache are not sharpened into marker strokes
+                gain = gain - hair_zones * np.maximum(gain - 1.0, 0.0)
+            out[f"gain{k}"] = 1.0 + window * (gain - 1.0)
         if t > 0 and self.meta.get("kind") != "smile":  # aging only: drawn lines and the gains' cap
             out.update(self._wrinkle_fields(old[..., 0], target, proto, window * near))
         c_young, c_old = np.hypot(young[..., 1], young[..., 2]), np.hypot(old[..., 1], old[..., 2])
@@ -502,7 +522,8 @@ def _draw_lines(light: np.ndarray, where: np.ndarray, c2: np.ndarray, s2: np.nda
     energy [H, W]) exceeds the photo's own (`light`), `amount` x the shortfall, on `where` [H, W] in [0, 1].
 
     The lines are white noise stretched along the local direction ((c2, s2): coherence x (cos, sin) of twice the
-    line's angle; where the direction is unclear the noise stays round, like pores and spots), then band-passed.
+    line's angle; where the direction is unclear the noise stays round, like pores and spots, and fainter by
+    WRINKLE_ROUND), then band-passed.
     Each band is made where its sigma is ~1.2 px and enlarged, so a large photo costs what a small one does. Seeded:
     the same face gets the same lines, and a timeline's lines deepen rather than flicker.
     """
@@ -529,6 +550,7 @@ def _draw_lines(light: np.ndarray, where: np.ndarray, c2: np.ndarray, s2: np.nda
                     for i in range(4))
         lines = lines / np.sqrt((wts ** 2).sum(0) + 1e-6)  # independent fields mixed: keep unit strength
         tex = ((1 - coh) * _unit_band(z[4], sd) + coh * lines) / np.sqrt((1 - coh) ** 2 + coh ** 2)
+        tex = tex * (WRINKLE_ROUND + (1.0 - WRINKLE_ROUND) * coh)
         if f > 1:
             tex = cv2.resize(tex, (w, h), interpolation=cv2.INTER_CUBIC)
         out += amp * tex
@@ -572,6 +594,31 @@ def _eye_openings(lm: np.ndarray, size: int, grow: float = 1.25) -> np.ndarray:
         c = poly.mean(0)
         out = np.maximum(out, _feathered_polygon(c + grow * (poly - c), size, 0.4))
     return out
+
+
+def _hair_zones(lm: np.ndarray, size: int) -> np.ndarray:
+    """[size, size] float32: 1 over the brows (landmarks 17-21, 22-26, closed a little below themselves) and the
+    moustache's place (between the nose's base, 31-35, and the upper lip's top, 48-54), feathered: where the age
+    groups' mean images differ by facial hair rather than by skin."""
+    from faceapp.align.paste import _feathered_polygon
+
+    lm = np.asarray(lm, np.float64)
+    drop = 0.08 * float(lm[8, 1] - lm[27, 1])  # a brow's thickness, from the face's height
+    out = np.zeros((size, size), np.float32)
+    for idx in (slice(17, 22), slice(22, 27)):
+        brow = lm[idx]
+        c = brow.mean(0)
+        brow = c + 1.15 * (brow - c)  # past the brow's ends
+        out = np.maximum(out, _feathered_polygon(np.vstack([brow - [0.0, drop], brow[::-1] + [0.0, 1.5 * drop]]),
+                                                 size, 0.25))
+    # the moustache's place: from a little above the nose's base (31-35) out past the mouth's corners and down to
+    # the upper lip's middle (48-54), wide enough that its feathered edge lies outside the groups' dark band
+    gap = float(lm[51, 1] - lm[33, 1])
+    width = float(lm[54, 0] - lm[48, 0])
+    top = lm[31:36] - [0.0, 0.4 * gap]
+    left, right = lm[48] + [-0.45 * width, 0.2 * gap], lm[54] + [0.45 * width, 0.2 * gap]
+    lip = lm[54:47:-1] + [0.0, 0.5 * gap]
+    return np.maximum(out, _feathered_polygon(np.vstack([left, top, right, lip]), size, 0.25))
 
 
 def _frontal(lm: np.ndarray) -> float:
