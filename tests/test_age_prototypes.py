@@ -651,16 +651,17 @@ def test_an_edit_done_on_the_photo_alone_renders_nothing(face, proto_bundle, mon
 
 
 def test_younger_paints_no_moustache_and_no_marker_brows(face):
-    """The age groups' means differ at the brows and above the upper lip by facial hair (grey in the older group,
-    darker and sharper in the younger): reversed, that drew a moustache on every face and marker-thick brows.
+    """The age groups' means differ at the brows and round the mouth by facial hair (grey in the older group, darker
+    and sharper in the younger): reversed, that drew a moustache on every face and marker-thick brows.
     Younger keeps there what the skin round it gets; older still greys them; the cheek's change is untouched."""
     photo, lm, lmc = face
     p = _protos(lmc)
     yy, xx = np.mgrid[0:S, 0:S]
     lip = 0.5 * (lmc[33] + lmc[51])  # the moustache's place
+    goatee = lmc[57] + 0.2 * (lmc[8] - lmc[57])
     brows = [lmc[17:22].mean(0) + [0, 1.0], lmc[22:27].mean(0) + [0, 1.0]]
     cheek = 0.5 * (lmc[3] + lmc[48])  # a control with the same difference
-    spots = [lip, *brows, cheek]
+    spots = [lip, goatee, *brows, cheek]
     for c in spots:
         disk = (xx - c[0]) ** 2 + (yy - c[1]) ** 2 < 3.0 ** 2
         p.old_lab[..., 0][disk] += 20.0  # the older group's hair is grey here
@@ -672,7 +673,7 @@ def test_younger_paints_no_moustache_and_no_marker_brows(face):
 
     assert at(younger["light"], cheek) < -3  # the control: the reversed difference goes in
     assert at(younger["gain0"], cheek) > 1.5
-    for c in (lip, *brows):  # (each was -17.5 L and a gain of 2.9 before)
+    for c in (lip, goatee, *brows):  # (each was -17.5 L and a gain of 2.9 before)
         assert at(younger["light"], c) > -3, c  # no dark moustache, no darker brows
         assert at(younger["gain0"], c) < 1.3, c  # and no sharper ones
         assert at(older["light"], c) > 8, c  # older: the grey stays

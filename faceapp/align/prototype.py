@@ -280,11 +280,11 @@ class AgePrototypes:
             # to a photo it clouds the iris pale grey. The lids, bags and folds round the eyes keep the change.
             d_light = d_light * (1.0 - _eye_openings(target, s))
             if t < 0:
-                # younger: the groups' means differ at the brows and above the upper lip by facial hair (young men's
-                # dark moustaches and brows, old ones' grey), and reversed that paints a dark moustache on every
-                # face and marker-thick brows. There the face keeps its own hair: the lightness changes at most as
-                # the skin round it does (what the zone would get read from its surroundings), and no band gain
-                # passes 1 (below).
+                # younger: the groups' means differ at the brows and round the mouth by facial hair (young men's
+                # dark moustaches, stubble and brows, old ones' grey), and reversed that paints a dark moustache on
+                # every face and marker-thick brows. There the face keeps its own hair: the lightness darkens at most
+                # as the skin round it does (the zone's value read from its surroundings), and no band gain passes 1
+                # (below).
                 hair_zones = _hair_zones(target, s)
                 out_zone = 1.0 - hair_zones
                 sigma = s / 16
@@ -597,9 +597,9 @@ def _eye_openings(lm: np.ndarray, size: int, grow: float = 1.25) -> np.ndarray:
 
 
 def _hair_zones(lm: np.ndarray, size: int) -> np.ndarray:
-    """[size, size] float32: 1 over the brows (landmarks 17-21, 22-26, closed a little below themselves) and the
-    moustache's place (between the nose's base, 31-35, and the upper lip's top, 48-54), feathered: where the age
-    groups' mean images differ by facial hair rather than by skin."""
+    """[size, size] float32: 1 over the brows (landmarks 17-21, 22-26, closed a little below themselves) and round
+    the mouth (a moustache's and a goatee's place, not the lips), feathered: where the age groups' mean images
+    differ by facial hair rather than by skin."""
     from faceapp.align.paste import _feathered_polygon
 
     lm = np.asarray(lm, np.float64)
@@ -611,14 +611,15 @@ def _hair_zones(lm: np.ndarray, size: int) -> np.ndarray:
         brow = c + 1.15 * (brow - c)  # past the brow's ends
         out = np.maximum(out, _feathered_polygon(np.vstack([brow - [0.0, drop], brow[::-1] + [0.0, 1.5 * drop]]),
                                                  size, 0.25))
-    # the moustache's place: from a little above the nose's base (31-35) out past the mouth's corners and down to
-    # the upper lip's middle (48-54), wide enough that its feathered edge lies outside the groups' dark band
+    # round the mouth, where a moustache and a goatee grow: from a little above the nose's base (31-35) out past the
+    # mouth's corners and down to half way from the lower lip to the chin, less the lips themselves (48-59)
     gap = float(lm[51, 1] - lm[33, 1])
     width = float(lm[54, 0] - lm[48, 0])
-    top = lm[31:36] - [0.0, 0.4 * gap]
-    left, right = lm[48] + [-0.45 * width, 0.2 * gap], lm[54] + [0.45 * width, 0.2 * gap]
-    lip = lm[54:47:-1] + [0.0, 0.5 * gap]
-    return np.maximum(out, _feathered_polygon(np.vstack([left, top, right, lip]), size, 0.25))
+    chin = 0.5 * float(lm[8, 1] - lm[57, 1])
+    ring = np.vstack([lm[31:36] - [0.0, 0.4 * gap], lm[54] + [0.5 * width, 0.0], lm[56:59] + [0.0, chin],
+                      lm[48] - [0.5 * width, 0.0]])
+    lips = _feathered_polygon(lm[48:60], size, 0.2)
+    return np.maximum(out, _feathered_polygon(ring, size, 0.2) * (1.0 - lips))
 
 
 def _frontal(lm: np.ndarray) -> float:
