@@ -131,11 +131,12 @@ def test_reuse_reads_the_younger_measures(tmp_path):
     ych = {te: np.where(est0 > 40, -te * 5 + rng.normal(0, 1, 30), np.nan) for te in YOUNGER_ENDS}
     yd = {te: np.where(est0 > 40, 0.2 * te, np.nan) for te in YOUNGER_ENDS}  # identity goes as t grows
     faces = tmp_path / "faces.npz"
-    np.savez(faces, est0=est0, t_end=1.75, wrinkles=1.5, **{f"change/{k}": est0 for k in names},
+    np.savez(faces, est0=est0, t_end=1.75, wrinkles=1.5, younger_from=40, **{f"change/{k}": est0 for k in names},
              **{f"dist/{k}": est0 * 0 for k in names}, **{f"ychange/{te}": v for te, v in ych.items()},
              **{f"ydist/{te}": v for te, v in yd.items()})
     out = tmp_path / "p.json"
-    assert main(["--reuse", "--faces", str(faces), "--out", str(out)]) == 0
+    assert main(["--reuse", "--faces", str(faces), "--out", str(out), "--younger-from", "60"]) == 0
     got = json.loads(out.read_text())
     assert got["younger_end"] == max(te for te in YOUNGER_ENDS if 0.2 * te < 0.6)
+    assert got["options"]["younger_from"] == 40  # what the measures were made with, whatever this run says
     assert _check_age_profile(got["by_age"], None) is None

@@ -195,6 +195,8 @@ def main(argv=None) -> int:
             t_end, wrinkles = float(f["t_end"]), float(f["wrinkles"])
             younger_change = {float(k[len("ychange/"):]): f[k] for k in f.files if k.startswith("ychange/")}
             younger_dist = {float(k[len("ydist/"):]): f[k] for k in f.files if k.startswith("ydist/")}
+            if "younger_from" in f.files:  # the measures' own rule, not this run's option
+                args = dataclasses.replace(args, younger_from=int(f["younger_from"]))
         unknown = sorted(set(change) - set(CANDIDATES))
         if unknown:
             print(f"error: {faces_file} measures candidates this script no longer has: {unknown}", file=sys.stderr)
@@ -231,8 +233,8 @@ def main(argv=None) -> int:
             face = faces[0]
             # as the editor ages a face (the prototypes act on the photo itself)
             outs = [bundle.age_photo(photo, face.landmarks68, t_end, sc) for sc in candidates.values()]
-            young = int(Path(n).name.split("_")[0]) >= args.younger_from
-            if young:  # old enough to be made younger: the slider's other end
+            rejuvenate = int(Path(n).name.split("_")[0]) >= args.younger_from
+            if rejuvenate:  # old enough to be made younger: the slider's other end
                 outs += [bundle.age_photo(photo, face.landmarks68, -te) for te in YOUNGER_ENDS]
             m = meter.measure(meter.views(face, [photo, *outs]))
             est0.append(float(m["age"][0]))
@@ -240,8 +242,8 @@ def main(argv=None) -> int:
                 change[k].append(float(m["age"][j] - m["age"][0]))
                 dist[k].append(float(np.linalg.norm(m["desc"][j] - m["desc"][0])))
             for j, te in enumerate(YOUNGER_ENDS, len(candidates) + 1):
-                ychange[te].append(float(m["age"][j] - m["age"][0]) if young else np.nan)
-                ydist[te].append(float(np.linalg.norm(m["desc"][j] - m["desc"][0])) if young else np.nan)
+                ychange[te].append(float(m["age"][j] - m["age"][0]) if rejuvenate else np.nan)
+                ydist[te].append(float(np.linalg.norm(m["desc"][j] - m["desc"][0])) if rejuvenate else np.nan)
             if (i + 1) % 25 == 0:
                 print(f"  {i + 1}/{len(chosen)} photos ({time.time() - t0:.0f} s)", flush=True)
     est0 = np.array(est0)
@@ -250,7 +252,7 @@ def main(argv=None) -> int:
     ychange = {te: np.array(v, np.float64) for te, v in ychange.items()}
     ydist = {te: np.array(v, np.float64) for te, v in ydist.items()}
     faces_file.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(faces_file, est0=est0, t_end=t_end, wrinkles=bundle.wrinkles,
+    np.savez(faces_file, est0=est0, t_end=t_end, wrinkles=bundle.wrinkles, younger_from=args.younger_from,
              **{f"change/{k}": v for k, v in change.items()}, **{f"dist/{k}": v for k, v in dist.items()},
              **{f"ychange/{te}": v for te, v in ychange.items()}, **{f"ydist/{te}": v for te, v in ydist.items()})
     return _finish(args, argv, est0, change, dist, t_end, bundle.wrinkles, t0, ychange, ydist)
