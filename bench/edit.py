@@ -146,6 +146,8 @@ def photo_figures(editor, meter, photos, edits: dict, *, mode="fast", greyscale:
                     "knn_age_change": float(m["age_knn"][j] - m["age_knn"][0]),
                     "distance": float(np.linalg.norm(m["desc"][j] - m["desc"][0])),
                     "skin_delta_e": delta_e(m["skin_lab"][0], m["skin_lab"][j]),
+                    # the kNN labeler's P(female) before and after: an edit must not change who someone is
+                    "p_female": [float(m["p_female"][0]), float(m["p_female"][j])],
                     "detail_energy": detail_energy(views[0], views[j], m["landmarks"][0]),
                 }
             rows.append(row)
@@ -161,7 +163,7 @@ def summarise(fig: dict, edits: dict, *, older: str | None, younger: str | None,
     progress(f"{len(rows)} faces; time per face (detect + align + invert + edit + render + paste): median "
              f"{out['seconds_per_face_median']:.3f} s")
     progress(f"{'edit':<16} {'faces':>5} {'age chg':>8} {'kNN chg':>8} {'>=+15':>6} {'>=+20':>6} {'same':>5} "
-             f"{'dE<5':>5} {'dE med':>6} {'detail':>7}")
+             f"{'dE<5':>5} {'dE med':>6} {'detail':>7} {'gender':>6}")
     for label in edits:
         sel = rows
         if label == younger:
@@ -174,18 +176,22 @@ def summarise(fig: dict, edits: dict, *, older: str | None, younger: str | None,
         d = np.array([x["distance"] for x in e])
         de = np.array([x["skin_delta_e"] for x in e])
         hf = np.array([x["detail_energy"] for x in e])
+        pf = np.array([x.get("p_female", [np.nan, np.nan]) for x in e], np.float64)
+        known = np.isfinite(pf).all(1)
         row = {"faces": len(e), "median_age_change": float(np.median(a)),
                "median_knn_age_change": float(np.nanmedian(k)) if np.isfinite(k).any() else None,
                "age_up_15": float(np.mean(a >= 15)), "age_up_20": float(np.mean(a >= 20)),
                "same_person": float(np.mean(d < SAME_PERSON)), "skin_delta_e_below_5": float(np.mean(de < 5)),
                "median_skin_delta_e": float(np.median(de)), "median_detail_energy": float(np.median(hf)),
+               "gender_kept": float(np.mean((pf[known, 0] >= 0.5) == (pf[known, 1] >= 0.5))) if known.any() else None,
                "subset": "true age >= 40" if label == younger else "all"}
         out[label] = row
         knn = "" if row["median_knn_age_change"] is None else f"{row['median_knn_age_change']:+.1f}"
         progress(f"{label:<16} {len(e):>5} {row['median_age_change']:>+8.1f} {knn:>8} "
                  f"{100 * row['age_up_15']:>5.0f}% {100 * row['age_up_20']:>5.0f}% {100 * row['same_person']:>4.0f}% "
                  f"{100 * row['skin_delta_e_below_5']:>4.0f}% {row['median_skin_delta_e']:>6.1f} "
-                 f"{row['median_detail_energy']:>7.2f}")
+                 f"{row['median_detail_energy']:>7.2f} "
+                 + ("" if row["gender_kept"] is None else f"{100 * row['gender_kept']:>5.0f}%"))
     if fig["grey"]:
         worst = {lab: float(max(g["chroma"][lab] for g in fig["grey"])) for lab in edits}
         out["greyscale_max_chroma"] = worst

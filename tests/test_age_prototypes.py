@@ -13,7 +13,7 @@ from faceapp.align.paste import head_hull
 from faceapp.align.prototype import AgePrototypes, eye_similarity
 from faceapp.errors import CheckpointError
 from faceapp.imageio import load_image
-from training.age_prototypes import band_energy, build_prototypes
+from training.age_prototypes import band_energy, build_prototypes, draw_groups, matched_quota
 from training.measures import delta_e, face_chroma, mean_skin_lab
 
 DATA = Path(__file__).parent / "data"
@@ -171,6 +171,37 @@ def test_build_averages_shapes_and_energies(face):
     # one face per group, the same face: the two groups' images match where the warp is the identity
     q = build_prototypes({"young": [(img, lm)], "old": [(img, lm)]}, size=S)
     assert np.allclose(q.young_lab, q.old_lab) and np.allclose(q.young_energy, q.old_energy)
+
+
+def test_groups_are_drawn_with_the_same_mix_of_genders_and_races():
+    """UTKFace's age groups are not mixed alike (its 70+ are 70 % white, its 20-29s 27 %): matched draws take as
+    many faces of each stratum into every group as the scarcest group has, scaled to `num`, skip faces without
+    landmarks (then cut the other group to match) and keep the draw's order; unmatched draws take the first `num`."""
+    groups = {"young": (20, 30), "old": (80, 120)}
+    # strata: young has 30 of "a" and 10 of "b"; old has 6 of "a", 20 of "b" and 5 of "c" (which young lacks)
+    labels = [(25, "a")] * 30 + [(25, "b")] * 10 + [(85, "a")] * 6 + [(85, "b")] * 20 + [(85, "c")] * 5 + [(50, "a")]
+    assert matched_quota(labels, groups, 100) == {"a": 6, "b": 10}
+    assert matched_quota(labels, groups, 8) == {"a": 3, "b": 5}  # scaled by 8 / 16, rounded down
+    rng = np.random.default_rng(0)
+    items = [(f"i{k}", k, age, st) for k, (age, st) in enumerate(labels)]
+    items = [items[i] for i in rng.permutation(len(items))]
+    no_face = {31}  # a young "b" (images 30..39) whose landmarks are not found
+    landmarks = lambda img: None if img in no_face else np.full((68, 2), float(img))  # noqa: E731
+    faces, mix = draw_groups(iter(items), groups, 100, landmarks, matched_quota(labels, groups, 100))
+    # young has 9 "b" with landmarks: old is cut to 9 as well; "c" is in one group only, so in neither
+    assert mix == {"young": {"a": 6, "b": 9}, "old": {"a": 6, "b": 9}}
+    stratum = {img: st for _, img, _, st in items}
+    for g, (lo, hi) in groups.items():
+        imgs = [img for img, lm in faces[g]]
+        assert all(lm[0, 0] == img for img, lm in faces[g]) and not set(imgs) & no_face
+        for st in "ab":  # each stratum's faces are the first drawn of it
+            order = [img for _, img, age, s in items if lo <= age < hi and s == st and img not in no_face]
+            assert sorted(i for i in imgs if stratum[i] == st) == sorted(order[: mix[g][st]])
+    plain, none = draw_groups(iter(items), groups, 8, landmarks)
+    assert none is None
+    for g, (lo, hi) in groups.items():
+        first = [img for _, img, age, _ in items if lo <= age < hi and img not in no_face][:8]
+        assert [img for img, _ in plain[g]] == first
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,9 @@ class PrototypeOptions:
     num: int = opt(1000, "faces per group")
     size: int = opt(192, "canonical frame's side in px")
     seed: int = opt(5, "seed of the photos' order")
+    match: bool = opt(True, "the same mix of genders and races in both groups (UTKFace's ages are not mixed alike: "
+                      "its 20-29s are 27 % white, its 70+ 70 %; its 55-65s 2/3 men, its 80+ 3/5 women; unmatched, "
+                      "the groups' difference changes a face's gender and ethnicity as well as its age)")
 
 
 def band_energy(light: np.ndarray, sigmas=SIGMAS) -> np.ndarray:
@@ -88,7 +92,7 @@ def build_prototypes(faces, size: int = 192, sigmas=SIGMAS, meta: dict | None = 
 def main(argv=None) -> int:
     from training.calibrate_years import UTKFACE_ZIP
     from training.face_labels import find_landmarks
-    from training.utkface import LABELS_DIR, read_name_list, read_utkface
+    from training.utkface import LABELS_DIR, parse_utkface_name, read_name_list, read_utkface, utkface_names
 
     p = add_options(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
                     PrototypeOptions)
@@ -103,25 +107,81 @@ def main(argv=None) -> int:
     heldout = sorted(LABELS_DIR.glob("utkface-heldout-*.txt"))
     exclude = [n for f in heldout for n in read_name_list(f)]
     groups = {"young": args.young, "old": args.old}
-    faces = {g: [] for g in groups}
     t0 = time.time()
-    for _name, img, age, _gender in read_utkface(args.zip, seed=args.seed, exclude=exclude):
-        group = next((g for g, (lo, hi) in groups.items() if lo <= age < hi and len(faces[g]) < args.num), None)
-        if group is None:
-            if all(len(v) >= args.num for v in faces.values()):
-                break
-            continue
+
+    def with_landmarks(img):
         lm, found = find_landmarks(img, detect=True)
-        if found:
-            faces[group].append((img, lm))
+        return lm if found else None
+
+    quota = None
+    if args.match:
+        with zipfile.ZipFile(args.zip) as z:
+            labels = [parse_utkface_name(n) for n in utkface_names(z, exclude)]
+        quota = matched_quota([(x["age"], (x["gender"], x["race"])) for x in labels], groups, args.num)
+    items = ((n, img, age, (gender, parse_utkface_name(n)["race"]))
+             for n, img, age, gender in read_utkface(args.zip, seed=args.seed, exclude=exclude))
+    faces, mix = draw_groups(items, groups, args.num, with_landmarks, quota)
     counts = {g: len(v) for g, v in faces.items()}
     print(f"faces with landmarks: {counts} ({time.time() - t0:.0f} s)", flush=True)
     if min(counts.values()) < 10:
         print("error: too few faces in a group", file=sys.stderr)
         return 2
-    write_prototypes(faces, args, {"groups": groups, "counts": counts, "built_with": "training/age_prototypes.py",
-                                   "seed": args.seed}, heldout, t0)
+    if mix is not None:  # faces per gender_race (UTKFace's codes: gender 0 man, 1 woman; race 0-4) in each group
+        mix = {g: {f"{gd}_{r}": n for (gd, r), n in sorted(v.items())} for g, v in mix.items()}
+    write_prototypes(faces, args, {"groups": groups, "counts": counts, "mix": mix,
+                                   "built_with": "training/age_prototypes.py", "seed": args.seed}, heldout, t0)
     return 0
+
+
+def draw_groups(items, groups: dict, num: int, landmarks, quota: dict | None = None):
+    """Fill each group with up to `num` faces: ({group: [(RGB uint8, lm68 [68, 2]), ...]}, {group: {stratum: n}}).
+
+    items: (name, RGB uint8 [H, W, 3], age, stratum), in the order faces are taken (stratum: any hashable, e.g.
+    (gender, race)); groups: {name: (LO, HI)} true ages, HI excluded; landmarks(img) -> lm68 or None (no face:
+    skipped). quota: {stratum: n} faces each group takes of each stratum (see `matched_quota`); the groups are then
+    cut to the same count per stratum (the smaller group's, where landmarks were missing), so that they differ by
+    age alone. None: the first `num` of each group in the draw's order, whatever their mix.
+    """
+    kept = {g: {} for g in groups}
+
+    def room(g, stratum):
+        got = kept[g]
+        if quota is None:
+            return sum(map(len, got.values())) < num
+        return len(got.get(stratum, ())) < quota.get(stratum, 0)
+
+    for _name, img, age, stratum in items:
+        stratum = stratum if quota is not None else None  # unmatched: one pool, in the order drawn
+        group = next((g for g, (lo, hi) in groups.items() if lo <= age < hi and room(g, stratum)), None)
+        if group is None:
+            if not any(room(g, x) for g in groups for x in (quota or [None])):
+                break  # every group full
+            continue
+        lm = landmarks(img)
+        if lm is not None:
+            kept[group].setdefault(stratum, []).append((img, lm))
+    if quota is not None:
+        for s in quota:
+            n = min(len(kept[g].get(s, ())) for g in groups)
+            for g in groups:
+                kept[g][s] = kept[g].get(s, [])[:n]
+    faces = {g: [f for s in sorted(got, key=repr) for f in got[s]] for g, got in kept.items()}
+    mix = {g: {s: len(v) for s, v in got.items()} for g, got in kept.items()} if quota is not None else None
+    return faces, mix
+
+
+def matched_quota(labels, groups: dict, num: int) -> dict:
+    """{stratum: n}: as many faces of each stratum in every group, as many as the scarcest group has of it, scaled
+    down (the same factor for all) to at most `num` per group. labels: (age, stratum) of every face to draw from."""
+    avail = {g: {} for g in groups}
+    for age, stratum in labels:
+        for g, (lo, hi) in groups.items():
+            if lo <= age < hi:
+                avail[g][stratum] = avail[g].get(stratum, 0) + 1
+    strata = set.intersection(*(set(v) for v in avail.values())) if avail else set()
+    quota = {s: min(avail[g][s] for g in groups) for s in strata}
+    k = min(1.0, num / max(sum(quota.values()), 1))
+    return {s: int(n * k) for s, n in quota.items() if int(n * k) > 0}
 
 
 def write_prototypes(faces, args, meta: dict, heldout, t0: float) -> AgePrototypes:
