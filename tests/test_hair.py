@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from skimage.color import rgb2lab
 
 from faceapp.align import detect_faces
@@ -76,9 +77,10 @@ def test_a_grey_photo_stays_grey_and_a_bald_head_is_left_alone(face):
     protos = AgePrototypes.load(DEMO_PROTOTYPES)
     out = np.asarray(protos.apply(grey, lm, HAIR_FULL_T)).astype(int)
     assert np.abs(out - out.mean(-1, keepdims=True)).max() <= 1
-    # paint everything above the brows (the hair) in the forehead's own colour: no hair to grey
+    # paint the whole head above the brows (the hair, also beside the face) in the forehead's own colour: no hair
     rgb = np.asarray(photo).copy()
-    band = _inside(face_hull(lm, forehead=1.6), rgb.shape[:2]) & ~_inside(face_hull(lm, forehead=0.3), rgb.shape[:2])
+    band = _inside(head_hull(lm, top=1.6, widen=2.0, neck=0.0), rgb.shape[:2]) & \
+        ~_inside(face_hull(lm, forehead=0.3), rgb.shape[:2])
     rgb[band] = np.median(rgb[_inside(face_hull(lm, forehead=0.0), rgb.shape[:2])], 0)
     m, _ = hair_mask(rgb, lm)
     assert m.max() == 0.0
@@ -155,3 +157,43 @@ def test_masks_are_reused_for_the_same_photo_and_face_only(face, monkeypatch):
     hair_mask(other, lm)
     hair_mask(rgb, lm + 1.0)
     assert len(calls) == 3
+
+
+def _face_frame(lm, shape):
+    """Each pixel's level (brow-to-chin units above the brows) and signed distance across the face's midline."""
+    b = lm[17:27].mean(0)
+    up = b - lm[8]
+    length = np.hypot(*up)
+    u = up / length
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
+    return ((xs - b[0]) * u[0] + (ys - b[1]) * u[1]) / length, ((xs - b[0]) * -u[1] + (ys - b[1]) * u[0]) / length
+
+
+@pytest.mark.parametrize("backdrop", [(40, 50, 110), (200, 170, 60), (235, 235, 235)])
+def test_the_backdrop_beyond_short_hair_is_not_hair(face, backdrop):
+    """Short hair with the backdrop right above it (a flag, a curtain, a window): the hair is greyed, the backdrop
+    is not. The astronaut's hair is cut at 0.7 brow-to-chin units above her brows and 0.75 beside her midline,
+    and everything beyond is painted one colour of a backdrop."""
+    photo, lm = face
+    rgb = np.asarray(photo).copy()
+    level, across = _face_frame(lm, rgb.shape[:2])
+    beyond = (level > 0.0) & (((level - 0.0) / 0.7) ** 2 + (across / 0.75) ** 2 > 1.0)
+    rgb[beyond] = backdrop
+    full = _full_mask(Image.fromarray(rgb), lm)
+    short = ~beyond & (level > 0.45) & (np.abs(across) < 0.4)  # the hair left above her forehead
+    assert (full[short] > 0.5).mean() > 0.8
+    assert (full[beyond & (level > 0.0)] > 0.5).mean() < 0.02  # at most a sliver of the backdrop
+
+
+def test_a_bald_crown_with_hair_at_the_sides_greys_the_sides_only(face):
+    """Skin over the top of the head, hair left beside it: the sides are hair, the crown is not."""
+    photo, lm = face
+    rgb = np.asarray(photo).copy()
+    level, across = _face_frame(lm, rgb.shape[:2])
+    skin = np.median(rgb[_inside(face_hull(lm, forehead=0.0), rgb.shape[:2])], 0)
+    crown = (level > 0.2) & (np.abs(across) < 0.45)
+    rgb[crown] = skin
+    full = _full_mask(Image.fromarray(rgb), lm)
+    assert (full[crown] > 0.5).mean() < 0.02
+    sides = (level > 0.1) & (level < 0.5) & (np.abs(across) > 0.65) & (np.abs(across) < 0.8)
+    assert (full[sides] > 0.5).mean() > 0.5

@@ -3,11 +3,14 @@
 Age prototypes cannot grey hair: their groups' means differ round the head by the photos' backgrounds as much as by
 hair, so their lightness change stops at the hairline. Here the hair is found in the photo itself:
 
-- seeds: above the forehead, the pixels whose colour is far from the face's own skin (a bald head or a skin-tone
-  fringe gives too few, and nothing is greyed);
-- GrabCut (OpenCV's graph cut on colour models) grows them inside the head's outline, with the skin and the neck
-  and clothes below the chin as background; only what is connected to the seeds is kept, or borders the face in
-  the seeds' colour;
+- walks out from the forehead over the top and to the sides of the head: where the skin's colours give way is the
+  hairline (skin up to the crown: a bald head, nothing greyed there), the hair's colour is read just past it, and
+  the hair ends where that colour does: the backdrop beyond short hair (a window, a flag, a curtain) is not hair.
+  The hair's colour is the one found over the forehead; a walk to the side that meets another is on a backdrop;
+- seeds: the hair just past the hairline. GrabCut (OpenCV's graph cut on colour models) grows them inside the
+  head's outline, with the skin and the neck and clothes below the chin as background; only what is connected to
+  the seeds is kept, or borders the face in the seeds' colour, within the walks' reach, in the hair's colours,
+  and nearer the hair's colour than the skin's;
 - a vertical fade: full from the nose up, gone just below the chin (long hair below it is not told from clothes).
 
 `grey_hair` then lifts the hair's lightness towards silver (keeping its strands' contrast) and takes out its colour.
@@ -32,10 +35,30 @@ __all__ = ["hair_mask", "grey_hair", "SILVER_L"]
 SILVER_L = 72.0
 #: Strand contrast kept around SILVER_L (>1: light strands whiter than dark ones, salt and pepper, not a dye).
 STRAND_CONTRAST = 1.3
-#: A face is treated as having no hair above the forehead below this share of colour-distinct seed pixels.
-MIN_SEED_SHARE = 0.15
-#: Seeds differ from the face's median skin colour by more than this (CIE76 ΔE).
+#: Hair differs from the skin's colour (the face's median, or the forehead's) by more than this (ΔE, SKIN_WEIGHTS).
 SEED_DELTA_E = 20.0
+#: Hair is looked for along RAYS walks from a centre RAY_CENTRE (brow-to-chin units) above the brows, spread over
+#: +-RAY_SPREAD degrees from straight up (90: level with the centre), in steps of HAIRLINE_STEP up to RAY_LENGTH.
+#: A walk still on skin at BALD_RADIUS (+ BALD_SIDES x the sine of its angle: a head is wider than it is tall above
+#: the centre) finds no hair; a third of those that tell (not those that leave the photo first) must find it. Its
+#: seeds are the HAIR_BAND past the hairline; its hair ends where the colour is CROWN_DELTA_E (CIE76) from theirs,
+#: two steps in a row, and the mask fades out over CROWN_MARGIN past that; no walk's end is more than CROWN_SPREAD
+#: past the median one's. Walks within TOP_SPREAD degrees of straight up give the hair's colour: one that finds
+#: another is on a backdrop.
+RAYS = 15
+RAY_CENTRE = 0.25
+RAY_SPREAD = 100.0
+RAY_LENGTH = 1.6
+HAIRLINE_STEP = 0.025
+BALD_RADIUS = 0.65
+BALD_SIDES = 0.3
+HAIR_BAND = 0.12
+CROWN_DELTA_E = 25.0
+CROWN_MARGIN = 0.06
+CROWN_SPREAD = 0.12
+TOP_SPREAD = 45.0
+#: Weights of CIELAB's L*, a*, b* in the distance from the skin's colour (chroma counts double).
+SKIN_WEIGHTS = np.array([1.0, 2.0, 2.0], np.float32)
 #: GrabCut runs with the brow-to-chin distance at about this many pixels (cost does not grow with the photo).
 WORK_FACE = 90.0
 
@@ -103,17 +126,110 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
     if inner.sum() < 16:
         return out
     skin_lab = np.median(lab[inner], 0)
-    strip = _poly(face_hull(p, forehead=0.8), sh) & ~_poly(face_hull(p, forehead=0.5), sh)
-    seeds = strip & (np.linalg.norm(lab - skin_lab, axis=-1) > SEED_DELTA_E)
-    if strip.sum() == 0 or seeds.sum() < MIN_SEED_SHARE * strip.sum():
-        return out
-
-    # the face's frame: u towards the crown; levels in brow-to-chin units from the brows (0) to the chin (-1)
+    # the face's frame: u towards the crown; levels in brow-to-chin units from the brows (0) to the chin (-1);
+    # across: signed distance from the face's midline in the same unit
     length = max(float(np.hypot(*(p[BROWS].mean(0) - p[8]))), 1e-6)
     u = (p[BROWS].mean(0) - p[8]) / length
     ys, xs = np.mgrid[0 : sh[0], 0 : sh[1]].astype(np.float64)
     level = ((xs - p[BROWS].mean(0)[0]) * u[0] + (ys - p[BROWS].mean(0)[1]) * u[1]) / length
+    across = ((xs - p[BROWS].mean(0)[0]) * -u[1] + (ys - p[BROWS].mean(0)[1]) * u[0]) / length
     mouth_level = float((p[62] - p[BROWS].mean(0)) @ u) / length
+    brow_ends = sorted(float((p[i] - p[BROWS].mean(0)) @ np.array([-u[1], u[0]])) / length for i in (17, 26))
+
+    # hair is less colourful than skin: dark hair on dark skin differs more in a* and b* than in lightness. The
+    # forehead's own colour counts as skin too (a lit forehead is lighter than the face's median), unless it is
+    # far from the face's (a fringe)
+    def dist(ref):
+        return np.linalg.norm((lab - ref) * SKIN_WEIGHTS, axis=-1)
+
+    far_from_skin = dist(skin_lab) > SEED_DELTA_E
+    forehead = (across > brow_ends[0]) & (across < brow_ends[1]) & (level > 0.1) & (level < 0.25)
+    if forehead.sum() >= 8:
+        forehead_lab = np.median(lab[forehead], 0)
+        if np.linalg.norm((forehead_lab - skin_lab) * SKIN_WEIGHTS) < 2 * SEED_DELTA_E:
+            far_from_skin &= dist(forehead_lab) > SEED_DELTA_E
+
+    # Walks out from the forehead, over the top of the head and to its sides: where the skin gives way is the
+    # hairline (skin up to the crown: a bald head there), the hair's colour is read just past it, and the hair
+    # ends where that colour does (the backdrop beyond short hair would otherwise count as hair)
+    centre = p[BROWS].mean(0) + u * RAY_CENTRE * length
+    side = np.array([-u[1], u[0]])
+    angles = np.radians(np.linspace(-RAY_SPREAD, RAY_SPREAD, RAYS))
+    radii = np.arange(HAIRLINE_STEP, RAY_LENGTH, HAIRLINE_STEP)
+    dirs = np.cos(angles)[:, None] * u + np.sin(angles)[:, None] * side  # [RAYS, 2]
+    pts = centre + dirs[:, None, :] * radii[None, :, None] * length  # [RAYS, R, 2] work px
+    inside = (pts[..., 0] >= 0) & (pts[..., 0] <= sh[1] - 1) & (pts[..., 1] >= 0) & (pts[..., 1] <= sh[0] - 1)
+    blurred = cv2.GaussianBlur(lab, (0, 0), 1.0)
+    along = cv2.remap(blurred, pts[..., 0].astype(np.float32), pts[..., 1].astype(np.float32), cv2.INTER_LINEAR)
+    hairy = cv2.remap(far_from_skin.astype(np.float32), pts[..., 0].astype(np.float32),
+                      pts[..., 1].astype(np.float32), cv2.INTER_LINEAR) > 0.5
+    band = int(round(HAIR_BAND / HAIRLINE_STEP))
+    starts, ends, bald = np.full(RAYS, np.nan), np.full(RAYS, np.nan), np.zeros(RAYS, bool)
+    refs = np.full((RAYS, 3), np.nan)
+    for i in range(RAYS):
+        run, start = 0, None
+        for j in range(len(radii)):
+            if not inside[i, j]:  # left the photo on skin: this walk cannot tell
+                break
+            if radii[j] > BALD_RADIUS + BALD_SIDES * abs(np.sin(angles[i])):
+                bald[i] = True
+                break
+            run = run + 1 if hairy[i, j] else 0
+            if run == 2:  # two steps in a row: not a forehead line or a shadow
+                start = j - 1
+                break
+        if start is None:
+            continue
+        stop = min(start + band, len(radii))
+        good = inside[i, start:stop]
+        if good.sum() < 2:
+            continue
+        ref = refs[i] = np.median(along[i, start:stop][good], 0)
+        end, off = None, 0
+        for j in range(stop, len(radii)):
+            if not inside[i, j]:  # the photo's edge: the hair goes on past it
+                break
+            off = off + 1 if np.linalg.norm(along[i, j] - ref) > CROWN_DELTA_E else 0
+            if off == 2:
+                end = j - 1
+                break
+        starts[i] = radii[start]
+        ends[i] = radii[end] if end is not None else np.inf
+    hair_rays = np.isfinite(starts)
+    # the hair's colour is the one found over the forehead; a walk to the side that met another colour first met
+    # the backdrop beside a short cut, not hair
+    top = hair_rays & (np.abs(angles) <= np.radians(TOP_SPREAD))
+    if hair_rays.any():  # (too few over the forehead, e.g. a bald crown: the walks' median colour)
+        hair_ref = np.median(refs[top if top.sum() >= 3 else hair_rays], 0)
+        other = hair_rays & (np.linalg.norm(refs - hair_ref, axis=-1) > CROWN_DELTA_E)
+        hair_rays &= ~other
+        ends[other] = starts[other]
+    if hair_rays.sum() < max(2, (np.isfinite(starts) | bald).sum() // 3):  # a third of the walks that could tell
+        return out
+    # a head of hair is a dome: a walk that ran on into a backdrop of the hair's colours is held to its
+    # neighbours' (a running median of three) and near the median walk's
+    finite = np.where(np.isfinite(ends), ends, RAY_LENGTH)
+    padded = np.concatenate([finite[:1], finite, finite[-1:]])
+    smooth = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), 0)
+    limit = float(np.median(finite[hair_rays])) + CROWN_SPREAD
+    ends = np.where(hair_rays, np.minimum(np.minimum(finite, smooth), limit), starts)
+    # each pixel's place round the centre: rays without hair reach no further than where their skin ended
+    rel = np.stack([xs - centre[0], ys - centre[1]], -1) / length
+    rad = np.hypot(rel[..., 0], rel[..., 1])
+    ang = np.arctan2(rel @ side, rel @ u)
+    # (bald walks: nothing past their skin; walks that left the photo on skin: as far as the hair's median walk)
+    reach = np.interp(ang, angles, np.where(hair_rays, ends, np.where(bald, 0.0, np.nan_to_num(
+        np.where(np.isfinite(starts), starts, np.median(ends[hair_rays])), nan=0.0))))
+    within = np.abs(ang) <= angles[-1]
+    cap = np.where(within, np.clip((reach + CROWN_MARGIN - rad) / CROWN_MARGIN, 0.0, 1.0), 1.0).astype(np.float32)
+    # seeds: the hair just past the hairline on the rays that found it
+    seeds = np.zeros(sh, bool)
+    seed_r0 = np.interp(ang, angles[hair_rays], starts[hair_rays])
+    seeds[within & (rad >= seed_r0) & (rad < seed_r0 + HAIR_BAND) & far_from_skin & (level > 0.1)] = True
+    if seeds.sum() < 8:
+        return out
+    gate = _colour_gate(lab, seeds)
+    seeds &= gate > 0.5
 
     mask = np.full(sh, cv2.GC_PR_BGD, np.uint8)
     mask[_poly(head_hull(p, top=1.4, widen=1.7, neck=0.0), sh) & (level > mouth_level)] = cv2.GC_PR_FGD
@@ -144,12 +260,43 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
             keep[i] = np.linalg.norm(np.median(lab[part], 0) - seed_lab) < SEED_DELTA_E
     keep[0] = False
     soft = keep[labels].astype(np.float32)
+    # GrabCut's colour models reach into a backdrop that touches the hair (a curtain, a window, a flag): keep what
+    # is in the hair's own colours (the seeds' spread, per CIELAB channel) and within a skull's reach of the face
+    soft *= gate * _skull(level, across) * cap
+    # never what is nearer the skin's colour than the hair's (a bald crown, an ear, the neck)
+    hair_lab = np.median(lab[seeds], 0)
+    soft *= np.linalg.norm(lab - hair_lab, axis=-1) < 1.5 * np.linalg.norm(lab - skin_lab, axis=-1)
     fade = np.clip((level + 1.1) / 0.6, 0.0, 1.0)  # 1 from the nose up, 0 just below the chin
     soft = cv2.GaussianBlur(soft * (fade * fade * (3 - 2 * fade)).astype(np.float32), (0, 0), 1.2)
     soft[skin] = 0.0
     if soft.shape != out.shape:
         soft = cv2.resize(soft, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
     return np.clip(soft, 0.0, 1.0)
+
+
+#: Hair is kept within this many of the seeds' robust spreads (per CIELAB channel) of their median colour.
+HAIR_COLOUR_SPREAD = 3.5
+#: ...and within an ellipse round the skull, in brow-to-chin units: its centre this far above the brows, its
+#: half-height and half-width (big hair reaches ~1 unit above the brows and ~0.9 beside the midline).
+SKULL = (0.05, 1.05, 1.0)
+
+
+def _colour_gate(lab: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """[H, W] in [0, 1]: how far each pixel's CIELAB colour is within the seeds' (1 inside HAIR_COLOUR_SPREAD robust
+    spreads of their median, fading to 0 at 1.5 x that)."""
+    px = lab[seeds]
+    med = np.median(px, 0)
+    spread = np.maximum(1.4826 * np.median(np.abs(px - med), 0), (6.0, 4.0, 4.0))  # MAD -> sigma, with a floor
+    d = np.sqrt((((lab - med) / spread) ** 2).sum(-1))
+    return np.clip((1.5 * HAIR_COLOUR_SPREAD - d) / (0.5 * HAIR_COLOUR_SPREAD), 0.0, 1.0).astype(np.float32)
+
+
+def _skull(level: np.ndarray, across: np.ndarray) -> np.ndarray:
+    """[H, W] in [0, 1]: 1 inside the SKULL ellipse (face-frame levels and across, brow-to-chin units), fading out
+    over a tenth of it."""
+    up, half_h, half_w = SKULL
+    r = np.sqrt(((level - up) / half_h) ** 2 + (across / half_w) ** 2)
+    return np.clip((1.1 - r) / 0.1, 0.0, 1.0).astype(np.float32)
 
 
 def grey_hair(rgb: np.ndarray, mask: np.ndarray, amount: float) -> np.ndarray:
