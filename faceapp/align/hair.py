@@ -55,7 +55,7 @@ BALD_SIDES = 0.3
 HAIR_BAND = 0.12
 CROWN_DELTA_E = 25.0
 CROWN_MARGIN = 0.06
-CROWN_SPREAD = 0.12
+CROWN_SPREAD = 0.06
 TOP_SPREAD = 45.0
 #: Weights of CIELAB's L*, a*, b* in the distance from the skin's colour (chroma counts double).
 SKIN_WEIGHTS = np.array([1.0, 2.0, 2.0], np.float32)
@@ -276,6 +276,8 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
 
 #: Hair is kept within this many of the seeds' robust spreads (per CIELAB channel) of their median colour.
 HAIR_COLOUR_SPREAD = 3.5
+#: ...each at least this (L*, a*, b*): a head of hair is lit unevenly (shadowed locks are darker, not another hue).
+HAIR_SPREAD_FLOOR = (12.0, 4.0, 4.0)
 #: ...and within an ellipse round the skull, in brow-to-chin units: its centre this far above the brows, its
 #: half-height and half-width (big hair reaches ~1 unit above the brows and ~0.9 beside the midline).
 SKULL = (0.05, 1.05, 1.0)
@@ -286,7 +288,7 @@ def _colour_gate(lab: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     spreads of their median, fading to 0 at 1.5 x that)."""
     px = lab[seeds]
     med = np.median(px, 0)
-    spread = np.maximum(1.4826 * np.median(np.abs(px - med), 0), (6.0, 4.0, 4.0))  # MAD -> sigma, with a floor
+    spread = np.maximum(1.4826 * np.median(np.abs(px - med), 0), HAIR_SPREAD_FLOOR)  # MAD -> sigma, with a floor
     d = np.sqrt((((lab - med) / spread) ** 2).sum(-1))
     return np.clip((1.5 * HAIR_COLOUR_SPREAD - d) / (0.5 * HAIR_COLOUR_SPREAD), 0.0, 1.0).astype(np.float32)
 
