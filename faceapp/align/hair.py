@@ -230,6 +230,8 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
         return out
     gate = _colour_gate(lab, seeds)
     seeds &= gate > 0.5
+    if not seeds.any():
+        return out
 
     mask = np.full(sh, cv2.GC_PR_BGD, np.uint8)
     mask[_poly(head_hull(p, top=1.4, widen=1.7, neck=0.0), sh) & (level > mouth_level)] = cv2.GC_PR_FGD
