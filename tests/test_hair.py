@@ -197,3 +197,52 @@ def test_a_bald_crown_with_hair_at_the_sides_greys_the_sides_only(face):
     assert (full[crown] > 0.5).mean() < 0.02
     sides = (level > 0.1) & (level < 0.5) & (np.abs(across) > 0.65) & (np.abs(across) < 0.8)
     assert (full[sides] > 0.5).mean() > 0.5
+
+
+def _tight_crop(photo, lm, top):
+    """The photo cut `top` brow-to-chin units above the brows, 1.1 either side of the face and just below the chin
+    (a close selfie, a dataset's face chip): (uint8 crop, landmarks in it)."""
+    b, length = lm[17:27].mean(0), float(np.hypot(*(lm[17:27].mean(0) - lm[8])))
+    x0, x1 = int(lm[:, 0].mean() - 1.1 * length), int(lm[:, 0].mean() + 1.1 * length)
+    y0, y1 = int(b[1] - top * length), int(lm[8][1] + 0.1 * length)
+    return np.asarray(photo)[y0:y1, x0:x1].copy(), lm - [x0, y0]
+
+
+@pytest.mark.parametrize("top", [0.1, 0.0])
+def test_a_tight_crop_greys_the_hair_beside_the_temples(face, top, monkeypatch):
+    """A crop that cuts the forehead leaves the walks no hairline to find: the person segmenter's head outline
+    gives the hair beside the temples, and the backdrop beyond it is left alone. Without the segmenter no hair is
+    found there (nothing is greyed rather than a guess)."""
+    pytest.importorskip("ai_edge_litert")
+    from faceapp.align import hair, person
+
+    photo, lm = face
+    crop, lmc = _tight_crop(photo, lm, top)
+    hair._CACHE.clear()
+    m, (x0, y0, x1, y1) = hair_mask(crop, lmc)
+    full = np.zeros(crop.shape[:2], np.float32)
+    full[y0:y1, x0:x1] = m
+    level, across = _face_frame(lmc, crop.shape[:2])
+    temples = (level > -0.15) & (level < top) & (np.abs(across) > 0.6) & (np.abs(across) < 0.75)
+    assert (full[temples] > 0.5).mean() > 0.6
+    assert full[_inside(face_hull(lmc, forehead=0.0), full.shape)].max() < 0.05
+    # the wall beside her hair (which ends 0.85 from her midline), at the height of her eyes and above
+    wall = (level > -0.3) & (np.abs(across) > 0.95)
+    assert wall.sum() > 50 and (full[wall] > 0.5).mean() < 0.02
+    hair._CACHE.clear()
+    monkeypatch.setattr(person, "_STATE", {"it": None})
+    assert hair_mask(crop, lmc)[0].max() == 0.0
+
+
+def test_the_wall_above_her_crown_is_not_hair(face):
+    """Above the astronaut's crown the wall's beige lies within her hair's highlights, so the walks' colour tests
+    let a patch of it through (a fifth of the wall band below greyed, a white cap above her hair); the person
+    segmenter's head outline keeps it out. Her hair reaches 0.88 brow-to-chin units above the brows."""
+    pytest.importorskip("ai_edge_litert")
+    photo, lm = face
+    full = _full_mask(photo, lm)
+    level, across = _face_frame(lm, full.shape)
+    wall = (level > 0.9) & (np.abs(across) < 0.6)
+    assert wall.sum() > 1000 and (full[wall] > 0.5).mean() < 0.01
+    crown = (level > 0.5) & (level < 0.75) & (np.abs(across) < 0.4)
+    assert (full[crown] > 0.5).mean() > 0.9  # the hair below it still is

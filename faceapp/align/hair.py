@@ -11,6 +11,11 @@ hair, so their lightness change stops at the hairline. Here the hair is found in
   head's outline, with the skin and the neck and clothes below the chin as background; only what is connected to
   the seeds is kept, or borders the face in the seeds' colour, within the walks' reach, in the hair's colours,
   and nearer the hair's colour than the skin's;
+- the person segmenter (`faceapp.align.person`, MediaPipe's selfie segmentation) draws the head's outline: what
+  it calls backdrop is never hair, whatever its colour (a beige wall above blond hair). A crop too tight for the
+  walks (the forehead cut by the frame: a close selfie, a dataset's face chip) takes its seeds from it: the person's
+  pixels beside and above the face in other colours than the skin's. Without the segmenter such a crop gets no
+  grey hair;
 - a vertical fade: full from the nose up, gone just below the chin (long hair below it is not told from clothes).
 
 `grey_hair` then lifts the hair's lightness towards silver (keeping its strands' contrast) and takes out its colour.
@@ -28,6 +33,7 @@ import numpy as np
 
 from faceapp.align.detect import BROWS
 from faceapp.align.paste import face_hull, head_hull
+from faceapp.align.person import person_mask
 
 __all__ = ["hair_mask", "grey_hair", "SILVER_L"]
 
@@ -61,6 +67,12 @@ TOP_SPREAD = 45.0
 SKIN_WEIGHTS = np.array([1.0, 2.0, 2.0], np.float32)
 #: GrabCut runs with the brow-to-chin distance at about this many pixels (cost does not grow with the photo).
 WORK_FACE = 90.0
+#: Fewer walks than this that tell (hair found, or skin up to the crown): the crop is too tight for them, and the
+#: person segmenter's hair is used instead: seeds at least TIGHT_LEVEL (brow-to-chin units; -0.5 is the nose) up.
+TELLERS = 3
+TIGHT_LEVEL = -0.4
+#: The person segmenter's probability below which a pixel is backdrop, and above which it counts in full.
+PERSON_LOW, PERSON_HIGH = 0.2, 0.5
 
 
 def _poly(hull: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -120,6 +132,7 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
     sh = small.shape[:2]
     p = (lm - [x0, y0]) * [small.shape[1] / (x1 - x0), small.shape[0] / (y1 - y0)]
     lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    person = person_mask(small)  # [h, w] in [0, 1], None without the segmenter
 
     skin = _poly(face_hull(p, forehead=0.1), sh)
     inner = cv2.erode(skin.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
@@ -196,6 +209,13 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
         starts[i] = radii[start]
         ends[i] = radii[end] if end is not None else np.inf
     hair_rays = np.isfinite(starts)
+    if (hair_rays | bald).sum() < TELLERS and person is not None:
+        # a tight crop: the walks left the photo before the hairline (the forehead is cut), so hair is what the
+        # person segmenter says is the person, in other colours than the skin's, round the face above the nose
+        beside = ~cv2.dilate(skin.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        seeds = (person > 0.5) & far_from_skin & beside & (level > TIGHT_LEVEL) & (_skull(level, across) > 0.5)
+        cap = np.ones(sh, np.float32)
+        return _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_level, cap, person, out)
     # the hair's colour is the one found over the forehead; a walk to the side that met another colour first met
     # the backdrop beside a short cut, not hair
     top = hair_rays & (np.abs(angles) <= np.radians(TOP_SPREAD))
@@ -226,6 +246,16 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
     seeds = np.zeros(sh, bool)
     seed_r0 = np.interp(ang, angles[hair_rays], starts[hair_rays])
     seeds[within & (rad >= seed_r0) & (rad < seed_r0 + HAIR_BAND) & far_from_skin & (level > 0.1)] = True
+    if person is not None:
+        seeds &= person > 0.5
+    return _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_level, cap, person, out)
+
+
+def _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_level, cap, person, out):
+    """`_hair_mask`'s last step: GrabCut grows the hair's `seeds` ([h, w] bool, work scale) within the head, kept to
+    the seeds' colours, the skull, `cap` (the walks' reach) and, where known, the `person` segmenter's mask; the
+    mask (`out`'s shape) it returns fades out from the nose to the chin."""
+    sh = seeds.shape
     if seeds.sum() < 8:
         return out
     gate = _colour_gate(lab, seeds)
@@ -241,6 +271,8 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
     mask[(level < -1.05) & (lateral < 0.4 * float(np.hypot(*(p[16] - p[0]))))] = cv2.GC_BGD
     mask[~_poly(head_hull(p, top=1.5, widen=1.85, neck=1.0), sh)] = cv2.GC_BGD  # the backdrop round the head
     mask[skin] = cv2.GC_BGD
+    if person is not None:
+        mask[person < PERSON_LOW] = cv2.GC_BGD
     mask[seeds] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
     cv2.setRNGSeed(0)  # GrabCut seeds its colour models' k-means from OpenCV's (per-thread) RNG: same photo, same hair
@@ -265,6 +297,8 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
     # GrabCut's colour models reach into a backdrop that touches the hair (a curtain, a window, a flag): keep what
     # is in the hair's own colours (the seeds' spread, per CIELAB channel) and within a skull's reach of the face
     soft *= gate * _skull(level, across) * cap
+    if person is not None:  # the backdrop in the hair's colours (a beige wall behind blond hair) is not the person
+        soft *= np.clip((person - PERSON_LOW) / (PERSON_HIGH - PERSON_LOW), 0.0, 1.0)
     # never what is nearer the skin's colour than the hair's (a bald crown, an ear, the neck)
     hair_lab = np.median(lab[seeds], 0)
     soft *= np.linalg.norm(lab - hair_lab, axis=-1) < 1.5 * np.linalg.norm(lab - skin_lab, axis=-1)
