@@ -246,3 +246,22 @@ def test_the_wall_above_her_crown_is_not_hair(face):
     assert wall.sum() > 1000 and (full[wall] > 0.5).mean() < 0.01
     crown = (level > 0.5) & (level < 0.75) & (np.abs(across) < 0.4)
     assert (full[crown] > 0.5).mean() > 0.9  # the hair below it still is
+
+
+def test_hair_colours_are_told_from_a_coloured_backdrop():
+    """Seeds are kept to colours natural hair has (a tight crop's person segmenter can take a red or green backdrop
+    for the person): black, brown, blond, auburn, grey and white hair pass; a red, pink, green or blue wall not."""
+    import cv2
+
+    from faceapp.align.hair import _hair_like
+
+    def lab(rgb):
+        return cv2.cvtColor(np.array([[rgb]], np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+
+    hair = {"black": (20, 16, 14), "dark brown": (60, 40, 28), "brown": (110, 75, 45), "blond": (200, 170, 110),
+            "ash blond": (170, 160, 130), "auburn": (140, 60, 30), "ginger": (190, 100, 50), "grey": (150, 150, 150),
+            "white": (235, 235, 230)}
+    walls = {"red": (200, 30, 40), "pink": (230, 120, 170), "green": (120, 190, 90), "blue": (60, 90, 200),
+             "purple": (120, 60, 150), "orange": (250, 140, 0)}
+    assert all(_hair_like(lab(c))[0, 0] for c in hair.values()), {k: _hair_like(lab(c))[0, 0] for k, c in hair.items()}
+    assert not any(_hair_like(lab(c))[0, 0] for c in walls.values()), {k: _hair_like(lab(c))[0, 0] for k, c in walls.items()}

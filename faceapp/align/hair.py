@@ -67,8 +67,9 @@ TOP_SPREAD = 45.0
 SKIN_WEIGHTS = np.array([1.0, 2.0, 2.0], np.float32)
 #: GrabCut runs with the brow-to-chin distance at about this many pixels (cost does not grow with the photo).
 WORK_FACE = 90.0
-#: Fewer walks than this that tell (hair found, or skin up to the crown): the crop is too tight for them, and the
-#: person segmenter's hair is used instead: seeds at least TIGHT_LEVEL (brow-to-chin units; -0.5 is the nose) up.
+#: No walk over the forehead (within TOP_SPREAD of straight up) that tells (hair found, or skin up to the crown), or
+#: fewer than TELLERS in all: the crop is too tight for them, and the person segmenter's hair is used instead:
+#: seeds at least TIGHT_LEVEL (brow-to-chin units; -0.5 is the nose) up.
 TELLERS = 3
 TIGHT_LEVEL = -0.4
 #: The person segmenter's probability below which a pixel is backdrop, and above which it counts in full.
@@ -209,11 +210,14 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
         starts[i] = radii[start]
         ends[i] = radii[end] if end is not None else np.inf
     hair_rays = np.isfinite(starts)
-    if (hair_rays | bald).sum() < TELLERS and person is not None:
-        # a tight crop: the walks left the photo before the hairline (the forehead is cut), so hair is what the
-        # person segmenter says is the person, in other colours than the skin's, round the face above the nose
+    told = hair_rays | bald
+    if (not told[np.abs(angles) <= np.radians(TOP_SPREAD)].any() or told.sum() < TELLERS) and person is not None:
+        # a tight crop: the frame cuts the forehead, the walks over it left the photo before the hairline (those to
+        # the side may have met the backdrop beside the face), so hair is what the person segmenter says is the
+        # person, in other colours than the skin's and in a hair's, round the face above the nose
         beside = ~cv2.dilate(skin.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         seeds = (person > 0.5) & far_from_skin & beside & (level > TIGHT_LEVEL) & (_skull(level, across) > 0.5)
+        seeds &= _hair_like(lab)
         cap = np.ones(sh, np.float32)
         return _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_level, cap, person, out)
     # the hair's colour is the one found over the forehead; a walk to the side that met another colour first met
@@ -248,6 +252,7 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
     seeds[within & (rad >= seed_r0) & (rad < seed_r0 + HAIR_BAND) & far_from_skin & (level > 0.1)] = True
     if person is not None:
         seeds &= person > 0.5
+    seeds &= _hair_like(lab)
     return _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_level, cap, person, out)
 
 
@@ -317,6 +322,20 @@ HAIR_SPREAD_FLOOR = (12.0, 4.0, 4.0)
 #: ...and within an ellipse round the skull, in brow-to-chin units: its centre this far above the brows, its
 #: half-height and half-width (big hair reaches ~1 unit above the brows and ~0.9 beside the midline).
 SKULL = (0.05, 1.05, 1.0)
+
+
+#: Hair's own colours (CIELAB): any hue up to HAIR_NEUTRAL chroma (black, grey, white); else hues between HAIR_HUES
+#: degrees (auburn to ash blond), up to HAIR_MAX_CHROMA. A red, pink, green or blue backdrop is none of them.
+HAIR_NEUTRAL = 12.0
+HAIR_HUES = (25.0, 105.0)
+HAIR_MAX_CHROMA = 60.0
+
+
+def _hair_like(lab: np.ndarray) -> np.ndarray:
+    """[H, W] bool: whether each pixel's CIELAB colour (`lab` [H, W, 3]) is one natural hair has."""
+    chroma = np.hypot(lab[..., 1], lab[..., 2])
+    hue = np.degrees(np.arctan2(lab[..., 2], lab[..., 1]))
+    return (chroma <= HAIR_NEUTRAL) | ((hue >= HAIR_HUES[0]) & (hue <= HAIR_HUES[1]) & (chroma <= HAIR_MAX_CHROMA))
 
 
 def _colour_gate(lab: np.ndarray, seeds: np.ndarray) -> np.ndarray:
