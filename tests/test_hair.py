@@ -263,5 +263,5 @@ def test_hair_colours_are_told_from_a_coloured_backdrop():
             "white": (235, 235, 230)}
     walls = {"red": (200, 30, 40), "pink": (230, 120, 170), "green": (120, 190, 90), "blue": (60, 90, 200),
              "purple": (120, 60, 150), "orange": (250, 140, 0)}
-    assert all(_hair_like(lab(c))[0, 0] for c in hair.values()), {k: _hair_like(lab(c))[0, 0] for k, c in hair.items()}
-    assert not any(_hair_like(lab(c))[0, 0] for c in walls.values()), {k: _hair_like(lab(c))[0, 0] for k, c in walls.items()}
+    passed = {k: bool(_hair_like(lab(c))[0, 0]) for k, c in {**hair, **walls}.items()}
+    assert all(passed[k] for k in hair) and not any(passed[k] for k in walls), passed
