@@ -78,3 +78,18 @@ def test_without_litert_the_caller_is_told_and_gets_none(fresh, monkeypatch, cap
     with caplog.at_level(logging.WARNING, logger="faceapp.align.person"):
         assert fresh.person_mask(np.zeros((40, 40, 3), np.uint8)) is None
     assert "pip install ai-edge-litert" in caplog.text
+
+
+def test_a_runtime_that_cannot_run_the_model_is_told_and_gets_none(fresh, monkeypatch, caplog):
+    """The model's transposed convolutions are a MediaPipe custom op that LiteRT runs in its XNNPACK delegate; a
+    LiteRT build without it fails to prepare the model. The hair finder then goes on without the segmenter."""
+    from ai_edge_litert import interpreter
+
+    class NoDelegate(interpreter.Interpreter):
+        def allocate_tensors(self):
+            raise RuntimeError("Encountered unresolved custom op: Convolution2DTransposeBias.")
+
+    monkeypatch.setattr(interpreter, "Interpreter", NoDelegate)
+    with caplog.at_level(logging.WARNING, logger="faceapp.align.person"):
+        assert fresh.person_mask(np.zeros((40, 40, 3), np.uint8)) is None
+    assert "Convolution2DTransposeBias" in caplog.text and "without it" in caplog.text

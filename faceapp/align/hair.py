@@ -219,7 +219,8 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
         seeds = (person > 0.5) & far_from_skin & beside & (level > TIGHT_LEVEL) & (_skull(level, across) > 0.5)
         seeds &= _hair_like(lab)
         cap = np.ones(sh, np.float32)
-        return _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_level, cap, person, out)
+        return _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_level, cap, person, out,
+                     grabcut=False)
     # the hair's colour is the one found over the forehead; a walk to the side that met another colour first met
     # the backdrop beside a short cut, not hair
     top = hair_rays & (np.abs(angles) <= np.radians(TOP_SPREAD))
@@ -256,10 +257,13 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
     return _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_level, cap, person, out)
 
 
-def _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_level, cap, person, out):
+def _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_level, cap, person, out, *,
+          grabcut: bool = True):
     """`_hair_mask`'s last step: GrabCut grows the hair's `seeds` ([h, w] bool, work scale) within the head, kept to
     the seeds' colours, the skull, `cap` (the walks' reach) and, where known, the `person` segmenter's mask; the
-    mask (`out`'s shape) it returns fades out from the nose to the chin."""
+    mask (`out`'s shape) it returns fades out from the nose to the chin. grabcut=False (a tight crop, where the
+    segmenter draws the head's outline): the head's region outside the face, as the segmenter bounds it, instead of
+    GrabCut's (whose colour models take light brown hair beside tanned skin for skin)."""
     sh = seeds.shape
     if seeds.sum() < 8:
         return out
@@ -279,12 +283,13 @@ def _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_
     if person is not None:
         mask[person < PERSON_LOW] = cv2.GC_BGD
     mask[seeds] = cv2.GC_FGD
-    bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
-    cv2.setRNGSeed(0)  # GrabCut seeds its colour models' k-means from OpenCV's (per-thread) RNG: same photo, same hair
-    try:
-        cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:  # a colour model that cannot be fitted (e.g. a flat image): no hair found
-        return out
+    if grabcut:
+        bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
+        cv2.setRNGSeed(0)  # GrabCut seeds its colour models' k-means from OpenCV's (per-thread) RNG: same photo, same
+        try:
+            cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
+        except cv2.error:  # a colour model that cannot be fitted (e.g. a flat image): no hair found
+            return out
     hair = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
     # only what is connected to the seeds: a dark patch of background elsewhere is not hair
     n, labels = cv2.connectedComponents(hair, connectivity=8)

@@ -46,8 +46,12 @@ def _interpreter():
         if hashlib.sha256(data).hexdigest() != MODEL_SHA256:
             _log.warning("%s is missing or altered: grey hair is found without the person segmenter", MODEL_FILE)
         else:
-            it = Interpreter(model_content=data, num_threads=1)
-            it.allocate_tensors()
+            try:  # its transposed convolutions are MediaPipe's custom op, which LiteRT runs in its XNNPACK delegate
+                it = Interpreter(model_content=data, num_threads=1)
+                it.allocate_tensors()
+            except (RuntimeError, ValueError) as e:
+                _log.warning("LiteRT cannot run the person segmenter here (%s): grey hair is found without it", e)
+                it = None
     _STATE["it"] = it
     return it
 
