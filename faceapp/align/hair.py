@@ -14,8 +14,9 @@ hair, so their lightness change stops at the hairline. Here the hair is found in
 - the person segmenter (`faceapp.align.person`, MediaPipe's selfie segmentation) draws the head's outline: what
   it calls backdrop is never hair, whatever its colour (a beige wall above blond hair). A crop too tight for the
   walks (the forehead cut by the frame: a close selfie, a dataset's face chip) takes its seeds from it: the person's
-  pixels beside and above the face in other colours than the skin's. Without the segmenter such a crop gets no
-  grey hair;
+  pixels beside and above the face in other colours than the skin's and in hair's own; its hair is the head's
+  region outside the face as the segmenter bounds it (no GrabCut). Without the segmenter such a crop gets no grey
+  hair. Seeds are always in colours natural hair has (not a red, green or blue wall);
 - a vertical fade: full from the nose up, gone just below the chin (long hair below it is not told from clothes).
 
 `grey_hair` then lifts the hair's lightness towards silver (keeping its strands' contrast) and takes out its colour.
@@ -285,7 +286,8 @@ def _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_
     mask[seeds] = cv2.GC_FGD
     if grabcut:
         bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
-        cv2.setRNGSeed(0)  # GrabCut seeds its colour models' k-means from OpenCV's (per-thread) RNG: same photo, same
+        # GrabCut seeds its colour models' k-means from OpenCV's (per-thread) RNG: same photo, same hair
+        cv2.setRNGSeed(0)
         try:
             cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
         except cv2.error:  # a colour model that cannot be fitted (e.g. a flat image): no hair found
