@@ -2,6 +2,7 @@
 and not the backdrop, it refuses a model file that is not the one shipped, and without LiteRT the caller is told
 and goes on without it."""
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -14,8 +15,6 @@ from faceapp.imageio import load_image
 
 DATA = Path(__file__).parent / "data"
 
-pytest.importorskip("ai_edge_litert")
-
 
 def _inside(hull, shape):
     import cv2
@@ -25,6 +24,11 @@ def _inside(hull, shape):
     return m.astype(bool)
 
 
+#: these run the model (or LiteRT itself); the one without LiteRT runs everywhere
+needs_litert = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None,
+                                  reason="ai-edge-litert is not installed")
+
+
 @pytest.fixture()
 def fresh(monkeypatch):
     """person.py's interpreter made anew for this test (and the shared one restored after)."""
@@ -32,6 +36,7 @@ def fresh(monkeypatch):
     return person
 
 
+@needs_litert
 def test_the_person_is_covered_and_the_backdrop_is_not(fresh):
     photo = load_image(DATA / "astronaut.jpg")
     lm = detect_faces(photo)[0].landmarks68
@@ -52,6 +57,7 @@ def test_the_person_is_covered_and_the_backdrop_is_not(fresh):
     assert np.abs(half - p[::2, ::2]).mean() < 0.05
 
 
+@needs_litert
 def test_a_model_file_that_is_not_the_shipped_one_is_refused(fresh, tmp_path, monkeypatch, caplog):
     altered = tmp_path / "selfie_segmentation.tflite"
     data = bytearray(fresh.MODEL_FILE.read_bytes())
@@ -80,6 +86,7 @@ def test_without_litert_the_caller_is_told_and_gets_none(fresh, monkeypatch, cap
     assert "pip install ai-edge-litert" in caplog.text
 
 
+@needs_litert
 def test_a_runtime_that_cannot_run_the_model_is_told_and_gets_none(fresh, monkeypatch, caplog):
     """The model's transposed convolutions are a MediaPipe custom op that LiteRT runs in its XNNPACK delegate; a
     LiteRT build without it fails to prepare the model. The hair finder then goes on without the segmenter."""

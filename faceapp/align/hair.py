@@ -134,12 +134,12 @@ def _hair_mask(rgb: np.ndarray, lm: np.ndarray, box: tuple[int, int, int, int]) 
     sh = small.shape[:2]
     p = (lm - [x0, y0]) * [small.shape[1] / (x1 - x0), small.shape[0] / (y1 - y0)]
     lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
-    person = person_mask(small)  # [h, w] in [0, 1], None without the segmenter
 
     skin = _poly(face_hull(p, forehead=0.1), sh)
     inner = cv2.erode(skin.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     if inner.sum() < 16:
         return out
+    person = person_mask(small)  # [h, w] in [0, 1], None without the segmenter
     skin_lab = np.median(lab[inner], 0)
     # the face's frame: u towards the crown; levels in brow-to-chin units from the brows (0) to the chin (-1);
     # across: signed distance from the face's midline in the same unit

@@ -65,13 +65,13 @@ def available() -> bool:
 def person_mask(rgb: np.ndarray) -> np.ndarray | None:
     """float32 [H, W] in [0, 1]: how likely each pixel of `rgb` (uint8 [H, W, 3]) is part of a person (hair,
     face, body); None where the segmenter cannot run. ~8 ms on one core, whatever the photo's size."""
+    if not available():
+        return None
     h, w = rgb.shape[:2]
     x = cv2.resize(np.ascontiguousarray(rgb[..., :3]), (SIDE, SIDE), interpolation=cv2.INTER_AREA)
     x = (x.astype(np.float32) / 255.0)[None]  # [1, 256, 256, 3], RGB in [0, 1]
     with _LOCK:
         it = _interpreter()
-        if it is None:
-            return None
         it.set_tensor(it.get_input_details()[0]["index"], x)
         it.invoke()
         p = it.get_tensor(it.get_output_details()[0]["index"])[0, ..., 0].copy()  # [256, 256]
