@@ -234,6 +234,54 @@ def test_a_tight_crop_greys_the_hair_beside_the_temples(face, top, monkeypatch):
     assert hair_mask(crop, lmc)[0].max() == 0.0
 
 
+def _long_hair(photo, lm, colour=None):
+    """The astronaut with long hair: her own hair's pixels (or a `colour`, RGB) drawn beside her face down to 1.7
+    brow-to-chin units below the brows (past the chin, over her suit's dark collar and shoulders), and a dark top
+    below that. (uint8 photo, where the long hair is beside her jaw, where the top is)."""
+    import cv2
+
+    rgb = np.asarray(photo).copy()
+    level, across = _face_frame(lm, rgb.shape[:2])
+    face = cv2.dilate(_inside(face_hull(lm, forehead=0.1), rgb.shape[:2]).astype(np.uint8), np.ones((9, 9), np.uint8))
+    neck = (level < -0.9) & (np.abs(across) < 0.5)
+    long = (level < 0.1) & (level > -1.7) & (np.abs(across) < 0.95) & ~face.astype(bool) & ~neck
+    rng = np.random.default_rng(0)
+    out = rgb.astype(np.float32)
+    if colour is not None:  # her hair dyed `colour`, its strands' light and shade kept
+        own = _full_mask(photo, lm) > 0.3
+        shade = out[own].mean(-1, keepdims=True)
+        out[own] = np.asarray(colour, np.float32) * shade / np.median(shade)
+    # strands: her hair's pixels, shuffled and softened
+    own = out[(level > 0.4) & (level < 0.7) & (np.abs(across) < 0.4)]
+    strands = own[rng.integers(0, len(own), long.sum())]
+    top = (level <= -1.7) & (level > -2.3) & (np.abs(across) < 1.3)
+    out[long] = strands
+    out = np.where(long[..., None], cv2.GaussianBlur(out, (0, 0), 1.0), out)
+    out[top] = (20, 20, 24)
+    beside = long & (level < -0.7) & (level > -1.1) & (np.abs(across) > 0.6)
+    return out.clip(0, 255).astype(np.uint8), beside, top
+
+
+@pytest.mark.parametrize("colour", [None, (35, 28, 25)])
+def test_long_hair_greys_down_to_the_shoulders_and_a_dark_top_does_not(face, colour, monkeypatch):
+    """Long hair hanging beside the cheeks and jaw is hair too (with the person segmenter): it greys with the
+    crown, not only the hair above the nose. The dark top it falls onto is not hair, even in the hair's own colour
+    (near-black hair on a black top). Without the segmenter the hair below the nose is left as it was."""
+    pytest.importorskip("ai_edge_litert")
+    from faceapp.align import hair, person
+
+    photo, lm = face
+    rgb, beside, top = _long_hair(photo, lm, colour)
+    hair._CACHE.clear()
+    full = _full_mask(Image.fromarray(rgb), lm)
+    assert (full[beside] > 0.5).mean() > 0.7
+    assert (full[top] > 0.5).mean() < 0.01
+    assert full[_inside(face_hull(lm, forehead=0.0), full.shape)].max() < 0.05
+    hair._CACHE.clear()
+    monkeypatch.setattr(person, "_STATE", {"it": None})
+    assert (_full_mask(Image.fromarray(rgb), lm)[beside] > 0.5).mean() < 0.1
+
+
 def test_the_wall_above_her_crown_is_not_hair(face):
     """Above the astronaut's crown the wall's beige lies within her hair's highlights, so the walks' colour tests
     let a patch of it through (a fifth of the wall band below greyed, a white cap above her hair); the person

@@ -313,13 +313,48 @@ def _grow(small, lab, p, skin, seeds, skin_lab, level, across, xs, ys, u, mouth_
         soft *= np.clip((person - PERSON_LOW) / (PERSON_HIGH - PERSON_LOW), 0.0, 1.0)
     # never what is nearer the skin's colour than the hair's (a bald crown, an ear, the neck)
     hair_lab = np.median(lab[seeds], 0)
-    soft *= np.linalg.norm(lab - hair_lab, axis=-1) < 1.5 * np.linalg.norm(lab - skin_lab, axis=-1)
-    fade = np.clip((level + 1.1) / 0.6, 0.0, 1.0)  # 1 from the nose up, 0 just below the chin
-    soft = cv2.GaussianBlur(soft * (fade * fade * (3 - 2 * fade)).astype(np.float32), (0, 0), 1.2)
+    hairish = np.linalg.norm(lab - hair_lab, axis=-1) < 1.5 * np.linalg.norm(lab - skin_lab, axis=-1)
+    soft *= hairish
+    soft = soft * _smoothstep((level + 1.1) / 0.6)  # 1 from the nose up, 0 just below the chin
+    if person is not None:  # long hair hanging beside the cheeks, jaw and neck (the segmenter bounds it)
+        neck = (level < -0.9) & (lateral < 0.4 * float(np.hypot(*(p[16] - p[0]))))
+        soft = np.maximum(soft, _hanging(soft, lab, gate, person, skin, hairish & ~neck, level, across))
+    soft = cv2.GaussianBlur(soft.astype(np.float32), (0, 0), 1.2)
     soft[skin] = 0.0
     if soft.shape != out.shape:
         soft = cv2.resize(soft, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
     return np.clip(soft, 0.0, 1.0)
+
+
+#: Long hair below the nose (with the person segmenter only): hair's pixels beside the face, connected to the hair
+#: found above, kept in full down to HANG_LEVELS[0] and gone at HANG_LEVELS[1] (brow-to-chin units below the brows:
+#: the chin is -1; the shoulders, where clothes begin, lie lower), no further than HANG_ACROSS from the midline.
+HANG_LEVELS = (-1.15, -1.5)
+HANG_ACROSS = 1.25
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return (x * x * (3 - 2 * x)).astype(np.float32)
+
+
+def _hanging(hair: np.ndarray, lab: np.ndarray, gate: np.ndarray, person: np.ndarray, skin: np.ndarray,
+             allowed: np.ndarray, level: np.ndarray, across: np.ndarray) -> np.ndarray:
+    """[H, W] weights of the long hair that hangs below the nose: pixels the segmenter calls the person, in the hair's
+    colours (`gate`, hair's own, `allowed`), outside the face, within HANG_ACROSS of the midline and above
+    HANG_LEVELS[1], that are connected to the hair found above (`hair` > 0.5). A dark top below the hair is
+    reached only past the fade's end."""
+    core = hair > 0.5
+    if not core.any():
+        return np.zeros_like(hair)
+    face = cv2.dilate(skin.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    cand = ((person > PERSON_HIGH) & (gate > 0.5) & _hair_like(lab) & allowed & ~face & (level < 0.0)
+            & (level > HANG_LEVELS[1]) & (np.abs(across) < HANG_ACROSS))
+    n, labels = cv2.connectedComponents((cand | core).astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(labels[core])] = True
+    keep[0] = False
+    return (keep[labels] & cand) * _smoothstep((level - HANG_LEVELS[1]) / (HANG_LEVELS[0] - HANG_LEVELS[1]))
 
 
 #: Hair is kept within this many of the seeds' robust spreads (per CIELAB channel) of their median colour.
