@@ -17,7 +17,9 @@ hair, so their lightness change stops at the hairline. Here the hair is found in
   pixels beside and above the face in other colours than the skin's and in hair's own; its hair is the head's
   region outside the face as the segmenter bounds it (no GrabCut). Without the segmenter such a crop gets no grey
   hair. Seeds are always in colours natural hair has (not a red, green or blue wall);
-- a vertical fade: full from the nose up, gone just below the chin (long hair below it is not told from clothes).
+- a vertical fade: full from the nose up, gone just below the chin; with the segmenter, long hair that hangs
+  beside the cheeks, jaw and neck (the person's pixels in the hair's colours, connected to the hair above) is kept
+  down to just below the chin and fades out above the shoulders, where a top in the hair's colour may begin.
 
 `grey_hair` then lifts the hair's lightness towards silver (keeping its strands' contrast) and takes out its colour.
 Nothing but the hair's box is touched; the skin never is.
