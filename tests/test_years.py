@@ -12,11 +12,14 @@ from faceapp.edits import (
     YearsCalibration,
     YearsUnavailableError,
     apply_edits,
+    fit_years_by_age,
     fit_years_calibration,
     has_years,
     strength_to_years,
     with_calibration,
+    years_edit,
     years_per_strength,
+    years_reach,
     years_to_strength,
 )
 from faceapp.edits.provenance import stamped
@@ -162,3 +165,87 @@ def test_round_trip_through_disk_and_provenance_stamp(tmp_path):
     assert not has_years(DirectionSet.load(tmp_path / "d"), "age")
     # and removing it again
     assert with_calibration(ds, "age", None)["age"].calibration is None
+
+
+def by_age_changes(seed=0):
+    """Age changes of 30 faces that look 20-30 (older: 1.2 s^2 years, faster than linear; younger: -0.5 s) and 30
+    that look 55-65 (older: 2 s, younger: -3 s), with noise, on GRID; and each face's estimated age."""
+    rng = np.random.default_rng(seed)
+    young = np.where(GRID > 0, 1.2 * GRID**2, 0.5 * GRID)
+    old = np.where(GRID > 0, 2.0 * GRID, 3.0 * GRID)
+    dy = np.concatenate([np.tile(young, (30, 1)), np.tile(old, (30, 1))]) + 0.3 * rng.standard_normal((60, 7))
+    dy[:, GRID == 0] = 0.0
+    ages = np.concatenate([rng.uniform(20, 30, 30), rng.uniform(55, 65, 30)])
+    return dy, ages
+
+
+def test_by_age_rows_are_the_medians_of_faces_that_look_that_old():
+    dy, ages = by_age_changes()
+    b = fit_years_by_age(GRID, dy, ages, edges=(40.0,))
+    assert b["n"] == [30, 30]
+    assert b["ages"][0] == pytest.approx(25, abs=2.5) and b["ages"][1] == pytest.approx(60, abs=2.5)
+    assert b["strengths"] == GRID.tolist()
+    np.testing.assert_allclose(b["years"][0], np.where(GRID > 0, 1.2 * GRID**2, 0.5 * GRID), atol=0.3)
+    np.testing.assert_allclose(b["years"][1], np.where(GRID > 0, 2.0 * GRID, 3.0 * GRID), atol=0.3)
+    # a band with too few faces joins its neighbour; none with enough: no table
+    b2 = fit_years_by_age(GRID, dy, ages, edges=(22.0, 40.0), min_faces=8)
+    assert sum(b2["n"]) == 60 and all(n >= 8 for n in b2["n"])
+    assert fit_years_by_age(GRID, dy[:5], ages[:5]) is None
+    # a noisy dip (a stronger edit read younger) is made monotone: each row can be inverted
+    dip = dy.copy()
+    dip[:30, GRID.tolist().index(2)] = 0.1
+    row = np.array(fit_years_by_age(GRID, dip, ages, edges=(40.0,))["years"][0])
+    assert np.all(np.diff(row) > 0)
+
+
+def test_years_follow_the_curve_of_a_face_that_looks_that_old():
+    """With by_age, 12 years is strength 3 on a face that looks 25 (1.2 s^2 reads 10.8 at 3: a bit more) and 6 on
+    one that looks 60 (2 s); between, the rows are read linearly; without an age, the pooled line."""
+    dy, ages = by_age_changes()
+    cal = fit_years_calibration(GRID, dy, scale=2.0)
+    cal = YearsCalibration(**{**cal.to_dict(), "by_age": fit_years_by_age(GRID, dy, ages, edges=(40.0,))})
+    ds = DirectionSet([Direction("age", np.ones(W_DIM), scale=2.0, strength_range=(-3.0, 3.0),
+                                 calibration=cal.to_dict())])
+    young, old = cal.by_age["ages"]
+    assert strength_to_years(ds, "age", 3.0, age=young) == pytest.approx(10.8, abs=0.3)
+    assert strength_to_years(ds, "age", 3.0, age=old) == pytest.approx(6.0, abs=0.3)
+    assert strength_to_years(ds, "age", 3.0, age=(young + old) / 2) == pytest.approx(8.4, abs=0.3)
+    assert strength_to_years(ds, "age", 3.0, age=90.0) == pytest.approx(6.0, abs=0.3)  # held at the ends
+    assert strength_to_years(ds, "age", 1.0, age=young) == pytest.approx(1.2, abs=0.3)  # not a line
+    for age in (young, old, 40.0, 5.0):
+        for years in (-7.0, -1.0, 2.5, 5.5, 10.0):
+            s = years_to_strength(ds, "age", years, age=age)
+            assert strength_to_years(ds, "age", s, age=age) == pytest.approx(years, abs=1e-6)
+    assert years_to_strength(ds, "age", 5.0) == pytest.approx(5.0 / cal.slope(1))  # no age: the pooled line
+    # the years survive a new scale, as the pooled line's do
+    ds2 = DirectionSet([ds["age"].replace(scale=4.0)])
+    assert years_to_strength(ds2, "age", 5.0, age=old) == pytest.approx(years_to_strength(ds, "age", 5.0, age=old) / 2)
+    # past the range: held to it, and the years it reads are what the face gets
+    s, got = years_edit(ds, "age", 12.0, age=old)
+    assert s == 3.0 and got == pytest.approx(6.0, abs=0.3)
+    s, got = years_edit(ds, "age", 8.0, age=young)
+    assert 2.0 < s < 3.0 and got == pytest.approx(8.0)
+    assert years_edit(ds, "age", 0.0, age=old) == (0.0, 0.0)
+    lo, hi = years_reach(ds, "age", age=young)
+    assert lo == pytest.approx(-1.5, abs=0.3) and hi == pytest.approx(10.8, abs=0.3)
+    assert years_reach(ds, "age", age=old)[0] == pytest.approx(-9.0, abs=0.3)
+
+
+def test_a_bad_by_age_table_is_refused_and_a_good_one_survives_the_disk(tmp_path):
+    base = {"per_strength": 2.0, "scale": 1.0}
+    table = {"ages": [25.0, 60.0], "strengths": [-1.0, 0.0, 1.0], "years": [[-1.0, 0.0, 3.0], [-2.0, 0.0, 1.0]]}
+    for bad, match in ((dict(table, years=[[0.0, 1.0]]), "years must be"),
+                       (dict(table, strengths=[1.0, 0.0, -1.0]), "must rise"),
+                       (dict(table, strengths=[-1.0, 0.5, 1.0]), "strength 0"),
+                       (dict(table, years=[[-1.0, 0.0, float("nan")], [-2.0, 0.0, 1.0]]), "not finite"),
+                       ({"ages": [25.0]}, "lacks 'strengths'"),
+                       ("table", "JSON object")):
+        with pytest.raises(FaceAppError, match=match):
+            YearsCalibration(**base, by_age=bad)
+    ds = with_calibration(age_set(scale=1.0), "age", YearsCalibration(**base, by_age=table))
+    ds.save(tmp_path / "d")
+    back = DirectionSet.load(tmp_path / "d")
+    assert back["age"].years.by_age["years"] == table["years"]
+    assert strength_to_years(back, "age", 1.0, age=60.0) == pytest.approx(1.0)
+    # a calibration without by_age writes no key (readers before it load it as they did)
+    assert "by_age" not in YearsCalibration(**base).to_dict()

@@ -19,10 +19,13 @@ from faceapp.edits.apply import apply_edits, conditional_direction, edit_delta, 
 from faceapp.edits.calibration import (
     YearsCalibration,
     YearsUnavailableError,
+    fit_years_by_age,
     fit_years_calibration,
     has_years,
     strength_to_years,
+    years_edit,
     years_per_strength,
+    years_reach,
     years_to_strength,
 )
 from faceapp.edits.directions import Direction, DirectionSet, direction_scale, normalized, with_calibration
@@ -53,6 +56,7 @@ __all__ = [
     "conditional_direction",
     "direction_scale",
     "edit_delta",
+    "fit_years_by_age",
     "fit_years_calibration",
     "from_e4e_pt",
     "from_ganspace",
@@ -69,6 +73,8 @@ __all__ = [
     "to_e4e_pt",
     "to_interfacegan_npy",
     "with_calibration",
+    "years_edit",
     "years_per_strength",
+    "years_reach",
     "years_to_strength",
 ]

@@ -15,16 +15,28 @@ strength on held-out photos (training/calibrate_years.py). It is stored with the
      "residual_years": 3.5,          # robust std of the pooled fit's residuals (years)
      "n": 50, "fitted_on": "...", "hold": ["gender"], "scale": 4.2,
      "curve": {"strengths": [...], "median": [...], "p25": [...], "p75": [...], ...},
-     "checks": {...}}                # e.g. how well half the faces predict the other half
+     "checks": {...},                # e.g. how well half the faces predict the other half
+     "by_age": {"ages": [6.0, 19.5, 29.8, ...],        # optional: the change by how old the face looks
+                "strengths": [-12, -8, -4, 0, 4, 8, 12],
+                "years": [[...], ...],                  # [ages][strengths]: median change, monotone in strength
+                "n": [24, 31, ...]}}                    # faces behind each row
+
+One line cannot say what one strength does to every face: on the demo bundle's held-out faces the slider's end
+reads +30 years on a face of 25 and +11 on a face of 60, and +4 reads +2 where +12 reads +30 (the aging parts
+grow faster than linearly). A calibration with `by_age` converts with the curve of faces that look as old as the
+face being edited (`age=`: its estimated age in the unedited photo; read linearly between the rows, held at the
+ends), and `years_edit` says what a face gets when it cannot get what was asked.
 
 `scale` is the direction's `scale` (W units per strength) when it was fitted, so the calibration
 is really "years per W unit along the direction" and survives a re-measured scale
 (`DirectionSet.calibrated`). The line goes through the origin because strength 0 is the
 unedited face (an age change of exactly 0).
 
-    from faceapp.edits import years_to_strength, strength_to_years
+    from faceapp.edits import years_to_strength, strength_to_years, years_edit
     s = years_to_strength(directions, "age", 30)     # strength that reads as 30 years older
     years = strength_to_years(directions, "age", s)  # == 30
+    s, got = years_edit(directions, "age", 30, age=62.0)  # for a face that looks 62: the strength, and the
+                                                          # years it gives (the slider's end if 30 is out of reach)
 
 This module reads directions only through their `years` and `scale` and imports no other part of
 faceapp.edits: `with_calibration` (a new DirectionSet) lives in faceapp.edits.directions, which imports this.
@@ -44,10 +56,14 @@ __all__ = [
     "YEARS",
     "YearsCalibration",
     "YearsUnavailableError",
+    "BY_AGE_EDGES",
+    "fit_years_by_age",
     "fit_years_calibration",
     "has_years",
     "strength_to_years",
+    "years_edit",
     "years_per_strength",
+    "years_reach",
     "years_to_strength",
 ]
 
@@ -86,6 +102,7 @@ class YearsCalibration:
     curve: dict = field(default_factory=dict, repr=False)
     checks: dict = field(default_factory=dict, repr=False)
     unit: str = YEARS
+    by_age: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.unit != YEARS:
@@ -111,6 +128,8 @@ class YearsCalibration:
         object.__setattr__(self, "hold", tuple(str(h) for h in self.hold))
         object.__setattr__(self, "curve", dict(self.curve or {}))
         object.__setattr__(self, "checks", dict(self.checks or {}))
+        if self.by_age is not None:
+            object.__setattr__(self, "by_age", _checked_by_age(self.by_age))
 
     def slope(self, sign: float = 0.0) -> float:
         """Years per strength unit (at the fitted scale) for strengths of this sign (0: the pooled slope)."""
@@ -120,9 +139,21 @@ class YearsCalibration:
             return self.per_strength_neg
         return self.per_strength
 
+    def curve_for(self, age: float | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(strengths [M], years [M]) at the fitted scale for a face that looks `age` years old: the by_age rows
+        read linearly between their ages (held at the ends), increasing in strength; None without by_age or age."""
+        if self.by_age is None or age is None or not math.isfinite(float(age)):
+            return None
+        b = self.by_age
+        ages, table = np.asarray(b["ages"], np.float64), np.asarray(b["years"], np.float64)
+        years = np.array([np.interp(float(age), ages, table[:, j]) for j in range(table.shape[1])])
+        return np.asarray(b["strengths"], np.float64), years
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["hold"] = list(self.hold)
+        if d["by_age"] is None:
+            del d["by_age"]
         return d
 
     @classmethod
@@ -134,6 +165,43 @@ class YearsCalibration:
         if missing:
             raise FaceAppError(f"years calibration lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _checked_by_age(b) -> dict:
+    """A by_age table checked and made strictly monotone (each row: 0 at strength 0, rising with strength)."""
+    if not isinstance(b, Mapping):
+        raise FaceAppError(f"years calibration: by_age is a JSON object, not {type(b).__name__}")
+    try:
+        ages = np.asarray(b["ages"], np.float64)
+        strengths = np.asarray(b["strengths"], np.float64)
+        years = np.asarray(b["years"], np.float64)
+    except KeyError as e:
+        raise FaceAppError(f"years calibration: by_age lacks {e.args[0]!r}") from None
+    except (TypeError, ValueError):
+        raise FaceAppError("years calibration: by_age's ages, strengths and years must be numbers") from None
+    if ages.ndim != 1 or strengths.ndim != 1 or years.shape != (len(ages), len(strengths)) or len(ages) < 1:
+        raise FaceAppError(f"years calibration: by_age's years must be [ages, strengths] = [{len(ages)}, "
+                           f"{len(strengths)}], got {list(years.shape)}")
+    if not (np.all(np.isfinite(ages)) and np.all(np.isfinite(strengths)) and np.all(np.isfinite(years))):
+        raise FaceAppError("years calibration: by_age holds a value that is not finite")
+    if np.any(np.diff(ages) <= 0) or np.any(np.diff(strengths) <= 0) or 0.0 not in strengths:
+        raise FaceAppError("years calibration: by_age's ages and strengths must rise, and strength 0 be one of them")
+    return {"ages": ages.tolist(), "strengths": strengths.tolist(), "years": _monotone(strengths, years).tolist(),
+            "n": [int(v) for v in b.get("n", [])]}
+
+
+def _monotone(strengths: np.ndarray, years: np.ndarray) -> np.ndarray:
+    """[A, M] rows held at 0 at strength 0 and strictly rising away from it (a dip is a noisy median: a stronger
+    edit never reads younger), so each row can be inverted."""
+    out = years.astype(np.float64).copy()
+    z = int(np.flatnonzero(strengths == 0)[0])
+    out[:, z] = 0.0
+    tiny = 1e-3  # years: a plateau still tells its strengths apart
+    for j in range(z + 1, len(strengths)):
+        out[:, j] = np.maximum(out[:, j], out[:, j - 1] + tiny)
+    for j in range(z - 1, -1, -1):
+        out[:, j] = np.minimum(out[:, j], out[:, j + 1] - tiny)
+    return out
 
 
 def _calibration(directions, name: str) -> tuple[object, YearsCalibration]:
@@ -161,27 +229,64 @@ def years_per_strength(directions, name: str = "age", sign: float = 0.0) -> floa
     return cal.slope(sign) * d.scale / cal.scale
 
 
-def years_to_strength(directions, name: str, years: float) -> float:
+def years_to_strength(directions, name: str, years: float, age: float | None = None) -> float:
     """The strength of `directions[name]` whose edit reads as `years` older (negative: younger).
 
-    Raises YearsUnavailableError when the direction has no calibration. Not clipped to the
-    direction's strength_range (callers say so when it is outside).
+    age: how old the face looks (estimated, unedited): with a by_age calibration, that face's curve is inverted
+    (past its last strength, its last segment's slope carries on). Raises YearsUnavailableError when the
+    direction has no calibration. Not clipped to the direction's strength_range (callers say so when it is
+    outside; `years_edit` does it).
     """
     years = _finite(years, "years")
-    _, cal = _calibration(directions, name)
+    d, cal = _calibration(directions, name)
     if years == 0:
         return 0.0
+    curve = cal.curve_for(age)
+    if curve is not None and np.sign(cal.per_strength) > 0:
+        s, y = curve
+        if y[0] <= years <= y[-1]:
+            return float(np.interp(years, y, s)) * cal.scale / d.scale
+        end = -1 if years > 0 else 0  # past the curve: its last segment's slope (a plateau: far past the range)
+        nxt = end - 1 if end == -1 else 1
+        slope = (y[end] - y[nxt]) / (s[end] - s[nxt])
+        return float(s[end] + (years - y[end]) / max(slope, 1e-3)) * cal.scale / d.scale
     # The strength's sign is the age change's sign times the slope's (positive for an 'older (+)' direction).
     return years / years_per_strength(directions, name, sign=years * np.sign(cal.per_strength))
 
 
-def strength_to_years(directions, name: str, strength: float) -> float:
-    """The inverse of `years_to_strength`: how many years older `strength` of `directions[name]` reads."""
+def strength_to_years(directions, name: str, strength: float, age: float | None = None) -> float:
+    """The inverse of `years_to_strength`: how many years older `strength` of `directions[name]` reads (on a face
+    that looks `age`, with a by_age calibration)."""
     strength = _finite(strength, "strength")
-    _calibration(directions, name)
+    d, cal = _calibration(directions, name)
     if strength == 0:
         return 0.0
+    curve = cal.curve_for(age)
+    if curve is not None and np.sign(cal.per_strength) > 0:
+        s, y = curve
+        x = strength * d.scale / cal.scale
+        if s[0] <= x <= s[-1]:
+            return float(np.interp(x, s, y))
+        end, nxt = (-1, -2) if x > 0 else (0, 1)
+        return float(y[end] + (x - s[end]) * (y[end] - y[nxt]) / (s[end] - s[nxt]))
     return strength * years_per_strength(directions, name, sign=strength)
+
+
+def years_edit(directions, name: str, years: float, age: float | None = None) -> tuple[float, float]:
+    """(strength, years it reads): the edit of `directions[name]` for `years` on a face that looks `age`, held to
+    the direction's strength_range (the years it reads are then fewer than asked: the most this face gets)."""
+    s = years_to_strength(directions, name, years, age)
+    lo, hi = directions[name].strength_range
+    s = float(np.clip(s, lo, hi))
+    return s, (0.0 if s == 0 else strength_to_years(directions, name, s, age))
+
+
+def years_reach(directions, name: str, age: float | None = None) -> tuple[float, float]:
+    """(youngest, oldest) years the ends of `directions[name]`'s strength_range read on a face that looks `age`
+    (None: the pooled calibration's)."""
+    lo, hi = directions[name].strength_range
+    ends = sorted(strength_to_years(directions, name, s, age) for s in (lo, hi))
+    return ends[0], ends[1]
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -268,3 +373,42 @@ def fit_years_calibration(
                "face_slopes": [round(v, 3) for v in face_slopes]},
         **sides,
     )
+
+
+#: Estimated-age edges of fit_years_by_age's rows: children grow up, young adults wrinkle fastest, the old least.
+BY_AGE_EDGES = (13.0, 25.0, 38.0, 50.0, 62.0)
+
+
+def fit_years_by_age(strengths, delta_years, ages, *, edges=BY_AGE_EDGES, min_faces: int = 8) -> dict | None:
+    """The by_age table of a years calibration: per band of estimated age (`edges`; a band with fewer than
+    `min_faces` faces joins its neighbour), the median age change at each strength of the grid, anchored at the
+    band's median age. strengths: [S] (with 0); delta_years: [F, S] (NaN: not measured); ages: [F], each face's
+    estimated age unedited. None when no band has `min_faces` faces."""
+    s = np.asarray(strengths, np.float64)
+    dy = np.asarray(delta_years, np.float64)
+    a = np.asarray(ages, np.float64)
+    if dy.ndim != 2 or dy.shape != (len(a), len(s)):
+        raise FaceAppError(f"age changes {dy.shape} do not match {len(a)} faces x {len(s)} strengths")
+    keep = np.isfinite(a) & np.isfinite(dy).all(1)
+    dy, a = dy[keep], a[keep]
+    if 0.0 not in s:
+        s, dy = np.append(s, 0.0), np.concatenate([dy, np.zeros((len(a), 1))], 1)
+    order = np.argsort(s)
+    s, dy = s[order], dy[:, order]
+    band = np.searchsorted(np.asarray(edges, np.float64), a, side="right")
+    groups = [np.flatnonzero(band == b) for b in range(len(edges) + 1)]
+    groups = [g for g in groups if len(g)]
+    merged: list[np.ndarray] = []
+    for g in groups:  # a small band joins the one before it (the last, the one after: merged at the end)
+        if merged and (len(merged[-1]) < min_faces or len(g) < min_faces):
+            merged[-1] = np.concatenate([merged[-1], g])
+        else:
+            merged.append(g)
+    if merged and len(merged[-1]) < min_faces and len(merged) > 1:
+        merged[-2] = np.concatenate([merged[-2], merged.pop()])
+    merged = [g for g in merged if len(g) >= min_faces]
+    if not merged:
+        return None
+    table = _monotone(s, np.stack([np.median(dy[g], 0) for g in merged]))
+    return {"ages": [round(float(np.median(a[g])), 2) for g in merged], "strengths": s.tolist(),
+            "years": np.round(table, 3).tolist(), "n": [int(len(g)) for g in merged]}
