@@ -74,6 +74,37 @@ def test_calibrate_recovers_the_slope_the_results_read_as():
     assert cal.checks["two_fold_median_error_years"] < 1.0
 
 
+def test_with_an_age_estimator_the_calibration_has_curves_by_how_old_faces_look():
+    """Faces whose unedited photo reads older age more slowly (their 'k' is smaller): the by_age rows, anchored at
+    the estimated ages, carry each group's own slope, and a draw per band takes faces of every true age."""
+    from training.calibrate_years import draw_per_band
+
+    ks = np.array([1.5] * 10 + [0.5] * 10)
+    photos = [(f"f{i}.jpg", _photo(k)) for i, k in enumerate(ks)]
+
+    class AgedMeter(StubMeter):  # the unedited photo reads 20 (fast agers) or 60 (slow ones)
+        age_estimator = object()
+
+        def views(self, face, images):
+            return [np.asarray(im, np.float64) + (0.0 if face > 1 else 40.0) - 80.0 for im in images]
+
+    editor = StubEditor(_directions())
+    editor.bundle.age_estimator = object()
+    cal, _ = calibrate(editor, AgedMeter(), photos, [-2, -1, 0, 1, 2], progress=lambda m: None)
+    assert cal.by_age["ages"] == [20.0, 60.0] and cal.by_age["n"] == [10, 10]
+    np.testing.assert_allclose(cal.by_age["years"][0], SLOPE * 1.5 * np.array([-2, -1, 0, 1, 2]), atol=1e-2)
+    np.testing.assert_allclose(cal.by_age["years"][1], SLOPE * 0.5 * np.array([-2, -1, 0, 1, 2]), atol=1e-2)
+    editor.bundle.age_estimator = None  # a bundle without an estimator converts with the pooled line alone
+    assert calibrate(editor, AgedMeter(), photos, [-2, -1, 0, 1, 2], progress=lambda m: None)[0].by_age is None
+
+    names = [f"{a}_0_0_2017{i:04d}.jpg.chip.jpg" for i, a in enumerate([3, 5, 8, 20, 22, 30, 45, 70, 71, 72, 90])]
+    drawn = draw_per_band(names, 2, seed=1)
+    assert drawn == [n for n in names if n in drawn]  # in the list's order
+    ages = [int(n.split("_")[0]) for n in drawn]
+    assert sum(a < 13 for a in ages) == 2 and sum(a >= 62 for a in ages) == 2 and 30 in ages and 45 in ages
+    assert draw_per_band(names, 2, seed=1) == drawn
+
+
 def test_the_labeler_must_have_left_the_held_out_faces_out():
     class Labeler:
         def __init__(self, excludes, near):

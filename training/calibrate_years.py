@@ -88,6 +88,9 @@ class CalibrateOptions:
     faces: str = opt(str(EVAL_FACES), "held-out face names, one a line")
     zip: str = opt(str(UTKFACE_ZIP), "UTKFace 200 px zip")
     num: int | None = opt(None, "only the first N faces of the list (quick checks)")
+    per_band: int | None = opt(None, "draw this many faces of each true-age band of DRAW_BANDS from the list "
+                               "(seeded): the by-age curves need children and old faces, which a list has few of")
+    seed: int = opt(0, "seed of --per-band's draw")
     strengths: tuple[float, ...] = opt((-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0), "age strengths to measure (include 0)",
                                        type=_floats)
     mode: str = opt("fast", "inversion mode: fast | balanced | best")
@@ -201,14 +204,36 @@ def age_series(editor, photo, strengths, *, mode: str = "fast", hold=(), extra: 
     return faces[0], out
 
 
-def check_labeler(age_gender, names, meter=None, photos=None, allow_unchecked: bool = False) -> list[str]:
+#: True-age bands of --per-band's draw (years; the last edge is past UTKFace's oldest).
+DRAW_BANDS = (1, 13, 25, 38, 50, 62, 117)
+
+
+def draw_per_band(names, per_band: int, seed: int = 0) -> list[str]:
+    """Up to `per_band` of `names` (UTKFace file names: the true age leads) from each band of DRAW_BANDS, drawn
+    with `seed`, in the list's own order."""
+    from training.utkface import parse_utkface_name
+
+    rng = np.random.default_rng(seed)
+    ages = np.array([(parse_utkface_name(n) or {"age": -1})["age"] for n in names])
+    keep = []
+    for lo, hi in zip(DRAW_BANDS, DRAW_BANDS[1:]):
+        idx = np.flatnonzero((ages >= lo) & (ages < hi))
+        keep += rng.permutation(idx)[:per_band].tolist()
+    return [names[i] for i in sorted(keep)]
+
+
+def check_labeler(age_gender, names, meter=None, photos=None, allow_unchecked: bool = False,
+                  whole=None) -> list[str]:
     """Refuse an age labeler that may have been fitted on the held-out `names`; returns notes.
 
-    Two checks: the labeler's record of the lists it left out (fit-age-gender writes it), and, with `photos`
-    (PIL UTKFace crops), that no photo's own descriptor is among the labeler's training descriptors.
+    Two checks: the labeler's record of the lists it left out (fit-age-gender writes it; `whole`: the list
+    `names` were drawn from), and, with `photos` (PIL UTKFace crops of `names`), that no photo's own descriptor
+    is among the labeler's training descriptors.
     """
     notes = []
-    if not age_gender.excludes(names):
+    if whole is not None and not set(names) <= set(whole):
+        raise FaceAppError("the faces measured are not all from the held-out list")
+    if not age_gender.excludes(list(whole) if whole is not None else names):
         msg = ("the age labeler does not record leaving these held-out faces out; fit it again with "
                "python -m training.labelers fit-age-gender (it leaves training/labels/utkface-heldout-*.txt out)")
         if not allow_unchecked:
@@ -223,15 +248,17 @@ def check_labeler(age_gender, names, meter=None, photos=None, allow_unchecked: b
     return notes
 
 
-def check_estimator(path, names) -> None:
-    """Refuse an age estimator whose checkpoint does not record leaving the held-out `names` out."""
+def check_estimator(path, names, whole=None) -> None:
+    """Refuse an age estimator whose checkpoint does not record leaving the held-out `names` out (`whole`: the
+    recorded list they were drawn from; default the eval list)."""
     from faceapp.stylegan.checkpoint import read_header
     from training.utkface import name_list_digest
 
     digests = (read_header(path).get("extra") or {}).get("excluded_digests") or {}
     if name_list_digest(names) not in set(digests.values()):
-        # a sub-list (--num) of a recorded list is fine too: check against the whole eval list
-        if name_list_digest(read_name_list_default()) not in set(digests.values()):
+        # a sub-list (--num, --per-band) of a recorded list is fine too: check against the whole list
+        whole = list(whole) if whole is not None else read_name_list_default()
+        if not set(names) <= set(whole) or name_list_digest(whole) not in set(digests.values()):
             raise FaceAppError(f"the age estimator {path} does not record leaving the held-out faces out; train it "
                                "with python -m training.age_estimator train (it leaves training/labels/"
                                "utkface-heldout-*.txt out)")
@@ -252,7 +279,7 @@ def calibrate(editor, meter, photos, strengths, *, mode="fast", hold=(), fitted_
     rows: per face {name, age0 (labeler on the photo), delta_years [S], identity [S] (descriptor distance of
     each result to the photo), or error}.
     """
-    from faceapp.edits import fit_years_calibration
+    from faceapp.edits import fit_years_by_age, fit_years_calibration
 
     strengths = np.asarray(strengths, dtype=np.float64)
     rows, deltas = [], []
@@ -277,6 +304,10 @@ def calibrate(editor, meter, photos, strengths, *, mode="fast", hold=(), fitted_
     d = editor.bundle.directions["age"]
     cal = fit_years_calibration(strengths, dy, scale=d.scale, fitted_on=fitted_on, hold=hold)
     cal = dataclasses.replace(cal, checks={**cal.checks, **two_fold_check(strengths, dy, scale=d.scale)})
+    if getattr(editor.bundle, "age_estimator", None) is not None and getattr(meter, "age_estimator", None) is not None:
+        # by the face's estimated age, as the editor reads it (a bundle without an estimator: the pooled line)
+        age0 = np.array([r["age0"] for r in rows if "delta_years" in r])
+        cal = dataclasses.replace(cal, by_age=fit_years_by_age(strengths, dy, age0))
     return cal, rows
 
 
@@ -321,12 +352,18 @@ def plot_calibration(cal, dy, strengths, path, title: str = "") -> Path:
     xs = np.linspace(s.min(), s.max(), 50)
     ax.plot(xs, [x * cal.slope(np.sign(x)) for x in xs], "-", color="tab:red",
             label=f"fit: +{cal.slope(1):.1f} / {cal.slope(-1):.1f} years per strength")
+    if cal.by_age:  # the curves the editor converts years with, by how old the face looks
+        cmap = plt.get_cmap("viridis")
+        b = cal.by_age
+        for k, (a, row) in enumerate(zip(b["ages"], b["years"])):
+            ax.plot(b["strengths"], row, "--", lw=1, color=cmap(k / max(len(b["ages"]) - 1, 1)),
+                    label=f"looks {a:.0f}")
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xlabel("age strength")
     ax.set_ylabel("labeler's age change (years)")
     ax.set_title(title or f"years calibration, {cal.n} held-out faces (spread of slopes {cal.spread:.1f})",
                  fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=6, loc="upper left", ncol=2)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +384,14 @@ def markdown_table(cal) -> str:
                  f"(so +30 years reads as +30 +- {30 * cal.spread / abs(cal.slope(1)):.0f} years across faces); "
                  f"residual {cal.residual_years:.1f} years; free-fit intercept {cal.intercept:+.2f}; "
                  f"{cal.n} faces; held {', '.join(cal.hold) or 'nothing'}")
+    if cal.by_age:
+        b = cal.by_age
+        lines += ["", "By how old the face looks (the estimator on the unedited face; median change, years):", "",
+                  "| looks (median) | faces | " + " | ".join(f"{v:+g}" for v in b["strengths"]) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in b["strengths"]) + " |"]
+        for a, n, row in zip(b["ages"], b["n"] or [""] * len(b["ages"]), b["years"]):
+            lines.append(f"| {a:.0f} | {n} | " + " | ".join(f"{v:+.1f}" for v in row) + " |")
+        lines.append("")
     if cal.checks:
         ch = cal.checks
         lines.append(f"2-fold check across faces: median change missed by {ch.get('two_fold_median_error_years')} "
@@ -374,14 +419,15 @@ def run(opts: CalibrateOptions):
     if bundle.root is None or not (Path(bundle.root) / "directions").is_dir():
         raise FaceAppError(f"{opts.bundle} is not a bundle folder with directions/ (nothing to write the "
                            "calibration into)")
-    names = read_name_list(opts.faces)
+    whole = read_name_list(opts.faces)
+    names = draw_per_band(whole, opts.per_band, opts.seed) if opts.per_band else whole
     if opts.num is not None:
         names = names[: opts.num]
     estimator = None
     if opts.age_model:
         from training.age_estimator import load_age_estimator
 
-        check_estimator(opts.age_model, names)
+        check_estimator(opts.age_model, names, whole)
         estimator = load_age_estimator(opts.age_model)
     # the kNN labeler: the age measure without an estimator, else a second opinion (when its file is there)
     ag = AgeGenderModel.load(opts.age_gender_model) if (not estimator or Path(opts.age_gender_model).is_file()) \
@@ -390,8 +436,8 @@ def run(opts: CalibrateOptions):
     photos = list(heldout_photos(opts.zip, names))
     notes = []
     if ag is not None:
-        notes = check_labeler(ag, read_name_list(opts.faces), meter, [p for _, p in photos],
-                              allow_unchecked=opts.allow_unchecked_labeler)
+        notes = check_labeler(ag, names, meter, [p for _, p in photos], allow_unchecked=opts.allow_unchecked_labeler,
+                              whole=whole)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     kwargs = {}
