@@ -103,7 +103,15 @@ def _true_age(name: str) -> int | None:
     return labels["age"] if labels else None
 
 
-def photo_figures(editor, meter, photos, edits: dict, *, mode="fast", greyscale: int = 0, progress=print) -> dict:
+def _face_edit(editor, prepared, strengths: dict, years: float | None):
+    """`strengths`, or with `years` each prepared face's own strengths for them (its curve by age)."""
+    if years is None:
+        return strengths
+    return editor.years_strengths(prepared, years, {k: v for k, v in strengths.items() if k != "age"})[0]
+
+
+def photo_figures(editor, meter, photos, edits: dict, *, mode="fast", greyscale: int = 0, progress=print,
+                  years: dict | None = None) -> dict:
     """Each edit measured on the photo the user gets back, per face, by measures the edits were not made with.
 
     photos: [(name, PIL)]; edits: {label: {direction: strength}}. Per face and edit: the age estimator's change
@@ -111,8 +119,11 @@ def photo_figures(editor, meter, photos, edits: dict, *, mode="fast", greyscale:
     CIE76 ΔE (cheeks, nose, mouth), the detail energy of the change (training/measures.detail_energy), and the
     face's chroma; plus the time a fast-mode "+30 years" takes per face (detect, align, invert, edit, render,
     paste). `greyscale`: the first N photos also go through as greyscale photos (their faces' chroma after each
-    edit). Returns {'faces': [{name, true_age, age0, seconds, edits: {label: {...}}}], 'grey': [...]}.
+    edit). years: {label: years} for the edits that ask for years (the age presets): each face gets its own
+    strength for them, as the app gives it. Returns {'faces': [{name, true_age, age0, seconds, edits: {label:
+    {...}}}], 'grey': [...]}.
     """
+    years = years or {}
     from faceapp.errors import FaceAppError
     from training.measures import delta_e, detail_energy
 
@@ -126,9 +137,11 @@ def photo_figures(editor, meter, photos, edits: dict, *, mode="fast", greyscale:
                 faces = editor.detect(im)
                 prepared = editor.prepare(im, faces="largest", mode=mode, detected=faces)
                 first = next(iter(edits))
-                results = {first: editor.compose(im, prepared, edits[first])}
+                results = {first: editor.compose(im, prepared, _face_edit(editor, prepared, edits[first],
+                                                                          years.get(first)))}
                 seconds = time.perf_counter() - t0
-                results.update({k: editor.compose(im, prepared, v) for k, v in edits.items() if k != first})
+                results.update({k: editor.compose(im, prepared, _face_edit(editor, prepared, v, years.get(k)))
+                                for k, v in edits.items() if k != first})
             except FaceAppError as e:
                 progress(f"  {name} ({kind}): {e}")
                 continue
@@ -250,10 +263,12 @@ def attribute_figures(editor, meter, photos, name: str, strengths, *, mode="fast
     return out
 
 
-def edit_grids(editor, meter, photos, edits: dict, timeline_edits: list, folder, *, mode="fast") -> list:
+def edit_grids(editor, meter, photos, edits: dict, timeline_edits: list, folder, *, mode="fast",
+               age_years: tuple | None = None) -> list:
     """Contact sheets in `folder`: per direction one row per face of [-, photo, +], and an aging timeline.
 
-    edits: {name: (minus strength, plus strength)}; timeline_edits: age strengths for the timeline's columns.
+    edits: {name: (minus strength, plus strength)}; timeline_edits: age strengths for the timeline's columns;
+    age_years: (minus, plus) years for the age row instead, each face by its own curve (the app's presets).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -261,7 +276,10 @@ def edit_grids(editor, meter, photos, edits: dict, timeline_edits: list, folder,
     tl_rows = []
     for _name, photo, faces, prepared in prepared_photos(editor, photos, mode):
         for n, (lo, hi) in edits.items():
-            ims = [editor.compose(photo, prepared, {n: lo}), photo, editor.compose(photo, prepared, {n: hi})]
+            ends = ({n: lo}, {n: hi})
+            if n == "age" and age_years is not None:
+                ends = tuple(_face_edit(editor, prepared, {}, y) for y in age_years)
+            ims = [editor.compose(photo, prepared, ends[0]), photo, editor.compose(photo, prepared, ends[1])]
             rows[n].append(meter.views(faces[0], ims))
         if len(tl_rows) < 4:
             ims = [editor.compose(photo, prepared, {"age": s} if s else {}) for s in timeline_edits]
@@ -286,13 +304,16 @@ def figure_edits(dirs, args) -> tuple[dict, str, str]:
     from faceapp.edits.presets import presets
 
     edits = {f"preset {label}": st for label, st in presets(dirs).items()}
+    if has_years(dirs, "age") and dirs["age"].years.by_age is not None:
+        print("note: the age presets ask for years, and each face gets its own strength for them (the calibration's "
+              "curve for how old it looks, held to the slider's range)")
     if args.strength is not None:
         edits[f"age {args.strength:+g}"] = {"age": args.strength}
     if has_years(dirs, "age"):
         lo, hi = dirs["age"].strength_range
         for y in (args.years, -20.0):
             st = years_to_strength(dirs, "age", y)
-            if not lo <= st <= hi:
+            if not lo <= st <= hi and dirs["age"].years.by_age is None:
                 print(f"note: {y:+g} years needs age strength {st:+.1f}, past the slider's {lo:g}..{hi:g} (the "
                       "renders break up there): measured at the slider's end instead")
     for n in dirs:
@@ -345,6 +366,10 @@ def _run_figures(args) -> int:
                         paste_kwargs={"colour": args.colour, "motion": args.motion})
     held = list(heldout_photos(UTKFACE_ZIP, read_name_list(EVAL_FACES)[: args.faces]))
     edits, older, younger = figure_edits(dirs, args)
+    from faceapp.edits.presets import years_presets
+
+    by_age = "age" in dirs and dirs["age"].years is not None and dirs["age"].years.by_age is not None
+    years_of = {f"preset {k}": v for k, v in years_presets(dirs).items()} if by_age else {}
     stage = f"detail stage {editor.detail_resolution} px" if bundle.detail else "no detail stage"
     if bundle.age_prototypes is not None:
         stage += ", age prototypes " + json.dumps(bundle.meta.get("age_prototypes_options"))
@@ -352,11 +377,11 @@ def _run_figures(args) -> int:
           f"mode {args.mode}; paste {args.paste}, colour {args.colour}; {len(held)} held-out faces + the astronaut; "
           f"age measured by {args.age_model}" + (f", kNN second opinion {args.age_gender_model}" if knn else ""))
     record = {"bundle": args.bundle, "detail": bundle.detail is not None, "mode": args.mode, "paste": args.paste,
-              "colour": args.colour, "motion": args.motion, "edits": edits}
+              "colour": args.colour, "motion": args.motion, "edits": edits, "years": years_of}
     for set_name, photos, grey in (("utkface-heldout-eval", held, 16),
                                    ("public-domain (astronaut)", public_photos(editable_only=True), 1)):
         print(f"== {set_name}")
-        fig = photo_figures(editor, meter, photos, edits, mode=args.mode, greyscale=grey)
+        fig = photo_figures(editor, meter, photos, edits, mode=args.mode, greyscale=grey, years=years_of)
         record[set_name] = {"summary": summarise(fig, edits, older=older, younger=younger), "per_face": fig}
     for spec in args.attribute:
         name, _, vals = spec.partition("=")
@@ -369,10 +394,12 @@ def _run_figures(args) -> int:
         grid_edits = {n: tuple(dirs[n].strength_range) for n in dirs}  # each slider's ends
         grid_edits["age"] = (edits[younger]["age"], edits[older]["age"])  # the app's age presets
         tl = list(np.linspace(*dirs["age"].strength_range, 7))
-        written = edit_grids(editor, meter, held[:16], grid_edits, tl, args.grids, mode=args.mode)
+        age_years = (years_of[younger], years_of[older]) if younger in years_of and older in years_of else None
+        written = edit_grids(editor, meter, held[:16], grid_edits, tl, args.grids, mode=args.mode,
+                             age_years=age_years)
         if args.docs_img:
             written += edit_grids(editor, meter, public_photos(editable_only=True), grid_edits, tl, args.docs_img,
-                                  mode=args.mode)
+                                  mode=args.mode, age_years=age_years)
         print("grids (look at them; UTKFace-derived ones stay out of git): " + ", ".join(str(w) for w in written))
     Path(args.grids).mkdir(parents=True, exist_ok=True)
     (Path(args.grids) / "figures.json").write_text(json.dumps(record, indent=2))

@@ -154,6 +154,7 @@ class AgeJob:
     hold: tuple[str, ...]
     signature: str  # of the options that change outputs: a rerun skips photos recorded with the same one
     model_id: str
+    years: tuple[float, ...] | None = None  # per output of `steps`: years asked, each face by its own curve
 
 
 def age_photo(editor, source, job: AgeJob, *, stem: str, name: str | None = None) -> dict:
@@ -186,8 +187,9 @@ def age_photo(editor, source, job: AgeJob, *, stem: str, name: str | None = None
         lap("invert")
         outputs = []
         if job.timeline is None:
-            for label, s in job.steps:
-                image = editor.compose(photo, prepared, {"age": s}, hold=job.hold)
+            for k, (label, s) in enumerate(job.steps):
+                edit = {"age": s} if job.years is None else editor.years_strengths(prepared, job.years[k])[0]
+                image = editor.compose(photo, prepared, edit, hold=job.hold)
                 lap("edit")
                 _atomic_save(image, out / f"{stem}_age{label}.png")
                 lap("write")

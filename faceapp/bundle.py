@@ -199,10 +199,18 @@ class ModelBundle:
         opts = self.meta.get("age_prototypes_options") or {}
         return self.age_prototypes is not None and self.age_estimator is not None and bool(opts.get("by_age"))
 
+    @property
+    def years_by_age(self) -> bool:
+        """True when the age direction's years calibration converts by how old each face looks (`by_age` curves)
+        and the bundle has the age estimator that reads it."""
+        d = self.directions["age"] if "age" in self.directions else None
+        cal = getattr(d, "years", None)
+        return self.age_estimator is not None and cal is not None and cal.by_age is not None
+
     def face_age(self, photo, face) -> float | None:
         """How old `face` (a faceapp.align.Face of `photo`) looks to the bundle's age estimator, read on its
-        UTKFace-style crop, in years; None when the age edit does not use it."""
-        if not self.uses_face_age:
+        UTKFace-style crop, in years; None when neither the age edit nor the years calibration uses it."""
+        if not (self.uses_face_age or self.years_by_age):
             return None
         from faceapp.align import align_face, utkface_spec
         from faceapp.stylegan.age_estimator import estimate_ages

@@ -172,7 +172,8 @@ def _cmd_age(args: argparse.Namespace) -> int:
         lo, hi = editor.bundle.directions["age"].strength_range
         timeline = tuple(float(s) for s in np.linspace(lo, hi, args.timeline))
     job = AgeJob(out=str(out.resolve()), steps=tuple(steps), timeline=timeline, faces=args.faces, mode=args.mode,
-                 hold=tuple(args.hold), signature=signature, model_id=editor.bundle.model_id)
+                 hold=tuple(args.hold), signature=signature, model_id=editor.bundle.model_id,
+                 years=tuple(args.years) if args.years is not None and args.timeline is None else None)
     todo = []
     for photo_path in photos:
         key = photo_key(photo_path)
@@ -213,7 +214,8 @@ def _note_outside_range(directions, name: str, strengths) -> None:
 
 
 def _years_strengths(editor, years) -> list[float]:
-    """Age strengths for `years` (each N years older; < 0 younger) from the model's calibration.
+    """Age strengths for `years` (each N years older; < 0 younger) from the model's calibration, for a face of
+    unknown age (with curves by age each face converts them itself: `FaceEditor.years_strengths`).
 
     Raises YearsUnavailableError (a FaceAppError) when the age direction has no years calibration. Years the
     model's slider range cannot reach are made at the range's end, and stderr says so with what that end
@@ -224,9 +226,12 @@ def _years_strengths(editor, years) -> list[float]:
     directions = editor.bundle.directions
     lo, hi = directions["age"].strength_range
     out = []
+    by_age = getattr(directions["age"].years, "by_age", None) is not None
     for y in years:
         s = years_to_strength(directions, "age", y)
-        if not lo <= s <= hi:
+        if not lo <= s <= hi and by_age:  # each face says what it reached (the manifest)
+            s = hi if s > hi else lo
+        elif not lo <= s <= hi:
             end = hi if s > hi else lo
             print(f"note: {y:+g} years would need age strength {s:+.2f}, past the model's range {lo:g}..{hi:g}: "
                   f"made at {end:+g}, which reads {strength_to_years(directions, 'age', end):+.1f} years",
@@ -318,16 +323,24 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     if args.years:
         if "age" not in editor.bundle.directions:
             raise FaceAppError(f"model {editor.bundle.name!r} has no age direction")
-        from faceapp.edits import strength_to_years, years_to_strength
+        from faceapp.edits import has_years
 
-        strengths["age"] = _years_strengths(editor, [args.years])[0]
-        if abs(years_to_strength(editor.bundle.directions, "age", args.years) - strengths["age"]) < 1e-6:
-            shown.insert(0, f"age {args.years:+g} years (strength {strengths['age']:+.2f})")
-        else:  # clipped to the slider's end: say what was made, not what was asked
-            made = strength_to_years(editor.bundle.directions, "age", strengths["age"])
-            shown.insert(0, f"age {made:+.1f} years at the model's limit (strength {strengths['age']:+.2f}; "
-                            f"{args.years:+g} asked)")
-    result = editor.edit_photo(args.photo, strengths, faces=args.faces, mode=args.mode, hold=args.hold)
+        if not has_years(editor.bundle.directions, "age"):
+            _years_strengths(editor, [args.years])  # the calibration's own message
+        strengths.pop("age", None)
+        photo = editor.load(args.photo)
+        prepared = editor.prepare(photo, faces=args.faces, mode=args.mode)
+        per_face, got = editor.years_strengths(prepared, args.years, strengths)
+        said = []
+        for f, st, y in zip(prepared, per_face, got):  # each face by its own curve: say what it got
+            who = f"face {f.index + 1}: " if len(prepared) > 1 else ""
+            limit = f" at the model's limit for this face ({args.years:+g} asked)" if abs(y - args.years) >= 0.5 \
+                else ""
+            said.append(f"{who}age {y:+.1f} years{limit} (strength {st['age']:+.2f})")
+        shown = said + shown
+        result = editor.compose(photo, prepared, per_face, hold=args.hold)
+    else:
+        result = editor.edit_photo(args.photo, strengths, faces=args.faces, mode=args.mode, hold=args.hold)
     out = Path(args.out)
     with atomic_path(out) as tmp:
         result.save(tmp, format=_format_for(out))

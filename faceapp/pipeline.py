@@ -801,6 +801,21 @@ class FaceEditor:
         ws0 = self.edit(ws, {k: v for k, v in (base or {}).items() if k != name}, hold)
         return edit_timeline(ws0, self.bundle.directions, name=name, strengths=values, hold=hold)
 
+    def years_strengths(self, prepared: Sequence[EditableFace], years: float,
+                        strengths: Mapping[str, float] | None = None) -> tuple[list[dict], list[float]]:
+        """(per-face strengths, per-face years they read): `strengths` with each face aged by `years` as the age
+        direction's years calibration says for a face that looks as old as it does (`EditableFace.age`; a
+        calibration without curves by age: the same strength for all), held to the slider's range (a face that
+        cannot get `years` gets its most). YearsUnavailableError without a calibration."""
+        from faceapp.edits import years_edit
+
+        per_face, got = [], []
+        for f in prepared:
+            s, y = years_edit(self.bundle.directions, "age", years, f.age)
+            per_face.append({**(strengths or {}), "age": s})
+            got.append(y)
+        return per_face, got
+
     def edit_photo(
         self,
         photo,
@@ -810,11 +825,15 @@ class FaceEditor:
         mode: str = "fast",
         hold: Iterable[str] = (),
         progress: Progress | None = None,
+        years: float | None = None,
     ) -> Image.Image:
-        """The whole pipeline in one call: `photo` with the chosen faces edited by `strengths`."""
+        """The whole pipeline in one call: `photo` with the chosen faces edited by `strengths` (and, with `years`,
+        each face aged by that many years by its own curve: `years_strengths`)."""
         photo = self._photo(photo)
         self._check_strengths(strengths)
         prepared = self.prepare(photo, faces=faces, mode=mode, progress=progress)
+        if years is not None:
+            return self.compose(photo, prepared, self.years_strengths(prepared, years, strengths)[0], hold=hold)
         return self.compose(photo, prepared, strengths, hold=hold)
 
 

@@ -612,6 +612,52 @@ def test_age_slider_and_presets_in_years_when_calibrated(calibrated_bundle, bund
     assert "+30 years" not in plain.presets  # no years on a button unless they were measured
 
 
+@pytest.fixture(scope="module")
+def by_age_bundle(tmp_path_factory):
+    """Years by how old a face looks: at the slider's ends (-6..6) a face that looks 25 reads -3 / +40 years,
+    one that looks 60 -18 / +12."""
+    from faceapp.edits import DirectionSet, YearsCalibration, with_calibration
+
+    root = make_random_bundle(tmp_path_factory.mktemp("byage") / "bundle", resolution=32, seed=5)
+    ds = DirectionSet.load(root / "directions")
+    table = {"ages": [25.0, 60.0], "strengths": [-6.0, -3.0, 0.0, 3.0, 6.0],
+             "years": [[-3.0, -1.0, 0.0, 10.0, 40.0], [-18.0, -9.0, 0.0, 6.0, 12.0]], "n": [40, 40]}
+    cal = YearsCalibration(per_strength=4.0, scale=ds["age"].scale, by_age=table)
+    ds = with_calibration(ds, "age", cal)
+    DirectionSet([d.replace(strength_range=(-6.0, 6.0)) if d.name == "age" else d for d in ds.values()],
+                 ds.meta).save(root / "directions")
+    return load_bundle(root)
+
+
+def test_each_face_gets_the_years_its_own_curve_gives(by_age_bundle, tmp_path, monkeypatch, tiny_invert):
+    """With curves by age the buttons ask for years and each face converts them: a face that looks 25 gets +30
+    years at strength 5, one that looks 60 the slider's end (+12 years), and the status says it is its most."""
+    from faceapp.bundle import ModelBundle
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    h = app.Handlers(FaceEditor(by_age_bundle, cache_size=0, invert_kwargs={"config": tiny_invert}))
+    assert "+30 years" in h.presets and "Younger (\u221218 years)" in h.presets  # -20: no face reaches it
+    spec = app.slider_spec(by_age_bundle, "age")
+    assert (spec["minimum"], spec["maximum"]) == (-18, 40) and "as old as yours" in spec["info"]
+    i_age = h.names.index("age")
+    values = h.preset("+30 years", None, "Face 1")
+    assert values[i_age] == 30  # the years asked, not one face's strength
+    assert h.strengths(values, age=25.0)["age"] == pytest.approx(5.0)
+    assert h.strengths(values, age=60.0)["age"] == 6.0
+    assert h.shown(h.strengths(values, age=25.0), 25.0, values) == "age +30 years"
+    assert h.shown({"age": 6.0}, 60.0, values) == "age +12 years: the most for this face (asked +30)"
+    assert h.slider_values({"age": 6.0}, 60.0)[i_age] == 12  # the picker shows what that face has
+    # through the editor: the face's age is read when it is prepared (patched here: the bundle has no estimator)
+    monkeypatch.setattr(ModelBundle, "face_age", lambda self, photo, face: 60.0)
+    request = SimpleNamespace(session_hash="byage")
+    session = h.load_photo(str(DATA / "astronaut.jpg"), None, request).session
+    *_, view = h.edit(session, "Face 1", "fast", "difference", False, *values)
+    assert session.ages == {0: 60.0} and session.edits[0]["age"] == 6.0
+    assert "age +12 years: the most for this face (asked +30)" in view.status
+    assert h.select_face(session, "Face 1")[i_age] == 12
+    web_session.end_session(request)
+
+
 def test_the_page_shows_the_years_slider(calibrated_bundle, tiny_invert):
     editor = FaceEditor(calibrated_bundle, cache_size=0, invert_kwargs={"config": tiny_invert})
     demo = app.build_demo(editor)

@@ -238,7 +238,7 @@ def test_edit_years_and_its_refusals(calibrated_model, model, tmp_path, capsys):
     out = tmp_path / "x.png"
     assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--years", "-10", "--out", str(out),
                      "--model", calibrated_model, "--steps", "1"]) == 0
-    assert "age -10 years (strength -2.00)" in capsys.readouterr().out
+    assert "age -10.0 years (strength -2.00)" in capsys.readouterr().out
     ref = tmp_path / "ref.png"
     assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--age", "-2", "--out", str(ref),
                      "--model", calibrated_model, "--steps", "1"]) == 0
@@ -248,7 +248,8 @@ def test_edit_years_and_its_refusals(calibrated_model, model, tmp_path, capsys):
     assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--years", "30", "--out", str(far),
                      "--model", calibrated_model, "--steps", "1"]) == 0
     said = capsys.readouterr().out
-    assert "at the model's limit (strength +3.00; +30 asked)" in said and "age +30 years" not in said
+    assert f"age {3 * YEARS_PER_STRENGTH:+.1f} years at the model's limit for this face (+30 asked) (strength +3.00)" \
+        in said and "age +30" not in said
     # a model whose age direction has no calibration: one clear line, nothing written
     missing = tmp_path / "none.png"
     assert cli.main(["edit", str(DATA / "astronaut.jpg"), "--years", "10", "--out", str(missing),

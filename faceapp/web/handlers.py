@@ -17,7 +17,8 @@ from typing import ClassVar
 import gradio as gr
 import numpy as np
 
-from faceapp.edits import strength_to_years, years_to_strength
+from faceapp.edits import strength_to_years, years_edit
+from faceapp.edits.presets import years_presets
 from faceapp.errors import FaceAppError
 from faceapp.pipeline import MODES, PASTE_METHODS, EditableFace, FaceEditor
 from faceapp.web.session import Generated, Session, State, new_session, upload_root
@@ -194,6 +195,7 @@ class Handlers:
         self.bundle = editor.bundle
         self.names = editor.direction_names
         self.presets = presets(self.bundle)
+        self.preset_years = years_presets(self.bundle.directions)  # label -> years asked (each face: its own curve)
         # sliders whose value is in years (the calibrated age slider): converted to strengths and back here
         self.in_years = {n for n in self.names if slider_spec(self.bundle, n)["years"]}
 
@@ -203,23 +205,37 @@ class Handlers:
     def session_for(session, request) -> Session:
         return session if isinstance(session, Session) else new_session(request)
 
-    def strengths(self, values) -> dict[str, float]:
-        """The sliders' values as direction strengths (a years slider converted with its calibration)."""
+    def strengths(self, values, age: float | None = None) -> dict[str, float]:
+        """The sliders' values as direction strengths (a years slider converted with its calibration: for a face
+        that looks `age`, with its own curve, held to the slider's range)."""
         out = {n: float(v or 0.0) for n, v in zip(self.names, values)}
         for n in self.in_years & set(out):
-            out[n] = years_to_strength(self.bundle.directions, n, out[n])
+            out[n] = years_edit(self.bundle.directions, n, out[n], age)[0]
         return out
 
-    def slider_values(self, strengths: dict) -> list:
-        """Direction strengths as the sliders show them (years for a calibrated age slider)."""
-        return [round(strength_to_years(self.bundle.directions, n, float(strengths.get(n, 0.0))), 1)
+    def slider_values(self, strengths: dict, age: float | None = None) -> list:
+        """Direction strengths as the sliders show them (years for a calibrated age slider, on a face that looks
+        `age`)."""
+        return [round(strength_to_years(self.bundle.directions, n, float(strengths.get(n, 0.0)), age), 1)
                 if n in self.in_years else float(strengths.get(n, 0.0)) for n in self.names]
 
-    def shown(self, strengths: dict) -> str:
-        """'age +30 years, smile +1' for the status line."""
-        values = dict(zip(self.names, self.slider_values(strengths)))
-        parts = [f"{n} {values[n]:+g} years" if n in self.in_years else f"{n} {v:+g}"
-                 for n, v in strengths.items() if v and n in values]
+    def shown(self, strengths: dict, age: float | None = None, values=None) -> str:
+        """'age +30 years, smile +1' for the status line; with the sliders' `values`, a face that cannot get the
+        years asked says so ('age +12 years: the most for this face (asked +30)')."""
+        shown = dict(zip(self.names, self.slider_values(strengths, age)))
+        asked = dict(zip(self.names, values)) if values is not None else {}
+        parts = []
+        for n, v in strengths.items():
+            if not v or n not in shown:
+                continue
+            if n in self.in_years:
+                part = f"{n} {shown[n]:+g} years"
+                want = float(asked.get(n) or 0.0)
+                if want and abs(want - shown[n]) >= 1.0:
+                    part += f": the most for this face (asked {want:+g})"
+                parts.append(part)
+            else:
+                parts.append(f"{n} {v:+g}")
         return ", ".join(parts) or "no edit"
 
     # ---- photo tab
@@ -261,8 +277,9 @@ class Handlers:
     def select_face(self, session, which) -> list:
         """The picker moved: the sliders show that face's own edit."""
         n = len(session.faces) if isinstance(session, Session) else 0
-        strengths = session.edits.get(face_indices(which, n)[0], {}) if n else {}
-        return self.slider_values(strengths)
+        i = face_indices(which, n)[0] if n else None
+        strengths = session.edits.get(i, {}) if n else {}
+        return self.slider_values(strengths, session.ages.get(i) if n else None)
 
     def _prepared(self, session: Session, indices, mode, progress) -> list[EditableFace]:
         if mode not in MODES:
@@ -288,25 +305,27 @@ class Handlers:
         model is large (> 256 px), then the full-resolution result."""
         session = self._check_edit(session, paste)
         progress = progress or _no_progress
-        strengths = self.strengths(values)
         hold_names = self.names if hold else ()
         if session.state is State.LATENT:
-            yield self._edit_latent(session, strengths, hold_names)
+            yield self._edit_latent(session, self.strengths(values), hold_names)
             return
         chosen = face_indices(which, len(session.faces))
-        for i in chosen:
-            session.edits[i] = dict(strengths)
         indices = sorted(set(chosen) | {i for i, st in session.edits.items() if any(st.values())})
         prepared = self._prepared(session, indices, mode, progress)
+        session.ages.update({f.index: f.age for f in prepared})
+        for i in chosen:  # years: each face by its own curve (how old it looks)
+            session.edits[i] = self.strengths(values, session.ages.get(i))
         per_face = [session.edits.get(f.index, {}) for f in prepared]
+        strengths = session.edits[chosen[0]]
         if self.editor.preview_resolution:
             preview = self.editor.compose(session.photo, prepared, per_face, hold=hold_names, paste=paste,
                                           preview=True)
-            yield self._edit_view(session, preview, prepared, chosen, strengths, mode, note=" (preview)")
+            yield self._edit_view(session, preview, prepared, chosen, strengths, mode, note=" (preview)",
+                                  values=values)
         result = self.editor.compose(session.photo, prepared, per_face, hold=hold_names, paste=paste)
-        yield self._edit_view(session, result, prepared, chosen, strengths, mode)
+        yield self._edit_view(session, result, prepared, chosen, strengths, mode, values=values)
 
-    def _edit_view(self, session, result, prepared, chosen, strengths, mode, note="") -> EditView:
+    def _edit_view(self, session, result, prepared, chosen, strengths, mode, note="", values=None) -> EditView:
         path = session.keep_file("faceapp-edited", ".png", result, keep=4, compress_level=1)  # level 1: 3x faster
         faces = [f for f in prepared if f.index in chosen] or prepared[:1]
         f = faces[0]
@@ -314,7 +333,8 @@ class Handlers:
         recon = session.keep_file("faceapp-recon", ".png", pair, compress_level=1)
         faith = faithfulness_text([(g.index, self.editor.faithfulness(g)) for g in faces], mode)
         latent = self._latent_file(session, f.ws, face=f.index, mode=mode)
-        status = done_status(self.shown(strengths), chosen, len(session.faces), note)
+        status = done_status(self.shown(strengths, session.ages.get(chosen[0]), values), chosen, len(session.faces),
+                             note)
         return EditView(session, session.before, path, status, recon, faith, latent)
 
     def _edit_latent(self, session: Session, strengths, hold) -> EditView:
@@ -349,7 +369,10 @@ class Handlers:
         """A preset's slider values (the other sliders back to 0); the edit runs next."""
         if label not in self.presets:
             raise shown_error(f"no preset {label!r}")
-        return self.slider_values(self.presets[label])
+        values = self.slider_values(self.presets[label])
+        if label in self.preset_years and "age" in self.in_years:  # the years it asks; each face converts them
+            values[self.names.index("age")] = self.preset_years[label]
+        return values
 
     def reset(self, session, which) -> list:
         """Every slider of the chosen face(s) back to 0; the edit runs next."""

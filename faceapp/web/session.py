@@ -61,6 +61,7 @@ class Session:
     photo: Image.Image | None = None  # PHOTO: the uploaded photo; LATENT: the code's render (enlarged)
     faces: list[Face] = field(default_factory=list)  # PHOTO: the faces found, largest first
     edits: dict[int, dict[str, float]] = field(default_factory=dict)  # face index -> its own {direction: strength}
+    ages: dict[int, float | None] = field(default_factory=dict)  # face index -> how old it looks (years' curves)
     photo_digest: str | None = None  # PHOTO: sha256 of the photo's pixels (ties a latent file to its photo)
     latent: torch.Tensor | None = None  # LATENT: ws [1, num_ws, w_dim]
     latent_info: dict = field(default_factory=dict)  # LATENT: where that code came from (seed, psi, file)
@@ -98,7 +99,7 @@ class Session:
         """EMPTY: forget the photo or face being edited (not the Generate tab's face, nor the files)."""
         self.state, self.photo, self.faces, self.latent = State.EMPTY, None, [], None
         self.before = self.photo_digest = None
-        self.edits, self.latent_info = {}, {}
+        self.edits, self.ages, self.latent_info = {}, {}, {}
         self.cache.clear()
 
     def show_photo(self, photo: Image.Image, faces: list[Face]) -> None:
@@ -111,7 +112,7 @@ class Session:
 
     def find_faces_again(self, faces: list[Face]) -> None:
         """PHOTO, its faces found again: numbers can change, so the edits (and inversions) start again."""
-        self.faces, self.edits = faces, {}
+        self.faces, self.edits, self.ages = faces, {}, {}
         self.cache.clear()
 
     def show_latent(self, ws: torch.Tensor, info: dict, image: Image.Image) -> None:

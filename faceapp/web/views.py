@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from faceapp.align import Face
-from faceapp.edits import has_years, strength_to_years
+from faceapp.edits import has_years, years_reach
 from faceapp.edits.presets import preset_years
 from faceapp.edits.presets import presets as direction_presets
 
@@ -109,16 +109,20 @@ def slider_spec(bundle, name: str) -> dict:
     """The slider of direction `name`: {minimum, maximum, step, label, info, years}.
 
     The age slider is in years when the age direction has a years calibration (its strength range
-    converted, widened to hold the year presets, whole years); every other slider is in strength units.
+    converted, widened to hold the year presets, whole years; with curves by age, the span of the faces that
+    reach furthest: each face gets at most its own curve's end); every other slider is in strength units.
     """
     d = bundle.directions[name]
     lo, hi = d.strength_range
     if name == "age" and has_years(bundle.directions, "age"):
-        ends = sorted(strength_to_years(bundle.directions, "age", s) for s in (lo, hi))
-        lo_y = math.floor(min(ends[0], *preset_years(bundle.directions)))
-        hi_y = math.ceil(max(ends[1], *preset_years(bundle.directions)))
-        return dict(minimum=lo_y, maximum=hi_y, step=1, label="Age (years)", years=True,
-                    info="years older (+) / younger (-), as an age estimator reads held-out faces")
+        by_age = d.years.by_age
+        ends = [years_reach(bundle.directions, "age", a) for a in ((by_age or {}).get("ages") or [None])]
+        lo_y = math.floor(min(*(e[0] for e in ends), *preset_years(bundle.directions)))
+        hi_y = math.ceil(max(*(e[1] for e in ends), *preset_years(bundle.directions)))
+        info = "years older (+) / younger (-), as an age estimator reads held-out faces"
+        if by_age:
+            info += " that look as old as yours (a face that cannot get them gets its most)"
+        return dict(minimum=lo_y, maximum=hi_y, step=1, label="Age (years)", years=True, info=info)
     return dict(minimum=lo, maximum=hi, step=0.25, label=name.capitalize(), info=d.description or None, years=False)
 
 
