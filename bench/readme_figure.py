@@ -69,8 +69,16 @@ def main(argv=None) -> int:
     faces = editor.detect(photo)
     prepared = editor.prepare(photo, faces="largest", mode=a.mode, detected=faces)
     square = face_square(max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).box, photo.size)
-    panels = []
+    from faceapp.edits.presets import years_presets
+
+    asked = years_presets(bundle.directions) if bundle.years_by_age else {}
+    panels, labels = [], []
     for label, edits in edits_for(bundle):
+        y = next((v for k, v in asked.items() if k.lower() == label), None)
+        if y is not None:  # a preset in years: this face's own strength for them, labelled with what it reads
+            per_face, got = editor.years_strengths(prepared, y)
+            edits, label = per_face[0], f"{'older' if y > 0 else 'younger'} ({got[0]:+.0f} years)"
+        labels.append(label)
         im = photo if not edits else editor.compose(photo, prepared, edits)
         panel = im.crop(square).resize((a.size, a.size), Image.Resampling.LANCZOS)
         band = Image.new("RGB", (a.size, 24), "white")
@@ -82,7 +90,7 @@ def main(argv=None) -> int:
     strip = Image.fromarray(np.concatenate(panels, axis=1))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     strip.save(a.out)
-    print(f"wrote {a.out}: {', '.join(label for label, _ in edits_for(bundle))} ({a.mode} mode)")
+    print(f"wrote {a.out}: {', '.join(labels)} ({a.mode} mode)")
     return 0
 
 

@@ -658,6 +658,27 @@ def test_each_face_gets_the_years_its_own_curve_gives(by_age_bundle, tmp_path, m
     web_session.end_session(request)
 
 
+def test_the_editor_ages_each_face_by_its_own_years(by_age_bundle, monkeypatch, tiny_invert):
+    """FaceEditor.years_strengths: two faces, one that looks 25 and one 60, asked for +30 years: strengths 5 and 6
+    (the slider's end), reading +30 and +12; edit_photo(years=) makes exactly that edit."""
+    import dataclasses
+
+    import numpy as np
+
+    from faceapp.bundle import ModelBundle
+    from faceapp.imageio import load_image
+
+    monkeypatch.setattr(ModelBundle, "face_age", lambda self, photo, face: 25.0)
+    editor = FaceEditor(by_age_bundle, cache_size=0, invert_kwargs={"config": tiny_invert})
+    photo = load_image(DATA / "astronaut.jpg")
+    (f,) = editor.prepare(photo)
+    per_face, got = editor.years_strengths([f, dataclasses.replace(f, age=60.0)], 30.0, {"smile": 1.0})
+    assert [p["age"] for p in per_face] == [pytest.approx(5.0), 6.0] and got == [pytest.approx(30.0), 12.0]
+    assert per_face[0]["smile"] == 1.0
+    np.testing.assert_array_equal(np.asarray(editor.edit_photo(photo, {}, years=30.0)),
+                                  np.asarray(editor.compose(photo, [f], {"age": 5.0})))
+
+
 def test_the_page_shows_the_years_slider(calibrated_bundle, tiny_invert):
     editor = FaceEditor(calibrated_bundle, cache_size=0, invert_kwargs={"config": tiny_invert})
     demo = app.build_demo(editor)
