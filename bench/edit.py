@@ -316,9 +316,12 @@ def figure_edits(dirs, args) -> tuple[dict, str, str]:
             if not lo <= st <= hi and dirs["age"].years.by_age is None:
                 print(f"note: {y:+g} years needs age strength {st:+.1f}, past the slider's {lo:g}..{hi:g} (the "
                       "renders break up there): measured at the slider's end instead")
+    # (with curves by age the age presets' strengths are each face's own: the slider's ends are measured apart)
+    per_face = has_years(dirs, "age") and dirs["age"].years.by_age is not None
+    taken = [v for k, v in edits.items() if not (per_face and set(v) == {"age"} and k.startswith("preset"))]
     for n in dirs:
         for v in dirs[n].strength_range:
-            if {n: v} not in edits.values():
+            if {n: v} not in taken:
                 edits[f"{n} {v:+g}"] = {n: v}
     ages = [(k, v["age"]) for k, v in edits.items() if set(v) == {"age"}]
     older = next((k for k, v in ages if k.startswith("preset") and v > 0), max(ages, key=lambda kv: kv[1])[0])
