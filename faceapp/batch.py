@@ -185,10 +185,13 @@ def age_photo(editor, source, job: AgeJob, *, stem: str, name: str | None = None
         lap("detect")
         prepared = editor.prepare(photo, faces=job.faces, mode=job.mode, detected=found)
         lap("invert")
-        outputs = []
+        outputs, got = [], {}
         if job.timeline is None:
             for k, (label, s) in enumerate(job.steps):
-                edit = {"age": s} if job.years is None else editor.years_strengths(prepared, job.years[k])[0]
+                edit = {"age": s}
+                if job.years is not None:  # each face by its own curve; the manifest says what each got
+                    edit, years = editor.years_strengths(prepared, job.years[k])
+                    got[f"{stem}_age{label}.png"] = [round(y, 1) for y in years]
                 image = editor.compose(photo, prepared, edit, hold=job.hold)
                 lap("edit")
                 _atomic_save(image, out / f"{stem}_age{label}.png")
@@ -203,6 +206,8 @@ def age_photo(editor, source, job: AgeJob, *, stem: str, name: str | None = None
                 lap("write")
                 outputs.append(f"{stem}_face{f.index + 1}_aging.gif")
         record = {"status": "ok", "faces": len(prepared), "outputs": outputs}
+        if got:
+            record["years"] = got  # per output, per face (largest first): the years its edit reads
     except FaceAppError as e:
         record = {"status": "failed", "error": str(e)}
     except Exception as e:  # an unforeseen bug must not stop a batch: record it and go on

@@ -218,6 +218,9 @@ def test_age_years_are_the_strengths_the_calibration_says(calibrated_model, tmp_
     assert rc == 0
     (rec,) = _manifest(out)
     assert rec["outputs"] == ["astronaut_age-10y.png", "astronaut_age+10y.png", "astronaut_age+30y.png"]
+    # what each face's edit reads, per output (+30 held to the slider's end, which reads 3 x 8)
+    assert rec["years"] == {"astronaut_age-10y.png": [-10.0], "astronaut_age+10y.png": [10.0],
+                            "astronaut_age+30y.png": [3 * YEARS_PER_STRENGTH]}
     options = json.loads((out / "options.json").read_text())
     assert options["years"] == [-10.0, 10.0, 30.0]
     # +30 years = strength 3.75 lies past the -3..3 slider range: made at its end, and said so
