@@ -207,6 +207,21 @@ class ModelBundle:
         cal = getattr(d, "years", None)
         return self.age_estimator is not None and cal is not None and cal.by_age is not None
 
+    @property
+    def years_directions(self):
+        """The directions years are converted with: `directions`, less the age calibration's curves by age when
+        the bundle has no estimator to read a face's age (then every face, and every label, uses the pooled
+        line)."""
+        d = self.directions["age"] if "age" in self.directions else None
+        cal = getattr(d, "years", None)
+        if cal is None or cal.by_age is None or self.years_by_age:
+            return self.directions
+        from faceapp.edits import with_calibration
+
+        pooled = cal.to_dict()
+        pooled.pop("by_age", None)
+        return with_calibration(self.directions, "age", pooled)
+
     def face_age(self, photo, face) -> float | None:
         """How old `face` (a faceapp.align.Face of `photo`) looks to the bundle's age estimator, read on its
         UTKFace-style crop, in years; None when neither the age edit nor the years calibration uses it."""

@@ -146,6 +146,9 @@ def _cmd_age(args: argparse.Namespace) -> int:
     }
     if args.years is not None:  # only then: older manifests' signatures stay valid
         options["years"] = args.years
+        if editor.bundle.years_by_age:  # each face's strength comes from the curves: a refit makes new outputs
+            by_age = json.dumps(editor.bundle.directions["age"].years.by_age, sort_keys=True)
+            options["years_curves"] = hashlib.sha256(by_age.encode()).hexdigest()[:16]
     signature = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
     run_options = {**options, "model_source": str(args.model), "inputs": list(args.inputs), "signature": signature,
                    "engine": args.engine}
@@ -226,7 +229,7 @@ def _years_strengths(editor, years) -> list[float]:
     directions = editor.bundle.directions
     lo, hi = directions["age"].strength_range
     out = []
-    by_age = getattr(directions["age"].years, "by_age", None) is not None
+    by_age = editor.bundle.years_by_age
     for y in years:
         s = years_to_strength(directions, "age", y)
         if not lo <= s <= hi and by_age:  # each face says what it reached (the manifest)
@@ -328,6 +331,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         if not has_years(editor.bundle.directions, "age"):
             _years_strengths(editor, [args.years])  # the calibration's own message
         strengths.pop("age", None)
+        editor._check_strengths(strengths)  # the other edits' names, before the inversion
         photo = editor.load(args.photo)
         prepared = editor.prepare(photo, faces=args.faces, mode=args.mode)
         per_face, got = editor.years_strengths(prepared, args.years, strengths)

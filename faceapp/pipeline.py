@@ -811,7 +811,7 @@ class FaceEditor:
 
         per_face, got = [], []
         for f in prepared:
-            s, y = years_edit(self.bundle.directions, "age", years, f.age)
+            s, y = years_edit(self.bundle.years_directions, "age", years, f.age)
             per_face.append({**(strengths or {}), "age": s})
             got.append(y)
         return per_face, got

@@ -635,6 +635,12 @@ def test_each_face_gets_the_years_its_own_curve_gives(by_age_bundle, tmp_path, m
     from faceapp.bundle import ModelBundle
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    # without an estimator to read a face's age, the curves are not used: the pooled line (4 years a strength)
+    plain = app.Handlers(FaceEditor(by_age_bundle, cache_size=0))
+    assert "Older (+24 years)" in plain.presets and "\u221220 years" in plain.presets
+    assert (app.slider_spec(by_age_bundle, "age")["minimum"], app.slider_spec(by_age_bundle, "age")["maximum"]) \
+        == (-24, 24)
+    monkeypatch.setattr(ModelBundle, "years_by_age", property(lambda self: True))  # as if it had one
     h = app.Handlers(FaceEditor(by_age_bundle, cache_size=0, invert_kwargs={"config": tiny_invert}))
     assert "+30 years" in h.presets and "Younger (\u221218 years)" in h.presets  # -20: no face reaches it
     spec = app.slider_spec(by_age_bundle, "age")
@@ -655,6 +661,18 @@ def test_each_face_gets_the_years_its_own_curve_gives(by_age_bundle, tmp_path, m
     assert session.ages == {0: 60.0} and session.edits[0]["age"] == 6.0
     assert "age +12 years: the most for this face (asked +30)" in view.status
     assert h.select_face(session, "Face 1")[i_age] == 12
+    # two faces, one that looks 25 (the larger, left) and one 60, both edited: each its own strength, and the
+    # status names the one that got less
+    monkeypatch.setattr(ModelBundle, "face_age", lambda self, photo, face: 25.0 if face.box[0] < 400 else 60.0)
+    h.load_photo(str(_two_faces(tmp_path)), session, request)
+    *_, view = h.edit(session, "All faces", "fast", "difference", False, *values)
+    assert session.edits[0]["age"] == pytest.approx(5.0) and session.edits[1]["age"] == 6.0
+    assert view.status == "Done: age +30 years (all faces). Face 2: age +12 years, its most."
+    # a generated face (no photo, no age read): the pooled line, and the status says it got less than asked
+    h.generate(session, 3, 0.7, 0, "none", request)
+    h.send_to_editor(session, request)
+    (view,) = h.edit(session, "Face 1", "fast", "difference", False, *values)
+    assert "age +24 years: the most for this face (asked +30)" in view.status
     web_session.end_session(request)
 
 
@@ -669,6 +687,7 @@ def test_the_editor_ages_each_face_by_its_own_years(by_age_bundle, monkeypatch, 
     from faceapp.imageio import load_image
 
     monkeypatch.setattr(ModelBundle, "face_age", lambda self, photo, face: 25.0)
+    monkeypatch.setattr(ModelBundle, "years_by_age", property(lambda self: True))
     editor = FaceEditor(by_age_bundle, cache_size=0, invert_kwargs={"config": tiny_invert})
     photo = load_image(DATA / "astronaut.jpg")
     (f,) = editor.prepare(photo)

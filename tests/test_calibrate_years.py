@@ -89,9 +89,12 @@ def test_with_an_age_estimator_the_calibration_has_curves_by_how_old_faces_look(
             return [np.asarray(im, np.float64) + (0.0 if face > 1 else 40.0) - 80.0 for im in images]
 
     editor = StubEditor(_directions())
-    editor.bundle.age_estimator = object()
-    cal, _ = calibrate(editor, AgedMeter(), photos, [-2, -1, 0, 1, 2], progress=lambda m: None)
-    assert cal.by_age["ages"] == [20.0, 60.0] and cal.by_age["n"] == [10, 10]
+    # the bundle's own estimator reads the unedited photo 5 years older than the measure: the rows are the editor's
+    editor.bundle.age_estimator = lambda x: (x.float().mean(dim=(1, 2, 3)) + 1) * 127.5 + 5
+    cal, rows = calibrate(editor, AgedMeter(), photos, [-2, -1, 0, 1, 2], progress=lambda m: None)
+    assert rows[0]["age0"] == 20.0 and rows[0]["age_bundle"] == pytest.approx(25.0, abs=0.01)
+    assert cal.by_age["ages"] == [pytest.approx(25.0, abs=0.01), pytest.approx(65.0, abs=0.01)]
+    assert cal.by_age["n"] == [10, 10]
     np.testing.assert_allclose(cal.by_age["years"][0], SLOPE * 1.5 * np.array([-2, -1, 0, 1, 2]), atol=1e-2)
     np.testing.assert_allclose(cal.by_age["years"][1], SLOPE * 0.5 * np.array([-2, -1, 0, 1, 2]), atol=1e-2)
     editor.bundle.age_estimator = None  # a bundle without an estimator converts with the pooled line alone
@@ -127,6 +130,17 @@ def test_the_labeler_must_have_left_the_held_out_faces_out():
     with pytest.raises(FaceAppError, match="fitted on 2 of the held-out photos"):
         check_labeler(Labeler(True, 0.0), names, Meter(), photos)
     assert check_labeler(Labeler(True, 0.4), names, Meter(), photos) == []
+    # faces drawn from a list (--per-band): the record is checked for the whole list, and they must be in it
+    seen = []
+
+    class Recorder(Labeler):
+        def excludes(self, names):
+            seen.append(list(names))
+            return True
+
+    assert check_labeler(Recorder(True, 0.4), ["b.jpg"], Meter(), [None], whole=names) == [] and seen == [names]
+    with pytest.raises(FaceAppError, match="not all from the held-out list"):
+        check_labeler(Recorder(True, 0.4), ["z.jpg"], whole=names)
 
 
 @pytest.mark.slow

@@ -234,17 +234,17 @@ def test_a_tight_crop_greys_the_hair_beside_the_temples(face, top, monkeypatch):
     assert hair_mask(crop, lmc)[0].max() == 0.0
 
 
-def _long_hair(photo, lm, colour=None):
-    """The astronaut with long hair: her own hair's pixels (or a `colour`, RGB) drawn beside her face down to 1.7
-    brow-to-chin units below the brows (past the chin, over her suit's dark collar and shoulders), and a dark top
-    below that. (uint8 photo, where the long hair is beside her jaw, where the top is)."""
+def _long_hair(photo, lm, colour=None, end=1.7):
+    """The astronaut with long hair: her own hair's pixels (or a `colour`, RGB) drawn beside her face down to `end`
+    brow-to-chin units below the brows (past the chin, over her suit's dark collar), and a dark top from there
+    down, touching it. (uint8 photo, where the long hair is beside her jaw, where the top is)."""
     import cv2
 
     rgb = np.asarray(photo).copy()
     level, across = _face_frame(lm, rgb.shape[:2])
     face = cv2.dilate(_inside(face_hull(lm, forehead=0.1), rgb.shape[:2]).astype(np.uint8), np.ones((9, 9), np.uint8))
     neck = (level < -0.9) & (np.abs(across) < 0.5)
-    long = (level < 0.1) & (level > -1.7) & (np.abs(across) < 0.95) & ~face.astype(bool) & ~neck
+    long = (level < 0.1) & (level > -end) & (np.abs(across) < 0.95) & ~face.astype(bool) & ~neck
     rng = np.random.default_rng(0)
     out = rgb.astype(np.float32)
     if colour is not None:  # her hair dyed `colour`, its strands' light and shade kept
@@ -254,7 +254,7 @@ def _long_hair(photo, lm, colour=None):
     # strands: her hair's pixels, shuffled and softened
     own = out[(level > 0.4) & (level < 0.7) & (np.abs(across) < 0.4)]
     strands = own[rng.integers(0, len(own), long.sum())]
-    top = (level <= -1.7) & (level > -2.3) & (np.abs(across) < 1.3)
+    top = (level <= -end) & (level > -2.3) & (np.abs(across) < 1.3)
     out[long] = strands
     out = np.where(long[..., None], cv2.GaussianBlur(out, (0, 0), 1.0), out)
     out[top] = (20, 20, 24)
@@ -280,6 +280,30 @@ def test_long_hair_greys_down_to_the_shoulders_and_a_dark_top_does_not(face, col
     hair._CACHE.clear()
     monkeypatch.setattr(person, "_STATE", {"it": None})
     assert (_full_mask(Image.fromarray(rgb), lm)[beside] > 0.5).mean() < 0.1
+
+
+def test_a_top_in_the_hair_colour_touching_it_above_the_shoulders_is_not_hair(face, monkeypatch):
+    """Near-black long hair ending 1.35 brow-to-chin units below the brows on a black top that touches it there:
+    one region to the segmenter (here a stand-in that calls the whole head and top the person, so that only the
+    hair finder's own rule decides) and to the hair's colours. The hair beside the jaw greys; the top gets at
+    most the faint tail of the fade above the shoulders."""
+    from faceapp.align import hair
+
+    photo, lm = face
+    rgb, beside, top = _long_hair(photo, lm, (35, 28, 25), end=1.35)
+
+    def stand_in(image):  # `image`: the hair finder's box round the face, at its work scale
+        x0, y0, x1, y1 = hair._box(lm, rgb.shape[1], rgb.shape[0])
+        lv, ac = _face_frame((lm - [x0, y0]) * image.shape[1] / (x1 - x0), image.shape[:2])
+        return ((lv < 1.0) & (np.abs(ac) < 1.35)).astype(np.float32)  # the head, its hair and the top
+
+    monkeypatch.setattr(hair, "person_mask", stand_in)
+    hair._CACHE.clear()
+    full = _full_mask(Image.fromarray(rgb), lm)
+    hair._CACHE.clear()
+    assert (full[beside] > 0.5).mean() > 0.7
+    assert (full[top] > 0.5).mean() < 0.01 and full[top].mean() < 0.05
+    assert full[top & (_face_frame(lm, full.shape)[0] < -1.5)].max() < 0.01  # past the fade: nothing
 
 
 def test_the_wall_above_her_crown_is_not_hair(face):

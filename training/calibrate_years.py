@@ -283,6 +283,7 @@ def calibrate(editor, meter, photos, strengths, *, mode="fast", hold=(), fitted_
 
     strengths = np.asarray(strengths, dtype=np.float64)
     rows, deltas = [], []
+    bundle_estimator = getattr(editor.bundle, "age_estimator", None)
     t0 = time.perf_counter()
     for i, (name, photo) in enumerate(photos):
         try:
@@ -290,12 +291,17 @@ def calibrate(editor, meter, photos, strengths, *, mode="fast", hold=(), fitted_
         except FaceAppError as e:
             rows.append({"name": name, "error": str(e)})
             continue
-        m = meter.measure(meter.views(face, [photo, *results]))
+        views = meter.views(face, [photo, *results])
+        m = meter.measure(views)
         age0, ages = float(m["age"][0]), m["age"][1:]
         dist = np.linalg.norm(m["desc"][1:] - m["desc"][0], axis=1)
         deltas.append(ages - age0)
         rows.append({"name": name, "age0": round(age0, 2), "delta_years": np.round(ages - age0, 2).tolist(),
                      "identity": np.round(dist, 3).tolist()})
+        if bundle_estimator is not None:  # the rows are chosen by the bundle's own reading, as the editor will
+            from faceapp.stylegan.age_estimator import estimate_ages
+
+            rows[-1]["age_bundle"] = round(float(estimate_ages(bundle_estimator, [views[0]])[0]), 2)
         progress(f"  {i + 1}: {name}: labeler age {age0:.0f}, change at {strengths.max():+g}: "
                  f"{(ages - age0)[-1]:+.1f} years ({time.perf_counter() - t0:.0f} s)")
     if not deltas:
@@ -304,10 +310,11 @@ def calibrate(editor, meter, photos, strengths, *, mode="fast", hold=(), fitted_
     d = editor.bundle.directions["age"]
     cal = fit_years_calibration(strengths, dy, scale=d.scale, fitted_on=fitted_on, hold=hold)
     cal = dataclasses.replace(cal, checks={**cal.checks, **two_fold_check(strengths, dy, scale=d.scale)})
-    if getattr(editor.bundle, "age_estimator", None) is not None and getattr(meter, "age_estimator", None) is not None:
-        # by the face's estimated age, as the editor reads it (a bundle without an estimator: the pooled line)
-        age0 = np.array([r["age0"] for r in rows if "delta_years" in r])
-        cal = dataclasses.replace(cal, by_age=fit_years_by_age(strengths, dy, age0))
+    if bundle_estimator is not None:
+        # by the face's estimated age as the editor reads it, with the bundle's own estimator (the measure may be
+        # another); a bundle without an estimator: the pooled line
+        age_b = np.array([r["age_bundle"] for r in rows if "delta_years" in r])
+        cal = dataclasses.replace(cal, by_age=fit_years_by_age(strengths, dy, age_b))
     return cal, rows
 
 

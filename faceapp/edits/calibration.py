@@ -184,10 +184,15 @@ def _checked_by_age(b) -> dict:
                            f"{len(strengths)}], got {list(years.shape)}")
     if not (np.all(np.isfinite(ages)) and np.all(np.isfinite(strengths)) and np.all(np.isfinite(years))):
         raise FaceAppError("years calibration: by_age holds a value that is not finite")
-    if np.any(np.diff(ages) <= 0) or np.any(np.diff(strengths) <= 0) or 0.0 not in strengths:
-        raise FaceAppError("years calibration: by_age's ages and strengths must rise, and strength 0 be one of them")
+    if np.any(np.diff(ages) <= 0) or np.any(np.diff(strengths) <= 0) or 0.0 not in strengths or len(strengths) < 2:
+        raise FaceAppError("years calibration: by_age's ages and strengths must rise, strength 0 be one of them, "
+                           "and another strength beside it")
+    try:
+        n = [int(v) for v in (b.get("n") or [])]
+    except (TypeError, ValueError):
+        raise FaceAppError("years calibration: by_age's n must be face counts") from None
     return {"ages": ages.tolist(), "strengths": strengths.tolist(), "years": _monotone(strengths, years).tolist(),
-            "n": [int(v) for v in b.get("n", [])]}
+            "n": n}
 
 
 def _monotone(strengths: np.ndarray, years: np.ndarray) -> np.ndarray:

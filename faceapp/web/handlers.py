@@ -195,7 +195,8 @@ class Handlers:
         self.bundle = editor.bundle
         self.names = editor.direction_names
         self.presets = presets(self.bundle)
-        self.preset_years = years_presets(self.bundle.directions)  # label -> years asked (each face: its own curve)
+        self.years = self.bundle.years_directions  # what years convert with (curves by age: a face's own)
+        self.preset_years = years_presets(self.years)  # label -> years asked (each face: its own curve)
         # sliders whose value is in years (the calibrated age slider): converted to strengths and back here
         self.in_years = {n for n in self.names if slider_spec(self.bundle, n)["years"]}
 
@@ -210,13 +211,13 @@ class Handlers:
         that looks `age`, with its own curve, held to the slider's range)."""
         out = {n: float(v or 0.0) for n, v in zip(self.names, values)}
         for n in self.in_years & set(out):
-            out[n] = years_edit(self.bundle.directions, n, out[n], age)[0]
+            out[n] = years_edit(self.years, n, out[n], age)[0]
         return out
 
     def slider_values(self, strengths: dict, age: float | None = None) -> list:
         """Direction strengths as the sliders show them (years for a calibrated age slider, on a face that looks
         `age`)."""
-        return [round(strength_to_years(self.bundle.directions, n, float(strengths.get(n, 0.0)), age), 1)
+        return [round(strength_to_years(self.years, n, float(strengths.get(n, 0.0)), age), 1) + 0.0
                 if n in self.in_years else float(strengths.get(n, 0.0)) for n in self.names]
 
     def shown(self, strengths: dict, age: float | None = None, values=None) -> str:
@@ -307,7 +308,7 @@ class Handlers:
         progress = progress or _no_progress
         hold_names = self.names if hold else ()
         if session.state is State.LATENT:
-            yield self._edit_latent(session, self.strengths(values), hold_names)
+            yield self._edit_latent(session, self.strengths(values), hold_names, values)
             return
         chosen = face_indices(which, len(session.faces))
         indices = sorted(set(chosen) | {i for i, st in session.edits.items() if any(st.values())})
@@ -334,17 +335,30 @@ class Handlers:
         faith = faithfulness_text([(g.index, self.editor.faithfulness(g)) for g in faces], mode)
         latent = self._latent_file(session, f.ws, face=f.index, mode=mode)
         status = done_status(self.shown(strengths, session.ages.get(chosen[0]), values), chosen, len(session.faces),
-                             note)
+                             note + self._short_faces(session, chosen[1:], values))
         return EditView(session, session.before, path, status, recon, faith, latent)
 
-    def _edit_latent(self, session: Session, strengths, hold) -> EditView:
+    def _short_faces(self, session: Session, others, values) -> str:
+        """' Face 2: age +12 years, its most.' for each of `others` (face indices edited with the first) that got
+        fewer years than the sliders ask."""
+        if "age" not in self.in_years or values is None:
+            return ""
+        want = float(dict(zip(self.names, values)).get("age") or 0.0)
+        notes = []
+        for i in others:
+            got = self.slider_values(session.edits.get(i, {}), session.ages.get(i))[self.names.index("age")]
+            if want and abs(want - got) >= 1.0:
+                notes.append(f" Face {i + 1}: age {got:+g} years, its most.")
+        return "".join(notes)
+
+    def _edit_latent(self, session: Session, strengths, hold, values=None) -> EditView:
         """A generated or loaded face: its exact code edited and rendered (no photo, no inversion)."""
         ws = self.editor.edit(session.latent, strengths, hold)
         result = enlarged(self.editor.render(ws), GENERATED_SIDE)
         path = session.keep_file("faceapp-edited", ".png", result, keep=4, compress_level=1)
         latent = self._latent_file(session, session.latent)
         what = session.latent_info.get("what", "this face")
-        return EditView(session, session.before, path, f"Done: {self.shown(strengths)} ({what}).", None,
+        return EditView(session, session.before, path, f"Done: {self.shown(strengths, None, values)} ({what}).", None,
                         EXACT_LATENT, latent)
 
     def _latent_file(self, session: Session, ws, **meta) -> str:
@@ -416,9 +430,11 @@ class Handlers:
             self.editor.remember_inversion(self.editor.align(session.photo, session.faces[i]), ws, mode,
                                            cache=session.cache, loaded_from=path.name)
             session.edits[i] = strengths
+            # the sliders show the saved strengths in this face's own years, which the edit converts back
+            session.ages[i] = self.bundle.face_age(session.photo, session.faces[i])
             status = f"Loaded the latent code of face {i + 1} of this photo (mode {mode}: no inversion needed)."
             return LatentView(session, face_choices(len(session.faces))[i], None, mode, status,
-                              self.slider_values(strengths))
+                              self.slider_values(strengths, session.ages[i]))
         self._show_latent(session, ws, {"what": f"latent code from {path.name}", "file": path.name})
         status = "Loaded a latent code (its photo is not loaded here: editing the face alone)."
         return LatentView(session, ONE_FACE[0], tuple(ONE_FACE), None, status, self.slider_values(strengths))

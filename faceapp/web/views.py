@@ -102,7 +102,7 @@ def faces_overlay(photo: Image.Image, faces: Sequence[Face], side: int = 640) ->
 
 def presets(bundle) -> dict[str, dict[str, float]]:
     """One-click edits for `bundle`'s directions (faceapp.edits.presets)."""
-    return direction_presets(bundle.directions)
+    return direction_presets(bundle.years_directions)
 
 
 def slider_spec(bundle, name: str) -> dict:
@@ -112,13 +112,14 @@ def slider_spec(bundle, name: str) -> dict:
     converted, widened to hold the year presets, whole years; with curves by age, the span of the faces that
     reach furthest: each face gets at most its own curve's end); every other slider is in strength units.
     """
-    d = bundle.directions[name]
+    dirs = bundle.years_directions  # (curves by age only where the bundle can read a face's age)
+    d = dirs[name]
     lo, hi = d.strength_range
-    if name == "age" and has_years(bundle.directions, "age"):
+    if name == "age" and has_years(dirs, "age"):
         by_age = d.years.by_age
-        ends = [years_reach(bundle.directions, "age", a) for a in ((by_age or {}).get("ages") or [None])]
-        lo_y = math.floor(min(*(e[0] for e in ends), *preset_years(bundle.directions)))
-        hi_y = math.ceil(max(*(e[1] for e in ends), *preset_years(bundle.directions)))
+        ends = [years_reach(dirs, "age", a) for a in ((by_age or {}).get("ages") or [None])]
+        lo_y = math.floor(min(*(e[0] for e in ends), *preset_years(dirs)))
+        hi_y = math.ceil(max(*(e[1] for e in ends), *preset_years(dirs)))
         info = "years older (+) / younger (-), as an age estimator reads held-out faces"
         if by_age:
             info += " that look as old as yours (a face that cannot get them gets its most)"
