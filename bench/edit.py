@@ -295,6 +295,13 @@ def edit_grids(editor, meter, photos, edits: dict, timeline_edits: list, folder,
     return written
 
 
+def _per_face(dirs) -> bool:
+    """Whether the age presets of `dirs` ask for years each face converts with its own curve (by_age)."""
+    from faceapp.edits import has_years
+
+    return has_years(dirs, "age") and dirs["age"].years.by_age is not None
+
+
 def figure_edits(dirs, args) -> tuple[dict, str, str]:
     """{label: {direction: strength}} the figures measure: the app's presets (faceapp.edits.presets: "+30 years"
     and "−20 years" when the calibrated model reaches them inside its slider, else "Older (+N years)" at the
@@ -304,7 +311,8 @@ def figure_edits(dirs, args) -> tuple[dict, str, str]:
     from faceapp.edits.presets import presets
 
     edits = {f"preset {label}": st for label, st in presets(dirs).items()}
-    if has_years(dirs, "age") and dirs["age"].years.by_age is not None:
+    per_face = _per_face(dirs)
+    if per_face:
         print("note: the age presets ask for years, and each face gets its own strength for them (the calibration's "
               "curve for how old it looks, held to the slider's range)")
     if args.strength is not None:
@@ -313,11 +321,10 @@ def figure_edits(dirs, args) -> tuple[dict, str, str]:
         lo, hi = dirs["age"].strength_range
         for y in (args.years, -20.0):
             st = years_to_strength(dirs, "age", y)
-            if not lo <= st <= hi and dirs["age"].years.by_age is None:
+            if not lo <= st <= hi and not per_face:
                 print(f"note: {y:+g} years needs age strength {st:+.1f}, past the slider's {lo:g}..{hi:g} (the "
                       "renders break up there): measured at the slider's end instead")
     # (with curves by age the age presets' strengths are each face's own: the slider's ends are measured apart)
-    per_face = has_years(dirs, "age") and dirs["age"].years.by_age is not None
     taken = [v for k, v in edits.items() if not (per_face and set(v) == {"age"} and k.startswith("preset"))]
     for n in dirs:
         for v in dirs[n].strength_range:
@@ -350,7 +357,7 @@ def _run_figures(args) -> int:
 
             bundle = dataclasses.replace(bundle, detail=None if args.no_detail else bundle.detail,
                                          age_prototypes=None if args.no_prototypes else bundle.age_prototypes)
-        dirs = bundle.directions
+        dirs = bundle.years_directions  # (curves by age only where the bundle reads a face's age, as the app)
         if "age" not in dirs:
             raise FaceAppError(f"bundle {args.bundle} has no age direction")
         knn = AgeGenderModel.load(args.age_gender_model) if Path(args.age_gender_model).is_file() else None
@@ -371,8 +378,7 @@ def _run_figures(args) -> int:
     edits, older, younger = figure_edits(dirs, args)
     from faceapp.edits.presets import years_presets
 
-    by_age = "age" in dirs and dirs["age"].years is not None and dirs["age"].years.by_age is not None
-    years_of = {f"preset {k}": v for k, v in years_presets(dirs).items()} if by_age else {}
+    years_of = {f"preset {k}": v for k, v in years_presets(dirs).items()} if _per_face(dirs) else {}
     stage = f"detail stage {editor.detail_resolution} px" if bundle.detail else "no detail stage"
     if bundle.age_prototypes is not None:
         stage += ", age prototypes " + json.dumps(bundle.meta.get("age_prototypes_options"))
