@@ -628,10 +628,13 @@ class FaceEditor:
         progress: Progress | None = None,
         cache: InversionCache | None = None,
         detected: Sequence[Face] | None = None,
+        ages: Mapping[int, float | None] | None = None,
     ) -> list[EditableFace]:
         """Detect (unless `detected` is given), align and invert the chosen faces of `photo`.
 
         faces: 'largest', 'all', or indices into the detected faces (0 = largest).
+        ages: face index -> how old it looks, already read for this photo (`ModelBundle.face_age`): an app session
+            passes what it read at the first edit, so a slider's next event does not read it again.
         """
         photo = self._photo(photo)
         found = list(detected) if detected is not None else self.detect(photo)
@@ -649,8 +652,8 @@ class FaceEditor:
             msg = f"face {i + 1} of {len(found)}: " if len(indices) > 1 else ""
             sub = _sub_progress(progress, k / len(indices), (k + 1) / len(indices), msg)
             aligned = self.align(photo, found[i])
-            out.append(EditableFace(i, aligned, self.invert(aligned, mode, sub, cache=cache),
-                                    age=self.bundle.face_age(photo, found[i])))
+            age = ages[i] if ages is not None and i in ages else self.bundle.face_age(photo, found[i])
+            out.append(EditableFace(i, aligned, self.invert(aligned, mode, sub, cache=cache), age=age))
         return out
 
     def compose(

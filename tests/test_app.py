@@ -660,6 +660,10 @@ def test_each_face_gets_the_years_its_own_curve_gives(by_age_bundle, tmp_path, m
     *_, view = h.edit(session, "Face 1", "fast", "difference", False, *values)
     assert session.ages == {0: 60.0} and session.edits[0]["age"] == 6.0
     assert "age +12 years: the most for this face (asked +30)" in view.status
+    # the slider's next event: the face's age is not read again (a new photo, below, reads its own)
+    monkeypatch.setattr(ModelBundle, "face_age", lambda self, photo, face: pytest.fail("age read again"))
+    *_, view = h.edit(session, "Face 1", "fast", "difference", False, *values)
+    assert session.ages == {0: 60.0} and "(asked +30)" in view.status
     assert h.select_face(session, "Face 1")[i_age] == 12
     # two faces, one that looks 25 (the larger, left) and one 60, both edited: each its own strength, and the
     # status names the one that got less

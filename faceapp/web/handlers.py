@@ -291,7 +291,8 @@ class Handlers:
 
         report(0.0, f"Inverting ({mode})")
         return self.editor.prepare(
-            session.photo, faces=indices, mode=mode, progress=report, cache=session.cache, detected=session.faces
+            session.photo, faces=indices, mode=mode, progress=report, cache=session.cache, detected=session.faces,
+            ages=session.ages,  # read once per photo (a new photo empties them)
         )
 
     def _check_edit(self, session, paste=None) -> Session:
