@@ -56,6 +56,12 @@ CANDIDATES = {
     "even-fewer-lines": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 0.67, **_AGE},
     "stronger": {"shape": 1.37, "light": 0.8, "gain": 1.2, "wrinkles": 1.0, **_AGE},
     "strongest": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE},
+    # the band gains deepen the photo's own lines, capped at GAIN_CAP x the older group's: on training faces of 38+
+    # they bought years at no identity cost where the shape and the late-life texture did not (session 35)
+    "even-more-gain": {"shape": 1.0, "light": 1.0, "gain": 1.5, "wrinkles": 1.0, **_AGE},
+    "stronger-more-gain": {"shape": 1.37, "light": 0.8, "gain": 1.7, "wrinkles": 1.0, **_AGE},
+    "strongest-more-gain": {"shape": 1.71, "light": 0.57, "gain": 2.0, "wrinkles": 1.33, **_AGE},
+    "strongest-most-gain": {"shape": 1.71, "light": 0.57, "gain": 3.0, "wrinkles": 1.33, **_AGE},
     "strongest-late-half": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 0.57},
     "strongest-late": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 1.14},
     "strongest-late-more": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 1.71},
