@@ -236,7 +236,8 @@ class ModelBundle:
 
     def age_scales(self, age: float | None) -> dict[str, float] | None:
         """The aging change's parts ({'shape', 'light', 'gain', 'wrinkles', 'hair'}, multiples of the prototypes' t
-        (hair: of the greying), 'late' and 'growth': the late-life and growth prototypes' t as multiples of it) for a
+        (hair: of the greying), 'cap': of the band gains' cap (`faceapp.align.prototype.GAIN_CAP`), 'late' and
+        'growth': the late-life and growth prototypes' t as multiples of it) for a
         face that looks `age` years old: the by_age profile read linearly between its ages (held at its ends); None
         without a profile or an age."""
         profile = (self.meta.get("age_prototypes_options") or {}).get("by_age")
@@ -520,7 +521,7 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
     )
 
 
-AGE_PARTS = ("shape", "light", "gain", "wrinkles", "late", "growth", "hair")
+AGE_PARTS = ("shape", "light", "gain", "wrinkles", "late", "growth", "hair", "cap")
 
 
 def _check_age_profile(profile, root) -> None:
@@ -541,7 +542,7 @@ def _check_age_profile(profile, root) -> None:
         ok = False
     if not ok:
         raise CheckpointError(f"{root / 'bundle.json'}: age_prototypes_options' by_age must be {{'ages': [increasing "
-                              f"years], 'shape'/'light'/'gain'/'wrinkles'/'late'/'growth'/'hair': [as many "
+                              f"years], 'shape'/'light'/'gain'/'wrinkles'/'late'/'growth'/'hair'/'cap': [as many "
                               f"multiples in 0..4]}}, got {profile!r}")
 
 

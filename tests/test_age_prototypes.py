@@ -577,6 +577,43 @@ def test_already_lined_skin_is_not_deepened_past_the_cap(face, monkeypatch):
     assert before < capped < free
 
 
+def test_a_profiles_cap_part_lets_old_lines_deepen_further(face, monkeypatch):
+    """scales' 'cap' multiplies GAIN_CAP in the fine bands (an old face's lines already are the older group's, so at
+    the cap its gains stop): cap 2 deepens the lines past cap 1, no deeper than no cap at all; the coarse band
+    (folds and shading, which past the cap turned into gashes and blotches) keeps GAIN_CAP whatever the part says;
+    making younger ignores it; a bundle's profile may carry it (0..4)."""
+    import faceapp.align.prototype as proto_mod
+    from faceapp.bundle import _check_age_profile
+
+    photo, lm, lmc = face
+    assert proto_mod.CAP_SIGMA_MAX == 2.0
+    fine = _protos(lmc, gain=(4.0, 4.0, 1.0))  # the older group: 4x the energy in the two fine bands (0.7, 1.5 px)
+    coarse = _protos(lmc, gain=(1.0, 1.0, 4.0))  # ... in the coarse band (3 px) alone
+    light = lambda a: rgb2lab(a)[..., 0].astype(np.float32)  # noqa: E731
+    hull = cv2.convexHull(lm[:27].astype(np.float32))[:, 0].astype(np.int32)
+    inside = np.zeros(photo.size[::-1], np.uint8)
+    cv2.fillPoly(inside, [hull], 1)
+
+    def energy(img):
+        return band_energy(light(np.asarray(img)))[:, inside > 0].mean()
+
+    kw = {"hair": 0.0, "wrinkles": 0.0}
+    monkeypatch.setattr(proto_mod, "GAIN_CAP", 1.0)
+    capped = fine.apply(photo, lm, 1.0, scales={"cap": 1.0}, **kw)
+    doubled = fine.apply(photo, lm, 1.0, scales={"cap": 2.0}, **kw)
+    young = fine.apply(photo, lm, -1.0, scales={"cap": 2.0}, **kw)
+    np.testing.assert_array_equal(np.asarray(young), np.asarray(fine.apply(photo, lm, -1.0, **kw)))
+    coarse_1, coarse_2 = (np.asarray(coarse.apply(photo, lm, 1.0, scales={"cap": c}, **kw)) for c in (1.0, 2.0))
+    np.testing.assert_array_equal(coarse_1, coarse_2)
+    monkeypatch.setattr(proto_mod, "GAIN_CAP", 0.0)
+    free = fine.apply(photo, lm, 1.0, **kw)
+    assert energy(photo) < energy(capped) < energy(doubled) <= energy(free)
+    assert not np.array_equal(coarse_1, np.asarray(coarse.apply(photo, lm, 1.0, **kw)))  # the coarse band is capped
+    _check_age_profile({"ages": [20, 60], "gain": [1.0, 3.0], "cap": [1.0, 2.0]}, root=Path("."))
+    with pytest.raises(CheckpointError, match="cap"):
+        _check_age_profile({"ages": [20, 60], "cap": [1.0, 5.0]}, root=Path("."))
+
+
 def test_smile_prototypes_part_the_lips_whole(face):
     """The fold guard is for aging: a smile's lips part and stretch (that is the edit), so smile prototypes keep the
     mouth change their shapes say, where age prototypes with the same shapes get a tamer one; a change that folds

@@ -21,7 +21,8 @@ prototypes' t for the shape, the lightness, the band gains and the drawn lines. 
 4. rejuvenates the photos of true age >= `--younger-from` at each of YOUNGER_ENDS (the prototypes' t at the slider's
    younger end) and keeps the one with the largest median age drop among those leaving at least `--min-same` of
    them the same person: 'younger_end';
-5. writes the profile (anchored at each band's median estimated age; read linearly between, held at the ends),
+5. writes the profile (each band's mix held across the band, passing to the next within SWITCH_YEARS of their edge;
+   read linearly between the anchors, held at the ends),
    'younger_end', the tables it chose from, and the command line, to `--out`. Put the profile into bundle.json's
    age_prototypes_options as 'by_age' (`python -m faceapp bundle ... --age-profile FILE`).
 """
@@ -48,8 +49,8 @@ __all__ = ["CANDIDATES", "SWITCH_YEARS", "YOUNGER_ENDS", "AgeProfileOptions", "c
 #: 'late' / 'growth': the bundle's late-life / growth prototypes' t as a multiple of the age prototypes' t (when it
 #: has them); 'hair': of the greying. Candidates with growth are a child's: children grow up, they do not wrinkle,
 #: so the bands below --child-below choose among them alone, and the others never do.
-_AGE = {"late": 0.0, "growth": 0.0, "hair": 1.0}
-_GROW = {"shape": 0.0, "light": 0.0, "gain": 0.0, "wrinkles": 0.0, "late": 0.0, "hair": 0.0}
+_AGE = {"late": 0.0, "growth": 0.0, "hair": 1.0, "cap": 1.0}
+_GROW = {"shape": 0.0, "light": 0.0, "gain": 0.0, "wrinkles": 0.0, "late": 0.0, "hair": 0.0, "cap": 1.0}
 CANDIDATES = {
     "gentle": {"shape": 0.8, "light": 0.8, "gain": 0.8, "wrinkles": 1.0, **_AGE},
     "even": {"shape": 1.0, "light": 1.0, "gain": 1.0, "wrinkles": 1.0, **_AGE},
@@ -62,6 +63,12 @@ CANDIDATES = {
     "stronger-more-gain": {"shape": 1.37, "light": 0.8, "gain": 1.7, "wrinkles": 1.0, **_AGE},
     "strongest-more-gain": {"shape": 1.71, "light": 0.57, "gain": 2.0, "wrinkles": 1.33, **_AGE},
     "strongest-most-gain": {"shape": 1.71, "light": 0.57, "gain": 3.0, "wrinkles": 1.33, **_AGE},
+    # 'cap': a multiple of the gains' cap (GAIN_CAP x the older group's line energy). An old face's lines are
+    # already the older group's, so at the cap its gains stop; past it they deepen further (session 35)
+    "even-more-gain-deeper": {"shape": 1.0, "light": 1.0, "gain": 1.5, "wrinkles": 1.0, **_AGE, "cap": 1.5},
+    "stronger-more-gain-deeper": {"shape": 1.37, "light": 0.8, "gain": 1.7, "wrinkles": 1.0, **_AGE, "cap": 1.5},
+    "strongest-most-gain-deeper": {"shape": 1.71, "light": 0.57, "gain": 3.0, "wrinkles": 1.33, **_AGE, "cap": 1.5},
+    "strongest-most-gain-deepest": {"shape": 1.71, "light": 0.57, "gain": 3.0, "wrinkles": 1.33, **_AGE, "cap": 2.0},
     "strongest-late-half": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 0.57},
     "strongest-late": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 1.14},
     "strongest-late-more": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 1.71},
@@ -74,7 +81,8 @@ CANDIDATES = {
 #: Candidate t magnitudes for the slider's younger end (the age prototypes at -t, for faces of --younger-from and over)
 YOUNGER_ENDS = (2.0, 2.25, 2.5, 2.75)
 
-#: years either side of --child-below over which growing up gives way to growing old
+#: years either side of a band's edge over which its mix gives way to the next band's (--child-below: growing up
+#: to growing old)
 SWITCH_YEARS = 2.0
 
 
@@ -105,12 +113,14 @@ def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[s
                    child_below: float | None = None) -> tuple[dict, list[dict]]:
     """(profile, table) from each face's estimated age `est0` [N] and, per candidate name, its age change [N] and
     identity distance [N]. In each band of `bands` (estimated-age edges), the candidate with the largest share
-    >= `target` among those keeping >= `min_same` the same person (none: of those keeping the most); the profile
-    is anchored at each band's median estimated age. With `child_below`, a band whose upper edge is at most that
-    chooses among the growth candidates that `change` holds, and every other band among the rest."""
+    >= `target` among those keeping >= `min_same` the same person (none: of those keeping the most). The profile
+    holds each band's mix across the band, the mix its faces were measured with, and passes to the next band's
+    within SWITCH_YEARS of the edge between them (anchors at edge -/+ SWITCH_YEARS; a single band: one anchor at
+    its faces' median age). With `child_below`, a band whose upper edge is at most that chooses among the growth
+    candidates that `change` holds, and every other band among the rest."""
     edges = [-np.inf, *bands, np.inf]
-    parts = {k: [] for k in ("shape", "light", "gain", "wrinkles", "late", "growth", "hair")}
-    ages, table = [], []
+    parts = {k: [] for k in ("shape", "light", "gain", "wrinkles", "late", "growth", "hair", "cap")}
+    chosen, table = [], []  # (lo, hi, median estimated age, candidate) of each band with faces
     growing = {k for k in change if CANDIDATES[k]["growth"] > 0}
     for lo, hi in zip(edges, edges[1:]):
         m = (est0 >= lo) & (est0 < hi)
@@ -128,27 +138,20 @@ def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[s
         for r in rows:
             r["chosen"] = r is best
         table += rows
-        ages.append(float(np.median(est0[m])))
-        for k in parts:
-            parts[k].append(CANDIDATES[best["candidate"]][k])
-    # anchors must increase: bands are ordered, their medians are too unless two bands hold the same faces' ages
-    for i in range(1, len(ages)):
-        ages[i] = max(ages[i], ages[i - 1] + 1.0)
-    n_child = sum(1 for lo, hi in zip(edges, edges[1:]) if child_below is not None and hi <= child_below
-                  and ((est0 >= lo) & (est0 < hi)).any() and growing)
-    if 0 < n_child < len(ages):
-        # growing up gives way to growing old within SWITCH_YEARS of child_below, not between the bands' medians
-        # (from 8 to 29): a face of 20 does not grow
-        def hold(src: int, age: float) -> None:  # band src's mix held to `age`
-            ages.insert(n_child, float(age))
+        chosen.append((float(lo), float(hi), float(np.median(est0[m])), best["candidate"]))
+    # Each band's mix over the whole band (anchored at the bands' medians and read linearly between, a face of 53
+    # got a third of the mix of faces of 43 though the band of 47+ was measured with its own); the switch is
+    # within SWITCH_YEARS of each edge (growing up gives way to growing old there too: a face of 20 does not grow)
+    ages = []
+    for i, (lo, hi, med, name) in enumerate(chosen):
+        at = [lo + SWITCH_YEARS] if i > 0 else []
+        at += [hi - SWITCH_YEARS] if i < len(chosen) - 1 else []
+        if len(at) == 2 and at[0] >= at[1]:  # a band narrower than two switches: its middle
+            at = [(lo + hi) / 2]
+        for a in at or [med]:
+            ages.append(a)
             for k in parts:
-                parts[k].insert(n_child, parts[k][src])
-
-        lo, hi = child_below - SWITCH_YEARS, child_below + SWITCH_YEARS
-        if ages[n_child - 1] < hi < ages[n_child]:
-            hold(n_child, hi)
-        if ages[n_child - 1] < lo < ages[n_child]:
-            hold(n_child - 1, lo)
+                parts[k].append(CANDIDATES[name][k])
     return {"ages": [round(a, 1) for a in ages], **parts}, table
 
 

@@ -72,8 +72,12 @@ HAIR_FULL_T = 1.5
 #: older prototype's own fold directions, this share of the missing energy at t = WRINKLE_FULL_T (growing with t).
 WRINKLES = 1.5
 WRINKLE_FULL_T = 1.75
-#: Older: a band's gain never takes the skin's own line energy past this multiple of the older group's (0: no cap).
+#: Older: a band's gain never takes the skin's own line energy past this multiple of the older group's (0: no cap);
+#: an age profile's 'cap' part multiplies it (faces that look old: their lines are already the older group's).
 GAIN_CAP = 2.0
+#: ... in the bands finer than this (canonical px sigma): lines and pores. The coarse band's folds and shading, let
+#: past the cap too, turned a nasolabial shadow into a black gash and a cheek's uneven tone into dark blotches.
+CAP_SIGMA_MAX = 2.0
 #: Drawn lines where the older prototype's folds have no clear direction (round noise: pores and spots) get only this
 #: share of the amplitude that lines along a clear fold get: at 1, smooth or blurred skin came back crazed like
 #: dried mud, a net of light and dark cracks over the cheeks (and a pale patch on a brightly lit one).
@@ -365,8 +369,9 @@ class AgePrototypes:
         0 for smile prototypes; 0: hair untouched) and fine lines are drawn where the skin lacks the older group's
         (`wrinkles`: the share of the missing line energy drawn at t = WRINKLE_FULL_T; default WRINKLES for age
         prototypes, 0 for smile prototypes). scales (t > 0 only): {'shape', 'light', 'gain', 'wrinkles'} multiples
-        of t for each part of the change, 'hair' of the colour that fades (lips, brows; the hair's greying is `hair`)
-        (default 1; `faceapp.bundle.ModelBundle.age_scales` gives a face's).
+        of t for each part of the change, 'hair' of the colour that fades (lips, brows; the hair's greying is `hair`),
+        'cap' of GAIN_CAP in the fine bands (how deep they may take the skin's own lines; CAP_SIGMA_MAX) (default 1;
+        `faceapp.bundle.ModelBundle.age_scales` gives a face's).
         """
         from faceapp.align.paste import _feathered_polygon, head_hull
 
@@ -411,16 +416,18 @@ class AgePrototypes:
         lab = cv2.cvtColor(np.clip(moved, 0, 1), cv2.COLOR_RGB2Lab)
         # 2. lightness; 3. the photo's own bands, at its own scale (canonical sigma x photo px per canonical px)
         light = lab[..., 0]
+        cap_part = float((scales or {}).get("cap", 1.0)) if t > 0 else 1.0
         delta = at(f["light"])
         for k, sigma in enumerate(self.sigmas):
             sg = max(sigma * scale, 0.5)
             band = cv2.GaussianBlur(light, (0, 0), sg) - cv2.GaussianBlur(light, (0, 0), 2 * sg)
             gain = at(f[f"gain{k}"] - 1.0)  # outside the canonical frame: gain 1
-            if t > 0 and GAIN_CAP and f"wr_target{k}" in f:
+            gain_cap = GAIN_CAP * (cap_part if sigma < CAP_SIGMA_MAX else 1.0)
+            if t > 0 and gain_cap and f"wr_target{k}" in f:
                 # skin already as lined as the older group's is not deepened past GAIN_CAP x their energy: an old
                 # face's own folds would turn into black gashes
                 own = cv2.GaussianBlur(np.abs(band), (0, 0), 2 * sg)
-                cap = np.maximum(GAIN_CAP * at(f[f"wr_target{k}"]) / (own + 0.05), 1.0) - 1.0
+                cap = np.maximum(gain_cap * at(f[f"wr_target{k}"]) / (own + 0.05), 1.0) - 1.0
                 gain = np.minimum(gain, cap)
             delta += gain * band
         lab[..., 0] = light + delta
