@@ -586,9 +586,10 @@ def test_a_profiles_cap_part_lets_old_lines_deepen_further(face, monkeypatch):
     from faceapp.bundle import _check_age_profile
 
     photo, lm, lmc = face
-    assert proto_mod.CAP_SIGMA_MAX == 2.0
-    fine = _protos(lmc, gain=(4.0, 4.0, 1.0))  # the older group: 4x the energy in the two fine bands (0.7, 1.5 px)
-    coarse = _protos(lmc, gain=(1.0, 1.0, 4.0))  # ... in the coarse band (3 px) alone
+    is_fine = [sg < proto_mod.CAP_SIGMA_MAX for sg in AgePrototypes.sigmas]  # bands of 0.7, 1.5, 3 px
+    assert is_fine[0] and not is_fine[-1]
+    fine = _protos(lmc, gain=tuple(4.0 if f else 1.0 for f in is_fine))  # the older group: 4x the fine bands' energy
+    coarse = _protos(lmc, gain=tuple(1.0 if f else 4.0 for f in is_fine))  # ... 4x in the coarse ones alone
     light = lambda a: rgb2lab(a)[..., 0].astype(np.float32)  # noqa: E731
     hull = cv2.convexHull(lm[:27].astype(np.float32))[:, 0].astype(np.int32)
     inside = np.zeros(photo.size[::-1], np.uint8)
