@@ -553,6 +553,14 @@ def test_the_shape_change_never_folds_the_mesh_and_keeps_the_mouths_move(face):
     assert np.array_equal(fixed[:48], folded[:48])  # nothing else was touched
 
 
+def _face_energy(photo, lm):
+    """img -> mean lightness band energy inside the face outline (landmarks 0-26) of `photo`'s face at `lm`."""
+    hull = cv2.convexHull(lm[:27].astype(np.float32))[:, 0].astype(np.int32)
+    inside = np.zeros(photo.size[::-1], np.uint8)
+    cv2.fillPoly(inside, [hull], 1)
+    return lambda img: band_energy(rgb2lab(np.asarray(img))[..., 0].astype(np.float32))[:, inside > 0].mean()
+
+
 def test_already_lined_skin_is_not_deepened_past_the_cap(face, monkeypatch):
     """The band gains (older group's energy / younger's, to the power t) stop where the skin's own line energy would
     pass GAIN_CAP x the older group's: deepened, but not into gashes."""
@@ -560,14 +568,7 @@ def test_already_lined_skin_is_not_deepened_past_the_cap(face, monkeypatch):
 
     photo, lm, lmc = face
     p = _protos(lmc, gain=(4.0, 4.0, 4.0))  # the older group: 4x the line energy of the younger (4 L units)
-    light = lambda a: rgb2lab(a)[..., 0].astype(np.float32)  # noqa: E731
-    hull = cv2.convexHull(lm[:27].astype(np.float32))[:, 0].astype(np.int32)
-    inside = np.zeros(photo.size[::-1], np.uint8)
-    cv2.fillPoly(inside, [hull], 1)
-
-    def energy(img):
-        return band_energy(light(np.asarray(img)))[:, inside > 0].mean()
-
+    energy = _face_energy(photo, lm)
     kw = {"hair": 0.0, "wrinkles": 0.0}
     monkeypatch.setattr(proto_mod, "GAIN_CAP", 0.0)
     free = energy(p.apply(photo, lm, 1.0, **kw))
@@ -590,14 +591,7 @@ def test_a_profiles_cap_part_lets_old_lines_deepen_further(face, monkeypatch):
     assert is_fine[0] and not is_fine[-1]
     fine = _protos(lmc, gain=tuple(4.0 if f else 1.0 for f in is_fine))  # the older group: 4x the fine bands' energy
     coarse = _protos(lmc, gain=tuple(1.0 if f else 4.0 for f in is_fine))  # ... 4x in the coarse ones alone
-    light = lambda a: rgb2lab(a)[..., 0].astype(np.float32)  # noqa: E731
-    hull = cv2.convexHull(lm[:27].astype(np.float32))[:, 0].astype(np.int32)
-    inside = np.zeros(photo.size[::-1], np.uint8)
-    cv2.fillPoly(inside, [hull], 1)
-
-    def energy(img):
-        return band_energy(light(np.asarray(img)))[:, inside > 0].mean()
-
+    energy = _face_energy(photo, lm)
     kw = {"hair": 0.0, "wrinkles": 0.0}
     monkeypatch.setattr(proto_mod, "GAIN_CAP", 1.0)
     capped = fine.apply(photo, lm, 1.0, scales={"cap": 1.0}, **kw)
