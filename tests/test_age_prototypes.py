@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from skimage.color import rgb2lab
 
 from faceapp.align import detect_faces
@@ -82,9 +83,11 @@ def test_shape_moves_the_photos_own_pixels(face):
 def test_detail_deepens_the_photos_own_lines_without_a_tone_change(face, monkeypatch):
     import faceapp.align.prototype as proto_mod
 
-    # the gains alone: no drawn lines, and no cap (these flat prototypes' older group has less line energy than the
-    # photo's own skin, which the cap would leave as it is; the cap has its own test)
+    # the gains alone: no drawn lines, no cap and no peak limit (these flat prototypes' older group has less line
+    # energy than the photo's own skin, which the cap and the peaks would leave as it is; they have their own tests)
     monkeypatch.setattr(proto_mod, "GAIN_CAP", 0.0)
+    monkeypatch.setattr(proto_mod, "LINE_PEAK", 0.0)
+    monkeypatch.setattr(proto_mod, "LINE_PEAK_FINEST", 0.0)
     photo, lm, lmc = face
     before = np.asarray(photo)
     out = np.asarray(_protos(lmc, gain=(2.0, 2.0, 2.0)).apply(photo, lm, 1.0, hair=0.0, wrinkles=0.0))
@@ -607,6 +610,37 @@ def test_a_profiles_cap_part_lets_old_lines_deepen_further(face, monkeypatch):
     _check_age_profile({"ages": [20, 60], "gain": [1.0, 3.0], "cap": [1.0, 2.0]}, root=Path("."))
     with pytest.raises(CheckpointError, match="cap"):
         _check_age_profile({"ages": [20, 60], "cap": [1.0, 5.0]}, root=Path("."))
+
+
+def test_no_spot_deepens_past_the_line_peak(face, monkeypatch):
+    """A dark stroke on the cheek (a young face's fold edge, a blotch), under large gains past the cap (an old face's
+    mix): each band adds at most about LINE_PEAK x the older group's line energy at any pixel (LINE_PEAK_FINEST in
+    the finest band), where without the limit the stroke turns into a gash; the skin's fine detail still deepens."""
+    import dataclasses
+
+    import faceapp.align.prototype as proto_mod
+
+    photo, lm, lmc = face
+    rgb = np.asarray(photo).copy()
+    # a 3 px dark stroke down the left cheek, between the eye's outer corner and the mouth's corner
+    (xa, ya), (xb, yb) = lm[36], lm[48]
+    cv2.line(rgb, (int(xa - 4), int(ya + 12)), (int(xb - 6), int(yb - 4)), (90, 60, 50), 3)
+    stroked = Image.fromarray(rgb)
+    ones = np.ones((3, S, S), np.float32)
+    p = dataclasses.replace(_protos(lmc), young_energy=0.25 * ones, old_energy=ones)  # older lines: 1 L, 4x
+    kw = {"hair": 0.0, "wrinkles": 0.0, "scales": {"gain": 3.0, "cap": 2.0}}
+    light = lambda img: rgb2lab(np.asarray(img))[..., 0]  # noqa: E731
+    l0 = light(stroked)
+    limited = p.apply(stroked, lm, 1.0, **kw)
+    # the bands' limits at a pixel: peak x 1 L + 0.05 each; 1 L of slack for the 8-bit round trip
+    bound = sum((proto_mod.LINE_PEAK_FINEST if sg < proto_mod.FINEST_SIGMA else proto_mod.LINE_PEAK) + 0.05
+                for sg in p.sigmas) + 1.0
+    monkeypatch.setattr(proto_mod, "LINE_PEAK", 0.0)
+    monkeypatch.setattr(proto_mod, "LINE_PEAK_FINEST", 0.0)
+    free = p.apply(stroked, lm, 1.0, **kw)
+    assert (l0 - light(limited)).max() < bound < (l0 - light(free)).max() - 2.0
+    energy = _face_energy(photo, lm)
+    assert energy(photo) < energy(p.apply(photo, lm, 1.0, **kw))  # lines still deepen, only no further than that
 
 
 def test_smile_prototypes_part_the_lips_whole(face):

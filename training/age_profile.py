@@ -69,6 +69,18 @@ CANDIDATES = {
     "stronger-more-gain-deeper": {"shape": 1.37, "light": 0.8, "gain": 1.7, "wrinkles": 1.0, **_AGE, "cap": 1.5},
     "strongest-most-gain-deeper": {"shape": 1.71, "light": 0.57, "gain": 3.0, "wrinkles": 1.33, **_AGE, "cap": 1.5},
     "strongest-most-gain-deepest": {"shape": 1.71, "light": 0.57, "gain": 3.0, "wrinkles": 1.33, **_AGE, "cap": 2.0},
+    # the late-life prototypes (sunken eyes and cheeks) on top: once no spot may deepen past LINE_PEAK x the older
+    # group's lines, the 3x gain alone no longer ages faces of 47+ as far (session 36)
+    "even-more-gain-late-half": {"shape": 1.0, "light": 1.0, "gain": 1.5, "wrinkles": 1.0, **_AGE, "late": 0.57},
+    "stronger-more-gain-late-half": {"shape": 1.37, "light": 0.8, "gain": 1.7, "wrinkles": 1.0, **_AGE, "late": 0.57},
+    "strongest-most-gain-deepest-late-quarter": {"shape": 1.71, "light": 0.57, "gain": 3.0, "wrinkles": 1.33, **_AGE,
+                                                 "cap": 2.0, "late": 0.29},
+    "strongest-most-gain-deepest-late-three-eighths": {"shape": 1.71, "light": 0.57, "gain": 3.0, "wrinkles": 1.33,
+                                                       **_AGE, "cap": 2.0, "late": 0.43},
+    "strongest-most-gain-deepest-late-half": {"shape": 1.71, "light": 0.57, "gain": 3.0, "wrinkles": 1.33, **_AGE,
+                                              "cap": 2.0, "late": 0.57},
+    "strongest-most-gain-deepest-late": {"shape": 1.71, "light": 0.57, "gain": 3.0, "wrinkles": 1.33, **_AGE,
+                                         "cap": 2.0, "late": 0.86},
     "strongest-late-half": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 0.57},
     "strongest-late": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 1.14},
     "strongest-late-more": {"shape": 1.71, "light": 0.57, "gain": 1.43, "wrinkles": 1.33, **_AGE, "late": 1.71},
