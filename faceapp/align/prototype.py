@@ -19,8 +19,8 @@ group's mean to the older one's; t < 0 makes it younger), in the photo itself:
    (folds and shading, no tan or pallor), but not inside the eyes' openings (the person's own irises); a turned
    face's far side gets less of it and of the shape change (`_near_side`);
 3. detail: each band of the photo's own lightness, at the photo's resolution, is scaled by the prototypes'
-   energy ratio (older: the person's own lines deepen, never past GAIN_CAP x the older group's energy; younger:
-   they smooth out);
+   energy ratio (older: the person's own lines deepen, never past GAIN_CAP x the older group's energy over a
+   region, nor any one spot much past LINE_PEAK x its lines there; younger: they smooth out);
 4. colour: chroma is only ever scaled down (greying hair and brows), never on the skin, so the person keeps their
    skin tone and a greyscale photo stays greyscale;
 5. hair (older only): the hair found round the face (`faceapp.align.hair`) turns silver, more the older the edit;
