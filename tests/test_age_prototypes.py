@@ -643,6 +643,45 @@ def test_no_spot_deepens_past_the_line_peak(face, monkeypatch):
     assert energy(photo) < energy(p.apply(photo, lm, 1.0, **kw))  # lines still deepen, only no further than that
 
 
+def test_grey_hair_moves_with_the_pixels_the_shape_change_moves(face, monkeypatch):
+    """Hair is found on the unedited photo. A jaw that widens with age carries the cheek's skin out onto where
+    the hair was: that skin keeps its colour (not greyed into a pale rim down the face), while hair the warp did
+    not reach greys as before."""
+    import dataclasses
+
+    from faceapp.align import hair as hair_mod
+    from faceapp.align.paste import face_hull
+    from training.measures import face_mask_of
+
+    photo, lm, lmc = face
+    rgb = np.asarray(photo)
+
+    def stand_in(image, landmarks):  # all of the head's box outside the unedited face is "hair"
+        h, w = image.shape[:2]
+        box = (0, 0, w, h)
+        mask = np.ones((h, w), np.float32)
+        hull = cv2.convexHull(face_hull(np.asarray(landmarks), forehead=0.3).astype(np.float32))
+        cv2.fillPoly(mask, [np.round(hull[:, 0]).astype(np.int32)], 0.0)
+        return mask, box
+
+    monkeypatch.setattr(hair_mod, "hair_mask", stand_in)
+    wide = lmc.copy()
+    centre = lmc[27:36].mean(0)
+    wide[2:15, 0] += 0.12 * (lmc[2:15, 0] - centre[0])  # the cheeks and jaw 12 % wider
+    p = dataclasses.replace(_protos(lmc), old_shape=wide)
+    chroma = lambda img: np.hypot(*rgb2lab(np.asarray(img))[..., 1:].transpose(2, 0, 1))  # noqa: E731
+    plain = p.apply(photo, lm, 1.0, hair=0.0, wrinkles=0.0)
+    greyed = p.apply(photo, lm, 1.0, hair=1.0, wrinkles=0.0)
+    c0, c_plain, c_grey = chroma(photo), chroma(plain), chroma(greyed)
+    hair = stand_in(rgb, lm)[0] > 0.5
+    # skin carried out past the face's old outline: much more colourful than the wall or hair that was there
+    carried = hair & (c_plain > c0 + 8.0) & ~face_mask_of(lm, hair.shape)
+    assert carried.sum() > 30
+    assert np.median(c_grey[carried] / c_plain[carried]) > 0.8  # it keeps its colour (the mask as found: 0.46)
+    untouched = hair & (np.abs(c_plain - c0) < 0.5) & (c0 > 6.0)  # hair the warp left where it was
+    assert untouched.sum() > 100 and np.median(c_grey[untouched] / c0[untouched]) < 0.5
+
+
 def test_smile_prototypes_part_the_lips_whole(face):
     """The fold guard is for aging: a smile's lips part and stretch (that is the edit), so smile prototypes keep the
     mouth change their shapes say, where age prototypes with the same shapes get a tamer one; a change that folds

@@ -419,8 +419,8 @@ class AgePrototypes:
         sy = ys + (inv[1, 0] * dx + inv[1, 1] * dy)
         src = np.asarray(rgb, np.float32) / 255.0
         roi0 = src[y0:y1, x0:x1]
-        moved = cv2.remap(src, sx.astype(np.float32), sy.astype(np.float32), cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_REFLECT_101)
+        sx, sy = sx.astype(np.float32), sy.astype(np.float32)
+        moved = cv2.remap(src, sx, sy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
         lab = cv2.cvtColor(np.clip(moved, 0, 1), cv2.COLOR_RGB2Lab)
         # 2. lightness; 3. the photo's own bands, at its own scale (canonical sigma x photo px per canonical px)
         light = lab[..., 0]
@@ -471,17 +471,34 @@ class AgePrototypes:
         if hair is None:
             hair = 0.0 if self.meta.get("kind") == "smile" else HAIR_GREY
         if t > 0 and hair > 0:
-            result = _grey_hair(rgb, result, lm, float(hair) * min(t / HAIR_FULL_T, 1.0) ** 1.5)
+            result = _grey_hair(rgb, result, lm, float(hair) * min(t / HAIR_FULL_T, 1.0) ** 1.5,
+                                moved=(int(x0), int(y0), sx, sy, alpha))
         return result
 
 
-def _grey_hair(before: Image.Image, after: Image.Image, lm: np.ndarray, amount: float) -> Image.Image:
-    """`after` with the hair found in `before` (the unedited photo, whose face is at `lm`) greyed by `amount`."""
+def _grey_hair(before: Image.Image, after: Image.Image, lm: np.ndarray, amount: float,
+               moved: tuple | None = None) -> Image.Image:
+    """`after` with the hair found in `before` (the unedited photo, whose face is at `lm`) greyed by `amount`.
+
+    moved: (x0, y0, sx, sy, alpha) when `after`'s pixels in the box at (x0, y0) came from `before` at (sx, sy)
+    (float32 [h, w] photo px; the shape change), blended by alpha [h, w]: the hair mask moves with its pixels.
+    Without it, a jaw that widens with age carried the cheek's skin onto where the hair had been, and that skin
+    was greyed into a pale rim down the side of the face."""
     from faceapp.align.hair import grey_hair, hair_mask
 
     mask, (x0, y0, x1, y1) = hair_mask(np.asarray(before), lm)
     if mask.size == 0 or mask.max() <= 0:
         return after
+    if moved is not None:
+        rx, ry, sx, sy, alpha = moved
+        rh, rw = sx.shape
+        bx0, by0, bx1, by1 = min(x0, rx), min(y0, ry), max(x1, rx + rw), max(y1, ry + rh)  # both boxes
+        canvas = np.zeros((by1 - by0, bx1 - bx0), np.float32)
+        canvas[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0] = mask
+        pulled = cv2.remap(canvas, sx - bx0, sy - by0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        inner = canvas[ry - by0:ry - by0 + rh, rx - bx0:rx - bx0 + rw]
+        canvas[ry - by0:ry - by0 + rh, rx - bx0:rx - bx0 + rw] = inner + (pulled - inner) * alpha
+        mask, (x0, y0, x1, y1) = canvas, (bx0, by0, bx1, by1)
     box = np.asarray(after.crop((x0, y0, x1, y1)), np.float32) / 255.0
     out = grey_hair(box, mask, amount)
     if _is_grey(box):
