@@ -237,7 +237,8 @@ class ModelBundle:
     def age_scales(self, age: float | None) -> dict[str, float] | None:
         """The aging change's parts ({'shape', 'light', 'gain', 'wrinkles', 'hair'}, multiples of the prototypes' t
         (hair: of the greying), 'cap': of the band gains' cap (`faceapp.align.prototype.GAIN_CAP`), 'late' and
-        'growth': the late-life and growth prototypes' t as multiples of it) for a
+        'growth': the late-life and growth prototypes' t as multiples of it, 'late_shape': of the late-life
+        prototypes' own shape change) for a
         face that looks `age` years old: the by_age profile read linearly between its ages (held at its ends); None
         without a profile or an age."""
         profile = (self.meta.get("age_prototypes_options") or {}).get("by_age")
@@ -249,8 +250,8 @@ class ModelBundle:
         """`photo` (PIL) with the face at `landmarks68` ([68, 2] photo px) aged by the age prototypes' t, with the
         bundle's grey hair and drawn lines and the parts' multiples `scales` (`age_scales`; 'hair' scales the
         greying); first, where scales give a 'growth' part, grown up by the growth prototypes at t x that part;
-        last, where they give a 'late' part, by the late-life prototypes at t x that part. What the editor and the
-        profile fit use."""
+        last, where they give a 'late' part, by the late-life prototypes at t x that part (their shape change x the
+        'late_shape' part, default 1). What the editor and the profile fit use."""
         sc = scales or {}
         growth = float(sc.get("growth", 0.0)) * t
         if growth > 0 and self.age_prototypes_growth is not None:  # a child grows up: no greying, no drawn lines
@@ -260,7 +261,9 @@ class ModelBundle:
         photo = self.age_prototypes.apply(photo, landmarks68, t, hair=hair, wrinkles=self.wrinkles, scales=parts)
         late = float(sc.get("late", 0.0)) * t
         if late > 0 and self.age_prototypes_late is not None:  # older faces: the late-life change too
-            photo = self.age_prototypes_late.apply(photo, landmarks68, late, hair=0.0, wrinkles=0.0)
+            # 'late_shape': the share of the late-life shape change (its sunken cheeks cost identity before years)
+            late_sc = {"shape": float(sc["late_shape"])} if "late_shape" in sc else None
+            photo = self.age_prototypes_late.apply(photo, landmarks68, late, hair=0.0, wrinkles=0.0, scales=late_sc)
         return photo
 
     @property
@@ -521,7 +524,7 @@ def _load_folder(root: Path, device, force_directions: bool = False) -> ModelBun
     )
 
 
-AGE_PARTS = ("shape", "light", "gain", "wrinkles", "late", "growth", "hair", "cap")
+AGE_PARTS = ("shape", "light", "gain", "wrinkles", "late", "growth", "hair", "cap", "late_shape")
 
 
 def _check_age_profile(profile, root) -> None:
@@ -542,8 +545,8 @@ def _check_age_profile(profile, root) -> None:
         ok = False
     if not ok:
         raise CheckpointError(f"{root / 'bundle.json'}: age_prototypes_options' by_age must be {{'ages': [increasing "
-                              f"years], 'shape'/'light'/'gain'/'wrinkles'/'late'/'growth'/'hair'/'cap': [as many "
-                              f"multiples in 0..4]}}, got {profile!r}")
+                              f"years], 'shape'/'light'/'gain'/'wrinkles'/'late'/'growth'/'hair'/'cap'/'late_shape': "
+                              f"[as many multiples in 0..4]}}, got {profile!r}")
 
 
 def _check_prototype_options(opts, root, key: str = "age_prototypes_options") -> None:

@@ -32,7 +32,7 @@ def test_each_band_gets_the_strongest_candidate_that_keeps_its_faces():
     # each band's mix over the band, not only at its faces' median: it changes within SWITCH_YEARS of the edge
     assert profile["ages"] == [38 - SWITCH_YEARS, 38 + SWITCH_YEARS]
     for age, pick in ((20.0, young_pick), (30.0, young_pick), (45.0, "strongest"), (60.0, "strongest")):
-        for part in ("shape", "gain", "cap"):
+        for part in ("shape", "gain", "cap", "late_shape"):
             assert np.interp(age, profile["ages"], profile[part]) == CANDIDATES[pick][part]
     _check_age_profile(profile, root=Path("."))  # a bundle takes it
 
@@ -46,7 +46,8 @@ def test_a_band_no_candidate_keeps_gets_the_one_that_keeps_most():
     assert [r["candidate"] for r in table if r["chosen"]] == ["gentle"]
 
 
-@pytest.mark.parametrize("bad", [{"ages": [3, 3], "shape": [1, 1]}, {"ages": [1], "shape": [5]}])
+@pytest.mark.parametrize("bad", [{"ages": [3, 3], "shape": [1, 1]}, {"ages": [1], "shape": [5]},
+                                 {"ages": [1], "late_shape": [-1]}])
 def test_bad_profiles_are_refused(bad):
     from faceapp.errors import CheckpointError
 

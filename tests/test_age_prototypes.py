@@ -682,6 +682,30 @@ def test_grey_hair_moves_with_the_pixels_the_shape_change_moves(face, monkeypatc
     assert untouched.sum() > 100 and np.median(c_grey[untouched] / c0[untouched]) < 0.5
 
 
+def test_a_profiles_late_shape_part_scales_only_the_late_life_shape_change(face):
+    from types import SimpleNamespace
+
+    from faceapp.bundle import ModelBundle
+
+    photo, lm, lmc = face
+    before = np.asarray(photo).astype(int)
+
+    def age(late, **sc):  # the bundle's age_photo with no-op age prototypes and the given late-life ones
+        b = SimpleNamespace(age_prototypes=_protos(lmc), age_prototypes_late=late, age_prototypes_growth=None,
+                            hair_grey=0.0, wrinkles=0.0)
+        return np.asarray(ModelBundle.age_photo(b, photo, lm, 1.0, {"late": 1.0, **sc})).astype(int)
+
+    moved = _protos(lmc, shift=(0.0, 3.0))  # the late-life change is a shape change alone
+    assert np.abs(age(moved) - before).max() > 40  # its default: the whole shape change
+    assert np.abs(age(moved, late_shape=1.0) - age(moved)).max() == 0
+    assert np.abs(age(moved, late_shape=0.0) - before).max() <= 2  # none of it
+    half = np.abs(age(moved, late_shape=0.5) - before).sum()
+    assert 0 < half < np.abs(age(moved) - before).sum()
+    lined = _protos(lmc, stripe=8.0)  # a change in lightness alone keeps all of it, whatever the shape's share
+    assert np.abs(age(lined, late_shape=0.0) - before).max() > 3
+    assert np.array_equal(age(lined, late_shape=0.0), age(lined))
+
+
 def test_smile_prototypes_part_the_lips_whole(face):
     """The fold guard is for aging: a smile's lips part and stretch (that is the edit), so smile prototypes keep the
     mouth change their shapes say, where age prototypes with the same shapes get a tamer one; a change that folds
