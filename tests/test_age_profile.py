@@ -46,6 +46,20 @@ def test_a_band_no_candidate_keeps_gets_the_one_that_keeps_most():
     assert [r["candidate"] for r in table if r["chosen"]] == ["gentle"]
 
 
+def test_a_tie_goes_to_the_candidate_that_ages_more_whatever_the_list_order():
+    est0 = np.array([20.0, 22, 24, 26])
+    change = {k: np.array([16.0, 16, 10, 10]) for k in CANDIDATES}
+    dist = {k: np.full(4, 0.3) for k in CANDIDATES}
+    adults = [k for k in CANDIDATES if not CANDIDATES[k]["growth"]]
+    first, last = adults[0], adults[-1]  # the same share >= 15 and the same identity
+    change[last] = np.array([18.0, 19, 12, 12])
+    _, table = choose_profile(est0, change, dist, (38,), min_same=0.85)
+    assert [r["candidate"] for r in table if r["chosen"]] == [last]
+    change[first] = np.array([18.0, 19, 13, 13])
+    _, table = choose_profile(est0, change, dist, (38,), min_same=0.85)
+    assert [r["candidate"] for r in table if r["chosen"]] == [first]
+
+
 @pytest.mark.parametrize("bad", [{"ages": [3, 3], "shape": [1, 1]}, {"ages": [1], "shape": [5]},
                                  {"ages": [1], "late_shape": [-1]}])
 def test_bad_profiles_are_refused(bad):

@@ -15,7 +15,8 @@ prototypes' t for the shape, the lightness, the band gains and the drawn lines. 
    person; a measure the edit does not use);
 3. splits the faces by their estimated age at `--bands`; in each band, keeps the candidates that leave at least
    `--min-same` of its faces the same person (none does: those that keep the most) and picks the one with the
-   largest share aged >= `--target` years (ties: the larger share still the same person). Bands below
+   largest share aged >= `--target` years (ties: the larger share still the same person, then the larger median
+   change). Bands below
    `--child-below` pick among the growth candidates alone (with the bundle's growth prototypes): a child aged with
    lines reads old to the estimator, and would win, but looks like neither an adult nor the child;
 4. rejuvenates the photos of true age >= `--younger-from` at each of YOUNGER_ENDS (the prototypes' t at the slider's
@@ -163,7 +164,8 @@ def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[s
                  "same": float(np.mean(dist[k][m] < 0.6))} for k in names]
         most = max(r["same"] for r in rows)
         ok = [r for r in rows if r["same"] >= min_same] or [r for r in rows if r["same"] == most]
-        best = max(ok, key=lambda r: (r["share_target"], r["same"]))
+        # ties: the one that keeps more faces, then the one that ages them more (not the list's order)
+        best = max(ok, key=lambda r: (r["share_target"], r["same"], r["median_change"]))
         for r in rows:
             r["chosen"] = r is best
         table += rows
