@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from faceapp.bundle import _check_age_profile
-from training.age_profile import CANDIDATES, SWITCH_YEARS, YOUNGER_ENDS, choose_profile, choose_younger
+from training.age_profile import CANDIDATES, SWITCH_YEARS, YOUNGER_ENDS, child_band, choose_profile, choose_younger
 
 
 def test_each_band_gets_the_strongest_candidate_that_keeps_its_faces():
@@ -158,3 +158,107 @@ def test_reuse_reads_the_younger_measures(tmp_path):
     assert got["younger_end"] == max(te for te in YOUNGER_ENDS if 0.2 * te < 0.6)
     assert got["options"]["younger_from"] == 40  # what the measures were made with, whatever this run says
     assert _check_age_profile(got["by_age"], None) is None
+
+
+def test_a_band_chooses_only_among_candidates_measured_on_all_its_faces():
+    """A fit measures each face only on the candidates its band can choose (NaN elsewhere): a candidate missing
+    on some of a band's faces is left out of that band's table, and a band none was measured on is refused."""
+    est0 = np.array([20.0, 22, 24, 50, 52, 54])
+    names = [k for k in CANDIDATES if not CANDIDATES[k]["growth"]]
+    change = {k: np.full(6, 10.0) for k in names}
+    dist = {k: np.full(6, 0.3) for k in names}
+    change["strongest"][:] = [30.0, 30, np.nan, 30, 30, 30]  # best everywhere, but not measured on one young face
+    _, table = choose_profile(est0, change, dist, (38,), min_same=0.85)
+    young = [r for r in table if r["band"][1] == 38.0]
+    assert "strongest" not in {r["candidate"] for r in young} and len(young) == len(names) - 1
+    assert {r["band"][0]: r["candidate"] for r in table if r["chosen"]}[38.0] == "strongest"
+    for k in names:
+        change[k][0] = np.nan
+    with pytest.raises(ValueError, match="measure again"):
+        choose_profile(est0, change, dist, (38,), min_same=0.85)
+
+
+def test_child_band_is_the_band_choose_profile_treats_as_a_child():
+    bands = (6, 13, 38, 47)
+    assert [child_band(a, bands, 13.0) for a in (0.5, 5.9, 6.0, 12.9, 13.0, 40.0, 90.0)] == \
+        [True, True, True, True, False, False, False]
+    assert not child_band(3.0, bands, None)
+    assert child_band(14.0, (20,), 25.0) and not child_band(14.0, (20,), 15.0)
+
+
+def test_a_fit_measures_children_on_growth_candidates_and_adults_on_the_rest(tmp_path, monkeypatch):
+    """The measuring run, with stand-ins for the bundle, the detector and the meter: a face is aged only with the
+    candidates its estimated age's band can choose, the rest are NaN in the saved measures, and the profile is
+    chosen from them (children among growth mixes, adults among the rest)."""
+    import io
+    import json
+    import zipfile
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    import faceapp.align
+    import faceapp.bundle
+    import training.calibrate_years
+    from training.age_profile import main
+
+    ages = [3, 5, 8, 10, 20, 30, 40, 50, 60, 70]
+    zpath = tmp_path / "utk.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for i, a in enumerate(ages):
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (a, 0, 0)).save(buf, "JPEG", quality=100)  # the true age in the red channel
+            z.writestr(f"UTKFace/{a}_0_0_2017010{i}.jpg.chip.jpg", buf.getvalue())
+    aged = []
+
+    class Bundle:
+        age_prototypes = age_prototypes_late = age_prototypes_growth = age_estimator = object()
+        directions = {"age": SimpleNamespace(strength_range=(-12.0, 12.0))}
+        wrinkles = 1.0
+
+        def age_split(self, s):
+            return 0.0, s / 10
+
+        def age_photo(self, photo, lm, t, scales=None):
+            aged.append((photo.getpixel((4, 4))[0], scales))
+            return (photo, t, scales)
+
+    class Meter:
+        def __init__(self, *a, **k):
+            pass
+
+        def views(self, face, images):
+            return images
+
+        def measure(self, crops):
+            # the photo reads its true age; an aged one +growth x 10 (children) or +shape x 10 (adults), same person
+            age = []
+            for c in crops:
+                if isinstance(c, tuple):
+                    sc = c[2] or {}
+                    age.append(c[0].getpixel((4, 4))[0] + 10 * (sc.get("growth", 0) + sc.get("shape", 0)))
+                else:
+                    age.append(c.getpixel((4, 4))[0])
+            return {"age": np.array(age, float), "desc": np.zeros((len(crops), 128))}
+
+    monkeypatch.setattr(faceapp.bundle, "load_bundle", lambda *a, **k: Bundle())
+    monkeypatch.setattr(faceapp.align, "detect_faces", lambda im: [SimpleNamespace(landmarks68=None)])
+    monkeypatch.setattr(training.calibrate_years, "PhotoMeter", Meter)
+    out = tmp_path / "p.json"
+    assert main(["--zip", str(zpath), "--out", str(out), "--per-band", "10", "--true-bands", "1,100"]) == 0
+    growing = {k for k in CANDIDATES if CANDIDATES[k]["growth"]}
+    for true_age, sc in aged:
+        if sc is None:  # the younger end, on faces of 40+
+            assert true_age >= 40
+            continue
+        kind = {k for k, v in CANDIDATES.items() if v == sc}
+        assert kind and (kind <= growing) == (true_age < 13), (true_age, kind)
+    with np.load(out.with_suffix(".npz")) as f:
+        child = f["est0"] < 13
+        assert child.sum() == 4
+        for k in CANDIDATES:
+            measured = np.isfinite(f[f"change/{k}"])
+            assert (measured == child).all() if k in growing else (measured == ~child).all()
+    chosen = {r["band"][1]: r["candidate"] for r in json.loads(out.read_text())["table"] if r["chosen"]}
+    assert chosen[6.0] == chosen[13.0] == "grow-furthest"  # the most growth reads oldest here
+    assert CANDIDATES[chosen[np.inf]]["shape"] == max(v["shape"] for v in CANDIDATES.values())

@@ -43,8 +43,8 @@ import numpy as np
 
 from training.options import add_options, layered_values, opt
 
-__all__ = ["CANDIDATES", "SWITCH_YEARS", "YOUNGER_ENDS", "AgeProfileOptions", "choose_profile", "choose_younger",
-           "main"]
+__all__ = ["CANDIDATES", "SWITCH_YEARS", "YOUNGER_ENDS", "AgeProfileOptions", "child_band", "choose_profile",
+           "choose_younger", "main"]
 
 #: Candidate parts, as multiples of the bundle's prototype t (slider's end) and its drawn-line amount.
 #: 'late' / 'growth': the bundle's late-life / growth prototypes' t as a multiple of the age prototypes' t (when it
@@ -106,6 +106,10 @@ CANDIDATES = {
     "grow": {**_GROW, "growth": 0.57},
     "grow-more": {**_GROW, "growth": 0.86},
     "grow-most": {**_GROW, "growth": 1.14},
+    # grow-most kept 90-96 % of the training children the same person, more than the rule asks (session 38)
+    "grow-further": {**_GROW, "growth": 1.29},
+    "grow-further-still": {**_GROW, "growth": 1.43},
+    "grow-furthest": {**_GROW, "growth": 1.71},
 }
 
 #: Candidate t magnitudes for the slider's younger end (the age prototypes at -t, for faces of --younger-from and over)
@@ -138,6 +142,13 @@ class AgeProfileOptions:
     younger_from: int = opt(40, "true age (years) from which the drawn photos also choose the slider's younger end")
 
 
+def child_band(est: float, bands, child_below: float | None) -> bool:
+    """Whether a face whose estimated age is `est` falls in a band (of the estimated-age edges `bands`) that chooses
+    among the growth candidates: its upper edge is at most `child_below`."""
+    hi = min([b for b in bands if b > est], default=np.inf)
+    return child_below is not None and hi <= child_below
+
+
 def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[str, np.ndarray], bands,
                    *, min_same: float = 0.9, target: float = 15.0,
                    child_below: float | None = None) -> tuple[dict, list[dict]]:
@@ -147,7 +158,9 @@ def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[s
     holds each band's mix across the band, the mix its faces were measured with, and passes to the next band's
     within SWITCH_YEARS of the edge between them (anchors at edge -/+ SWITCH_YEARS; a single band: one anchor at
     its faces' median age). With `child_below`, a band whose upper edge is at most that chooses among the growth
-    candidates that `change` holds, and every other band among the rest."""
+    candidates that `change` holds, and every other band among the rest. A candidate not measured on every face of
+    a band (NaN: a fit measures each face only on the candidates its own band can choose) is not in that band's
+    table."""
     edges = [-np.inf, *bands, np.inf]
     parts = {k: [] for k in ("shape", "light", "gain", "wrinkles", "late", "growth", "hair", "cap", "late_shape")}
     chosen, table = [], []  # (lo, hi, median estimated age, candidate) of each band with faces
@@ -157,7 +170,11 @@ def choose_profile(est0: np.ndarray, change: dict[str, np.ndarray], dist: dict[s
         if not m.any():
             continue
         child = child_below is not None and hi <= child_below and bool(growing)
-        names = [k for k in change if (k in growing) == child]
+        names = [k for k in change if (k in growing) == child and np.isfinite(change[k][m]).all()
+                 and np.isfinite(dist[k][m]).all()]
+        if not names:
+            raise ValueError(f"no candidate was measured on every face that looks {lo:g}-{hi:g}: measure again "
+                             "with these bands")
         rows = [{"band": [float(lo), float(hi)], "faces": int(m.sum()), "candidate": k,
                  "median_change": float(np.median(change[k][m])),
                  "share_target": float(np.mean(change[k][m] >= target)),
@@ -251,6 +268,7 @@ def main(argv=None) -> int:
         return 2
     candidates = {k: v for k, v in CANDIDATES.items() if (not v["late"] or bundle.age_prototypes_late is not None)
                   and (not v["growth"] or bundle.age_prototypes_growth is not None)}
+    growers = any(v["growth"] > 0 for v in candidates.values())  # else children choose among the aging mixes
     end = max(abs(x) for x in bundle.directions["age"].strength_range)
     t_end = bundle.age_split(end)[1]
     meter = PhotoMeter(None, age_estimator=bundle.age_estimator)
@@ -271,19 +289,26 @@ def main(argv=None) -> int:
             if not faces:
                 continue
             face = faces[0]
+            m0 = meter.measure(meter.views(face, [photo]))
+            # only the candidates this face's band can choose (a child is not lined, an adult does not grow): NaN
+            # for the others, so growth candidates cost nothing on adults and the aging mixes nothing on children
+            child = growers and child_band(float(m0["age"][0]), args.bands, args.child_below)
+            mine = [k for k, v in candidates.items() if (v["growth"] > 0) == child]
             # as the editor ages a face (the prototypes act on the photo itself)
-            outs = [bundle.age_photo(photo, face.landmarks68, t_end, sc) for sc in candidates.values()]
+            outs = [bundle.age_photo(photo, face.landmarks68, t_end, candidates[k]) for k in mine]
             rejuvenate = int(Path(n).name.split("_")[0]) >= args.younger_from
             if rejuvenate:  # old enough to be made younger: the slider's other end
                 outs += [bundle.age_photo(photo, face.landmarks68, -te) for te in YOUNGER_ENDS]
-            m = meter.measure(meter.views(face, [photo, *outs]))
-            est0.append(float(m["age"][0]))
-            for j, k in enumerate(candidates, 1):
-                change[k].append(float(m["age"][j] - m["age"][0]))
-                dist[k].append(float(np.linalg.norm(m["desc"][j] - m["desc"][0])))
-            for j, te in enumerate(YOUNGER_ENDS, len(candidates) + 1):
-                ychange[te].append(float(m["age"][j] - m["age"][0]) if rejuvenate else np.nan)
-                ydist[te].append(float(np.linalg.norm(m["desc"][j] - m["desc"][0])) if rejuvenate else np.nan)
+            m = meter.measure(meter.views(face, outs)) if outs else {"age": [], "desc": []}
+            a0, d0 = float(m0["age"][0]), m0["desc"][0]
+            est0.append(a0)
+            for k in candidates:
+                j = mine.index(k) if k in mine else None
+                change[k].append(float(m["age"][j] - a0) if j is not None else np.nan)
+                dist[k].append(float(np.linalg.norm(m["desc"][j] - d0)) if j is not None else np.nan)
+            for j, te in enumerate(YOUNGER_ENDS, len(mine)):
+                ychange[te].append(float(m["age"][j] - a0) if rejuvenate else np.nan)
+                ydist[te].append(float(np.linalg.norm(m["desc"][j] - d0)) if rejuvenate else np.nan)
             if (i + 1) % 25 == 0:
                 print(f"  {i + 1}/{len(chosen)} photos ({time.time() - t0:.0f} s)", flush=True)
     est0 = np.array(est0)
@@ -300,8 +325,12 @@ def main(argv=None) -> int:
 
 def _finish(args, argv, est0, change, dist, t_end, wrinkles, t0, ychange=None, ydist=None) -> int:
     """Choose the profile (and the younger end) from the per-face measures, print their tables and write --out."""
-    profile, table = choose_profile(est0, change, dist, args.bands, min_same=args.min_same, target=args.target,
-                                    child_below=args.child_below)
+    try:
+        profile, table = choose_profile(est0, change, dist, args.bands, min_same=args.min_same, target=args.target,
+                                        child_below=args.child_below)
+    except ValueError as e:  # --reuse under bands the faces were not measured for
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{'band':>12s} {'candidate':>19s} faces  median  >=target  same")
     for r in table:
         print(f"{r['band'][0]:5.0f}-{r['band'][1]:<6.0f} {r['candidate']:>19s} {r['faces']:5d} "
