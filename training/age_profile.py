@@ -232,6 +232,7 @@ def main(argv=None) -> int:
 
     from faceapp.align import detect_faces
     from faceapp.bundle import load_bundle
+    from faceapp.errors import NoFaceError
     from training.calibrate_years import UTKFACE_ZIP, PhotoMeter
     from training.utkface import HELDOUT_LISTS, read_name_list, utkface_names
 
@@ -285,10 +286,10 @@ def main(argv=None) -> int:
             chosen += [n for n in names if lo <= int(Path(n).name.split("_")[0]) < hi][: args.per_band]
         for i, n in enumerate(chosen):
             photo = Image.open(io.BytesIO(z.read(n))).convert("RGB")
-            faces = detect_faces(photo)
-            if not faces:
+            try:  # detect_faces raises on a photo it finds no face in: such a training photo is skipped
+                face = detect_faces(photo)[0]
+            except NoFaceError:
                 continue
-            face = faces[0]
             m0 = meter.measure(meter.views(face, [photo]))
             # only the candidates this face's band can choose (a child is not lined, an adult does not grow): NaN
             # for the others, so growth candidates cost nothing on adults and the aging mixes nothing on children
