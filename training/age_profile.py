@@ -1,6 +1,6 @@
 """Fit a bundle's age profile: how much of each part of the aging change a face gets, by how old it looks.
 
-    python -m training.age_profile --bundle models/demo --out scratch/age_profile.json --threads 2
+    python -m training.age_profile --bundle models/demo --per-band 160 --out scratch/age_profile.json --threads 2
 
 One fixed aging change does not read as the same number of years on every face: at the demo's slider end a
 face of 20 read +45 years and stopped looking like itself, a face of 60 read +7. A bundle with an age estimator
@@ -125,7 +125,7 @@ class AgeProfileOptions:
     bundle: str = opt("models/demo", "the bundle whose age prototypes, age estimator and slider are fitted")
     out: str = opt("scratch/age_profile.json", "where the profile and its table go (UTKFace-derived figures)")
     zip: str = opt(None, "UTKFace 200 px zip (default: ../shared/data/utkface/utkface-200px.zip)")
-    per_band: int = opt(40, "training faces drawn from each true-age band")
+    per_band: int = opt(160, "training faces drawn from each true-age band (the demo's profile: 160, 41 min)")
     true_bands: tuple[int, ...] = opt((1, 15, 30, 45, 60, 100), "true-age band edges the faces are drawn from")
     bands: tuple[int, ...] = opt((6, 13, 38, 47), "estimated-age edges of the profile's bands (babies, children, "
                                  "then adults)")
